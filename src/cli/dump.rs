@@ -1,0 +1,147 @@
+//! `pyspy-bpf dump`: print every thread's current stack, as text or JSON.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use serde::Serialize;
+
+use super::DumpArgs;
+use crate::model::{Frame, StackTrace};
+use crate::process::pause::Paused;
+use crate::process::proc;
+use crate::python::{PythonProcess, StackOptions};
+
+#[derive(Serialize)]
+struct ProcessDump {
+    pid: u32,
+    version: String,
+    executable: String,
+    cmdline: Vec<String>,
+    threads: Vec<ThreadDump>,
+}
+
+#[derive(Serialize)]
+struct ThreadDump {
+    tid: Option<u32>,
+    ident: u64,
+    name: Option<String>,
+    active: bool,
+    owns_gil: bool,
+    #[serde(serialize_with = "frames_json")]
+    frames: Vec<Frame>,
+}
+
+pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
+    let mut pids = vec![args.pid];
+    if args.subprocesses {
+        pids.extend(proc::descendants(args.pid));
+    }
+    let mut dumps = Vec::new();
+    for (i, &pid) in pids.iter().enumerate() {
+        let mut process = match PythonProcess::attach(pid) {
+            Ok(p) => p,
+            // The root must be Python; children that are not are simply skipped.
+            Err(e) if i > 0 => {
+                log::debug!("subprocess {pid}: {e}");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let _paused = if args.blocking {
+            Some(Paused::pause(pid)?)
+        } else {
+            None
+        };
+        let stacks = process.stacks(StackOptions {
+            include_idle: true,
+            gil_only: false,
+        })?;
+        drop(_paused);
+        dumps.push(to_dump(&process, &stacks));
+    }
+    let text = if args.json {
+        let value = if args.subprocesses {
+            serde_json::to_string_pretty(&dumps)?
+        } else {
+            serde_json::to_string_pretty(&dumps[0])?
+        };
+        value + "\n"
+    } else {
+        dumps.iter().map(render_text).collect()
+    };
+    // A closed pipe (`dump | head`) is the reader's choice, not an error.
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+        _ => {}
+    }
+    Ok(0)
+}
+
+fn to_dump(process: &PythonProcess, stacks: &[StackTrace]) -> ProcessDump {
+    ProcessDump {
+        pid: process.pid,
+        version: process.version().to_string(),
+        executable: process.executable.display().to_string(),
+        cmdline: process.cmdline.clone(),
+        threads: stacks
+            .iter()
+            .map(|s| ThreadDump {
+                tid: s.tid,
+                ident: s.thread_ident,
+                name: s.thread_name.clone(),
+                active: s.active,
+                owns_gil: s.owns_gil,
+                frames: s.frames.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn frames_json<S: serde::Serializer>(frames: &[Frame], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(frames.iter().map(frame_json))
+}
+
+fn frame_json(frame: &Frame) -> serde_json::Value {
+    match frame {
+        Frame::Python(f) => serde_json::json!({
+            "function": f.function, "filename": f.filename, "line": f.line, "first_line": f.first_line,
+        }),
+        Frame::Truncated(r) => serde_json::json!({ "truncated": r.as_str() }),
+        Frame::Unknown(r) => serde_json::json!({ "unknown": r.as_str() }),
+    }
+}
+
+fn render_text(d: &ProcessDump) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Process {}: {}", d.pid, d.cmdline.join(" "));
+    let _ = writeln!(out, "Python v{} ({})", d.version, d.executable);
+    for t in &d.threads {
+        let tid = t
+            .tid
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| format!("{:#x}", t.ident));
+        let state = match (t.active, t.owns_gil) {
+            (true, true) => "active, gil",
+            (true, false) => "active",
+            (false, true) => "idle, gil",
+            (false, false) => "idle",
+        };
+        let _ = writeln!(
+            out,
+            "\nThread {tid} ({state}) \"{}\"",
+            t.name.as_deref().unwrap_or("?")
+        );
+        for f in &t.frames {
+            let _ = match f {
+                Frame::Python(f) => writeln!(out, "    {} ({}:{})", f.function, f.filename, f.line),
+                Frame::Truncated(r) => writeln!(out, "    <truncated: {}>", r.as_str()),
+                Frame::Unknown(r) => writeln!(out, "    <unknown frame: {}>", r.as_str()),
+            };
+        }
+    }
+    out
+}

@@ -1,0 +1,108 @@
+//! The command line: clap definitions and dispatch to `record` and `dump`.
+
+mod dump;
+mod record;
+mod target;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pyspy-bpf",
+    version,
+    about = "Sampling profiler for Python programs (eBPF-assisted, py-spy compatible command line)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Record samples into a flamegraph, speedscope profile or collapsed stacks.
+    Record(RecordArgs),
+    /// Print the current stack of every thread of a running Python process.
+    Dump(DumpArgs),
+}
+
+/// What to profile: a running process or a command to start.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// PID of a running Python process.
+    #[arg(short, long, conflicts_with = "command")]
+    pub pid: Option<u32>,
+    /// Program to start and profile, after `--` (e.g. `-- python3 app.py --flag`).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Output file (default: NAME-PID.svg/.json/.txt in the current directory).
+    #[arg(short, long)]
+    pub output: Option<std::path::PathBuf>,
+    /// Output format.
+    #[arg(short, long, default_value = "flamegraph")]
+    pub format: Format,
+    /// Samples per second.
+    #[arg(short, long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub rate: u32,
+    /// Seconds to record (default: until the program exits or Ctrl-C).
+    #[arg(short, long)]
+    pub duration: Option<f64>,
+    /// Include idle threads (not running on a CPU).
+    #[arg(long)]
+    pub idle: bool,
+    /// Only record the thread holding the GIL.
+    #[arg(long)]
+    pub gil: bool,
+    /// A root frame per thread.
+    #[arg(short, long)]
+    pub threads: bool,
+    /// Also profile the target's child processes.
+    #[arg(short, long)]
+    pub subprocesses: bool,
+    /// Aggregate by function, without line numbers.
+    #[arg(long)]
+    pub nolineno: bool,
+    /// Show the first line of each function instead of the current line.
+    #[arg(short = 'F', long)]
+    pub function: bool,
+    /// Show full file paths.
+    #[arg(long)]
+    pub full_filenames: bool,
+    /// Read without pausing the target (the default; kept for py-spy compatibility).
+    #[arg(long, conflicts_with = "blocking")]
+    pub nonblocking: bool,
+    /// Pause the target during each read for a consistent snapshot (it is always resumed).
+    #[arg(long)]
+    pub blocking: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// PID of a running Python process.
+    #[arg(short, long)]
+    pub pid: u32,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Pause the target while reading it.
+    #[arg(long)]
+    pub blocking: bool,
+    /// Also dump the target's child processes.
+    #[arg(short, long)]
+    pub subprocesses: bool,
+}
+
+/// Run the parsed command; the exit code to use on success.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Record(args) => record::run(args),
+        Command::Dump(args) => dump::run(args),
+    }
+}

@@ -1,0 +1,12 @@
+//! pyspy-bpf: a sampling profiler for CPython on Linux. See ARCHITECTURE.md for the path of
+//! one sample through these modules.
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod frames;
+pub mod model;
+pub mod output;
+pub mod process;
+pub mod profile;
+pub mod python;
+pub mod sampler;

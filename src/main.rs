@@ -1,0 +1,15 @@
+//! `pyspy-bpf`: parse the command line and run it.
+
+use clap::Parser;
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = pyspy_bpf::cli::Cli::parse();
+    match pyspy_bpf::cli::run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Core types shared by every layer: samples, frames and stacks. Depends on nothing else in the crate.
+
+use serde::Serialize;
+
+/// An address in the *target* process. Never dereferenced locally.
+pub type Addr = u64;
+
+/// A CPython version as detected in the target (`Py_Version` or the binary's version string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct PyVersion {
+    pub major: u8,
+    pub minor: u8,
+    pub patch: u8,
+}
+
+impl PyVersion {
+    pub const fn new(major: u8, minor: u8, patch: u8) -> Self {
+        PyVersion {
+            major,
+            minor,
+            patch,
+        }
+    }
+
+    /// `(major, minor)`: what selects a row of the offsets table.
+    pub fn minor_series(&self) -> (u8, u8) {
+        (self.major, self.minor)
+    }
+}
+
+impl std::fmt::Display for PyVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// One Python frame as read from the target, not yet resolved to names and lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RawPyFrame {
+    /// Address of the code object (`PyCodeObject*`).
+    pub code_addr: Addr,
+    /// Position of the current instruction: a byte offset (<= 3.9), a code-unit index (3.10)
+    /// or the instruction pointer (3.11+). Interpreted only by the version's line table.
+    pub instr: u64,
+}
+
+/// A resolved Python frame.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct PyFrame {
+    /// Qualified name where the version has one (3.11+), else the plain name.
+    pub function: String,
+    pub filename: String,
+    /// Line of the current instruction; 0 when unknown.
+    pub line: u32,
+    /// First line of the function (used by `--function`).
+    pub first_line: u32,
+}
+
+/// Why a stack stops early or a frame could not be read. Truncation is data, not an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Reason {
+    /// The frame chain was longer than the depth limit.
+    DepthLimit,
+    /// The frame chain looped back on itself.
+    Cycle,
+    /// Target memory could not be read (process exited or frame freed under us).
+    ReadFailed,
+    /// The bytes read do not look like the expected object.
+    BadObject,
+}
+
+impl Reason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reason::DepthLimit => "depth limit",
+            Reason::Cycle => "cycle",
+            Reason::ReadFailed => "read failed",
+            Reason::BadObject => "bad object",
+        }
+    }
+}
+
+/// One frame of a finished stack.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub enum Frame {
+    Python(PyFrame),
+    Truncated(Reason),
+    Unknown(Reason),
+}
+
+/// The stack of one thread at one instant, leaf (innermost) first, as CPython links them.
+#[derive(Debug, Clone, Serialize)]
+pub struct StackTrace {
+    pub pid: u32,
+    /// OS thread id, when known.
+    pub tid: Option<u32>,
+    /// `threading` name (or OS thread name) when known.
+    pub thread_name: Option<String>,
+    /// The `pthread_t` / `thread_id` CPython stores for this thread.
+    pub thread_ident: u64,
+    /// Whether the thread was running on a CPU (false = idle / waiting).
+    pub active: bool,
+    /// Whether the thread held the GIL.
+    pub owns_gil: bool,
+    /// Frames, leaf (innermost) first.
+    pub frames: Vec<Frame>,
+}

@@ -1,0 +1,198 @@
+//! Output formats. Each format is one file that reads only a `&Profile` and its `ProfileMeta`.
+//!
+//! Every format labels frames through [`frame_label`]:
+//!
+//! | kind        | label                                                        |
+//! |-------------|--------------------------------------------------------------|
+//! | `Python`    | `name (file:line)`, `name (file)` when `line` is `None`      |
+//! | `Native`    | same as Python; just `name` when there is no `filename`     |
+//! | `Kernel`    | `name_[k]` (inferno's and perf's suffix for kernel frames)   |
+//! | `Process`, `Thread`, `Truncated` | `name` as given (already formatted upstream) |
+//!
+//! For `Native` frames `filename` is whatever the symbolizer put there (a module basename or
+//! a source file); shortening paths is the caller's job, for Python and native frames alike.
+//! An empty name is shown as `[unknown]`.
+
+pub mod collapsed;
+pub mod flamegraph;
+pub mod speedscope;
+
+use std::fmt;
+use std::io::{BufWriter, Write};
+use std::str::FromStr;
+
+use anyhow::Context;
+
+use crate::profile::{FrameKind, Profile, ProfileFrame, ProfileMeta};
+
+/// Shown for a frame whose name is empty.
+pub const UNKNOWN_NAME: &str = "[unknown]";
+
+/// The human-readable label of a frame, before any format-specific escaping.
+pub fn frame_label(frame: &ProfileFrame) -> String {
+    let name = if frame.name.is_empty() {
+        UNKNOWN_NAME
+    } else {
+        frame.name.as_str()
+    };
+    match frame.kind {
+        FrameKind::Python | FrameKind::Native => match (&frame.filename, frame.line) {
+            (Some(file), Some(line)) => format!("{name} ({file}:{line})"),
+            (Some(file), None) => format!("{name} ({file})"),
+            (None, _) => name.to_string(),
+        },
+        FrameKind::Kernel => format!("{name}_[k]"),
+        FrameKind::Process | FrameKind::Thread | FrameKind::Truncated => name.to_string(),
+    }
+}
+
+/// An output format, named on the command line as `flamegraph`, `speedscope` or `raw`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Format {
+    /// An interactive SVG flame graph (inferno).
+    #[default]
+    Flamegraph,
+    /// A speedscope JSON file, one sampled profile per thread.
+    Speedscope,
+    /// Collapsed stacks, `frame;frame;frame count` per line, as py-spy's `raw` format.
+    Raw,
+}
+
+impl Format {
+    pub const ALL: [Format; 3] = [Format::Flamegraph, Format::Speedscope, Format::Raw];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Flamegraph => "flamegraph",
+            Format::Speedscope => "speedscope",
+            Format::Raw => "raw",
+        }
+    }
+
+    /// The extension of a default output file name, without the dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Flamegraph => "svg",
+            Format::Speedscope => "json",
+            Format::Raw => "txt",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Returned by `Format::from_str` for a name that is not a format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown output format {0:?} (expected flamegraph, speedscope or raw)")]
+pub struct UnknownFormat(pub String);
+
+impl FromStr for Format {
+    type Err = UnknownFormat;
+
+    /// Accepts the names of [`Format::name`], case-insensitively, and `collapsed` for `raw`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "flamegraph" => Ok(Format::Flamegraph),
+            "speedscope" => Ok(Format::Speedscope),
+            "raw" | "collapsed" => Ok(Format::Raw),
+            _ => Err(UnknownFormat(s.to_string())),
+        }
+    }
+}
+
+/// Writes `profile` to `out` in `format`. Output is buffered here; the caller need not.
+///
+/// An empty profile is not an error: the flame graph says no samples were collected, the
+/// speedscope file has one empty profile, the raw output is empty. Callers that want to warn
+/// check [`Profile::is_empty`].
+pub fn write(
+    format: Format,
+    profile: &Profile,
+    meta: &ProfileMeta,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let mut out = BufWriter::new(out);
+    match format {
+        Format::Flamegraph => flamegraph::write(profile, meta, &mut out),
+        Format::Speedscope => speedscope::write(profile, meta, &mut out),
+        Format::Raw => collapsed::write(profile, &mut out),
+    }
+    .and_then(|()| out.flush())
+    .with_context(|| format!("writing the {format} output"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        let f = |kind, name: &str, file: Option<&str>, line| ProfileFrame {
+            kind,
+            name: name.into(),
+            filename: file.map(Into::into),
+            line,
+        };
+        use FrameKind::*;
+        assert_eq!(
+            frame_label(&f(Python, "run", Some("app.py"), Some(12))),
+            "run (app.py:12)"
+        );
+        assert_eq!(
+            frame_label(&f(Python, "run", Some("app.py"), None)),
+            "run (app.py)"
+        );
+        assert_eq!(
+            frame_label(&f(Native, "memcpy", Some("libc.so.6"), None)),
+            "memcpy (libc.so.6)"
+        );
+        assert_eq!(frame_label(&f(Native, "memcpy", None, None)), "memcpy");
+        assert_eq!(
+            frame_label(&f(Kernel, "do_syscall_64", None, None)),
+            "do_syscall_64_[k]"
+        );
+        assert_eq!(
+            frame_label(&f(Thread, "thread 7 \"MainThread\"", None, None)),
+            "thread 7 \"MainThread\""
+        );
+        assert_eq!(
+            frame_label(&f(Process, "python3 (7)", None, None)),
+            "python3 (7)"
+        );
+        assert_eq!(
+            frame_label(&f(Truncated, "[depth limit]", None, None)),
+            "[depth limit]"
+        );
+        assert_eq!(frame_label(&f(Native, "", None, None)), "[unknown]");
+    }
+
+    #[test]
+    fn format_names_round_trip() {
+        for f in Format::ALL {
+            assert_eq!(f.name().parse::<Format>(), Ok(f));
+            assert_eq!(f.to_string(), f.name());
+        }
+        assert_eq!("collapsed".parse::<Format>(), Ok(Format::Raw));
+        assert_eq!("SVG".parse::<Format>(), Err(UnknownFormat("SVG".into())));
+        assert_eq!(Format::Flamegraph.extension(), "svg");
+        assert_eq!(Format::Speedscope.extension(), "json");
+        assert_eq!(Format::Raw.extension(), "txt");
+    }
+
+    #[test]
+    fn write_every_format_of_an_empty_profile() {
+        let meta = ProfileMeta::default();
+        for f in Format::ALL {
+            let mut out = Vec::new();
+            write(f, &Profile::new(), &meta, &mut out).unwrap();
+            if f != Format::Raw {
+                assert!(!out.is_empty(), "{f}");
+            }
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Everything about a target process that comes from the kernel: `/proc` files, its memory
+//! mappings, its binaries (read through `/proc/PID/root` so processes in containers work)
+//! and its memory.
+
+pub mod elf;
+pub mod maps;
+pub mod memory;
+pub mod pause;
+pub mod proc;
+
+pub use memory::{MemoryError, ProcessMemory, RemoteMemory};

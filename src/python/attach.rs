@@ -1,0 +1,330 @@
+//! Finding the interpreter inside a process: which binary holds it (the executable or a
+//! `libpython*.so`), where it is loaded, which exact version it is, and where its
+//! interpreter list starts.
+
+use std::path::{Path, PathBuf};
+
+use super::debug_offsets::{apply_debug_offsets, parse_debug_offsets, DEBUG_OFFSETS_READ_LEN};
+use super::offsets::{offsets_for, PyOffsets, SUPPORTED_SERIES};
+use super::threads::GilLocation;
+use crate::model::{Addr, PyVersion};
+use crate::process::elf::ElfImage;
+use crate::process::maps::MapRange;
+use crate::process::memory::{MemoryError, ProcessMemory, RemoteMemory};
+use crate::process::proc::{self, ProcError};
+
+/// Symbols we look up in the interpreter's binary.
+const SYMBOLS: &[&str] = &[
+    "_PyRuntime",
+    "Py_Version",
+    "_PyThreadState_Current",
+    "interp_head",
+    "PyInterpreterState_Head",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+    #[error("process {pid} is not a Python process: no python binary or libpython with CPython's symbols is mapped (exe: {exe})")]
+    NotPython { pid: u32, exe: String },
+    #[error("Python {version} in process {pid} is not supported (supported: {supported})")]
+    Unsupported {
+        pid: u32,
+        version: PyVersion,
+        supported: String,
+    },
+    #[error("cannot tell which Python version {binary} is: no Py_Version symbol, no version string, no version in its file name")]
+    UnknownVersion { binary: String },
+    #[error("{binary} has no {what}: cannot find the interpreter state")]
+    MissingSymbol { binary: String, what: &'static str },
+    #[error("Python {version} in process {pid}: {reason}")]
+    DebugOffsets {
+        pid: u32,
+        version: PyVersion,
+        reason: String,
+    },
+    #[error("process {pid} has not initialised its Python interpreter yet")]
+    NotInitialised { pid: u32 },
+    #[error("reading memory of process {pid}: {source}")]
+    Memory { pid: u32, source: MemoryError },
+    #[error("cannot load {binary}: {reason}")]
+    Binary { binary: String, reason: String },
+}
+
+impl AttachError {
+    /// Worth retrying shortly (a freshly started process that is still loading)?
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            AttachError::NotPython { .. } | AttachError::NotInitialised { .. }
+        )
+    }
+}
+
+/// Where the interpreter list starts.
+#[derive(Debug, Clone, Copy)]
+pub enum InterpreterRoot {
+    /// 3.x: `_PyRuntime` (the list head is a field of it).
+    Runtime(Addr),
+    /// 2.7: the address of the `interp_head` variable.
+    InterpHeadVar(Addr),
+}
+
+/// A located interpreter: everything needed to read thread states, found once per process.
+#[derive(Debug, Clone)]
+pub struct Interpreter {
+    pub pid: u32,
+    pub version: PyVersion,
+    pub offsets: PyOffsets,
+    /// The binary holding the interpreter, as the target sees it.
+    pub binary: PathBuf,
+    pub root: InterpreterRoot,
+    pub gil: GilLocation,
+}
+
+impl Interpreter {
+    /// Address of the first interpreter state (0 if none yet).
+    pub fn interpreters_head(&self, mem: &dyn RemoteMemory) -> Result<Addr, MemoryError> {
+        match self.root {
+            InterpreterRoot::Runtime(runtime) => {
+                let field = self.offsets.runtime_interpreters_head.unwrap_or(0);
+                mem.read_u64(runtime + field)
+            }
+            InterpreterRoot::InterpHeadVar(var) => mem.read_u64(var),
+        }
+    }
+}
+
+/// Locate the interpreter in `pid`.
+pub fn locate(pid: u32) -> Result<Interpreter, AttachError> {
+    let maps = proc::maps(pid)?;
+    let exe = proc::exe(pid)?;
+    let mem = ProcessMemory::new(pid);
+    let mem_err = |source| match source {
+        MemoryError::Permission { .. } => {
+            AttachError::Proc(ProcError::Permission { pid, what: "mem" })
+        }
+        MemoryError::Gone { .. } => AttachError::Proc(ProcError::NotFound { pid }),
+        source => AttachError::Memory { pid, source },
+    };
+
+    for binary in candidate_binaries(&maps, &exe) {
+        let local = proc::path_in_root(pid, &binary);
+        let image = match ElfImage::load(&local, SYMBOLS) {
+            Ok(image) => image,
+            Err(e) => {
+                log::debug!("pid {pid}: skipping {}: {e}", binary.display());
+                continue;
+            }
+        };
+        let is_interpreter = [
+            "_PyRuntime",
+            "_PyThreadState_Current",
+            "interp_head",
+            "PyInterpreterState_Head",
+        ]
+        .iter()
+        .any(|s| image.symbol(s).is_some());
+        if !is_interpreter {
+            continue;
+        }
+        let mappings: Vec<&MapRange> = maps
+            .iter()
+            .filter(|m| m.pathname.as_deref() == Some(&binary))
+            .collect();
+        let bias = image
+            .load_bias(&mappings)
+            .ok_or_else(|| AttachError::Binary {
+                binary: binary.display().to_string(),
+                reason: "no mapping matches its load segments".into(),
+            })?;
+        let version = detect_version(&mem, &image, &binary, bias).map_err(mem_err)??;
+        let mut offsets = offsets_for(version).ok_or_else(|| AttachError::Unsupported {
+            pid,
+            version,
+            supported: SUPPORTED_SERIES
+                .iter()
+                .map(|(a, b)| format!("{a}.{b}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+        let sym = |name: &str| image.symbol(name).map(|a| a.wrapping_add(bias));
+
+        let (root, gil) = if let Some(runtime) = sym("_PyRuntime") {
+            if version >= PyVersion::new(3, 13, 0) {
+                let bytes = mem
+                    .read_bytes(runtime, DEBUG_OFFSETS_READ_LEN)
+                    .map_err(mem_err)?;
+                let debug = parse_debug_offsets(&bytes, version).map_err(|e| {
+                    AttachError::DebugOffsets {
+                        pid,
+                        version,
+                        reason: e.to_string(),
+                    }
+                })?;
+                for (field, table, live) in apply_debug_offsets(&mut offsets, &debug) {
+                    log::info!("pid {pid}: Python {version}: {field} is {live} in _Py_DebugOffsets (table: {table}); using {live}");
+                }
+            }
+            let gil = match offsets.runtime_tstate_current {
+                Some(field) => GilLocation::CurrentTstate(runtime + field),
+                None if offsets.interp_gil_ptr.is_some() => GilLocation::PerInterpreter,
+                None => GilLocation::Unknown,
+            };
+            (InterpreterRoot::Runtime(runtime), gil)
+        } else {
+            let head = interp_head_var(&mem, &image, bias)
+                .map_err(mem_err)?
+                .ok_or_else(|| AttachError::MissingSymbol {
+                    binary: binary.display().to_string(),
+                    what: "interp_head or PyInterpreterState_Head",
+                })?;
+            let gil = sym("_PyThreadState_Current")
+                .map(GilLocation::CurrentTstate)
+                .unwrap_or(GilLocation::Unknown);
+            (InterpreterRoot::InterpHeadVar(head), gil)
+        };
+        let interpreter = Interpreter {
+            pid,
+            version,
+            offsets,
+            binary,
+            root,
+            gil,
+        };
+        if interpreter.interpreters_head(&mem).map_err(mem_err)? == 0 {
+            return Err(AttachError::NotInitialised { pid });
+        }
+        return Ok(interpreter);
+    }
+    Err(AttachError::NotPython {
+        pid,
+        exe: exe.display().to_string(),
+    })
+}
+
+/// `libpython*.so` first (in a shared build the executable is only a launcher), then the
+/// executable itself.
+fn candidate_binaries(maps: &[MapRange], exe: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for m in maps {
+        if let (Some(path), Some(name)) = (&m.pathname, m.file_name()) {
+            if name.starts_with("libpython") && name.contains(".so") && !out.contains(path) {
+                out.push(path.clone());
+            }
+        }
+    }
+    if !out.iter().any(|p| p == exe) {
+        out.push(exe.to_path_buf());
+    }
+    out
+}
+
+/// Version from `Py_Version` (3.11+), else the `PY_VERSION` string in the binary, else the
+/// file name.
+fn detect_version(
+    mem: &dyn RemoteMemory,
+    image: &ElfImage,
+    binary: &Path,
+    bias: Addr,
+) -> Result<Result<PyVersion, AttachError>, MemoryError> {
+    if let Some(addr) = image.symbol("Py_Version") {
+        let hex = mem.read_u32(addr.wrapping_add(bias))?;
+        let v = PyVersion::new((hex >> 24) as u8, (hex >> 16) as u8, (hex >> 8) as u8);
+        if v.major >= 2 {
+            return Ok(Ok(v));
+        }
+    }
+    let file_series = series_from_name(binary);
+    let candidates: Vec<(u8, u8)> = match file_series {
+        Some(s) => vec![s],
+        None => SUPPORTED_SERIES.iter().rev().copied().collect(),
+    };
+    for (major, minor) in &candidates {
+        if let Some(patch) = image.find_version_patch(*major, *minor) {
+            return Ok(Ok(PyVersion::new(*major, *minor, patch)));
+        }
+    }
+    Ok(match file_series {
+        Some((major, minor)) => Ok(PyVersion::new(major, minor, 0)),
+        None => Err(AttachError::UnknownVersion {
+            binary: binary.display().to_string(),
+        }),
+    })
+}
+
+/// `python3.11`, `libpython3.11.so.1.0`, `python3.11-shared` -> (3, 11).
+fn series_from_name(path: &Path) -> Option<(u8, u8)> {
+    let name = path.file_name()?.to_str()?;
+    let at = name.find("python")? + "python".len();
+    let rest = &name[at..];
+    let (major, rest) = rest.split_once('.')?;
+    let minor: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// 2.7: the address of the static `interp_head`, from the symbol table when the binary has
+/// one, else decoded from `PyInterpreterState_Head`, whose whole body is
+/// `mov rax, [rip + disp32]; ret`.
+fn interp_head_var(
+    mem: &dyn RemoteMemory,
+    image: &ElfImage,
+    bias: Addr,
+) -> Result<Option<Addr>, MemoryError> {
+    if let Some(var) = image.symbol("interp_head") {
+        return Ok(Some(var.wrapping_add(bias)));
+    }
+    let Some(func) = image.symbol("PyInterpreterState_Head") else {
+        return Ok(None);
+    };
+    let func = func.wrapping_add(bias);
+    let code = mem.read_bytes(func, 8)?;
+    Ok(decode_rip_relative_load(&code).map(|disp| (func + 7).wrapping_add(disp as i64 as u64)))
+}
+
+/// `48 8b 05 <disp32> c3`: `mov rax, qword ptr [rip + disp32]; ret`.
+fn decode_rip_relative_load(code: &[u8]) -> Option<i32> {
+    match code {
+        [0x48, 0x8b, 0x05, d0, d1, d2, d3, 0xc3, ..] => {
+            Some(i32::from_le_bytes([*d0, *d1, *d2, *d3]))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_from_file_names() {
+        assert_eq!(
+            series_from_name(Path::new("/usr/bin/python3.11")),
+            Some((3, 11))
+        );
+        assert_eq!(
+            series_from_name(Path::new("/x/libpython3.9.so.1.0")),
+            Some((3, 9))
+        );
+        assert_eq!(
+            series_from_name(Path::new("/x/python2.7-shared")),
+            Some((2, 7))
+        );
+        assert_eq!(series_from_name(Path::new("/x/python3")), None);
+        assert_eq!(series_from_name(Path::new("/x/uwsgi")), None);
+    }
+
+    #[test]
+    fn decodes_interp_head_accessor() {
+        assert_eq!(
+            decode_rip_relative_load(&[0x48, 0x8b, 0x05, 0x10, 0, 0, 0, 0xc3]),
+            Some(16)
+        );
+        assert_eq!(
+            decode_rip_relative_load(&[0x48, 0x8b, 0x05, 0xf0, 0xff, 0xff, 0xff, 0xc3]),
+            Some(-16)
+        );
+        assert_eq!(decode_rip_relative_load(&[0x55, 0x48]), None);
+    }
+}

@@ -1,0 +1,16 @@
+//! All CPython knowledge: finding the interpreter in a process and its version (`attach`),
+//! the offsets table (`offsets`, `debug_offsets`), thread states (`threads`), frame chains
+//! (`walk`), code objects and line numbers (`code`, `linetable`), strings (`strings`).
+
+pub mod attach;
+pub mod code;
+pub mod debug_offsets;
+pub mod linetable;
+pub mod offsets;
+pub mod state;
+pub mod strings;
+pub mod threads;
+pub mod walk;
+
+pub use attach::AttachError;
+pub use state::{PythonProcess, StackOptions};

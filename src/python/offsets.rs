@@ -1,0 +1,804 @@
+//! The one table of CPython struct offsets: one row per supported minor version, plus the
+//! behaviour switches (frame model, line-table format) that go with it. `offsets_for` is the
+//! only version `match` in the crate. Rows were derived from the real headers
+//! (see docs/adding-a-version.md) and are proved by the integration tests.
+
+use crate::model::PyVersion;
+
+/// How a thread's Python frames are linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameModel {
+    /// <= 3.10: `tstate->frame` is a `PyFrameObject*`, linked by `f_back`.
+    FrameObject,
+    /// 3.11, 3.12: `tstate->cframe->current_frame` is a `_PyInterpreterFrame*`, linked by `previous`.
+    CFrame,
+    /// 3.13+: `tstate->current_frame` is a `_PyInterpreterFrame*`.
+    CurrentFrame,
+}
+
+/// How the current instruction maps to a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineTable {
+    /// 2.7: `co_lnotab`, unsigned line increments; `f_lasti` is a byte offset.
+    Lnotab27,
+    /// 3.8, 3.9: `co_lnotab`, signed line increments; `f_lasti` is a byte offset.
+    Lnotab,
+    /// 3.10: `co_linetable` (start delta, line delta) pairs; `f_lasti` counts code units.
+    Linetable310,
+    /// 3.11+: `co_linetable` location table; the instruction is a pointer into
+    /// `co_code_adaptive`.
+    Locations,
+}
+
+/// How string objects are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StringModel {
+    /// 2.7: `co_name`/`co_filename` are `PyStringObject` (bytes).
+    Bytes27,
+    /// 3.x: PEP 393 compact unicode.
+    Unicode,
+}
+
+/// Offsets (in bytes) of the fields the walker reads. Each comment names the CPython struct
+/// and field. `None` means the version has no such field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PyOffsets {
+    pub series: (u8, u8),
+    pub frame_model: FrameModel,
+    pub line_table: LineTable,
+    pub string_model: StringModel,
+
+    // --- _PyRuntimeState (3.x; 2.7 uses the `interp_head` symbol instead) ---
+    /// `_PyRuntimeState.interpreters.head`
+    pub runtime_interpreters_head: Option<u64>,
+    /// `_PyRuntimeState.gilstate.tstate_current` (3.8–3.11): the thread state holding the GIL.
+    pub runtime_tstate_current: Option<u64>,
+
+    // --- PyInterpreterState ---
+    /// `PyInterpreterState.next`
+    pub interp_next: u64,
+    /// `PyInterpreterState.tstate_head` (<= 3.10) / `.threads.head` (3.11+)
+    pub interp_tstate_head: u64,
+    /// `PyInterpreterState.modules` (<= 3.11) / `.imports.modules` (3.12+): `sys.modules`.
+    pub interp_modules: u64,
+    /// `PyInterpreterState.ceval.gil` (3.12+): pointer to the interpreter's `_gil_runtime_state`.
+    pub interp_gil_ptr: Option<u64>,
+
+    // --- struct _gil_runtime_state (3.12+, through interp_gil_ptr) ---
+    /// `_gil_runtime_state.last_holder` (offset inside the GIL struct, not the interpreter)
+    pub gil_last_holder: Option<u64>,
+    /// `_gil_runtime_state.locked` (an int; offset inside the GIL struct)
+    pub gil_locked: Option<u64>,
+
+    // --- PyThreadState ---
+    /// `PyThreadState.next`
+    pub tstate_next: u64,
+    /// `PyThreadState.interp`
+    pub tstate_interp: u64,
+    /// `PyThreadState.frame` (<= 3.10), `.cframe` (3.11, 3.12), `.current_frame` (3.13+)
+    pub tstate_frame: u64,
+    /// `PyThreadState.thread_id` (the `pthread_t`; a `long` in 2.7)
+    pub tstate_thread_id: u64,
+    /// `PyThreadState.native_thread_id` (3.11+)
+    pub tstate_native_thread_id: Option<u64>,
+
+    // --- _PyCFrame (3.11, 3.12) ---
+    /// `_PyCFrame.current_frame`
+    pub cframe_current_frame: Option<u64>,
+
+    // --- PyFrameObject (<= 3.10) ---
+    /// `PyFrameObject.f_back`
+    pub frame_back: Option<u64>,
+    /// `PyFrameObject.f_code`
+    pub frame_code: Option<u64>,
+    /// `PyFrameObject.f_lasti` (int)
+    pub frame_lasti: Option<u64>,
+
+    // --- _PyInterpreterFrame (3.11+) ---
+    /// `_PyInterpreterFrame.f_code` (3.11, 3.12) / `.f_executable` (3.13+; a tagged
+    /// `_PyStackRef` in 3.14+, mask with `executable_tag_mask`)
+    pub iframe_code: Option<u64>,
+    /// `_PyInterpreterFrame.previous`
+    pub iframe_previous: Option<u64>,
+    /// `_PyInterpreterFrame.prev_instr` (3.11, 3.12) / `.instr_ptr` (3.13+)
+    pub iframe_instr: Option<u64>,
+    /// `_PyInterpreterFrame.owner` (char)
+    pub iframe_owner: Option<u64>,
+    /// `_PyInterpreterFrame.is_entry` (3.11 only, bool)
+    pub iframe_is_entry: Option<u64>,
+    /// Value of `FRAME_OWNED_BY_CSTACK` (3.12–3.14): shim frames to skip. The value moves:
+    /// 3 in 3.12 and 3.13, 4 in 3.14 (where 3 became `FRAME_OWNED_BY_INTERPRETER`), and the
+    /// constant is gone in 3.15 (`None`). Profilers that hard-code 3 misread 3.14+.
+    pub owner_cstack: Option<u8>,
+    /// Value of `FRAME_OWNED_BY_INTERPRETER` (3.14+): interpreter-owned base frames to skip.
+    pub owner_interpreter: Option<u8>,
+    /// Low bits of `f_executable` that are tags, not address (3.14+ `_PyStackRef`: `Py_TAG_BITS`
+    /// of the default GIL build, 3), else 0.
+    pub executable_tag_mask: u64,
+
+    // --- PyCodeObject ---
+    /// `PyCodeObject.co_name`
+    pub code_name: u64,
+    /// `PyCodeObject.co_qualname` (3.11+)
+    pub code_qualname: Option<u64>,
+    /// `PyCodeObject.co_filename`
+    pub code_filename: u64,
+    /// `PyCodeObject.co_firstlineno` (int)
+    pub code_firstlineno: u64,
+    /// `PyCodeObject.co_lnotab` (<= 3.9) / `.co_linetable` (3.10+): a bytes object.
+    pub code_linetable: u64,
+    /// `offsetof(PyCodeObject, co_code_adaptive)` (3.11+): where the instructions start.
+    pub code_code_adaptive: Option<u64>,
+
+    // --- objects ---
+    /// `PyObject.ob_type`
+    pub object_type: u64,
+    /// `PyTypeObject.tp_name` (char*)
+    pub type_name: u64,
+    /// `PyVarObject.ob_size` of a bytes object (`PyStringObject.ob_size` in 2.7)
+    pub bytes_size: u64,
+    /// `PyBytesObject.ob_sval` (3.x) / `PyStringObject.ob_sval` (2.7)
+    pub bytes_data: u64,
+    /// `PyASCIIObject.length` (3.x). The four unicode fields are 0 in the 2.7 row: 2.7 code
+    /// names are byte strings (`StringModel::Bytes27`) and nothing reads them there.
+    pub unicode_length: u64,
+    /// `PyASCIIObject.state` (3.x): bit field with kind (bits 2..5), compact (bit 5), ascii
+    /// (bit 6) in every supported 3.x default build (checked by tools/offsets/probe.c). The
+    /// free-threaded build makes `interned` a whole byte, moving the others up by 6 bits.
+    pub unicode_state: u64,
+    /// `sizeof(PyASCIIObject)`: data of a compact ASCII string follows it.
+    pub unicode_ascii_data: u64,
+    /// `sizeof(PyCompactUnicodeObject)`: data of a compact non-ASCII string follows it.
+    pub unicode_compact_data: u64,
+}
+
+impl PyOffsets {
+    /// Every numeric field by its Rust name (`None` where the version has no such field),
+    /// in declaration order. The names are the ones tools/offsets/probe.c prints, so a row
+    /// can be compared with the headers field by field; also handy for logging a row.
+    pub fn fields(&self) -> Vec<(&'static str, Option<u64>)> {
+        vec![
+            ("runtime_interpreters_head", self.runtime_interpreters_head),
+            ("runtime_tstate_current", self.runtime_tstate_current),
+            ("interp_next", Some(self.interp_next)),
+            ("interp_tstate_head", Some(self.interp_tstate_head)),
+            ("interp_modules", Some(self.interp_modules)),
+            ("interp_gil_ptr", self.interp_gil_ptr),
+            ("gil_last_holder", self.gil_last_holder),
+            ("gil_locked", self.gil_locked),
+            ("tstate_next", Some(self.tstate_next)),
+            ("tstate_interp", Some(self.tstate_interp)),
+            ("tstate_frame", Some(self.tstate_frame)),
+            ("tstate_thread_id", Some(self.tstate_thread_id)),
+            ("tstate_native_thread_id", self.tstate_native_thread_id),
+            ("cframe_current_frame", self.cframe_current_frame),
+            ("frame_back", self.frame_back),
+            ("frame_code", self.frame_code),
+            ("frame_lasti", self.frame_lasti),
+            ("iframe_code", self.iframe_code),
+            ("iframe_previous", self.iframe_previous),
+            ("iframe_instr", self.iframe_instr),
+            ("iframe_owner", self.iframe_owner),
+            ("iframe_is_entry", self.iframe_is_entry),
+            ("owner_cstack", self.owner_cstack.map(u64::from)),
+            ("owner_interpreter", self.owner_interpreter.map(u64::from)),
+            ("executable_tag_mask", Some(self.executable_tag_mask)),
+            ("code_name", Some(self.code_name)),
+            ("code_qualname", self.code_qualname),
+            ("code_filename", Some(self.code_filename)),
+            ("code_firstlineno", Some(self.code_firstlineno)),
+            ("code_linetable", Some(self.code_linetable)),
+            ("code_code_adaptive", self.code_code_adaptive),
+            ("object_type", Some(self.object_type)),
+            ("type_name", Some(self.type_name)),
+            ("bytes_size", Some(self.bytes_size)),
+            ("bytes_data", Some(self.bytes_data)),
+            ("unicode_length", Some(self.unicode_length)),
+            ("unicode_state", Some(self.unicode_state)),
+            ("unicode_ascii_data", Some(self.unicode_ascii_data)),
+            ("unicode_compact_data", Some(self.unicode_compact_data)),
+        ]
+    }
+}
+
+/// The oldest and newest series with a row, for error messages.
+pub const SUPPORTED_SERIES: &[(u8, u8)] = &[
+    (2, 7),
+    (3, 8),
+    (3, 9),
+    (3, 10),
+    (3, 11),
+    (3, 12),
+    (3, 13),
+    (3, 14),
+    (3, 15),
+];
+
+/// The offsets row of a version, or `None` if that series is not supported.
+///
+/// Rows are for x86_64 Linux, default (GIL) builds; the patch level does not matter (CPython
+/// keeps these layouts stable within a minor series). Rows marked "probe" were printed by
+/// tools/offsets/probe.sh from the provisioned interpreter's own headers and are re-checked
+/// by tests/offsets.rs on every run; the others (3.8, 3.10, 3.12) were derived by hand from
+/// the release headers and cross-checked as noted in their comments.
+pub fn offsets_for(version: PyVersion) -> Option<PyOffsets> {
+    match version.minor_series() {
+        (2, 7) => Some(v2_7()),
+        (3, 8) => Some(v3_8()),
+        (3, 9) => Some(v3_9()),
+        (3, 10) => Some(v3_10()),
+        (3, 11) => Some(v3_11()),
+        (3, 12) => Some(v3_12()),
+        (3, 13) => Some(v3_13()),
+        (3, 14) => Some(v3_14()),
+        (3, 15) => Some(v3_15()),
+        _ => None,
+    }
+}
+
+/// 2.7 — probe (2.7.18 headers). No `_PyRuntime`: the attach code starts from the
+/// `interp_head` symbol. Names are `PyStringObject`s, so the unicode fields are unused (0).
+fn v2_7() -> PyOffsets {
+    PyOffsets {
+        series: (2, 7),
+        frame_model: FrameModel::FrameObject,
+        line_table: LineTable::Lnotab27,
+        string_model: StringModel::Bytes27,
+        runtime_interpreters_head: None,
+        runtime_tstate_current: None,
+        interp_next: 0,
+        interp_tstate_head: 8,
+        interp_modules: 16,
+        interp_gil_ptr: None,
+        gil_last_holder: None,
+        gil_locked: None,
+        tstate_next: 0,
+        tstate_interp: 8,
+        tstate_frame: 16,
+        tstate_thread_id: 144,
+        tstate_native_thread_id: None,
+        cframe_current_frame: None,
+        frame_back: Some(24),
+        frame_code: Some(32),
+        frame_lasti: Some(120),
+        iframe_code: None,
+        iframe_previous: None,
+        iframe_instr: None,
+        iframe_owner: None,
+        iframe_is_entry: None,
+        owner_cstack: None,
+        owner_interpreter: None,
+        executable_tag_mask: 0,
+        code_name: 88,
+        code_qualname: None,
+        code_filename: 80,
+        code_firstlineno: 96,
+        code_linetable: 104,
+        code_code_adaptive: None,
+        object_type: 8,
+        type_name: 24,
+        bytes_size: 16,
+        bytes_data: 36,
+        unicode_length: 0,
+        unicode_state: 0,
+        unicode_ascii_data: 0,
+        unicode_compact_data: 0,
+    }
+}
+
+/// 3.8 — by hand (not provisioned), from the 3.8 Include/internal/pycore_pystate.h,
+/// Include/cpython/pystate.h, frameobject.h, code.h and unicodeobject.h:
+/// - `_PyRuntimeState`: 4 ints (16) + `finalizing` pointer (8), then `interpreters`
+///   { mutex 24, head 32 }. `gilstate` sits at 1360 (DWARF, cross-check below) and
+///   `tstate_current` follows `int check_enabled` + padding: 1368.
+/// - `_is`: next 0, tstate_head 8, id 16, id_refcount 24, requires_idref 32, id_mutex 40,
+///   finalizing 48, modules 56.
+/// - `_ts`: prev 0, next 8, interp 16, frame 24, ... thread_id 176.
+/// - `_frame`: 24-byte var head, f_back 24, f_code 32, ..., f_gen 96, f_lasti 104, f_lineno 108.
+/// - `PyCodeObject`: six ints from 16 (co_firstlineno 40), co_code 48 ... co_filename 104,
+///   co_name 112, co_lnotab 120.
+/// - `PyASCIIObject` still has `wstr`: 48 bytes; compact 72.
+///
+/// Cross-checks against tables generated from 3.8.0 debug info: pyroscope (gilstate 1360,
+/// tstate frame 24, f_back 24, f_code 32, co_filename 104, co_name 112, ASCII 48, compact
+/// 72), parca runtime-data (thread_id 176, tstate_head 8, f_lineno 108, co_firstlineno 40),
+/// strobelight (TCurrentState 1368, thread 176).
+fn v3_8() -> PyOffsets {
+    PyOffsets {
+        series: (3, 8),
+        frame_model: FrameModel::FrameObject,
+        line_table: LineTable::Lnotab,
+        string_model: StringModel::Unicode,
+        runtime_interpreters_head: Some(32),
+        runtime_tstate_current: Some(1368),
+        interp_next: 0,
+        interp_tstate_head: 8,
+        interp_modules: 56,
+        interp_gil_ptr: None,
+        gil_last_holder: None,
+        gil_locked: None,
+        tstate_next: 8,
+        tstate_interp: 16,
+        tstate_frame: 24,
+        tstate_thread_id: 176,
+        tstate_native_thread_id: None,
+        cframe_current_frame: None,
+        frame_back: Some(24),
+        frame_code: Some(32),
+        frame_lasti: Some(104),
+        iframe_code: None,
+        iframe_previous: None,
+        iframe_instr: None,
+        iframe_owner: None,
+        iframe_is_entry: None,
+        owner_cstack: None,
+        owner_interpreter: None,
+        executable_tag_mask: 0,
+        code_name: 112,
+        code_qualname: None,
+        code_filename: 104,
+        code_firstlineno: 40,
+        code_linetable: 120,
+        code_code_adaptive: None,
+        object_type: 8,
+        type_name: 24,
+        bytes_size: 16,
+        bytes_data: 32,
+        unicode_length: 16,
+        unicode_state: 32,
+        unicode_ascii_data: 48,
+        unicode_compact_data: 72,
+    }
+}
+
+/// 3.9 — probe (3.9.2 headers).
+fn v3_9() -> PyOffsets {
+    PyOffsets {
+        series: (3, 9),
+        frame_model: FrameModel::FrameObject,
+        line_table: LineTable::Lnotab,
+        string_model: StringModel::Unicode,
+        runtime_interpreters_head: Some(32),
+        runtime_tstate_current: Some(568),
+        interp_next: 0,
+        interp_tstate_head: 8,
+        interp_modules: 856,
+        interp_gil_ptr: None,
+        gil_last_holder: None,
+        gil_locked: None,
+        tstate_next: 8,
+        tstate_interp: 16,
+        tstate_frame: 24,
+        tstate_thread_id: 176,
+        tstate_native_thread_id: None,
+        cframe_current_frame: None,
+        frame_back: Some(24),
+        frame_code: Some(32),
+        frame_lasti: Some(104),
+        iframe_code: None,
+        iframe_previous: None,
+        iframe_instr: None,
+        iframe_owner: None,
+        iframe_is_entry: None,
+        owner_cstack: None,
+        owner_interpreter: None,
+        executable_tag_mask: 0,
+        code_name: 112,
+        code_qualname: None,
+        code_filename: 104,
+        code_firstlineno: 40,
+        code_linetable: 120,
+        code_code_adaptive: None,
+        object_type: 8,
+        type_name: 24,
+        bytes_size: 16,
+        bytes_data: 32,
+        unicode_length: 16,
+        unicode_state: 32,
+        unicode_ascii_data: 48,
+        unicode_compact_data: 72,
+    }
+}
+
+/// 3.10 — by hand (not provisioned), from the 3.10 Include/internal/pycore_runtime.h,
+/// pycore_interp.h, Include/cpython/pystate.h, frameobject.h and code.h:
+/// - `_PyRuntimeState` has the 3.9 prefix (4 ints, `_finalizing`, `interpreters`):
+///   head 32; `gilstate` at 560 as in 3.9, so `tstate_current` 568.
+/// - `_is`: next 0, tstate_head 8, runtime 16, id 24, id_refcount 32, requires_idref 40,
+///   id_mutex 48, finalizing 56, `ceval` 64 (4 ints + `_pending_calls` of 536 = 552),
+///   `gc` 616 (240 bytes), modules 856.
+/// - `_ts` unchanged from 3.9 for what we read: next 8, interp 16, frame 24, thread_id 176.
+/// - `_frame` lost `f_stacktop` and gained `int f_stackdepth`: f_back 24, f_code 32,
+///   f_gen 88, f_lasti 96 (counts code units now), f_lineno 100.
+/// - `PyCodeObject`: co_lnotab became co_linetable at the same place, 120.
+///
+/// Cross-checks against tables generated from 3.10 debug info: pyroscope 3.10.0 (frame 24,
+/// f_back 24, f_code 32, co_filename 104, co_name 112, gilstate 560, ASCII 48, compact 72),
+/// parca runtime-data 3.10.0 (thread_id 176, tstate_head 8, f_lineno 100, co_firstlineno 40),
+/// strobelight 3.10 (modules 856, f_lasti 96, co_linetable 120, TCurrentState 568).
+fn v3_10() -> PyOffsets {
+    PyOffsets {
+        series: (3, 10),
+        frame_model: FrameModel::FrameObject,
+        line_table: LineTable::Linetable310,
+        string_model: StringModel::Unicode,
+        runtime_interpreters_head: Some(32),
+        runtime_tstate_current: Some(568),
+        interp_next: 0,
+        interp_tstate_head: 8,
+        interp_modules: 856,
+        interp_gil_ptr: None,
+        gil_last_holder: None,
+        gil_locked: None,
+        tstate_next: 8,
+        tstate_interp: 16,
+        tstate_frame: 24,
+        tstate_thread_id: 176,
+        tstate_native_thread_id: None,
+        cframe_current_frame: None,
+        frame_back: Some(24),
+        frame_code: Some(32),
+        frame_lasti: Some(96),
+        iframe_code: None,
+        iframe_previous: None,
+        iframe_instr: None,
+        iframe_owner: None,
+        iframe_is_entry: None,
+        owner_cstack: None,
+        owner_interpreter: None,
+        executable_tag_mask: 0,
+        code_name: 112,
+        code_qualname: None,
+        code_filename: 104,
+        code_firstlineno: 40,
+        code_linetable: 120,
+        code_code_adaptive: None,
+        object_type: 8,
+        type_name: 24,
+        bytes_size: 16,
+        bytes_data: 32,
+        unicode_length: 16,
+        unicode_state: 32,
+        unicode_ascii_data: 48,
+        unicode_compact_data: 72,
+    }
+}
+
+/// 3.11 — probe (3.11.2 headers). `threads.head` replaces `tstate_head`; the GIL is still
+/// global (`gilstate.tstate_current`).
+fn v3_11() -> PyOffsets {
+    PyOffsets {
+        series: (3, 11),
+        frame_model: FrameModel::CFrame,
+        line_table: LineTable::Locations,
+        string_model: StringModel::Unicode,
+        runtime_interpreters_head: Some(40),
+        runtime_tstate_current: Some(576),
+        interp_next: 0,
+        interp_tstate_head: 16,
+        interp_modules: 888,
+        interp_gil_ptr: None,
+        gil_last_holder: None,
+        gil_locked: None,
+        tstate_next: 8,
+        tstate_interp: 16,
+        tstate_frame: 56,
+        tstate_thread_id: 152,
+        tstate_native_thread_id: Some(160),
+        cframe_current_frame: Some(8),
+        frame_back: None,
+        frame_code: None,
+        frame_lasti: None,
+        iframe_code: Some(32),
+        iframe_previous: Some(48),
+        iframe_instr: Some(56),
+        iframe_owner: Some(69),
+        iframe_is_entry: Some(68),
+        owner_cstack: None,
+        owner_interpreter: None,
+        executable_tag_mask: 0,
+        code_name: 120,
+        code_qualname: Some(128),
+        code_filename: 112,
+        code_firstlineno: 72,
+        code_linetable: 136,
+        code_code_adaptive: Some(184),
+        object_type: 8,
+        type_name: 24,
+        bytes_size: 16,
+        bytes_data: 32,
+        unicode_length: 16,
+        unicode_state: 32,
+        unicode_ascii_data: 48,
+        unicode_compact_data: 72,
+    }
+}
+
+/// 3.12 — by hand (not provisioned), from the 3.12 Include/internal/pycore_runtime.h,
+/// pycore_interp.h, pycore_ceval_state.h, pycore_gc.h, pycore_import.h, pycore_gil.h,
+/// pycore_frame.h, Include/cpython/pystate.h, code.h and unicodeobject.h:
+/// - `_PyRuntimeState`: 5 ints (`_initialized` is new) + `_finalizing` at 24, then
+///   `interpreters` { mutex 32, head 40 }. No `gilstate.tstate_current` any more: the
+///   current thread state is a thread-local, and each interpreter points at its GIL.
+/// - `_is`: next 0, id 8, id_refcount 16, requires_idref 24, id_mutex 32, _initialized 40,
+///   finalizing 44, monitoring_version 48, last_restart_version 56, `threads` 64
+///   { next_unique_id 64, head 72 }, runtime 96, _finalizing 104, `gc` 112 (240 bytes),
+///   sysdict 352, builtins 360, `ceval` 368 { eval_breaker, gil_drop_request,
+///   recursion_limit, gil 384, own_gil, gc_scheduled, `_pending_calls` 544 bytes; 576 in
+///   all }, `imports` 944 { modules 944 }.
+/// - `_gil_runtime_state`: interval 0, last_holder 8, locked 16 (unchanged since 3.8).
+/// - `_ts`: prev 0, next 8, interp 16, 4-byte `_status` bit field, six ints, cframe 56, ...,
+///   thread_id 136, native_thread_id 144. `_PyCFrame` lost `use_tracing`: current_frame 0.
+/// - `_PyInterpreterFrame`: f_code 0, previous 8, f_funcobj 16, f_globals 24, f_builtins 32,
+///   f_locals 40, frame_obj 48, prev_instr 56, stacktop 64, return_offset 68, owner 70; no
+///   `is_entry` (entry frames are `FRAME_OWNED_BY_CSTACK` = 3 shims instead).
+/// - `PyCodeObject`: co_firstlineno 68, co_filename 112, co_name 120, co_qualname 128,
+///   co_linetable 136, co_code_adaptive 192.
+/// - `PyASCIIObject` lost `wstr`: 40 bytes; compact 56.
+///
+/// Cross-checks: pyroscope 3.12.0 from debug info (cframe 56, current_frame 0, f_code 0,
+/// previous 8, owner 70, co_filename 112, co_name 120, ASCII 40, compact 56); strobelight
+/// 3.12 from a live process (thread_id 136, prev_instr 56, co_firstlineno 68, co_qualname
+/// 128, co_linetable 136, co_code_adaptive 192, owner 70). The interpreter-state offsets
+/// (72, 944, 384) have no published cross-check; the arithmetic was re-done by a C compiler.
+fn v3_12() -> PyOffsets {
+    PyOffsets {
+        series: (3, 12),
+        frame_model: FrameModel::CFrame,
+        line_table: LineTable::Locations,
+        string_model: StringModel::Unicode,
+        runtime_interpreters_head: Some(40),
+        runtime_tstate_current: None,
+        interp_next: 0,
+        interp_tstate_head: 72,
+        interp_modules: 944,
+        interp_gil_ptr: Some(384),
+        gil_last_holder: Some(8),
+        gil_locked: Some(16),
+        tstate_next: 8,
+        tstate_interp: 16,
+        tstate_frame: 56,
+        tstate_thread_id: 136,
+        tstate_native_thread_id: Some(144),
+        cframe_current_frame: Some(0),
+        frame_back: None,
+        frame_code: None,
+        frame_lasti: None,
+        iframe_code: Some(0),
+        iframe_previous: Some(8),
+        iframe_instr: Some(56),
+        iframe_owner: Some(70),
+        iframe_is_entry: None,
+        owner_cstack: Some(3),
+        owner_interpreter: None,
+        executable_tag_mask: 0,
+        code_name: 120,
+        code_qualname: Some(128),
+        code_filename: 112,
+        code_firstlineno: 68,
+        code_linetable: 136,
+        code_code_adaptive: Some(192),
+        object_type: 8,
+        type_name: 24,
+        bytes_size: 16,
+        bytes_data: 32,
+        unicode_length: 16,
+        unicode_state: 32,
+        unicode_ascii_data: 40,
+        unicode_compact_data: 56,
+    }
+}
+
+/// 3.13 — probe (3.13.5 headers). `_PyRuntime` now starts with `_Py_DebugOffsets` (584
+/// bytes), and `PyInterpreterState` starts with `ceval` (its 300-entry pending-call array
+/// pushes `next` to 7264), so most runtime/interpreter offsets jumped.
+fn v3_13() -> PyOffsets {
+    PyOffsets {
+        series: (3, 13),
+        frame_model: FrameModel::CurrentFrame,
+        line_table: LineTable::Locations,
+        string_model: StringModel::Unicode,
+        runtime_interpreters_head: Some(632),
+        runtime_tstate_current: None,
+        interp_next: 7264,
+        interp_tstate_head: 7344,
+        interp_modules: 7656,
+        interp_gil_ptr: Some(16),
+        gil_last_holder: Some(8),
+        gil_locked: Some(16),
+        tstate_next: 8,
+        tstate_interp: 16,
+        tstate_frame: 72,
+        tstate_thread_id: 152,
+        tstate_native_thread_id: Some(160),
+        cframe_current_frame: None,
+        frame_back: None,
+        frame_code: None,
+        frame_lasti: None,
+        iframe_code: Some(0),
+        iframe_previous: Some(8),
+        iframe_instr: Some(56),
+        iframe_owner: Some(70),
+        iframe_is_entry: None,
+        owner_cstack: Some(3),
+        owner_interpreter: None,
+        executable_tag_mask: 0,
+        code_name: 120,
+        code_qualname: Some(128),
+        code_filename: 112,
+        code_firstlineno: 68,
+        code_linetable: 136,
+        code_code_adaptive: Some(200),
+        object_type: 8,
+        type_name: 24,
+        bytes_size: 16,
+        bytes_data: 32,
+        unicode_length: 16,
+        unicode_state: 32,
+        unicode_ascii_data: 40,
+        unicode_compact_data: 56,
+    }
+}
+
+/// 3.14 — probe (3.14.10 headers, with the build's `-D_Py_TIER2=3 -D_Py_JIT`, which do not
+/// move any field read here). `f_executable` is a `_PyStackRef` (tag bits 3); the frame
+/// owner enum gained `FRAME_OWNED_BY_INTERPRETER` = 3, pushing `FRAME_OWNED_BY_CSTACK` to 4.
+fn v3_14() -> PyOffsets {
+    PyOffsets {
+        series: (3, 14),
+        frame_model: FrameModel::CurrentFrame,
+        line_table: LineTable::Locations,
+        string_model: StringModel::Unicode,
+        runtime_interpreters_head: Some(808),
+        runtime_tstate_current: None,
+        interp_next: 7272,
+        interp_tstate_head: 7344,
+        interp_modules: 7688,
+        interp_gil_ptr: Some(16),
+        gil_last_holder: Some(8),
+        gil_locked: Some(16),
+        tstate_next: 8,
+        tstate_interp: 16,
+        tstate_frame: 72,
+        tstate_thread_id: 152,
+        tstate_native_thread_id: Some(160),
+        cframe_current_frame: None,
+        frame_back: None,
+        frame_code: None,
+        frame_lasti: None,
+        iframe_code: Some(0),
+        iframe_previous: Some(8),
+        iframe_instr: Some(56),
+        iframe_owner: Some(74),
+        iframe_is_entry: None,
+        owner_cstack: Some(4),
+        owner_interpreter: Some(3),
+        executable_tag_mask: 3,
+        code_name: 120,
+        code_qualname: Some(128),
+        code_filename: 112,
+        code_firstlineno: 68,
+        code_linetable: 136,
+        code_code_adaptive: Some(208),
+        object_type: 8,
+        type_name: 24,
+        bytes_size: 16,
+        bytes_data: 32,
+        unicode_length: 16,
+        unicode_state: 32,
+        unicode_ascii_data: 40,
+        unicode_compact_data: 56,
+    }
+}
+
+/// 3.15 — probe (3.15.2 headers, same build defines as 3.14). `FRAME_OWNED_BY_CSTACK` no
+/// longer exists; `FRAME_OWNED_BY_INTERPRETER` is still 3.
+fn v3_15() -> PyOffsets {
+    PyOffsets {
+        series: (3, 15),
+        frame_model: FrameModel::CurrentFrame,
+        line_table: LineTable::Locations,
+        string_model: StringModel::Unicode,
+        runtime_interpreters_head: Some(936),
+        runtime_tstate_current: None,
+        interp_next: 7264,
+        interp_tstate_head: 7336,
+        interp_modules: 7592,
+        interp_gil_ptr: Some(16),
+        gil_last_holder: Some(8),
+        gil_locked: Some(16),
+        tstate_next: 8,
+        tstate_interp: 16,
+        tstate_frame: 72,
+        tstate_thread_id: 176,
+        tstate_native_thread_id: Some(184),
+        cframe_current_frame: None,
+        frame_back: None,
+        frame_code: None,
+        frame_lasti: None,
+        iframe_code: Some(0),
+        iframe_previous: Some(8),
+        iframe_instr: Some(56),
+        iframe_owner: Some(74),
+        iframe_is_entry: None,
+        owner_cstack: None,
+        owner_interpreter: Some(3),
+        executable_tag_mask: 3,
+        code_name: 120,
+        code_qualname: Some(128),
+        code_filename: 112,
+        code_firstlineno: 68,
+        code_linetable: 136,
+        code_code_adaptive: Some(208),
+        object_type: 8,
+        type_name: 24,
+        bytes_size: 16,
+        bytes_data: 32,
+        unicode_length: 16,
+        unicode_state: 32,
+        unicode_ascii_data: 40,
+        unicode_compact_data: 56,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_supported_series_has_a_row_and_nothing_else_does() {
+        for &(major, minor) in SUPPORTED_SERIES {
+            let row = offsets_for(PyVersion::new(major, minor, 0)).expect("row");
+            assert_eq!(row.series, (major, minor));
+        }
+        assert!(offsets_for(PyVersion::new(3, 7, 0)).is_none());
+        assert!(offsets_for(PyVersion::new(3, 16, 0)).is_none());
+        assert!(offsets_for(PyVersion::new(2, 6, 0)).is_none());
+    }
+
+    #[test]
+    fn rows_are_consistent_with_their_frame_model() {
+        for &(major, minor) in SUPPORTED_SERIES {
+            let o = offsets_for(PyVersion::new(major, minor, 0)).unwrap();
+            match o.frame_model {
+                FrameModel::FrameObject => {
+                    assert!(
+                        o.frame_back.is_some() && o.frame_code.is_some() && o.frame_lasti.is_some()
+                    );
+                    assert!(o.iframe_code.is_none() && o.cframe_current_frame.is_none());
+                }
+                FrameModel::CFrame => {
+                    assert!(o.cframe_current_frame.is_some() && o.iframe_code.is_some());
+                    assert!(o.frame_back.is_none());
+                }
+                FrameModel::CurrentFrame => {
+                    assert!(o.cframe_current_frame.is_none() && o.iframe_code.is_some());
+                }
+            }
+            // 3.x has a runtime; the GIL is found either globally (<= 3.11) or per interpreter.
+            if major == 3 {
+                assert!(o.runtime_interpreters_head.is_some());
+                assert!(
+                    o.runtime_tstate_current.is_some() != o.interp_gil_ptr.is_some(),
+                    "{major}.{minor}"
+                );
+            }
+            assert_eq!(
+                o.code_code_adaptive.is_some(),
+                o.line_table == LineTable::Locations
+            );
+            assert_eq!(o.executable_tag_mask != 0, o.owner_interpreter.is_some());
+        }
+    }
+
+    #[test]
+    fn fields_lists_every_offset_once() {
+        let row = offsets_for(PyVersion::new(3, 14, 0)).unwrap();
+        let names: Vec<_> = row.fields().into_iter().map(|(n, _)| n).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(names.len(), unique.len());
+        assert_eq!(names.len(), 39);
+    }
+}

@@ -1,0 +1,163 @@
+//! `PythonProcess`: one attached process with its interpreter, caches and thread bookkeeping,
+//! and `stacks()`, which reads every thread's stack at one instant.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use super::attach::{locate, AttachError, Interpreter};
+use super::code::CodeCache;
+use super::threads::{gil_holders, interpreters, thread_states, TidResolver};
+use super::walk::walk_thread;
+use crate::model::{Frame, PyVersion, StackTrace};
+use crate::process::memory::{MemoryError, ProcessMemory, RemoteMemory};
+use crate::process::proc;
+
+/// Which threads a caller wants.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StackOptions {
+    /// Include threads that are not running on a CPU.
+    pub include_idle: bool,
+    /// Only the thread holding the GIL.
+    pub gil_only: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError {
+    #[error("process {pid} exited")]
+    Exited { pid: u32 },
+    #[error("reading threads of process {pid}: {source}")]
+    Memory { pid: u32, source: MemoryError },
+}
+
+/// An attached Python process.
+pub struct PythonProcess {
+    pub pid: u32,
+    /// `/proc/PID/stat` start time: a different value under the same pid is another process.
+    pub start_time: u64,
+    pub interpreter: Interpreter,
+    pub executable: PathBuf,
+    pub cmdline: Vec<String>,
+    mem: ProcessMemory,
+    codes: CodeCache,
+    tids: TidResolver,
+    names: HashMap<u64, Option<String>>,
+}
+
+impl PythonProcess {
+    pub fn attach(pid: u32) -> Result<PythonProcess, AttachError> {
+        let start_time = proc::start_time(pid)?;
+        let interpreter = locate(pid)?;
+        Ok(PythonProcess {
+            pid,
+            start_time,
+            executable: proc::exe(pid).unwrap_or_default(),
+            cmdline: proc::cmdline(pid).unwrap_or_default(),
+            interpreter,
+            mem: ProcessMemory::new(pid),
+            codes: CodeCache::default(),
+            tids: TidResolver::default(),
+            names: HashMap::new(),
+        })
+    }
+
+    pub fn version(&self) -> PyVersion {
+        self.interpreter.version
+    }
+
+    /// Whether this pid still names the process we attached to (not exited, not reused).
+    pub fn is_same_process(&self) -> bool {
+        proc::start_time(self.pid)
+            .map(|t| t == self.start_time)
+            .unwrap_or(false)
+    }
+
+    pub fn memory(&self) -> &ProcessMemory {
+        &self.mem
+    }
+
+    /// Every selected thread's stack, leaf first. Per-thread trouble becomes a truncated stack;
+    /// only losing the process (or its interpreter list) is an error.
+    pub fn stacks(&mut self, opts: StackOptions) -> Result<Vec<StackTrace>, SampleError> {
+        let pid = self.pid;
+        let o = &self.interpreter.offsets;
+        let mem: &dyn RemoteMemory = &self.mem;
+        let lost = |source: MemoryError| match source {
+            MemoryError::Gone { .. } => SampleError::Exited { pid },
+            _ if !proc::exists(pid) => SampleError::Exited { pid },
+            source => SampleError::Memory { pid, source },
+        };
+        let head = self.interpreter.interpreters_head(mem).map_err(lost)?;
+        let interps = interpreters(mem, o, head).map_err(lost)?;
+        let mut threads = Vec::new();
+        for &interp in &interps {
+            threads.extend(thread_states(mem, o, interp).map_err(lost)?);
+        }
+        let holders = gil_holders(mem, o, self.interpreter.gil, &interps);
+        let os_tids = proc::threads(pid).map_err(|_| SampleError::Exited { pid })?;
+        let need_mapping: Vec<u64> = threads
+            .iter()
+            .filter(|t| t.native_tid.is_none())
+            .map(|t| t.ident)
+            .collect();
+        let mapped = if need_mapping.is_empty() {
+            HashMap::new()
+        } else {
+            self.tids.resolve(mem, &need_mapping, &os_tids)
+        };
+
+        let mut out = Vec::with_capacity(threads.len());
+        for t in threads {
+            let owns_gil = holders.contains(&t.addr);
+            if opts.gil_only && !owns_gil {
+                continue;
+            }
+            let tid = t.native_tid.or_else(|| mapped.get(&t.ident).copied());
+            let active = match tid {
+                Some(tid) => proc::thread_is_running(pid, tid),
+                None => owns_gil,
+            };
+            if !opts.include_idle && !active && !opts.gil_only {
+                continue;
+            }
+            let walk = walk_thread(mem, o, t.addr);
+            let mut frames: Vec<Frame> = walk
+                .frames
+                .iter()
+                .map(|raw| self.codes.resolve(mem, o, *raw))
+                .collect();
+            if let Some(reason) = walk.truncated {
+                frames.push(Frame::Truncated(reason));
+            }
+            let thread_name = thread_name(&mut self.names, pid, t.ident, tid);
+            out.push(StackTrace {
+                pid,
+                tid,
+                thread_name,
+                thread_ident: t.ident,
+                active,
+                owns_gil,
+                frames,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The thread's name, looked up once per thread and cached.
+fn thread_name(
+    names: &mut HashMap<u64, Option<String>>,
+    pid: u32,
+    ident: u64,
+    tid: Option<u32>,
+) -> Option<String> {
+    names
+        .entry(ident)
+        .or_insert_with(|| {
+            if tid == Some(pid) {
+                Some("MainThread".into())
+            } else {
+                tid.and_then(|t| proc::thread_comm(pid, t))
+            }
+        })
+        .clone()
+}

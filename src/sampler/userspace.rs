@@ -1,0 +1,232 @@
+//! The user-space sampler: wakes `rate` times a second (with a little jitter so periodic code
+//! does not alias with the sampling), reads every selected thread of the target process (and
+//! its children with `--subprocesses`), and hands the stacks to a callback.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::model::StackTrace;
+use crate::process::pause::Paused;
+use crate::process::proc;
+use crate::python::state::SampleError;
+use crate::python::{PythonProcess, StackOptions};
+
+#[derive(Debug, Clone, Copy)]
+pub struct SamplerConfig {
+    pub rate_hz: u32,
+    pub stacks: StackOptions,
+    pub subprocesses: bool,
+    /// Pause the target while reading it.
+    pub blocking: bool,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    DurationElapsed,
+    Interrupted,
+    TargetExited,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Ticks at which the target was read.
+    pub ticks: u64,
+    /// Stacks recorded.
+    pub samples: u64,
+    /// Ticks on which reading a process failed.
+    pub errors: u64,
+    /// Ticks that came late by more than one interval (the profiler could not keep up).
+    pub late: u64,
+    pub elapsed: Duration,
+    pub ended: EndReason,
+}
+
+pub struct UserspaceSampler {
+    config: SamplerConfig,
+    root: PythonProcess,
+    children: HashMap<u32, PythonProcess>,
+    /// Children that are not (or not yet) Python, with the last time we tried.
+    not_python: HashMap<u32, (u64, Instant)>,
+    last_child_scan: Option<Instant>,
+    rng: u64,
+}
+
+/// How often `--subprocesses` looks for new children.
+const CHILD_SCAN_INTERVAL: Duration = Duration::from_millis(500);
+
+impl UserspaceSampler {
+    pub fn new(config: SamplerConfig, root: PythonProcess) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        UserspaceSampler {
+            config,
+            root,
+            children: HashMap::new(),
+            not_python: HashMap::new(),
+            last_child_scan: None,
+            rng: seed | 1,
+        }
+    }
+
+    pub fn root(&self) -> &PythonProcess {
+        &self.root
+    }
+
+    /// Sample until `stop` is set, `duration` elapses, or the root process exits.
+    /// `target_alive` is asked each tick (for `-- cmd`, it reaps the child).
+    pub fn run(
+        &mut self,
+        duration: Option<Duration>,
+        stop: &AtomicBool,
+        mut target_alive: impl FnMut() -> bool,
+        mut on_stacks: impl FnMut(&[StackTrace]),
+        mut on_status: impl FnMut(&RunSummary),
+    ) -> RunSummary {
+        let interval = Duration::from_secs_f64(1.0 / self.config.rate_hz.max(1) as f64);
+        let start = Instant::now();
+        let mut next = start;
+        let mut summary = RunSummary {
+            ticks: 0,
+            samples: 0,
+            errors: 0,
+            late: 0,
+            elapsed: Duration::ZERO,
+            ended: EndReason::Interrupted,
+        };
+        let mut last_status = start;
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                summary.ended = EndReason::Interrupted;
+                break;
+            }
+            if duration.is_some_and(|d| start.elapsed() >= d) {
+                summary.ended = EndReason::DurationElapsed;
+                break;
+            }
+            if !target_alive() || !self.root.is_same_process() {
+                summary.ended = EndReason::TargetExited;
+                break;
+            }
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            } else if now - next > interval {
+                // We fell behind: count it and do not try to catch up with a burst.
+                summary.late += 1;
+                next = now;
+            }
+            next += self.jittered(interval);
+            summary.ticks += 1;
+            match self.sample_tree() {
+                Ok(stacks) => {
+                    summary.samples += stacks.len() as u64;
+                    on_stacks(&stacks);
+                }
+                Err(SampleError::Exited { .. }) => {
+                    summary.ended = EndReason::TargetExited;
+                    break;
+                }
+                Err(e) => {
+                    summary.errors += 1;
+                    log::debug!("sample failed: {e}");
+                }
+            }
+            if last_status.elapsed() >= Duration::from_millis(250) {
+                last_status = Instant::now();
+                summary.elapsed = start.elapsed();
+                on_status(&summary);
+            }
+        }
+        summary.elapsed = start.elapsed();
+        summary
+    }
+
+    /// The interval scaled by a random factor in [0.9, 1.1).
+    fn jittered(&mut self, interval: Duration) -> Duration {
+        // xorshift64: plenty for jitter, no dependency.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
+        interval.mul_f64(0.9 + 0.2 * unit)
+    }
+
+    /// One reading of the root process and, with `--subprocesses`, its Python descendants.
+    fn sample_tree(&mut self) -> Result<Vec<StackTrace>, SampleError> {
+        let mut stacks = read_one(&mut self.root, self.config)?;
+        if self.config.subprocesses {
+            self.refresh_children();
+            let mut gone = Vec::new();
+            for (pid, child) in self.children.iter_mut() {
+                match read_one(child, self.config) {
+                    Ok(s) => stacks.extend(s),
+                    Err(SampleError::Exited { .. }) => gone.push(*pid),
+                    Err(e) => log::debug!("child {pid}: {e}"),
+                }
+            }
+            for pid in gone {
+                self.children.remove(&pid);
+            }
+        }
+        Ok(stacks)
+    }
+
+    fn refresh_children(&mut self) {
+        if self
+            .last_child_scan
+            .is_some_and(|t| t.elapsed() < CHILD_SCAN_INTERVAL)
+        {
+            return;
+        }
+        self.last_child_scan = Some(Instant::now());
+        let pids = proc::descendants(self.root.pid);
+        self.children
+            .retain(|pid, p| pids.contains(pid) && p.is_same_process());
+        self.not_python.retain(|pid, _| pids.contains(pid));
+        for pid in pids {
+            if self.children.contains_key(&pid) {
+                continue;
+            }
+            let start = proc::start_time(pid).unwrap_or(0);
+            // A process that was not Python when we looked may exec Python later; retry it now
+            // and then, and at once if its pid was reused.
+            if let Some((seen_start, when)) = self.not_python.get(&pid) {
+                if *seen_start == start && when.elapsed() < Duration::from_secs(2) {
+                    continue;
+                }
+            }
+            match PythonProcess::attach(pid) {
+                Ok(p) => {
+                    self.children.insert(pid, p);
+                }
+                Err(e) => {
+                    log::debug!("subprocess {pid} not profiled: {e}");
+                    self.not_python.insert(pid, (start, Instant::now()));
+                }
+            }
+        }
+    }
+}
+
+fn read_one(p: &mut PythonProcess, config: SamplerConfig) -> Result<Vec<StackTrace>, SampleError> {
+    // The pause guard lives only for this read; dropping it resumes the target.
+    let _paused = if config.blocking {
+        match Paused::pause(p.pid) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                log::debug!("{e}");
+                if !proc::exists(p.pid) {
+                    return Err(SampleError::Exited { pid: p.pid });
+                }
+                None
+            }
+        }
+    } else {
+        None
+    };
+    p.stacks(config.stacks)
+}

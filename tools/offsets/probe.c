@@ -1,0 +1,276 @@
+/*
+ * Prints the CPython struct offsets that src/python/offsets.rs needs, computed by the C
+ * compiler from the real headers of one CPython version. Build it with probe.sh, which passes
+ * the include directories and the defines the interpreter itself was built with.
+ *
+ * Output: one `name value` line per field of `PyOffsets` (value "none" where the version has
+ * no such field), then `check_*` lines (facts the walker relies on that are not offsets).
+ * Names match the Rust field names exactly; tests/offsets.rs compares them with the table.
+ *
+ * Only offsetof/sizeof and constants from the headers: no structs are copied here.
+ */
+#include <Python.h>
+
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#if PY_MAJOR_VERSION == 2
+#  include "code.h"
+#  include "frameobject.h"
+#elif PY_VERSION_HEX < 0x03090000
+#  include "frameobject.h"
+#  include "internal/pycore_pystate.h"
+#elif PY_VERSION_HEX < 0x030B0000
+#  include "frameobject.h"
+#  include "internal/pycore_interp.h"
+#  include "internal/pycore_runtime.h"
+#  include "internal/pycore_gil.h"
+#elif PY_VERSION_HEX < 0x030E0000
+#  include "internal/pycore_frame.h"
+#  include "internal/pycore_interp.h"
+#  include "internal/pycore_runtime.h"
+#  include "internal/pycore_gil.h"
+#else
+#  include "internal/pycore_interpframe_structs.h"
+#  include "internal/pycore_interp_structs.h"
+#  include "internal/pycore_runtime_structs.h"
+#  include "internal/pycore_stackref.h"
+#  include "internal/pycore_gil.h"
+#  include "internal/pycore_debug_offsets.h"
+#endif
+
+#define V(name, value) printf("%s %lu\n", name, (unsigned long)(value))
+#define NONE(name) printf("%s none\n", name)
+#define OFF(name, type, field) V(name, offsetof(type, field))
+
+/* Position of the lowest set bit of the 32-bit word at `p` (the unicode `state` field). */
+static int lowest_bit(const unsigned char *p)
+{
+    unsigned int word;
+    memcpy(&word, p, sizeof word);
+    for (int i = 0; i < 32; i++) {
+        if (word & (1u << i)) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+int main(void)
+{
+    printf("version_hex %#lx\n", (unsigned long)PY_VERSION_HEX);
+
+    /* --- _PyRuntimeState --- */
+#if PY_MAJOR_VERSION == 2
+    NONE("runtime_interpreters_head");
+    NONE("runtime_tstate_current");
+#else
+    OFF("runtime_interpreters_head", _PyRuntimeState, interpreters.head);
+#  if PY_VERSION_HEX < 0x030C0000
+    OFF("runtime_tstate_current", _PyRuntimeState, gilstate.tstate_current);
+#  else
+    NONE("runtime_tstate_current");
+#  endif
+#endif
+
+    /* --- PyInterpreterState --- */
+    OFF("interp_next", PyInterpreterState, next);
+#if PY_VERSION_HEX < 0x030B0000
+    OFF("interp_tstate_head", PyInterpreterState, tstate_head);
+#else
+    OFF("interp_tstate_head", PyInterpreterState, threads.head);
+#endif
+#if PY_VERSION_HEX < 0x030C0000
+    OFF("interp_modules", PyInterpreterState, modules);
+    NONE("interp_gil_ptr");
+    NONE("gil_last_holder");
+    NONE("gil_locked");
+#else
+    OFF("interp_tstate_head", PyInterpreterState, threads.head);
+    OFF("interp_modules", PyInterpreterState, imports.modules);
+    OFF("interp_gil_ptr", PyInterpreterState, ceval.gil);
+    OFF("gil_last_holder", struct _gil_runtime_state, last_holder);
+    OFF("gil_locked", struct _gil_runtime_state, locked);
+#endif
+
+    /* --- PyThreadState --- */
+    OFF("tstate_next", PyThreadState, next);
+    OFF("tstate_interp", PyThreadState, interp);
+#if PY_VERSION_HEX < 0x030B0000
+    OFF("tstate_frame", PyThreadState, frame);
+#elif PY_VERSION_HEX < 0x030D0000
+    OFF("tstate_frame", PyThreadState, cframe);
+#else
+    OFF("tstate_frame", PyThreadState, current_frame);
+#endif
+    OFF("tstate_thread_id", PyThreadState, thread_id);
+#if PY_VERSION_HEX < 0x030B0000
+    NONE("tstate_native_thread_id");
+#else
+    OFF("tstate_native_thread_id", PyThreadState, native_thread_id);
+#endif
+
+    /* --- _PyCFrame (3.11, 3.12) --- */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000
+    OFF("cframe_current_frame", _PyCFrame, current_frame);
+#else
+    NONE("cframe_current_frame");
+#endif
+
+    /* --- PyFrameObject (<= 3.10) --- */
+#if PY_VERSION_HEX < 0x030B0000
+    OFF("frame_back", PyFrameObject, f_back);
+    OFF("frame_code", PyFrameObject, f_code);
+    OFF("frame_lasti", PyFrameObject, f_lasti);
+#else
+    NONE("frame_back");
+    NONE("frame_code");
+    NONE("frame_lasti");
+#endif
+
+    /* --- _PyInterpreterFrame (3.11+) --- */
+#if PY_VERSION_HEX < 0x030B0000
+    NONE("iframe_code");
+    NONE("iframe_previous");
+    NONE("iframe_instr");
+    NONE("iframe_owner");
+    NONE("iframe_is_entry");
+#else
+#  if PY_VERSION_HEX < 0x030D0000
+    OFF("iframe_code", _PyInterpreterFrame, f_code);
+    OFF("iframe_instr", _PyInterpreterFrame, prev_instr);
+#  else
+    OFF("iframe_code", _PyInterpreterFrame, f_executable);
+    OFF("iframe_instr", _PyInterpreterFrame, instr_ptr);
+#  endif
+    OFF("iframe_previous", _PyInterpreterFrame, previous);
+    OFF("iframe_owner", _PyInterpreterFrame, owner);
+#  if PY_VERSION_HEX < 0x030C0000
+    OFF("iframe_is_entry", _PyInterpreterFrame, is_entry);
+#  else
+    NONE("iframe_is_entry");
+#  endif
+#endif
+
+    /* Frame owner constants: enum values, so they are tested by version, not #ifdef. */
+#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030F0000
+    V("owner_cstack", FRAME_OWNED_BY_CSTACK);
+#else
+    NONE("owner_cstack"); /* 3.15 removed FRAME_OWNED_BY_CSTACK */
+#endif
+#if PY_VERSION_HEX >= 0x030E0000
+    V("owner_interpreter", FRAME_OWNED_BY_INTERPRETER);
+#else
+    NONE("owner_interpreter");
+#endif
+#if PY_VERSION_HEX >= 0x030E0000
+    V("executable_tag_mask", Py_TAG_BITS);
+#else
+    V("executable_tag_mask", 0);
+#endif
+
+    /* --- PyCodeObject --- */
+    OFF("code_name", PyCodeObject, co_name);
+#if PY_VERSION_HEX >= 0x030B0000
+    OFF("code_qualname", PyCodeObject, co_qualname);
+#else
+    NONE("code_qualname");
+#endif
+    OFF("code_filename", PyCodeObject, co_filename);
+    OFF("code_firstlineno", PyCodeObject, co_firstlineno);
+#if PY_VERSION_HEX < 0x030A0000
+    OFF("code_linetable", PyCodeObject, co_lnotab);
+#else
+    OFF("code_linetable", PyCodeObject, co_linetable);
+#endif
+#if PY_VERSION_HEX >= 0x030B0000
+    OFF("code_code_adaptive", PyCodeObject, co_code_adaptive);
+#else
+    NONE("code_code_adaptive");
+#endif
+
+    /* --- objects --- */
+    OFF("object_type", PyObject, ob_type);
+    OFF("type_name", PyTypeObject, tp_name);
+#if PY_MAJOR_VERSION == 2
+    OFF("bytes_size", PyStringObject, ob_size);
+    OFF("bytes_data", PyStringObject, ob_sval);
+    /* 2.7 code names are byte strings; the unicode fields are unused there. */
+    V("unicode_length", 0);
+    V("unicode_state", 0);
+    V("unicode_ascii_data", 0);
+    V("unicode_compact_data", 0);
+#else
+    OFF("bytes_size", PyVarObject, ob_size);
+    OFF("bytes_data", PyBytesObject, ob_sval);
+    OFF("unicode_length", PyASCIIObject, length);
+    OFF("unicode_state", PyASCIIObject, state);
+    V("unicode_ascii_data", sizeof(PyASCIIObject));
+    V("unicode_compact_data", sizeof(PyCompactUnicodeObject));
+
+    /* The walker decodes `state` with fixed bit positions: prove them for this version. */
+    {
+        PyASCIIObject probe;
+        unsigned char *state = (unsigned char *)&probe + offsetof(PyASCIIObject, state);
+
+        memset(&probe, 0, sizeof probe);
+        probe.state.kind = 1;
+        printf("check_unicode_kind_shift %d\n", lowest_bit(state));
+        memset(&probe, 0, sizeof probe);
+        probe.state.kind = 7;
+        printf("check_unicode_kind_mask %#x\n", 7u << lowest_bit(state));
+        memset(&probe, 0, sizeof probe);
+        probe.state.compact = 1;
+        printf("check_unicode_compact_bit %d\n", lowest_bit(state));
+        memset(&probe, 0, sizeof probe);
+        probe.state.ascii = 1;
+        printf("check_unicode_ascii_bit %d\n", lowest_bit(state));
+    }
+#endif
+
+#if PY_VERSION_HEX >= 0x030D0000
+    /* The layout of _Py_DebugOffsets itself (the head of _PyRuntime), for the fields
+       src/python/debug_offsets.rs reads: `debug.SECTION.FIELD offset`. */
+#  define DBG(section, field) \
+    V("debug." #section "." #field, offsetof(_Py_DebugOffsets, section.field))
+    V("debug_size", sizeof(_Py_DebugOffsets));
+    V("debug.version", offsetof(_Py_DebugOffsets, version));
+    V("debug.free_threaded", offsetof(_Py_DebugOffsets, free_threaded));
+    DBG(runtime_state, interpreters_head);
+    DBG(interpreter_state, next);
+    DBG(interpreter_state, threads_head);
+    DBG(interpreter_state, imports_modules);
+    DBG(interpreter_state, ceval_gil);
+    DBG(interpreter_state, gil_runtime_state);
+    DBG(interpreter_state, gil_runtime_state_locked);
+    DBG(interpreter_state, gil_runtime_state_holder);
+    DBG(thread_state, next);
+    DBG(thread_state, interp);
+    DBG(thread_state, current_frame);
+    DBG(thread_state, thread_id);
+    DBG(thread_state, native_thread_id);
+    DBG(interpreter_frame, previous);
+    DBG(interpreter_frame, executable);
+    DBG(interpreter_frame, instr_ptr);
+    DBG(interpreter_frame, owner);
+    DBG(code_object, filename);
+    DBG(code_object, name);
+    DBG(code_object, qualname);
+    DBG(code_object, linetable);
+    DBG(code_object, firstlineno);
+    DBG(code_object, co_code_adaptive);
+    DBG(pyobject, size);
+    DBG(pyobject, ob_type);
+    DBG(type_object, tp_name);
+    DBG(bytes_object, ob_size);
+    DBG(bytes_object, ob_sval);
+    DBG(unicode_object, state);
+    DBG(unicode_object, length);
+    DBG(unicode_object, asciiobject_size);
+#  if PY_VERSION_HEX >= 0x030F0000
+    DBG(unicode_object, compactunicodeobject_size);
+#  endif
+#endif
+    return 0;
+}
