@@ -121,9 +121,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         .with_context(|| format!("writing {}", output_path.display()))?;
     file.flush()?;
     eprintln!(
-        "pyspy-bpf: wrote {} ({} samples, {} errors, {} late ticks, {:.1}s)",
+        "pyspy-bpf: wrote {} ({} samples in {} reads, {} errors, {} late ticks, {:.1}s)",
         output_path.display(),
         profile.total_samples(),
+        summary.ticks,
         summary.errors,
         summary.late,
         summary.elapsed.as_secs_f64()
