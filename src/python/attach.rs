@@ -55,9 +55,12 @@ pub enum AttachError {
 impl AttachError {
     /// Worth retrying shortly (a freshly started process that is still loading)?
     pub fn is_transient(&self) -> bool {
+        // A binary whose segments are not all mapped yet is still being loaded by ld.so.
         matches!(
             self,
-            AttachError::NotPython { .. } | AttachError::NotInitialised { .. }
+            AttachError::NotPython { .. }
+                | AttachError::NotInitialised { .. }
+                | AttachError::Binary { .. }
         )
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::linetable::line_for;
 use super::offsets::{LineTable, PyOffsets};
 use super::strings::{read_py_bytes, read_py_string, MAX_BYTES_OBJECT};
+use super::walk::{read_struct, StructBytes};
 use crate::model::{Addr, Frame, PyFrame, RawPyFrame, Reason};
 use crate::process::memory::{MemoryError, RemoteMemory};
 
@@ -26,7 +27,7 @@ pub struct CodeInfo {
 /// it when the pid goes away or is reused.
 #[derive(Default)]
 pub struct CodeCache {
-    codes: HashMap<Addr, Arc<CodeInfo>>,
+    codes: HashMap<Addr, (Fingerprint, Arc<CodeInfo>)>,
     /// Type objects already checked to be `code` (there is one per process, in practice).
     code_types: HashSet<Addr>,
 }
@@ -62,15 +63,22 @@ impl CodeCache {
         o: &PyOffsets,
         addr: Addr,
     ) -> Result<Arc<CodeInfo>, CodeError> {
-        if let Some(info) = self.codes.get(&addr) {
-            return Ok(info.clone());
+        // Code objects die and their memory is reused for new ones (module bodies after
+        // import, functions made at run time), so a cached entry is trusted only while the
+        // object at that address still has the same type, names, file and line table.
+        let header = read_struct(mem, addr, &code_fields(o))?;
+        let fingerprint = Fingerprint::of(&header, o);
+        if let Some((known, info)) = self.codes.get(&addr) {
+            if *known == fingerprint {
+                return Ok(info.clone());
+            }
         }
-        self.check_is_code(mem, o, addr)?;
-        let info = Arc::new(read_code(mem, o, addr)?);
+        self.check_is_code(mem, o, fingerprint.type_addr)?;
+        let info = Arc::new(read_code(mem, o, &header)?);
         if self.codes.len() >= MAX_CACHED_CODES {
             self.codes.clear();
         }
-        self.codes.insert(addr, info.clone());
+        self.codes.insert(addr, (fingerprint, info.clone()));
         Ok(info)
     }
 
@@ -80,9 +88,8 @@ impl CodeCache {
         &mut self,
         mem: &dyn RemoteMemory,
         o: &PyOffsets,
-        addr: Addr,
+        ty: Addr,
     ) -> Result<(), CodeError> {
-        let ty = mem.read_u64(addr + o.object_type)?;
         if self.code_types.contains(&ty) {
             return Ok(());
         }
@@ -98,7 +105,7 @@ impl CodeCache {
 
 enum CodeError {
     NotCode,
-    Memory(MemoryError),
+    Memory(#[allow(dead_code)] MemoryError),
 }
 
 impl From<MemoryError> for CodeError {
@@ -107,12 +114,51 @@ impl From<MemoryError> for CodeError {
     }
 }
 
-fn read_code(mem: &dyn RemoteMemory, o: &PyOffsets, addr: Addr) -> Result<CodeInfo, MemoryError> {
+/// The fields of `PyCodeObject` we read, as offsets.
+fn code_fields(o: &PyOffsets) -> Vec<u64> {
+    let mut fields = vec![
+        o.object_type,
+        o.code_name,
+        o.code_filename,
+        o.code_firstlineno,
+        o.code_linetable,
+    ];
+    fields.extend(o.code_qualname);
+    fields
+}
+
+/// What identifies the code object living at an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    type_addr: Addr,
+    name: Addr,
+    filename: Addr,
+    line_table: Addr,
+    first_line: i32,
+}
+
+impl Fingerprint {
+    fn of(header: &StructBytes, o: &PyOffsets) -> Fingerprint {
+        Fingerprint {
+            type_addr: header.u64(o.object_type),
+            name: header.u64(o.code_qualname.unwrap_or(o.code_name)),
+            filename: header.u64(o.code_filename),
+            line_table: header.u64(o.code_linetable),
+            first_line: header.i32(o.code_firstlineno),
+        }
+    }
+}
+
+fn read_code(
+    mem: &dyn RemoteMemory,
+    o: &PyOffsets,
+    header: &StructBytes,
+) -> Result<CodeInfo, MemoryError> {
     let name_field = o.code_qualname.unwrap_or(o.code_name);
-    let function = read_py_string(mem, o, mem.read_u64(addr + name_field)?)?;
-    let filename = read_py_string(mem, o, mem.read_u64(addr + o.code_filename)?)?;
-    let first_line = mem.read_i32(addr + o.code_firstlineno)?.max(0) as u32;
-    let table_addr = mem.read_u64(addr + o.code_linetable)?;
+    let function = read_py_string(mem, o, header.u64(name_field))?;
+    let filename = read_py_string(mem, o, header.u64(o.code_filename))?;
+    let first_line = header.i32(o.code_firstlineno).max(0) as u32;
+    let table_addr = header.u64(o.code_linetable);
     // A missing line table costs the line number, not the frame.
     let line_table = read_py_bytes(mem, o, table_addr, MAX_BYTES_OBJECT).unwrap_or_default();
     Ok(CodeInfo {

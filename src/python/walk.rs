@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use super::offsets::{FrameModel, PyOffsets};
 use crate::model::{Addr, RawPyFrame, Reason};
-use crate::process::memory::RemoteMemory;
+use crate::process::memory::{MemoryError, RemoteMemory};
 
 /// Deepest stack we walk (a recursion of 1000 Python frames is ordinary).
 pub const MAX_DEPTH: usize = 4096;
@@ -61,12 +61,8 @@ fn walk_frame_objects(mem: &dyn RemoteMemory, o: &PyOffsets, mut frame: Addr) ->
             walk.truncated = Some(reason);
             break;
         }
-        let read = (|| {
-            let code_addr = mem.read_u64(frame + code)?;
-            let position = mem.read_i32(frame + lasti)?.max(0) as u64;
-            let next = mem.read_u64(frame + back)?;
-            Ok::<_, crate::process::MemoryError>((code_addr, position, next))
-        })();
+        let read = read_struct(mem, frame, &[back, code, lasti])
+            .map(|f| (f.u64(code), f.i32(lasti).max(0) as u64, f.u64(back)));
         match read {
             Ok((code_addr, instr, next)) => {
                 if code_addr != 0 {
@@ -104,13 +100,14 @@ fn walk_interpreter_frames(mem: &dyn RemoteMemory, o: &PyOffsets, mut frame: Add
             walk.truncated = Some(reason);
             break;
         }
-        let read = (|| {
-            let owner = mem.read_u8(frame + owner)?;
-            let code_addr = mem.read_u64(frame + code)? & !o.executable_tag_mask;
-            let instr_ptr = mem.read_u64(frame + instr)?;
-            let next = mem.read_u64(frame + previous)?;
-            Ok::<_, crate::process::MemoryError>((owner, code_addr, instr_ptr, next))
-        })();
+        let read = read_struct(mem, frame, &[code, previous, instr, owner]).map(|f| {
+            (
+                f.u8(owner),
+                f.u64(code) & !o.executable_tag_mask,
+                f.u64(instr),
+                f.u64(previous),
+            )
+        });
         match read {
             Ok((owner, code_addr, instr_ptr, next)) => {
                 let shim = Some(owner) == o.owner_cstack || Some(owner) == o.owner_interpreter;
@@ -129,6 +126,69 @@ fn walk_interpreter_frames(mem: &dyn RemoteMemory, o: &PyOffsets, mut frame: Add
         }
     }
     walk
+}
+
+/// The bytes of a struct up to its last field we need, read with one syscall; reading the
+/// fields one by one costs a syscall each, per frame, per sample.
+pub(crate) struct StructBytes {
+    buf: [u8; MAX_STRUCT_BYTES],
+}
+
+/// Largest struct prefix read at once (every field offset we read is below it).
+pub(crate) const MAX_STRUCT_BYTES: usize = 256;
+
+impl StructBytes {
+    pub(crate) fn u64(&self, off: u64) -> u64 {
+        let o = off as usize;
+        self.buf
+            .get(o..o + 8)
+            .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn i32(&self, off: u64) -> i32 {
+        let o = off as usize;
+        self.buf
+            .get(o..o + 4)
+            .map(|b| i32::from_ne_bytes(b.try_into().unwrap_or([0; 4])))
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn u8(&self, off: u64) -> u8 {
+        self.buf.get(off as usize).copied().unwrap_or(0)
+    }
+}
+
+/// Read `addr` up to the end of the furthest of `fields` (each read as up to 8 bytes).
+pub(crate) fn read_struct(
+    mem: &dyn RemoteMemory,
+    addr: Addr,
+    fields: &[u64],
+) -> Result<StructBytes, MemoryError> {
+    let end = fields.iter().map(|&f| f as usize + 8).max().unwrap_or(0);
+    let mut out = StructBytes {
+        buf: [0; MAX_STRUCT_BYTES],
+    };
+    if end > MAX_STRUCT_BYTES {
+        return Err(MemoryError::TooLong {
+            what: "struct prefix",
+            len: end as u64,
+            max: MAX_STRUCT_BYTES as u64,
+        });
+    }
+    match mem.read_into(addr, &mut out.buf[..end]) {
+        Ok(()) => Ok(out),
+        // The struct may end right before an unmapped page: fall back to field-sized reads.
+        Err(_) => {
+            for &f in fields {
+                let f = f as usize;
+                let len = 8.min(end - f);
+                mem.read_into(addr + f as u64, &mut out.buf[f..f + len])
+                    .or_else(|_| mem.read_into(addr + f as u64, &mut out.buf[f..f + 1]))?;
+            }
+            Ok(out)
+        }
+    }
 }
 
 fn limit_reached(seen: &mut HashSet<Addr>, frame: Addr, depth: usize) -> Option<Reason> {

@@ -1,0 +1,255 @@
+//! Bad input: pids that don't exist, aren't Python, or belong to another user; a process
+//! that exits while it is recorded; unusable command lines. Each must give a clear
+//! `Error:` line on stderr and a non-zero exit, never a panic.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use common::*;
+
+/// Runs `pyspy-bpf ARGS`, which must fail cleanly: non-zero exit, no panic, an `Error:` line
+/// that contains each of `words` (case-insensitive). Returns the error line.
+fn expect_error(cmd: &mut Command, words: &[&str]) -> Result<String> {
+    let out = run(cmd, RUN_TIMEOUT)?.no_panic()?;
+    ensure!(
+        !out.status.success(),
+        "expected a failure, got success:\n{}",
+        out.describe()
+    );
+    let line = out.error_line().with_context(|| {
+        format!(
+            "no line starting with `Error:` on stderr:\n{}",
+            out.describe()
+        )
+    })?;
+    let lower = line.to_lowercase();
+    for w in words {
+        ensure!(
+            lower.contains(&w.to_lowercase()),
+            "the error line does not mention {w:?}:\n{}",
+            out.describe()
+        );
+    }
+    Ok(line.to_string())
+}
+
+/// A pid with no process behind it.
+fn unused_pid() -> u32 {
+    let max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(32768);
+    (2..max)
+        .rev()
+        .find(|p| !PathBuf::from(format!("/proc/{p}")).exists())
+        .expect("a free pid")
+}
+
+#[test]
+fn pid_does_not_exist() {
+    let dir = TempDir::new("nopid");
+    let pid = unused_pid().to_string();
+    let out = dir.join("x.txt").display().to_string();
+    let mut errors = Vec::new();
+    for args in [
+        vec!["dump", "--pid", &pid],
+        vec!["dump", "--pid", &pid, "--json"],
+        vec!["record", "-f", "raw", "-o", &out, "-d", "1", "--pid", &pid],
+    ] {
+        if let Err(e) = expect_error(pyspy_bpf().args(&args), &[&pid]) {
+            errors.push(format!("{e:#}"));
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+#[test]
+fn pid_is_not_python() {
+    let dir = TempDir::new("notpython");
+    let sleep = ChildGuard(
+        Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("spawn sleep"),
+    );
+    // Give exec a moment, so the pid shows `sleep`, not the test binary it was forked from.
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = sleep.pid().to_string();
+    let out = dir.join("x.txt").display().to_string();
+    let mut errors = Vec::new();
+    for args in [
+        vec!["dump", "--pid", &pid],
+        vec!["record", "-f", "raw", "-o", &out, "-d", "1", "--pid", &pid],
+    ] {
+        if let Err(e) = expect_error(pyspy_bpf().args(&args), &["Python"]) {
+            errors.push(format!("{e:#}"));
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+/// A copy of the binary in a directory that `nobody` can reach (target/ may sit under a
+/// home directory that only root can enter), and an output directory it can write to.
+fn binary_for_nobody(dir: &TempDir) -> (PathBuf, PathBuf) {
+    let set_mode = |p: &std::path::Path, mode| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", p.display()))
+    };
+    set_mode(dir.path(), 0o755);
+    let bin = dir.join("pyspy-bpf");
+    std::fs::copy(env!("CARGO_BIN_EXE_pyspy-bpf"), &bin).expect("copy the binary");
+    set_mode(&bin, 0o755);
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).expect("mkdir out");
+    set_mode(&out, 0o777);
+    (bin, out)
+}
+
+fn as_nobody(bin: &PathBuf, args: &[&str]) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(bin)
+        .args(args)
+        .current_dir("/");
+    cmd
+}
+
+#[test]
+fn permission_denied() {
+    if !is_root() {
+        assert!(
+            !in_ci(),
+            "CI must run the tests as root (this test profiles root's processes as nobody)"
+        );
+        eprintln!("permission_denied: skipped, needs root to run the profiler as `nobody` against root's python");
+        return;
+    }
+    let dir = TempDir::new("nobody");
+    let (bin, out_dir) = binary_for_nobody(&dir);
+    let out = out_dir.join("x.txt").display().to_string();
+    for_each_interpreter("permission_denied", |interp| {
+        let child = interp.start("threads.py", &[])?;
+        child.wait_ready()?;
+        let pid = child.pid().to_string();
+        let mut errors = Vec::new();
+        for args in [
+            vec!["dump", "--pid", &pid],
+            vec!["record", "-f", "raw", "-o", &out, "-d", "1", "--pid", &pid],
+        ] {
+            if let Err(e) = expect_error(&mut as_nobody(&bin, &args), &["permission"]) {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        ensure!(errors.is_empty(), "{}", errors.join("\n"));
+        Ok(())
+    });
+}
+
+/// `record --pid` of a process that exits during the recording: a message that it exited,
+/// the partial profile still written, a non-zero exit, and no waiting for `-d` to elapse.
+#[test]
+fn process_exits_while_recording() {
+    let leaf = format!("level_b (busy.py:{})", line_of("busy.py", "busy"));
+    for_each_interpreter("process_exits_while_recording", |interp| {
+        let dir = TempDir::new("exits");
+        let child = interp.start("busy.py", &["3"])?;
+        child.wait_ready()?;
+        let pid = reap_in_background(child).to_string();
+        let profile = dir.join("partial.txt");
+        let profile_str = profile.display().to_string();
+        let out = run(
+            pyspy_bpf().args([
+                "record",
+                "-f",
+                "raw",
+                "-o",
+                &profile_str,
+                "-d",
+                "60",
+                "--pid",
+                &pid,
+            ]),
+            RUN_TIMEOUT,
+        )?
+        .no_panic()?;
+        ensure!(
+            !out.status.success(),
+            "expected a non-zero exit:\n{}",
+            out.describe()
+        );
+        ensure!(
+            out.stderr.to_lowercase().contains("exit"),
+            "stderr does not say the process exited:\n{}",
+            out.describe()
+        );
+        ensure!(
+            out.elapsed < Duration::from_secs(30),
+            "record kept going after the process exited (-d 60):\n{}",
+            out.describe()
+        );
+        let stacks = read_raw(&profile).with_context(|| out.describe())?;
+        ensure!(
+            stacks.iter().any(|s| s.leaf() == Some(leaf.as_str())),
+            "the partial profile has no stack ending in `{leaf}`:\n{}\n{}",
+            summary(&stacks),
+            out.describe()
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn command_that_cannot_start() {
+    let dir = TempDir::new("nocommand");
+    let out = dir.join("x.txt").display().to_string();
+    let line = expect_error(
+        pyspy_bpf().args([
+            "record",
+            "-f",
+            "raw",
+            "-o",
+            &out,
+            "--",
+            "/nonexistent/python3",
+            "x.py",
+        ]),
+        &[],
+    );
+    assert!(line.is_ok(), "{:#}", line.unwrap_err());
+}
+
+/// Command lines that clap (or the program) must reject: non-zero exit, no panic.
+#[test]
+fn usage_errors() {
+    let mut errors = Vec::new();
+    for args in [
+        vec!["dump"],
+        vec!["dump", "--pid", "not-a-pid"],
+        vec!["dump", "--pid", "-5"],
+        vec!["record"],
+        vec!["record", "-f", "no-such-format", "--pid", "1"],
+        vec!["record", "-r", "fast", "--pid", "1"],
+        vec!["no-such-subcommand"],
+    ] {
+        let result = run(pyspy_bpf().args(&args), RUN_TIMEOUT)
+            .and_then(|o| o.no_panic())
+            .and_then(|o| {
+                ensure!(!o.status.success(), "expected a failure:\n{}", o.describe());
+                ensure!(
+                    !o.stderr.trim().is_empty(),
+                    "nothing on stderr:\n{}",
+                    o.describe()
+                );
+                Ok(())
+            });
+        if let Err(e) = result {
+            errors.push(format!("{:?}: {e:#}", args));
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}

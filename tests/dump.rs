@@ -1,0 +1,565 @@
+//! `pyspy-bpf dump` against real interpreters: every provisioned version and flavour plus
+//! the system python3. Each test checks function names, files, exact line numbers, thread
+//! names and ids, and lists every interpreter that failed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use common::*;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+struct DumpJson {
+    pid: u32,
+    version: String,
+    executable: String,
+    threads: Vec<ThreadJson>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ThreadJson {
+    tid: Option<u64>,
+    ident: u64,
+    name: Option<String>,
+    active: bool,
+    owns_gil: bool,
+    frames: Vec<FrameJson>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FrameJson {
+    function: String,
+    filename: String,
+    line: i64,
+    first_line: i64,
+}
+
+impl ThreadJson {
+    fn label(&self) -> String {
+        format!("thread {:?} (tid {:?})", self.name, self.tid)
+    }
+
+    fn render(&self) -> String {
+        let frames: Vec<String> = self
+            .frames
+            .iter()
+            .map(|f| {
+                format!(
+                    "    {} ({}:{}) first_line={}",
+                    f.function, f.filename, f.line, f.first_line
+                )
+            })
+            .collect();
+        format!(
+            "{} ident={} active={} owns_gil={}\n{}",
+            self.label(),
+            self.ident,
+            self.active,
+            self.owns_gil,
+            clip(&frames.join("\n"), 3000)
+        )
+    }
+}
+
+impl DumpJson {
+    fn thread(&self, name: &str) -> Result<&ThreadJson> {
+        let found: Vec<&ThreadJson> = self
+            .threads
+            .iter()
+            .filter(|t| t.name.as_deref() == Some(name))
+            .collect();
+        match found.as_slice() {
+            [one] => Ok(one),
+            [] => bail!("no thread named {name:?}; threads:\n{}", self.render()),
+            _ => bail!("{} threads named {name:?}:\n{}", found.len(), self.render()),
+        }
+    }
+
+    fn render(&self) -> String {
+        self.threads
+            .iter()
+            .map(ThreadJson::render)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// An expected frame: function name, file (absolute path), line, and optionally first line.
+struct Want {
+    function: String,
+    filename: PathBuf,
+    line: u32,
+    first_line: Option<u32>,
+}
+
+fn want(function: impl Into<String>, filename: &Path, line: u32) -> Want {
+    Want {
+        function: function.into(),
+        filename: filename.to_path_buf(),
+        line,
+        first_line: None,
+    }
+}
+
+impl Want {
+    fn first(mut self, first_line: u32) -> Want {
+        self.first_line = Some(first_line);
+        self
+    }
+}
+
+/// Checks that the thread's frames (leaf first) start with `expected`, exactly.
+fn expect_leaf_frames(thread: &ThreadJson, expected: &[Want]) -> Result<()> {
+    for (i, w) in expected.iter().enumerate() {
+        let Some(f) = thread.frames.get(i) else {
+            bail!(
+                "{}: only {} frames, expected at least {}:\n{}",
+                thread.label(),
+                thread.frames.len(),
+                expected.len(),
+                thread.render()
+            );
+        };
+        let ok = f.function == w.function
+            && Path::new(&f.filename) == w.filename
+            && f.line == i64::from(w.line)
+            && w.first_line
+                .map_or(true, |fl| f.first_line == i64::from(fl));
+        ensure!(
+            ok,
+            "{}: frame {i} (leaf = 0) is {} ({}:{}) first_line={}, expected {} ({}:{}){}; frames:\n{}",
+            thread.label(),
+            f.function,
+            f.filename,
+            f.line,
+            f.first_line,
+            w.function,
+            w.filename.display(),
+            w.line,
+            w.first_line.map(|l| format!(" first_line={l}")).unwrap_or_default(),
+            thread.render()
+        );
+    }
+    Ok(())
+}
+
+fn dump_json(pid: u32) -> Result<DumpJson> {
+    let out = pyspy(&["dump", "--pid", &pid.to_string(), "--json"])?.ok()?;
+    let dump: DumpJson = serde_json::from_str(&out.stdout).with_context(|| {
+        format!(
+            "dump --json output is not the expected JSON:\n{}",
+            out.describe()
+        )
+    })?;
+    ensure!(
+        dump.pid == pid,
+        "dump says pid {}, expected {pid}",
+        dump.pid
+    );
+    Ok(dump)
+}
+
+/// The header fields every dump must get right.
+fn check_header(dump: &DumpJson, interp: &Interpreter) -> Result<()> {
+    ensure!(
+        dump.version == interp.version,
+        "version {:?}, expected {:?}",
+        dump.version,
+        interp.version
+    );
+    let exe = std::fs::canonicalize(&dump.executable)
+        .with_context(|| format!("executable {:?} does not exist", dump.executable))?;
+    let expected = std::fs::canonicalize(&interp.path)?;
+    ensure!(
+        exe == expected,
+        "executable {:?}, expected {}",
+        dump.executable,
+        expected.display()
+    );
+    for t in &dump.threads {
+        ensure!(t.tid.is_some(), "{}: tid is null on Linux", t.label());
+    }
+    Ok(())
+}
+
+fn script(name: &str) -> PathBuf {
+    scripts_dir().join(name)
+}
+
+#[test]
+fn dump_exact_lines() {
+    let path = script("busy.py");
+    for_each_interpreter("dump_exact_lines", |interp| {
+        let child = interp.start("busy.py", &[])?;
+        child.wait_ready()?;
+        let dump = dump_json(child.pid())?;
+        check_header(&dump, interp)?;
+        ensure!(
+            dump.threads.len() == 1,
+            "expected one thread:\n{}",
+            dump.render()
+        );
+        let main = dump.thread("MainThread")?;
+        ensure!(
+            main.tid == Some(u64::from(child.pid())),
+            "main thread tid {:?}, expected the pid {}",
+            main.tid,
+            child.pid()
+        );
+        let expected = [
+            want("level_b", &path, line_of("busy.py", "busy"))
+                .first(def_line("busy.py", "level_b")),
+            want("level_a", &path, line_of("busy.py", "call_b"))
+                .first(def_line("busy.py", "level_a")),
+            want("main", &path, line_of("busy.py", "call_a")).first(def_line("busy.py", "main")),
+            want("<module>", &path, line_of("busy.py", "call_main"))
+                .first(interp.module_first_line("busy.py")?),
+        ];
+        expect_leaf_frames(main, &expected)?;
+        ensure!(
+            main.frames.len() == expected.len(),
+            "extra frames below <module>:\n{}",
+            main.render()
+        );
+        ensure!(
+            main.active,
+            "the busy main thread is not active:\n{}",
+            main.render()
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn dump_deep_recursion() {
+    let path = script("deep.py");
+    for_each_interpreter("dump_deep_recursion", |interp| {
+        let child = interp.start("deep.py", &[])?;
+        child.wait_ready()?;
+        let dump = dump_json(child.pid())?;
+        let main = dump.thread("MainThread")?;
+        let recurse_line = line_of("deep.py", "recurse");
+        let mut expected = vec![
+            want("leaf", &path, line_of("deep.py", "busy")).first(def_line("deep.py", "leaf")),
+            want("recurse", &path, line_of("deep.py", "call_leaf")),
+        ];
+        for _ in 1..600 {
+            expected
+                .push(want("recurse", &path, recurse_line).first(def_line("deep.py", "recurse")));
+        }
+        expected.push(want("<module>", &path, line_of("deep.py", "call_recurse")));
+        let recurse_frames = main
+            .frames
+            .iter()
+            .filter(|f| f.function == "recurse")
+            .count();
+        ensure!(
+            recurse_frames >= 600,
+            "{recurse_frames} `recurse` frames, expected 600 ({} frames in all)",
+            main.frames.len()
+        );
+        expect_leaf_frames(main, &expected)?;
+        ensure!(
+            main.frames.len() == expected.len(),
+            "{} frames, expected {}",
+            main.frames.len(),
+            expected.len()
+        );
+        Ok(())
+    });
+}
+
+/// The "ready" line of threads.py: thread name -> [native tid, threading ident].
+fn thread_ids(ready: &str) -> Result<std::collections::HashMap<String, (u64, u64)>> {
+    let map: std::collections::HashMap<String, Vec<u64>> =
+        serde_json::from_str(ready).with_context(|| format!("threads.py ready line: {ready:?}"))?;
+    Ok(map.into_iter().map(|(k, v)| (k, (v[0], v[1]))).collect())
+}
+
+#[test]
+fn dump_threads_json() {
+    let path = script("threads.py");
+    for_each_interpreter("dump_threads_json", |interp| {
+        let child = interp.start("threads.py", &[])?;
+        let ids = thread_ids(&child.wait_ready()?)?;
+        let dump = dump_json(child.pid())?;
+        check_header(&dump, interp)?;
+        ensure!(
+            dump.threads.len() == 4,
+            "expected 4 threads:\n{}",
+            dump.render()
+        );
+        let cases = [
+            ("MainThread", "main_idle", "main_idle", false),
+            ("worker-1", "spin", "spin", true),
+            ("worker-2", "nap", "nap", false),
+            ("worker-3", "blocked", "blocked", false),
+        ];
+        let mut errors = Vec::new();
+        for (name, function, tag, busy) in cases {
+            let check = || -> Result<()> {
+                let t = dump.thread(name)?;
+                let (tid, ident) = ids[name];
+                ensure!(
+                    t.tid == Some(tid),
+                    "{}: tid {:?}, expected {tid}",
+                    t.label(),
+                    t.tid
+                );
+                ensure!(
+                    t.ident == ident,
+                    "{}: ident {}, expected {ident}",
+                    t.label(),
+                    t.ident
+                );
+                expect_leaf_frames(
+                    t,
+                    &[want(function, &path, line_of("threads.py", tag))
+                        .first(def_line("threads.py", function))],
+                )?;
+                ensure!(
+                    t.active == busy,
+                    "{}: active={}, expected {busy}:\n{}",
+                    t.label(),
+                    t.active,
+                    t.render()
+                );
+                // Nothing competes for the GIL, so on 3.x the spinning thread never drops it.
+                // Python 2.7 drops and retakes it every 100 ticks, so only check the sleepers.
+                if !busy || !interp.is_py2() {
+                    ensure!(
+                        t.owns_gil == busy,
+                        "{}: owns_gil={}, expected {busy}:\n{}",
+                        t.label(),
+                        t.owns_gil,
+                        t.render()
+                    );
+                }
+                Ok(())
+            };
+            if let Err(e) = check() {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        let main = dump.thread("MainThread")?;
+        if let Err(e) = expect_leaf_frames(
+            main,
+            &[
+                want("main_idle", &path, line_of("threads.py", "main_idle")),
+                want("main", &path, line_of("threads.py", "call_main_idle")),
+            ],
+        ) {
+            errors.push(format!("{e:#}"));
+        }
+        ensure!(errors.is_empty(), "{}", errors.join("\n"));
+        Ok(())
+    });
+}
+
+/// The text format once: `Process PID: CMDLINE`, `Python vX.Y.Z (EXE)`, then per thread
+/// `Thread TID (active|idle[, gil]) "NAME"` and its frames, leaf first, indented 4 spaces.
+#[test]
+fn dump_threads_text() {
+    let path = script("threads.py");
+    for_each_interpreter("dump_threads_text", |interp| {
+        let child = interp.start("threads.py", &[])?;
+        let ids = thread_ids(&child.wait_ready()?)?;
+        let pid = child.pid();
+        let out = pyspy(&["dump", "--pid", &pid.to_string()])?.ok()?;
+        let text = out.stdout.as_str();
+        let lines: Vec<&str> = text.lines().collect();
+        let context = || format!("dump output:\n{}", clip(text, 4000));
+        ensure!(
+            lines.first().is_some_and(
+                |l| l.starts_with(&format!("Process {pid}: ")) && l.contains("threads.py")
+            ),
+            "first line is not `Process {pid}: ... threads.py`; {}",
+            context()
+        );
+        ensure!(
+            lines
+                .get(1)
+                .is_some_and(|l| l.starts_with(&format!("Python v{} (", interp.version))),
+            "second line is not `Python v{} (...)`; {}",
+            interp.version,
+            context()
+        );
+        for (name, function, tag, state) in [
+            ("MainThread", "main_idle", "main_idle", "idle"),
+            ("worker-1", "spin", "spin", "active"),
+            ("worker-2", "nap", "nap", "idle"),
+            ("worker-3", "blocked", "blocked", "idle"),
+        ] {
+            let tid = ids[name].0;
+            let header = lines.iter().position(|l| {
+                l.starts_with(&format!("Thread {tid} (")) && l.ends_with(&format!("\"{name}\""))
+            });
+            let Some(h) = header else {
+                bail!("no line `Thread {tid} (...) \"{name}\"`; {}", context());
+            };
+            let states = lines[h]
+                .split_once('(')
+                .and_then(|(_, r)| r.split_once(')'))
+                .map(|(s, _)| s)
+                .unwrap_or("");
+            ensure!(
+                states.split(',').next().map(str::trim) == Some(state),
+                "`{}`: expected {state}; {}",
+                lines[h],
+                context()
+            );
+            if name == "worker-1" && !interp.is_py2() {
+                ensure!(
+                    states.contains("gil"),
+                    "`{}`: the spinning thread holds the GIL; {}",
+                    lines[h],
+                    context()
+                );
+            }
+            let frame = format!(
+                "    {function} ({}:{})",
+                path.display(),
+                line_of("threads.py", tag)
+            );
+            ensure!(
+                lines.get(h + 1) == Some(&frame.as_str()),
+                "after `{}` expected `{frame}`; {}",
+                lines[h],
+                context()
+            );
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn dump_features() {
+    let main_path = script("features.py");
+    let async_path = script("features_async.py");
+    for_each_interpreter("dump_features", |interp| {
+        let child = interp.start("features.py", &[])?;
+        child.wait_ready()?;
+        let dump = dump_json(child.pid())?;
+        let f = |tag| line_of("features.py", tag);
+        let a = |tag| line_of("features_async.py", tag);
+        let mut cases: Vec<(&str, Vec<Want>)> = vec![
+            (
+                "method",
+                vec![want(
+                    interp.func_name("Worker.run", "run"),
+                    &main_path,
+                    f("method"),
+                )
+                .first(def_line("features.py", "run"))],
+            ),
+            (
+                "closure",
+                vec![
+                    want(
+                        interp.func_name("outer.<locals>.inner", "inner"),
+                        &main_path,
+                        f("inner"),
+                    )
+                    .first(def_line("features.py", "inner")),
+                    want("outer", &main_path, f("call_inner")),
+                ],
+            ),
+            (
+                "generator",
+                vec![
+                    want("ticker", &main_path, f("ticker"))
+                        .first(def_line("features.py", "ticker")),
+                    want("consume", &main_path, f("consume")),
+                ],
+            ),
+            (
+                "lambda",
+                vec![
+                    want("<lambda>", &main_path, f("lambda")).first(f("lambda")),
+                    want("lambda_loop", &main_path, f("call_lambda")),
+                ],
+            ),
+            (
+                "MainThread",
+                vec![want("main_idle", &main_path, f("main_idle"))],
+            ),
+        ];
+        if !interp.is_py2() {
+            cases.push((
+                "coroutine",
+                vec![
+                    want("crunch", &async_path, a("crunch"))
+                        .first(def_line("features_async.py", "crunch")),
+                    want("drive", &async_path, a("await"))
+                        .first(def_line("features_async.py", "drive")),
+                ],
+            ));
+        }
+        let mut errors = Vec::new();
+        for (name, expected) in &cases {
+            if let Err(e) = dump
+                .thread(name)
+                .and_then(|t| expect_leaf_frames(t, expected))
+            {
+                errors.push(format!("{name}: {e:#}"));
+            }
+        }
+        if !interp.is_py2() {
+            // asyncio's own frames sit between drive and the thread's target.
+            if let Ok(t) = dump.thread("coroutine") {
+                let at = a("asyncio_run");
+                if !t
+                    .frames
+                    .iter()
+                    .any(|fr| fr.function == "run_async" && fr.line == i64::from(at))
+                {
+                    errors.push(format!(
+                        "coroutine: no frame run_async (features_async.py:{at}):\n{}",
+                        t.render()
+                    ));
+                }
+            }
+        }
+        ensure!(errors.is_empty(), "{}", errors.join("\n"));
+        Ok(())
+    });
+}
+
+/// Function and thread names with 1-, 2- and 4-byte characters, in a file with a unicode name.
+#[test]
+fn dump_unicode() {
+    for_each_interpreter("dump_unicode", |interp| {
+        let source = if interp.is_py2() {
+            "unicode_names_py2.py"
+        } else {
+            "unicode_names.py"
+        };
+        let dir = TempDir::new("unicode");
+        let path = dir.join("名前_é.py");
+        std::fs::copy(script(source), &path)?;
+        let child = interp.start(&path, &[])?;
+        child.wait_ready()?;
+        let dump = dump_json(child.pid())?;
+        let l = |tag| line_of(source, tag);
+        let (astral, bmp, latin1, thread) = if interp.is_py2() {
+            ("astral", "bmp", "latin1", "naive")
+        } else {
+            ("𠀋", "計算", "café", "naïve-線-𠀋")
+        };
+        let main = dump.thread("MainThread")?;
+        expect_leaf_frames(
+            main,
+            &[
+                want(astral, &path, l("astral")).first(def_line(source, astral)),
+                want(bmp, &path, l("bmp")).first(def_line(source, bmp)),
+                want(latin1, &path, l("latin1")).first(def_line(source, latin1)),
+                want("<module>", &path, l("module")),
+            ],
+        )?;
+        let t = dump.thread(thread)?;
+        expect_leaf_frames(t, &[want("sleeper", &path, l("sleeper"))])?;
+        Ok(())
+    });
+}
