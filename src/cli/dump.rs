@@ -47,16 +47,21 @@ pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
             }
             Err(e) => return Err(e.into()),
         };
-        let _paused = if args.blocking {
-            Some(Paused::pause(pid)?)
-        } else {
-            None
-        };
-        let stacks = process.stacks(StackOptions {
+        let all = StackOptions {
             include_idle: true,
             gil_only: false,
-        })?;
-        drop(_paused);
+        };
+        let stacks = if args.blocking {
+            // Read which threads are on a CPU first: once paused, every thread is stopped.
+            let running: Vec<u32> = proc::threads(pid)?
+                .into_iter()
+                .filter(|&t| proc::thread_is_running(pid, t))
+                .collect();
+            let _paused = Paused::pause(pid)?;
+            process.stacks_with_activity(all, |tid| running.contains(&tid))?
+        } else {
+            process.stacks(all)?
+        };
         dumps.push(to_dump(&process, &stacks));
     }
     let text = if args.json {

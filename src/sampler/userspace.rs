@@ -213,20 +213,25 @@ impl UserspaceSampler {
 }
 
 fn read_one(p: &mut PythonProcess, config: SamplerConfig) -> Result<Vec<StackTrace>, SampleError> {
-    // The pause guard lives only for this read; dropping it resumes the target.
-    let _paused = if config.blocking {
-        match Paused::pause(p.pid) {
-            Ok(g) => Some(g),
-            Err(e) => {
-                log::debug!("{e}");
-                if !proc::exists(p.pid) {
-                    return Err(SampleError::Exited { pid: p.pid });
-                }
-                None
+    if !config.blocking {
+        return p.stacks(config.stacks);
+    }
+    // Which threads are on a CPU must be read before pausing: paused, every thread is stopped.
+    let running: Vec<u32> = proc::threads(p.pid)
+        .map_err(|_| SampleError::Exited { pid: p.pid })?
+        .into_iter()
+        .filter(|&tid| proc::thread_is_running(p.pid, tid))
+        .collect();
+    // The guard lives only for this read; dropping it resumes the target.
+    let _paused = match Paused::pause(p.pid) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            log::debug!("{e}");
+            if !proc::exists(p.pid) {
+                return Err(SampleError::Exited { pid: p.pid });
             }
+            None
         }
-    } else {
-        None
     };
-    p.stacks(config.stacks)
+    p.stacks_with_activity(config.stacks, |tid| running.contains(&tid))
 }
