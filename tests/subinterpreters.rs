@@ -1,0 +1,68 @@
+//! Threads of every interpreter are read, subinterpreters included: a thread running code in
+//! a subinterpreter (created through the private `_xxsubinterpreters` / `_interpreters`
+//! modules that 3.8+ ship) shows that code's frames. 2.7 has no Python-level way to make a
+//! subinterpreter, so it is not run there.
+
+mod common;
+
+use anyhow::{ensure, Result};
+use common::*;
+
+const SCRIPT: &str = r#"
+import threading
+try:
+    import _interpreters as subs
+except ImportError:
+    import _xxsubinterpreters as subs
+interp = subs.create()
+code = "import os\ndef sub_busy():\n    os.write(1, b'ready\\n')\n    while True: pass\nsub_busy()\n"
+t = threading.Thread(target=subs.run_string, args=(interp, code), name="sub-runner")
+t.daemon = True
+t.start()
+t.join()
+"#;
+
+#[test]
+fn subinterpreter_threads_are_dumped() {
+    let dir = TempDir::new("subinterp");
+    let script = dir.join("subinterp.py");
+    std::fs::write(&script, SCRIPT).unwrap();
+    for_each_interpreter("subinterpreter_threads_are_dumped", |interp| {
+        if interp.is_py2() {
+            return Ok(());
+        }
+        let target = interp.start(&script, &[])?;
+        target.wait_ready()?;
+        let out = pyspy(&["dump", "--pid", &target.pid().to_string(), "--json"])?.ok()?;
+        let json: serde_json::Value = serde_json::from_str(&out.stdout)?;
+        let stacks: Vec<Vec<(String, u64)>> = json["threads"]
+            .as_array()
+            .map(|threads| {
+                threads
+                    .iter()
+                    .map(|t| {
+                        t["frames"]
+                            .as_array()
+                            .map(|fs| {
+                                fs.iter()
+                                    .map(|f| {
+                                        (
+                                            f["function"].as_str().unwrap_or("").to_string(),
+                                            f["line"].as_u64().unwrap_or(0),
+                                        )
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let expected = vec![("sub_busy".to_string(), 4), ("<module>".to_string(), 5)];
+        ensure!(
+            stacks.iter().any(|s| *s == expected),
+            "no thread shows the subinterpreter's stack {expected:?}; got {stacks:?}"
+        );
+        Ok(())
+    });
+}
