@@ -64,6 +64,13 @@ impl ThreadJson {
 }
 
 impl DumpJson {
+    /// The main thread of a script that never imports `threading`: it has no Python-level
+    /// name, so it is named after the OS thread (the process's comm).
+    fn unthreaded_main(&self, pid: u32) -> Result<&ThreadJson> {
+        let comm = comm(pid).context("comm")?;
+        self.thread(&comm)
+    }
+
     fn thread(&self, name: &str) -> Result<&ThreadJson> {
         let found: Vec<&ThreadJson> = self
             .threads
@@ -201,7 +208,7 @@ fn dump_exact_lines() {
             "expected one thread:\n{}",
             dump.render()
         );
-        let main = dump.thread("MainThread")?;
+        let main = dump.unthreaded_main(child.pid())?;
         ensure!(
             main.tid == Some(u64::from(child.pid())),
             "main thread tid {:?}, expected the pid {}",
@@ -239,7 +246,7 @@ fn dump_deep_recursion() {
         let child = interp.start("deep.py", &[])?;
         child.wait_ready()?;
         let dump = dump_json(child.pid())?;
-        let main = dump.thread("MainThread")?;
+        let main = dump.unthreaded_main(child.pid())?;
         let recurse_line = line_of("deep.py", "recurse");
         let mut expected = vec![
             want("leaf", &path, line_of("deep.py", "busy")).first(def_line("deep.py", "leaf")),

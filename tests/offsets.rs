@@ -17,6 +17,7 @@ use pyspy_bpf::model::PyVersion;
 use pyspy_bpf::python::debug_offsets::{
     apply_debug_offsets, layout_offset, layout_size, parse_debug_offsets, DEBUG_OFFSETS_READ_LEN,
 };
+use pyspy_bpf::python::objects;
 use pyspy_bpf::python::offsets::offsets_for;
 
 fn in_ci() -> bool {
@@ -133,6 +134,16 @@ fn table_matches_the_real_headers() {
         for (name, value) in &fields {
             let want = match probed.get(*name) {
                 Some(v) if v == "none" => None,
+                // In no header of this version (private to a .c file): the row must have a
+                // value, which tests/thread_names.rs proves against the live interpreters.
+                Some(v) if v == "private" => {
+                    if value.is_none() {
+                        problems.push(format!(
+                            "{label}: {name} exists (privately) in this version, the table says None"
+                        ));
+                    }
+                    continue;
+                }
                 Some(v) => Some(number(v)),
                 None => {
                     problems.push(format!("{label}: probe does not print {name}"));
@@ -169,6 +180,82 @@ fn table_matches_the_real_headers() {
                         "{label}: {check} is {got:?}, the walker assumes {want}"
                     ));
                 }
+            }
+        }
+
+        // Constants src/python/objects.rs assumes, where the version has them; the first
+        // version listed must print the check.
+        let since = |v: (u8, u8)| version.minor_series() >= v;
+        for (check, want, required) in [
+            ("check_long_shift", u64::from(objects::LONG_SHIFT), true),
+            ("check_digit_size", 4, true),
+            (
+                "check_tpflags_long_subclass",
+                objects::TPFLAGS_LONG_SUBCLASS,
+                true,
+            ),
+            (
+                "check_tpflags_dict_subclass",
+                objects::TPFLAGS_DICT_SUBCLASS,
+                true,
+            ),
+            (
+                "check_tpflags_unicode_subclass",
+                objects::TPFLAGS_UNICODE_SUBCLASS,
+                true,
+            ),
+            (
+                "check_tpflags_bytes_subclass",
+                objects::TPFLAGS_BYTES_SUBCLASS,
+                true,
+            ),
+            (
+                "check_tpflags_int_subclass",
+                objects::TPFLAGS_INT_SUBCLASS,
+                version.major == 2,
+            ),
+            (
+                "check_tpflags_managed_dict",
+                objects::TPFLAGS_MANAGED_DICT,
+                since((3, 11)),
+            ),
+            (
+                "check_tpflags_inline_values",
+                objects::TPFLAGS_INLINE_VALUES,
+                since((3, 13)),
+            ),
+            (
+                "check_dict_keys_general",
+                u64::from(objects::DICT_KEYS_GENERAL),
+                since((3, 11)),
+            ),
+            (
+                "check_dict_unicode_entry_key",
+                objects::UNICODE_ENTRY_KEY,
+                since((3, 11)),
+            ),
+            (
+                "check_dict_unicode_entry_value",
+                objects::UNICODE_ENTRY_VALUE,
+                since((3, 11)),
+            ),
+            (
+                "check_long_non_size_bits",
+                u64::from(objects::LONG_NON_SIZE_BITS),
+                since((3, 12)),
+            ),
+            (
+                "check_long_sign_mask",
+                objects::LONG_SIGN_MASK,
+                since((3, 12)),
+            ),
+        ] {
+            match probed.get(check).map(|v| number(v)) {
+                Some(got) if got != want => problems.push(format!(
+                    "{label}: {check} is {got}, src/python/objects.rs assumes {want}"
+                )),
+                None if required => problems.push(format!("{label}: probe does not print {check}")),
+                _ => {}
             }
         }
 

@@ -310,6 +310,19 @@ pub struct DebugOffsets {
     pub unicode_asciiobject_size: u64,
     /// `sizeof(PyCompactUnicodeObject)`: only in the 3.15+ layout.
     pub unicode_compactunicodeobject_size: Option<u64>,
+    pub type_tp_flags: u64,
+    /// `PyTypeObject.tp_basicsize`: only in the 3.15+ layout.
+    pub type_tp_basicsize: Option<u64>,
+    /// `PyTypeObject.tp_dictoffset`: only in the 3.15+ layout.
+    pub type_tp_dictoffset: Option<u64>,
+    /// `PyHeapTypeObject.ht_cached_keys`: only in the 3.15+ layout.
+    pub heap_type_ht_cached_keys: Option<u64>,
+    pub dict_ma_keys: u64,
+    pub dict_ma_values: u64,
+    /// `offsetof(PyLongObject, long_value.lv_tag)`
+    pub long_lv_tag: u64,
+    /// `offsetof(PyLongObject, long_value.ob_digit)`
+    pub long_ob_digit: u64,
 }
 
 fn u64_at(bytes: &[u8], offset: usize) -> Option<u64> {
@@ -378,6 +391,13 @@ pub fn parse_debug_offsets(
             .and_then(|at| u64_at(bytes, at))
             .ok_or_else(|| truncated(layout.size()))
     };
+    // A field only some layouts have: `None` where the layout lacks it.
+    let optional = |section: &str, field: &str| match layout.offset(section, field) {
+        Some(at) => u64_at(bytes, at)
+            .map(Some)
+            .ok_or_else(|| truncated(layout.size())),
+        None => Ok(None),
+    };
     let debug = DebugOffsets {
         version_hex,
         series,
@@ -412,12 +432,15 @@ pub fn parse_debug_offsets(
         unicode_state: get("unicode_object", "state")?,
         unicode_length: get("unicode_object", "length")?,
         unicode_asciiobject_size: get("unicode_object", "asciiobject_size")?,
-        unicode_compactunicodeobject_size: match layout
-            .offset("unicode_object", "compactunicodeobject_size")
-        {
-            Some(at) => Some(u64_at(bytes, at).ok_or_else(|| truncated(layout.size()))?),
-            None => None,
-        },
+        unicode_compactunicodeobject_size: optional("unicode_object", "compactunicodeobject_size")?,
+        type_tp_flags: get("type_object", "tp_flags")?,
+        type_tp_basicsize: optional("type_object", "tp_basicsize")?,
+        type_tp_dictoffset: optional("type_object", "tp_dictoffset")?,
+        heap_type_ht_cached_keys: optional("heap_type_object", "ht_cached_keys")?,
+        dict_ma_keys: get("dict_object", "ma_keys")?,
+        dict_ma_values: get("dict_object", "ma_values")?,
+        long_lv_tag: get("long_object", "lv_tag")?,
+        long_ob_digit: get("long_object", "ob_digit")?,
     };
     // A few values that are the same in every default build: if they are not, the layout
     // we read with is not the one the target was built with.
@@ -508,6 +531,18 @@ pub fn apply_debug_offsets(
     if let Some(size) = debug.unicode_compactunicodeobject_size {
         set!(unicode_compact_data, size);
     }
+    set!(type_flags, debug.type_tp_flags);
+    if let Some(basicsize) = debug.type_tp_basicsize {
+        set!(type_basicsize, basicsize);
+    }
+    if let Some(dictoffset) = debug.type_tp_dictoffset {
+        set!(type_dictoffset, dictoffset);
+    }
+    set_opt!(heaptype_cached_keys, debug.heap_type_ht_cached_keys);
+    set_opt!(dict_keys, Some(debug.dict_ma_keys));
+    set_opt!(dict_values, Some(debug.dict_ma_values));
+    set_opt!(long_tag, Some(debug.long_lv_tag));
+    set!(long_digits, debug.long_ob_digit);
     changed
 }
 
@@ -572,6 +607,14 @@ mod tests {
             ("unicode_object", "length") => row.unicode_length,
             ("unicode_object", "asciiobject_size") => row.unicode_ascii_data,
             ("unicode_object", "compactunicodeobject_size") => row.unicode_compact_data,
+            ("type_object", "tp_flags") => row.type_flags,
+            ("type_object", "tp_basicsize") => row.type_basicsize,
+            ("type_object", "tp_dictoffset") => row.type_dictoffset,
+            ("heap_type_object", "ht_cached_keys") => row.heaptype_cached_keys.unwrap(),
+            ("dict_object", "ma_keys") => row.dict_keys.unwrap(),
+            ("dict_object", "ma_values") => row.dict_values.unwrap(),
+            ("long_object", "lv_tag") => row.long_tag.unwrap(),
+            ("long_object", "ob_digit") => row.long_digits,
             _ => 0xdead,
         }
     }

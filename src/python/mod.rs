@@ -1,14 +1,17 @@
 //! All CPython knowledge: finding the interpreter in a process and its version (`attach`),
 //! the offsets table (`offsets`, `debug_offsets`), thread states (`threads`), frame chains
-//! (`walk`), code objects and line numbers (`code`, `linetable`), strings (`strings`).
+//! (`walk`), code objects and line numbers (`code`, `linetable`), strings (`strings`),
+//! dicts, ints and attributes (`objects`), `threading`'s thread names (`thread_names`).
 
 pub mod attach;
 pub mod code;
 pub mod debug_offsets;
 pub mod linetable;
+pub mod objects;
 pub mod offsets;
 pub mod state;
 pub mod strings;
+pub mod thread_names;
 pub mod threads;
 pub mod walk;
 

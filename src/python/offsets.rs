@@ -39,6 +39,24 @@ pub enum StringModel {
     Unicode,
 }
 
+/// Where an instance's attributes live (`Py_TPFLAGS_MANAGED_DICT` types: classes defined in
+/// Python without `__slots__`). Types without that flag always use `tp_dictoffset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceDictModel {
+    /// 2.7–3.10: a `PyObject *` dict slot at `tp_dictoffset` inside the instance.
+    DictOffset,
+    /// 3.11: before the object header, a dict pointer (`managed_dict_before`) and a values
+    /// pointer (`managed_values_before`, `_PyObject_ValuesPointer`); with the values, the keys
+    /// are the type's shared `ht_cached_keys`.
+    PreHeader,
+    /// 3.12: one `PyDictOrValues` word at `managed_dict_before`: a dict pointer, or, with its
+    /// low bit set, the values pointer minus 1 (`_PyDictOrValues_GetValues`: `values + 1`).
+    TaggedPreHeader,
+    /// 3.13+: `Py_TPFLAGS_INLINE_VALUES`: a `PyDictValues` inline at `obj + tp_basicsize`
+    /// (keys in `ht_cached_keys`), unless a dict was materialised at `managed_dict_before`.
+    InlineValues,
+}
+
 /// Offsets (in bytes) of the fields the walker reads. Each comment names the CPython struct
 /// and field. `None` means the version has no such field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +168,70 @@ pub struct PyOffsets {
     pub unicode_ascii_data: u64,
     /// `sizeof(PyCompactUnicodeObject)`: data of a compact non-ASCII string follows it.
     pub unicode_compact_data: u64,
+
+    // --- modules, types, dicts and ints (src/python/objects.rs: thread names, locals) ---
+    /// Where instance attributes live; see the enum.
+    pub instance_dict: InstanceDictModel,
+    /// `PyModuleObject.md_dict` (private to Objects/moduleobject.c before 3.11; always right
+    /// after the object header).
+    pub module_dict: u64,
+    /// `PyTypeObject.tp_basicsize`
+    pub type_basicsize: u64,
+    /// `PyTypeObject.tp_flags` (unsigned long)
+    pub type_flags: u64,
+    /// `PyTypeObject.tp_dictoffset` (Py_ssize_t)
+    pub type_dictoffset: u64,
+    /// `PyHeapTypeObject.ht_cached_keys` (3.x): the keys shared by managed instance dicts.
+    pub heaptype_cached_keys: Option<u64>,
+    /// `-MANAGED_DICT_OFFSET` (3.11+): the managed dict (3.12: `PyDictOrValues`) pointer is
+    /// this many bytes before the object (`_PyObject_ManagedDictPointer`).
+    pub managed_dict_before: Option<u64>,
+    /// 3.11 only: the values pointer is this many bytes before the object
+    /// (`_PyObject_ValuesPointer`).
+    pub managed_values_before: Option<u64>,
+    /// `PyDictObject.ma_keys` (3.x)
+    pub dict_keys: Option<u64>,
+    /// `PyDictObject.ma_values` (3.x): split-table values, or null.
+    pub dict_values: Option<u64>,
+    /// `PyDictObject.ma_mask` (2.7): table size - 1.
+    pub dict_mask: Option<u64>,
+    /// `PyDictObject.ma_table` (2.7): the `PyDictEntry` array.
+    pub dict_table: Option<u64>,
+    /// `PyDictKeysObject.dk_size` (3.8–3.10, Py_ssize_t; Objects/dict-common.h)
+    pub dict_keys_size: Option<u64>,
+    /// `PyDictKeysObject.dk_log2_size` (3.11+, uint8_t)
+    pub dict_keys_log2_size: Option<u64>,
+    /// `PyDictKeysObject.dk_log2_index_bytes` (3.11+, uint8_t)
+    pub dict_keys_log2_index_bytes: Option<u64>,
+    /// `PyDictKeysObject.dk_kind` (3.11+, uint8_t): 0 general (`PyDictKeyEntry`), else
+    /// unicode-only keys (`PyDictUnicodeEntry`).
+    pub dict_keys_kind: Option<u64>,
+    /// `PyDictKeysObject.dk_nentries` (3.x, Py_ssize_t)
+    pub dict_keys_nentries: Option<u64>,
+    /// `PyDictKeysObject.dk_indices` (3.x): the hash index; the entries follow it.
+    pub dict_keys_indices: Option<u64>,
+    /// `sizeof(PyDictKeyEntry)` (3.x) / `sizeof(PyDictEntry)` (2.7): (hash, key, value).
+    pub dict_entry_size: u64,
+    /// `PyDictKeyEntry.me_key` / `PyDictEntry.me_key`
+    pub dict_entry_key: u64,
+    /// `PyDictKeyEntry.me_value` / `PyDictEntry.me_value`
+    pub dict_entry_value: u64,
+    /// `sizeof(PyDictUnicodeEntry)` (3.11+): (key, value), key at 0, value at 8.
+    pub dict_unicode_entry_size: Option<u64>,
+    /// `PyDictValues.values` (3.11+); 0 in 3.8–3.10, where `ma_values` is a `PyObject **`.
+    pub dict_values_values: Option<u64>,
+    /// `PyDictValues.capacity` (3.13+, uint8_t)
+    pub dict_values_capacity: Option<u64>,
+    /// `PyDictValues.valid` (3.13+, uint8_t): 0 once a materialised dict owns the values.
+    pub dict_values_valid: Option<u64>,
+    /// `PyIntObject.ob_ival` (2.7, long)
+    pub int_value: Option<u64>,
+    /// `PyLongObject.ob_size` (<= 3.11): signed digit count.
+    pub long_size: Option<u64>,
+    /// `PyLongObject.long_value.lv_tag` (3.12+): digit count << 3 | sign (0 +, 1 zero, 2 -).
+    pub long_tag: Option<u64>,
+    /// `PyLongObject.ob_digit` (`.long_value.ob_digit` in 3.12+): 30-bit digits in uint32_t.
+    pub long_digits: u64,
 }
 
 impl PyOffsets {
@@ -197,6 +279,37 @@ impl PyOffsets {
             ("unicode_state", Some(self.unicode_state)),
             ("unicode_ascii_data", Some(self.unicode_ascii_data)),
             ("unicode_compact_data", Some(self.unicode_compact_data)),
+            ("module_dict", Some(self.module_dict)),
+            ("type_basicsize", Some(self.type_basicsize)),
+            ("type_flags", Some(self.type_flags)),
+            ("type_dictoffset", Some(self.type_dictoffset)),
+            ("heaptype_cached_keys", self.heaptype_cached_keys),
+            ("managed_dict_before", self.managed_dict_before),
+            ("managed_values_before", self.managed_values_before),
+            ("dict_keys", self.dict_keys),
+            ("dict_values", self.dict_values),
+            ("dict_mask", self.dict_mask),
+            ("dict_table", self.dict_table),
+            ("dict_keys_size", self.dict_keys_size),
+            ("dict_keys_log2_size", self.dict_keys_log2_size),
+            (
+                "dict_keys_log2_index_bytes",
+                self.dict_keys_log2_index_bytes,
+            ),
+            ("dict_keys_kind", self.dict_keys_kind),
+            ("dict_keys_nentries", self.dict_keys_nentries),
+            ("dict_keys_indices", self.dict_keys_indices),
+            ("dict_entry_size", Some(self.dict_entry_size)),
+            ("dict_entry_key", Some(self.dict_entry_key)),
+            ("dict_entry_value", Some(self.dict_entry_value)),
+            ("dict_unicode_entry_size", self.dict_unicode_entry_size),
+            ("dict_values_values", self.dict_values_values),
+            ("dict_values_capacity", self.dict_values_capacity),
+            ("dict_values_valid", self.dict_values_valid),
+            ("int_value", self.int_value),
+            ("long_size", self.long_size),
+            ("long_tag", self.long_tag),
+            ("long_digits", Some(self.long_digits)),
         ]
     }
 }
@@ -238,6 +351,8 @@ pub fn offsets_for(version: PyVersion) -> Option<PyOffsets> {
 
 /// 2.7 — probe (2.7.18 headers). No `_PyRuntime`: the attach code starts from the
 /// `interp_head` symbol. Names are `PyStringObject`s, so the unicode fields are unused (0).
+/// `PyModuleObject` is private to Objects/moduleobject.c (`md_dict` 16, proven live by
+/// tests/thread_names.rs); dicts are the open-addressing `ma_table` of (hash, key, value).
 fn v2_7() -> PyOffsets {
     PyOffsets {
         series: (2, 7),
@@ -283,6 +398,35 @@ fn v2_7() -> PyOffsets {
         unicode_state: 0,
         unicode_ascii_data: 0,
         unicode_compact_data: 0,
+        instance_dict: InstanceDictModel::DictOffset,
+        module_dict: 16,
+        type_basicsize: 32,
+        type_flags: 168,
+        type_dictoffset: 288,
+        heaptype_cached_keys: None,
+        managed_dict_before: None,
+        managed_values_before: None,
+        dict_keys: None,
+        dict_values: None,
+        dict_mask: Some(32),
+        dict_table: Some(40),
+        dict_keys_size: None,
+        dict_keys_log2_size: None,
+        dict_keys_log2_index_bytes: None,
+        dict_keys_kind: None,
+        dict_keys_nentries: None,
+        dict_keys_indices: None,
+        dict_entry_size: 24,
+        dict_entry_key: 8,
+        dict_entry_value: 16,
+        dict_unicode_entry_size: None,
+        dict_values_values: None,
+        dict_values_capacity: None,
+        dict_values_valid: None,
+        int_value: Some(16),
+        long_size: Some(16),
+        long_tag: None,
+        long_digits: 24,
     }
 }
 
@@ -303,6 +447,15 @@ fn v2_7() -> PyOffsets {
 /// tstate frame 24, f_back 24, f_code 32, co_filename 104, co_name 112, ASCII 48, compact
 /// 72), parca runtime-data (thread_id 176, tstate_head 8, f_lineno 108, co_firstlineno 40),
 /// strobelight (TCurrentState 1368, thread 176).
+///
+/// Objects (thread names): `md_dict` 16, right after the header as in every version.
+/// `PyTypeObject` has 3.9's field offsets (tp_basicsize 32, tp_flags 168, tp_dictoffset 288)
+/// but is 416 bytes (3.8 alone keeps a deprecated `tp_print` after `tp_vectorcall`), so
+/// `ht_cached_keys` = 416 + as_async 24 + as_number 288 + as_mapping 24 + as_sequence 80 +
+/// as_buffer 16 + three names 24 = 872. `PyDictObject`: ma_used 16, ma_version_tag 24,
+/// ma_keys 32, ma_values 40 (a `PyObject **`). Objects/dict-common.h: dk_refcnt 0, dk_size 8,
+/// dk_lookup 16, dk_usable 24, dk_nentries 32, dk_indices 40; `PyDictKeyEntry` (hash, key,
+/// value) 24 bytes. `PyLongObject`: ob_size 16, ob_digit 24.
 fn v3_8() -> PyOffsets {
     PyOffsets {
         series: (3, 8),
@@ -348,10 +501,40 @@ fn v3_8() -> PyOffsets {
         unicode_state: 32,
         unicode_ascii_data: 48,
         unicode_compact_data: 72,
+        instance_dict: InstanceDictModel::DictOffset,
+        module_dict: 16,
+        type_basicsize: 32,
+        type_flags: 168,
+        type_dictoffset: 288,
+        heaptype_cached_keys: Some(872),
+        managed_dict_before: None,
+        managed_values_before: None,
+        dict_keys: Some(32),
+        dict_values: Some(40),
+        dict_mask: None,
+        dict_table: None,
+        dict_keys_size: Some(8),
+        dict_keys_log2_size: None,
+        dict_keys_log2_index_bytes: None,
+        dict_keys_kind: None,
+        dict_keys_nentries: Some(32),
+        dict_keys_indices: Some(40),
+        dict_entry_size: 24,
+        dict_entry_key: 8,
+        dict_entry_value: 16,
+        dict_unicode_entry_size: None,
+        dict_values_values: Some(0),
+        dict_values_capacity: None,
+        dict_values_valid: None,
+        int_value: None,
+        long_size: Some(16),
+        long_tag: None,
+        long_digits: 24,
     }
 }
 
-/// 3.9 — probe (3.9.2 headers).
+/// 3.9 — probe (3.9.2 headers). `md_dict` and the dict keys object (Objects/dict-common.h)
+/// are in no header: the probe says "private" and tests/thread_names.rs proves them live.
 fn v3_9() -> PyOffsets {
     PyOffsets {
         series: (3, 9),
@@ -397,6 +580,35 @@ fn v3_9() -> PyOffsets {
         unicode_state: 32,
         unicode_ascii_data: 48,
         unicode_compact_data: 72,
+        instance_dict: InstanceDictModel::DictOffset,
+        module_dict: 16,
+        type_basicsize: 32,
+        type_flags: 168,
+        type_dictoffset: 288,
+        heaptype_cached_keys: Some(864),
+        managed_dict_before: None,
+        managed_values_before: None,
+        dict_keys: Some(32),
+        dict_values: Some(40),
+        dict_mask: None,
+        dict_table: None,
+        dict_keys_size: Some(8),
+        dict_keys_log2_size: None,
+        dict_keys_log2_index_bytes: None,
+        dict_keys_kind: None,
+        dict_keys_nentries: Some(32),
+        dict_keys_indices: Some(40),
+        dict_entry_size: 24,
+        dict_entry_key: 8,
+        dict_entry_value: 16,
+        dict_unicode_entry_size: None,
+        dict_values_values: Some(0),
+        dict_values_capacity: None,
+        dict_values_valid: None,
+        int_value: None,
+        long_size: Some(16),
+        long_tag: None,
+        long_digits: 24,
     }
 }
 
@@ -416,6 +628,12 @@ fn v3_9() -> PyOffsets {
 /// f_back 24, f_code 32, co_filename 104, co_name 112, gilstate 560, ASCII 48, compact 72),
 /// parca runtime-data 3.10.0 (thread_id 176, tstate_head 8, f_lineno 100, co_firstlineno 40),
 /// strobelight 3.10 (modules 856, f_lasti 96, co_linetable 120, TCurrentState 568).
+///
+/// Objects (thread names): as 3.9 (probed, and its private dict layout proven live), except
+/// `PyAsyncMethods` gained `am_send`: `ht_cached_keys` = 408 + 32 + 288 + 24 + 80 + 16 + 24
+/// = 872. The 3.10 Objects/dict-common.h still has `Py_ssize_t dk_size` and `dk_lookup`
+/// (`DK_SIZE(dk)` is `dk->dk_size` in 3.10's dictobject.c; `dk_log2_size` and `dk_kind` came
+/// with 3.11, when the struct moved to pycore_dict.h), so the keys layout is 3.9's.
 fn v3_10() -> PyOffsets {
     PyOffsets {
         series: (3, 10),
@@ -461,6 +679,35 @@ fn v3_10() -> PyOffsets {
         unicode_state: 32,
         unicode_ascii_data: 48,
         unicode_compact_data: 72,
+        instance_dict: InstanceDictModel::DictOffset,
+        module_dict: 16,
+        type_basicsize: 32,
+        type_flags: 168,
+        type_dictoffset: 288,
+        heaptype_cached_keys: Some(872),
+        managed_dict_before: None,
+        managed_values_before: None,
+        dict_keys: Some(32),
+        dict_values: Some(40),
+        dict_mask: None,
+        dict_table: None,
+        dict_keys_size: Some(8),
+        dict_keys_log2_size: None,
+        dict_keys_log2_index_bytes: None,
+        dict_keys_kind: None,
+        dict_keys_nentries: Some(32),
+        dict_keys_indices: Some(40),
+        dict_entry_size: 24,
+        dict_entry_key: 8,
+        dict_entry_value: 16,
+        dict_unicode_entry_size: None,
+        dict_values_values: Some(0),
+        dict_values_capacity: None,
+        dict_values_valid: None,
+        int_value: None,
+        long_size: Some(16),
+        long_tag: None,
+        long_digits: 24,
     }
 }
 
@@ -511,6 +758,35 @@ fn v3_11() -> PyOffsets {
         unicode_state: 32,
         unicode_ascii_data: 48,
         unicode_compact_data: 72,
+        instance_dict: InstanceDictModel::PreHeader,
+        module_dict: 16,
+        type_basicsize: 32,
+        type_flags: 168,
+        type_dictoffset: 288,
+        heaptype_cached_keys: Some(872),
+        managed_dict_before: Some(24),
+        managed_values_before: Some(32),
+        dict_keys: Some(32),
+        dict_values: Some(40),
+        dict_mask: None,
+        dict_table: None,
+        dict_keys_size: None,
+        dict_keys_log2_size: Some(8),
+        dict_keys_log2_index_bytes: Some(9),
+        dict_keys_kind: Some(10),
+        dict_keys_nentries: Some(24),
+        dict_keys_indices: Some(32),
+        dict_entry_size: 24,
+        dict_entry_key: 8,
+        dict_entry_value: 16,
+        dict_unicode_entry_size: Some(16),
+        dict_values_values: Some(0),
+        dict_values_capacity: None,
+        dict_values_valid: None,
+        int_value: None,
+        long_size: Some(16),
+        long_tag: None,
+        long_digits: 24,
     }
 }
 
@@ -541,6 +817,14 @@ fn v3_11() -> PyOffsets {
 /// 3.12 from a live process (thread_id 136, prev_instr 56, co_firstlineno 68, co_qualname
 /// 128, co_linetable 136, co_code_adaptive 192, owner 70). The interpreter-state offsets
 /// (72, 944, 384) have no published cross-check; the arithmetic was re-done by a C compiler.
+///
+/// Objects (thread names): `PyTypeObject` is 3.11's plus `unsigned char tp_watched`, 416
+/// bytes, so `ht_cached_keys` is 3.11's 872 + 8 = 880. pycore_dict.h keeps 3.11's keys object
+/// (dk_log2_size 8, dk_log2_index_bytes 9, dk_kind 10, dk_nentries 24, dk_indices 32) and
+/// `struct _dictvalues { PyObject *values[1]; }`. pycore_object.h: `_PyObject_DictOrValuesPointer`
+/// is `((PyDictOrValues *)obj)-3` (24 bytes before), tagged: `_PyDictOrValues_IsValues` tests
+/// bit 0 and `_PyDictOrValues_GetValues` adds 1. cpython/longintrepr.h: `_PyLongValue`
+/// { lv_tag, ob_digit } after the 16-byte header: lv_tag 16, ob_digit 24.
 fn v3_12() -> PyOffsets {
     PyOffsets {
         series: (3, 12),
@@ -586,6 +870,35 @@ fn v3_12() -> PyOffsets {
         unicode_state: 32,
         unicode_ascii_data: 40,
         unicode_compact_data: 56,
+        instance_dict: InstanceDictModel::TaggedPreHeader,
+        module_dict: 16,
+        type_basicsize: 32,
+        type_flags: 168,
+        type_dictoffset: 288,
+        heaptype_cached_keys: Some(880),
+        managed_dict_before: Some(24),
+        managed_values_before: None,
+        dict_keys: Some(32),
+        dict_values: Some(40),
+        dict_mask: None,
+        dict_table: None,
+        dict_keys_size: None,
+        dict_keys_log2_size: Some(8),
+        dict_keys_log2_index_bytes: Some(9),
+        dict_keys_kind: Some(10),
+        dict_keys_nentries: Some(24),
+        dict_keys_indices: Some(32),
+        dict_entry_size: 24,
+        dict_entry_key: 8,
+        dict_entry_value: 16,
+        dict_unicode_entry_size: Some(16),
+        dict_values_values: Some(0),
+        dict_values_capacity: None,
+        dict_values_valid: None,
+        int_value: None,
+        long_size: None,
+        long_tag: Some(16),
+        long_digits: 24,
     }
 }
 
@@ -637,6 +950,35 @@ fn v3_13() -> PyOffsets {
         unicode_state: 32,
         unicode_ascii_data: 40,
         unicode_compact_data: 56,
+        instance_dict: InstanceDictModel::InlineValues,
+        module_dict: 16,
+        type_basicsize: 32,
+        type_flags: 168,
+        type_dictoffset: 288,
+        heaptype_cached_keys: Some(880),
+        managed_dict_before: Some(24),
+        managed_values_before: None,
+        dict_keys: Some(32),
+        dict_values: Some(40),
+        dict_mask: None,
+        dict_table: None,
+        dict_keys_size: None,
+        dict_keys_log2_size: Some(8),
+        dict_keys_log2_index_bytes: Some(9),
+        dict_keys_kind: Some(10),
+        dict_keys_nentries: Some(24),
+        dict_keys_indices: Some(32),
+        dict_entry_size: 24,
+        dict_entry_key: 8,
+        dict_entry_value: 16,
+        dict_unicode_entry_size: Some(16),
+        dict_values_values: Some(8),
+        dict_values_capacity: Some(0),
+        dict_values_valid: Some(3),
+        int_value: None,
+        long_size: None,
+        long_tag: Some(16),
+        long_digits: 24,
     }
 }
 
@@ -688,6 +1030,35 @@ fn v3_14() -> PyOffsets {
         unicode_state: 32,
         unicode_ascii_data: 40,
         unicode_compact_data: 56,
+        instance_dict: InstanceDictModel::InlineValues,
+        module_dict: 16,
+        type_basicsize: 32,
+        type_flags: 168,
+        type_dictoffset: 288,
+        heaptype_cached_keys: Some(880),
+        managed_dict_before: Some(24),
+        managed_values_before: None,
+        dict_keys: Some(32),
+        dict_values: Some(40),
+        dict_mask: None,
+        dict_table: None,
+        dict_keys_size: None,
+        dict_keys_log2_size: Some(8),
+        dict_keys_log2_index_bytes: Some(9),
+        dict_keys_kind: Some(10),
+        dict_keys_nentries: Some(24),
+        dict_keys_indices: Some(32),
+        dict_entry_size: 24,
+        dict_entry_key: 8,
+        dict_entry_value: 16,
+        dict_unicode_entry_size: Some(16),
+        dict_values_values: Some(8),
+        dict_values_capacity: Some(0),
+        dict_values_valid: Some(3),
+        int_value: None,
+        long_size: None,
+        long_tag: Some(16),
+        long_digits: 24,
     }
 }
 
@@ -738,6 +1109,35 @@ fn v3_15() -> PyOffsets {
         unicode_state: 32,
         unicode_ascii_data: 40,
         unicode_compact_data: 56,
+        instance_dict: InstanceDictModel::InlineValues,
+        module_dict: 16,
+        type_basicsize: 32,
+        type_flags: 168,
+        type_dictoffset: 288,
+        heaptype_cached_keys: Some(888),
+        managed_dict_before: Some(24),
+        managed_values_before: None,
+        dict_keys: Some(32),
+        dict_values: Some(40),
+        dict_mask: None,
+        dict_table: None,
+        dict_keys_size: None,
+        dict_keys_log2_size: Some(8),
+        dict_keys_log2_index_bytes: Some(9),
+        dict_keys_kind: Some(10),
+        dict_keys_nentries: Some(24),
+        dict_keys_indices: Some(32),
+        dict_entry_size: 24,
+        dict_entry_key: 8,
+        dict_entry_value: 16,
+        dict_unicode_entry_size: Some(16),
+        dict_values_values: Some(8),
+        dict_values_capacity: Some(0),
+        dict_values_valid: Some(3),
+        int_value: None,
+        long_size: None,
+        long_tag: Some(16),
+        long_digits: 24,
     }
 }
 
@@ -792,6 +1192,46 @@ mod tests {
     }
 
     #[test]
+    fn object_rows_pick_exactly_one_layout_of_each_kind() {
+        for &(major, minor) in SUPPORTED_SERIES {
+            let o = offsets_for(PyVersion::new(major, minor, 0)).unwrap();
+            let v = (major, minor);
+            // dicts: 2.7's table, or a keys object with either dk_size or the log2 sizes.
+            assert_eq!(o.dict_table.is_some(), o.dict_mask.is_some(), "{v:?}");
+            assert_eq!(o.dict_table.is_some(), o.dict_keys.is_none(), "{v:?}");
+            assert_eq!(
+                o.dict_keys.is_some(),
+                o.dict_keys_nentries.is_some(),
+                "{v:?}"
+            );
+            if o.dict_keys.is_some() {
+                let log2 = o.dict_keys_log2_size.is_some();
+                assert!(log2 != o.dict_keys_size.is_some(), "{v:?}");
+                assert_eq!(log2, o.dict_keys_kind.is_some(), "{v:?}");
+                assert_eq!(log2, o.dict_unicode_entry_size.is_some(), "{v:?}");
+                assert!(o.dict_values_values.is_some(), "{v:?}");
+            }
+            // ints: 2.7 has both int and long; long is ob_size or lv_tag, never both.
+            assert_eq!(o.int_value.is_some(), major == 2, "{v:?}");
+            assert!(o.long_size.is_some() != o.long_tag.is_some(), "{v:?}");
+            // instances: the model says which pre-header fields exist.
+            let (dict_before, values_before, capacity) = match o.instance_dict {
+                InstanceDictModel::DictOffset => (false, false, false),
+                InstanceDictModel::PreHeader => (true, true, false),
+                InstanceDictModel::TaggedPreHeader => (true, false, false),
+                InstanceDictModel::InlineValues => (true, false, true),
+            };
+            assert_eq!(o.managed_dict_before.is_some(), dict_before, "{v:?}");
+            assert_eq!(o.managed_values_before.is_some(), values_before, "{v:?}");
+            assert_eq!(o.dict_values_capacity.is_some(), capacity, "{v:?}");
+            assert_eq!(o.dict_values_valid.is_some(), capacity, "{v:?}");
+            if dict_before {
+                assert!(o.heaptype_cached_keys.is_some(), "{v:?}");
+            }
+        }
+    }
+
+    #[test]
     fn fields_lists_every_offset_once() {
         let row = offsets_for(PyVersion::new(3, 14, 0)).unwrap();
         let names: Vec<_> = row.fields().into_iter().map(|(n, _)| n).collect();
@@ -799,6 +1239,6 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(names.len(), unique.len());
-        assert_eq!(names.len(), 39);
+        assert_eq!(names.len(), 67);
     }
 }

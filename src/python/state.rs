@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use super::attach::{locate, AttachError, Interpreter};
 use super::code::CodeCache;
+use super::thread_names::{ThreadKey, ThreadNameCache};
 use super::threads::{gil_holders, interpreters, thread_states, TidResolver};
 use super::walk::walk_thread;
 use crate::model::{Frame, PyVersion, StackTrace};
@@ -40,7 +41,7 @@ pub struct PythonProcess {
     mem: ProcessMemory,
     codes: CodeCache,
     tids: TidResolver,
-    names: HashMap<u64, Option<String>>,
+    names: ThreadNameCache,
 }
 
 impl PythonProcess {
@@ -56,7 +57,7 @@ impl PythonProcess {
             mem: ProcessMemory::new(pid),
             codes: CodeCache::default(),
             tids: TidResolver::default(),
-            names: HashMap::new(),
+            names: ThreadNameCache::default(),
         })
     }
 
@@ -78,6 +79,37 @@ impl PythonProcess {
     /// Every selected thread's stack, leaf first. Per-thread trouble becomes a truncated stack;
     /// only losing the process (or its interpreter list) is an error.
     pub fn stacks(&mut self, opts: StackOptions) -> Result<Vec<StackTrace>, SampleError> {
+        let pid = self.pid;
+        self.stacks_with_activity(opts, |tid| proc::thread_is_running(pid, tid))
+    }
+
+    /// `stacks`, with the caller telling which threads are running: a paused process has
+    /// every thread stopped, so `--blocking` asks `/proc` before pausing.
+    pub fn stacks_with_activity(
+        &mut self,
+        opts: StackOptions,
+        is_running: impl Fn(u32) -> bool,
+    ) -> Result<Vec<StackTrace>, SampleError> {
+        self.read_threads(opts, is_running, |_| true)
+    }
+
+    /// The stack of the one thread with OS thread id `tid`, which is known to be on a CPU
+    /// (the BPF sampler just sampled it); `None` if it has no Python thread state.
+    pub fn thread_stack(&mut self, tid: u32) -> Result<Option<StackTrace>, SampleError> {
+        let all = StackOptions {
+            include_idle: true,
+            gil_only: false,
+        };
+        Ok(self.read_threads(all, |_| true, |t| t == Some(tid))?.pop())
+    }
+
+    /// Walk the threads `select` picks (by OS tid) and `opts` lets through.
+    fn read_threads(
+        &mut self,
+        opts: StackOptions,
+        is_running: impl Fn(u32) -> bool,
+        select: impl Fn(Option<u32>) -> bool,
+    ) -> Result<Vec<StackTrace>, SampleError> {
         let pid = self.pid;
         let o = &self.interpreter.offsets;
         let mem: &dyn RemoteMemory = &self.mem;
@@ -105,6 +137,8 @@ impl PythonProcess {
             self.tids.resolve(mem, &need_mapping, &os_tids)
         };
 
+        self.names
+            .start_sample(threads.iter().map(|t| (t.interp, t.ident)));
         let mut out = Vec::with_capacity(threads.len());
         for t in threads {
             let owns_gil = holders.contains(&t.addr);
@@ -112,8 +146,11 @@ impl PythonProcess {
                 continue;
             }
             let tid = t.native_tid.or_else(|| mapped.get(&t.ident).copied());
+            if !select(tid) {
+                continue;
+            }
             let active = match tid {
-                Some(tid) => proc::thread_is_running(pid, tid),
+                Some(tid) => is_running(tid),
                 None => owns_gil,
             };
             if !opts.include_idle && !active && !opts.gil_only {
@@ -128,7 +165,14 @@ impl PythonProcess {
             if let Some(reason) = walk.truncated {
                 frames.push(Frame::Truncated(reason));
             }
-            let thread_name = thread_name(&mut self.names, pid, t.ident, tid);
+            let key = ThreadKey {
+                interp: t.interp,
+                ident: t.ident,
+                tid,
+            };
+            let thread_name = self
+                .names
+                .name(mem, o, key, || tid.and_then(|t| proc::thread_comm(pid, t)));
             out.push(StackTrace {
                 pid,
                 tid,
@@ -141,23 +185,4 @@ impl PythonProcess {
         }
         Ok(out)
     }
-}
-
-/// The thread's name, looked up once per thread and cached.
-fn thread_name(
-    names: &mut HashMap<u64, Option<String>>,
-    pid: u32,
-    ident: u64,
-    tid: Option<u32>,
-) -> Option<String> {
-    names
-        .entry(ident)
-        .or_insert_with(|| {
-            if tid == Some(pid) {
-                Some("MainThread".into())
-            } else {
-                tid.and_then(|t| proc::thread_comm(pid, t))
-            }
-        })
-        .clone()
 }

@@ -4,7 +4,9 @@
  * the include directories and the defines the interpreter itself was built with.
  *
  * Output: one `name value` line per field of `PyOffsets` (value "none" where the version has
- * no such field), then `check_*` lines (facts the walker relies on that are not offsets).
+ * no such field, "private" where it has one but no header declares the struct, so the value
+ * is proven against live interpreters instead), and `check_*` lines (facts the readers rely
+ * on that are not offsets).
  * Names match the Rust field names exactly; tests/offsets.rs compares them with the table.
  *
  * Only offsetof/sizeof and constants from the headers: no structs are copied here.
@@ -18,21 +20,30 @@
 #if PY_MAJOR_VERSION == 2
 #  include "code.h"
 #  include "frameobject.h"
+#  include "longintrepr.h"
 #elif PY_VERSION_HEX < 0x03090000
 #  include "frameobject.h"
+#  include "longintrepr.h"
 #  include "internal/pycore_pystate.h"
 #elif PY_VERSION_HEX < 0x030B0000
 #  include "frameobject.h"
+#  include "longintrepr.h"
 #  include "internal/pycore_interp.h"
 #  include "internal/pycore_runtime.h"
 #  include "internal/pycore_gil.h"
 #elif PY_VERSION_HEX < 0x030E0000
+#  include "internal/pycore_dict.h"
+#  include "internal/pycore_moduleobject.h"
+#  include "internal/pycore_object.h"
 #  include "internal/pycore_frame.h"
 #  include "internal/pycore_interp.h"
 #  include "internal/pycore_runtime.h"
 #  include "internal/pycore_gil.h"
 #else
 #  include "internal/pycore_interpframe_structs.h"
+#  include "internal/pycore_dict.h"
+#  include "internal/pycore_moduleobject.h"
+#  include "internal/pycore_object.h"
 #  include "internal/pycore_interp_structs.h"
 #  include "internal/pycore_runtime_structs.h"
 #  include "internal/pycore_stackref.h"
@@ -229,6 +240,145 @@ int main(void)
     }
 #endif
 
+    /* --- modules, types, dicts, ints: thread names (src/python/objects.rs) ---
+       "private" = the struct is private to a .c file in this version (no header has it);
+       the row's value is proven against the live interpreters by tests/thread_names.rs. */
+#define PRIVATE(name) printf("%s private\n", name)
+#if PY_VERSION_HEX >= 0x030B0000
+    OFF("module_dict", PyModuleObject, md_dict);
+#else
+    PRIVATE("module_dict"); /* Objects/moduleobject.c */
+#endif
+    OFF("type_basicsize", PyTypeObject, tp_basicsize);
+    OFF("type_flags", PyTypeObject, tp_flags);
+    OFF("type_dictoffset", PyTypeObject, tp_dictoffset);
+#if PY_MAJOR_VERSION == 2
+    NONE("heaptype_cached_keys");
+#else
+    OFF("heaptype_cached_keys", PyHeapTypeObject, ht_cached_keys);
+#endif
+    {
+        /* Where the managed dict (and 3.11's values pointer) sit relative to the object:
+           asked of CPython's own accessors, on a buffer that stands in for an object. */
+        static PyObject *fake[16];
+        PyObject *obj = (PyObject *)&fake[8];
+        (void)obj;
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+        V("managed_dict_before", (char *)obj - (char *)_PyObject_ManagedDictPointer(obj));
+        V("managed_values_before", (char *)obj - (char *)_PyObject_ValuesPointer(obj));
+#elif PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000
+        V("managed_dict_before", (char *)obj - (char *)_PyObject_DictOrValuesPointer(obj));
+        NONE("managed_values_before");
+#elif PY_VERSION_HEX >= 0x030D0000
+        V("managed_dict_before", (char *)obj - (char *)_PyObject_ManagedDictPointer(obj));
+        NONE("managed_values_before");
+#else
+        NONE("managed_dict_before");
+        NONE("managed_values_before");
+#endif
+    }
+#if PY_MAJOR_VERSION == 2
+    NONE("dict_keys");
+    NONE("dict_values");
+    OFF("dict_mask", PyDictObject, ma_mask);
+    OFF("dict_table", PyDictObject, ma_table);
+#else
+    OFF("dict_keys", PyDictObject, ma_keys);
+    OFF("dict_values", PyDictObject, ma_values);
+    NONE("dict_mask");
+    NONE("dict_table");
+#endif
+#if PY_MAJOR_VERSION == 2
+    NONE("dict_keys_size");
+    NONE("dict_keys_log2_size");
+    NONE("dict_keys_log2_index_bytes");
+    NONE("dict_keys_kind");
+    NONE("dict_keys_nentries");
+    NONE("dict_keys_indices");
+    V("dict_entry_size", sizeof(PyDictEntry));
+    OFF("dict_entry_key", PyDictEntry, me_key);
+    OFF("dict_entry_value", PyDictEntry, me_value);
+    NONE("dict_unicode_entry_size");
+    NONE("dict_values_values");
+    NONE("dict_values_capacity");
+    NONE("dict_values_valid");
+#elif PY_VERSION_HEX < 0x030B0000
+    /* PyDictKeysObject and PyDictKeyEntry live in Objects/dict-common.h. */
+    PRIVATE("dict_keys_size");
+    NONE("dict_keys_log2_size");
+    NONE("dict_keys_log2_index_bytes");
+    NONE("dict_keys_kind");
+    PRIVATE("dict_keys_nentries");
+    PRIVATE("dict_keys_indices");
+    PRIVATE("dict_entry_size");
+    PRIVATE("dict_entry_key");
+    PRIVATE("dict_entry_value");
+    NONE("dict_unicode_entry_size");
+    V("dict_values_values", 0); /* ma_values is a plain PyObject ** */
+    NONE("dict_values_capacity");
+    NONE("dict_values_valid");
+#else
+    NONE("dict_keys_size");
+    OFF("dict_keys_log2_size", PyDictKeysObject, dk_log2_size);
+    OFF("dict_keys_log2_index_bytes", PyDictKeysObject, dk_log2_index_bytes);
+    OFF("dict_keys_kind", PyDictKeysObject, dk_kind);
+    OFF("dict_keys_nentries", PyDictKeysObject, dk_nentries);
+    OFF("dict_keys_indices", PyDictKeysObject, dk_indices);
+    V("dict_entry_size", sizeof(PyDictKeyEntry));
+    OFF("dict_entry_key", PyDictKeyEntry, me_key);
+    OFF("dict_entry_value", PyDictKeyEntry, me_value);
+    V("dict_unicode_entry_size", sizeof(PyDictUnicodeEntry));
+    OFF("dict_values_values", PyDictValues, values);
+#  if PY_VERSION_HEX >= 0x030D0000
+    OFF("dict_values_capacity", PyDictValues, capacity);
+    OFF("dict_values_valid", PyDictValues, valid);
+#  else
+    NONE("dict_values_capacity");
+    NONE("dict_values_valid");
+#  endif
+    /* The reader assumes these. */
+    V("check_dict_keys_general", DICT_KEYS_GENERAL);
+    V("check_dict_unicode_entry_key", offsetof(PyDictUnicodeEntry, me_key));
+    V("check_dict_unicode_entry_value", offsetof(PyDictUnicodeEntry, me_value));
+#endif
+#if PY_MAJOR_VERSION == 2
+    OFF("int_value", PyIntObject, ob_ival);
+#else
+    NONE("int_value");
+#endif
+#if PY_VERSION_HEX < 0x030C0000
+#  if PY_MAJOR_VERSION == 2
+    OFF("long_size", PyLongObject, ob_size);
+#  else
+    OFF("long_size", PyLongObject, ob_base.ob_size);
+#  endif
+    NONE("long_tag");
+    OFF("long_digits", PyLongObject, ob_digit);
+#else
+    NONE("long_size");
+    OFF("long_tag", PyLongObject, long_value.lv_tag);
+    OFF("long_digits", PyLongObject, long_value.ob_digit);
+    V("check_long_non_size_bits", _PyLong_NON_SIZE_BITS);
+    V("check_long_sign_mask", _PyLong_SIGN_MASK);
+#endif
+    V("check_long_shift", PyLong_SHIFT);
+    V("check_digit_size", sizeof(digit));
+    V("check_tpflags_long_subclass", Py_TPFLAGS_LONG_SUBCLASS);
+    V("check_tpflags_dict_subclass", Py_TPFLAGS_DICT_SUBCLASS);
+    V("check_tpflags_unicode_subclass", Py_TPFLAGS_UNICODE_SUBCLASS);
+#if PY_MAJOR_VERSION == 2
+    V("check_tpflags_int_subclass", Py_TPFLAGS_INT_SUBCLASS);
+    V("check_tpflags_bytes_subclass", Py_TPFLAGS_STRING_SUBCLASS);
+#else
+    V("check_tpflags_bytes_subclass", Py_TPFLAGS_BYTES_SUBCLASS);
+#endif
+#ifdef Py_TPFLAGS_MANAGED_DICT
+    V("check_tpflags_managed_dict", Py_TPFLAGS_MANAGED_DICT);
+#endif
+#ifdef Py_TPFLAGS_INLINE_VALUES
+    V("check_tpflags_inline_values", Py_TPFLAGS_INLINE_VALUES);
+#endif
+
 #if PY_VERSION_HEX >= 0x030D0000
     /* The layout of _Py_DebugOffsets itself (the head of _PyRuntime), for the fields
        src/python/debug_offsets.rs reads: `debug.SECTION.FIELD offset`. */
@@ -271,6 +421,16 @@ int main(void)
 #  if PY_VERSION_HEX >= 0x030F0000
     DBG(unicode_object, compactunicodeobject_size);
 #  endif
+    DBG(type_object, tp_flags);
+#  if PY_VERSION_HEX >= 0x030F0000
+    DBG(type_object, tp_basicsize);
+    DBG(type_object, tp_dictoffset);
+    DBG(heap_type_object, ht_cached_keys);
+#  endif
+    DBG(dict_object, ma_keys);
+    DBG(dict_object, ma_values);
+    DBG(long_object, lv_tag);
+    DBG(long_object, ob_digit);
 #endif
     return 0;
 }
