@@ -80,10 +80,23 @@ impl Reason {
     }
 }
 
+/// A resolved native frame.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct NativeFrame {
+    /// The symbol, or `module+0xoffset` when the address has none; never empty.
+    pub name: String,
+    /// The module's file name (`libc.so.6`), empty when the address is in no file mapping.
+    pub module: String,
+}
+
 /// One frame of a finished stack.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub enum Frame {
     Python(PyFrame),
+    /// Machine code in user space.
+    Native(NativeFrame),
+    /// A kernel function.
+    Kernel(String),
     Truncated(Reason),
     Unknown(Reason),
 }
@@ -104,4 +117,38 @@ pub struct StackTrace {
     pub owns_gil: bool,
     /// Frames, leaf (innermost) first.
     pub frames: Vec<Frame>,
+}
+
+/// One sample from the BPF sampler: which thread ran where and when, and its raw stacks
+/// (instruction pointers, leaf first), not yet symbolized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawSample {
+    /// Process id (the kernel's tgid).
+    pub pid: u32,
+    /// Thread id (the kernel's pid).
+    pub tid: u32,
+    pub cpu: u32,
+    /// `CLOCK_MONOTONIC` time of the sample.
+    pub ktime_ns: u64,
+    /// The thread's `comm` (at most 15 bytes; empty when it could not be read).
+    pub comm: String,
+    /// Kernel stack, leaf first.
+    pub kernel: Vec<Addr>,
+    /// User stack, leaf first (frame-pointer unwound by the kernel).
+    pub user: Vec<Addr>,
+    pub kernel_status: StackStatus,
+    pub user_status: StackStatus,
+}
+
+/// How a raw stack was captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum StackStatus {
+    /// Captured (possibly empty: a kernel thread has no user stack).
+    Collected,
+    /// The stack filled the buffer: it may have been cut at the depth limit.
+    DepthLimit,
+    /// Capturing it failed; the stack is empty.
+    Failed,
+    /// Not asked for (kernel stacks switched off).
+    NotCollected,
 }
