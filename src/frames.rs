@@ -59,6 +59,18 @@ pub fn profile_frames(
                     Some(f.line)
                 },
             },
+            Frame::Native(f) => ProfileFrame {
+                kind: FrameKind::Native,
+                name: f.name.clone(),
+                filename: (!f.module.is_empty()).then(|| f.module.clone()),
+                line: None,
+            },
+            Frame::Kernel(name) => ProfileFrame {
+                kind: FrameKind::Kernel,
+                name: name.clone(),
+                filename: None,
+                line: None,
+            },
             Frame::Truncated(reason) => ProfileFrame {
                 kind: FrameKind::Truncated,
                 name: format!("<truncated: {}>", reason.as_str()),

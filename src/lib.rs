@@ -2,11 +2,14 @@
 //! one sample through these modules.
 #![deny(unsafe_code)]
 
+pub mod bpf;
 pub mod cli;
 pub mod frames;
 pub mod model;
+pub mod native;
 pub mod output;
 pub mod process;
 pub mod profile;
 pub mod python;
 pub mod sampler;
+pub mod top;

@@ -253,3 +253,27 @@ fn usage_errors() {
     }
     assert!(errors.is_empty(), "{}", errors.join("\n"));
 }
+
+/// `record --all` without root (or CAP_BPF + CAP_PERFMON): a clear error naming the missing
+/// capabilities, not a panic and not a silent fall-back (only BPF can see every process).
+#[test]
+fn all_without_bpf_privileges() {
+    if !is_root() {
+        assert!(!in_ci(), "CI must run the tests as root");
+        eprintln!(
+            "all_without_bpf_privileges: skipped, needs root to run the profiler as `nobody`"
+        );
+        return;
+    }
+    let dir = TempDir::new("nobody-all");
+    let (bin, out_dir) = binary_for_nobody(&dir);
+    let out = out_dir.join("all.txt").display().to_string();
+    expect_error(
+        &mut as_nobody(
+            &bin,
+            &["record", "--all", "-f", "raw", "-d", "1", "-o", &out],
+        ),
+        &["CAP_BPF", "CAP_PERFMON"],
+    )
+    .unwrap();
+}

@@ -11,6 +11,10 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use common::*;
 
+/// These tests pin the user-space sampler: it samples by wall-clock timer and sees idle
+/// threads, so its counts do not depend on how loaded the machine is. The BPF sampler (the
+/// default where it can run) has its own tests in tests/bpf_record.rs.
+const MODE: &str = "userspace";
 /// How long each recording of a running pid lasts (`-d`).
 const SECONDS: &str = "2";
 /// A recording must hold at least this many samples of a busy thread to be judged.
@@ -30,7 +34,7 @@ fn busy_stack() -> Vec<String> {
 fn record_raw(dir: &TempDir, name: &str, args: &[&str]) -> Result<Vec<RawStack>> {
     let out = dir.join(name);
     let out_str = out.display().to_string();
-    let mut argv = vec!["record", "-f", "raw", "-o", &out_str];
+    let mut argv = vec!["record", "--mode", MODE, "-f", "raw", "-o", &out_str];
     argv.extend_from_slice(args);
     let outcome = pyspy(&argv)?.ok()?;
     let stacks = read_raw(&out).with_context(|| outcome.describe())?;
@@ -174,7 +178,9 @@ fn record_thread_roots() {
         all_of(vec![
             Box::new(|| {
                 let stacks = record_pid(&dir, "busy.txt", busy_pid, &["-t"])?;
-                let mut expected = vec![format!("thread \"MainThread\" ({busy_pid})")];
+                // busy.py never imports threading: its main thread has only its OS name.
+                let name = comm(busy_pid).unwrap_or_default();
+                let mut expected = vec![format!("thread \"{name}\" ({busy_pid})")];
                 expected.extend(busy_stack());
                 expect_heaviest(&stacks, &expected, "record -t (busy.py)")
             }),
@@ -348,7 +354,8 @@ fn record_flamegraph_and_speedscope() {
         let record = |format: &str, out: &Path| -> Result<String> {
             let out_str = out.display().to_string();
             let outcome = pyspy(&[
-                "record", "-f", format, "-o", &out_str, "-d", SECONDS, "--pid", &pid,
+                "record", "--mode", MODE, "-f", format, "-o", &out_str, "-d", SECONDS, "--pid",
+                &pid,
             ])?
             .ok()?;
             std::fs::read_to_string(out)

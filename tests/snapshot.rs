@@ -2,7 +2,9 @@
 //! committed under tests/fixtures/snapshots/, is replayed through the same walker code with
 //! `ReplayMemory` and must give the same stacks. No live process is needed to replay.
 //!
-//! Regenerate the fixtures (needs the provisioned interpreters, root):
+//! A replay serves exactly the reads that were recorded, so a change in how the walker reads
+//! (which fields, in how many reads) needs the fixtures regenerated (needs the provisioned
+//! interpreters, root):
 //! `PYSPY_WRITE_SNAPSHOTS=1 cargo test --release --test snapshot`
 
 mod common;

@@ -115,6 +115,8 @@ fn frame_json(frame: &Frame) -> serde_json::Value {
         Frame::Python(f) => serde_json::json!({
             "function": f.function, "filename": f.filename, "line": f.line, "first_line": f.first_line,
         }),
+        Frame::Native(f) => serde_json::json!({ "native": f.name, "module": f.module }),
+        Frame::Kernel(name) => serde_json::json!({ "kernel": name }),
         Frame::Truncated(r) => serde_json::json!({ "truncated": r.as_str() }),
         Frame::Unknown(r) => serde_json::json!({ "unknown": r.as_str() }),
     }
@@ -143,6 +145,9 @@ fn render_text(d: &ProcessDump) -> String {
         for f in &t.frames {
             let _ = match f {
                 Frame::Python(f) => writeln!(out, "    {} ({}:{})", f.function, f.filename, f.line),
+                Frame::Native(f) if f.module.is_empty() => writeln!(out, "    {} (native)", f.name),
+                Frame::Native(f) => writeln!(out, "    {} ({})", f.name, f.module),
+                Frame::Kernel(name) => writeln!(out, "    {name} (kernel)"),
                 Frame::Truncated(r) => writeln!(out, "    <truncated: {}>", r.as_str()),
                 Frame::Unknown(r) => writeln!(out, "    <unknown frame: {}>", r.as_str()),
             };

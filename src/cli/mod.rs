@@ -1,8 +1,10 @@
 //! The command line: clap definitions and dispatch to `record` and `dump`.
 
 mod dump;
+mod mode;
 mod record;
 mod target;
+mod top;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -25,6 +27,8 @@ pub enum Command {
     Record(RecordArgs),
     /// Print the current stack of every thread of a running Python process.
     Dump(DumpArgs),
+    /// Live, top-like view of the functions using the most CPU.
+    Top(TopArgs),
 }
 
 /// What to profile: a running process or a command to start.
@@ -33,6 +37,9 @@ pub struct TargetArgs {
     /// PID of a running Python process.
     #[arg(short, long, conflicts_with = "command")]
     pub pid: Option<u32>,
+    /// Every process on the machine (needs the BPF sampler: root, or CAP_BPF + CAP_PERFMON).
+    #[arg(short, long, conflicts_with_all = ["pid", "command"])]
+    pub all: bool,
     /// Program to start and profile, after `--` (e.g. `-- python3 app.py --flag`).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -81,6 +88,17 @@ pub struct RecordArgs {
     /// Pause the target during each read for a consistent snapshot (it is always resumed).
     #[arg(long)]
     pub blocking: bool,
+    /// Sampler: `bpf` (perf events on every CPU), `userspace` (a timer reading one process
+    /// tree), or `auto` (BPF when available).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub mode: mode::ModeArg,
+    /// Perf event that triggers BPF samples: cpu-clock (software, works everywhere), cycles
+    /// (needs a hardware PMU), or TYPE:CONFIG.
+    #[arg(long, default_value = "cpu-clock")]
+    pub event: crate::bpf::PerfEventKind,
+    /// Drop samples of processes that are not Python (BPF mode).
+    #[arg(long)]
+    pub python_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -99,10 +117,38 @@ pub struct DumpArgs {
     pub subprocesses: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Samples per second.
+    #[arg(short, long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub rate: u32,
+    /// Include idle threads (not running on a CPU).
+    #[arg(long)]
+    pub idle: bool,
+    /// Only sample the thread holding the GIL.
+    #[arg(long)]
+    pub gil: bool,
+    /// Also sample the target's child processes (adds a PID column).
+    #[arg(short, long)]
+    pub subprocesses: bool,
+    /// Read without pausing the target (the default; kept for py-spy compatibility).
+    #[arg(long, conflicts_with = "blocking")]
+    pub nonblocking: bool,
+    /// Pause the target during each read for a consistent snapshot (it is always resumed).
+    #[arg(long)]
+    pub blocking: bool,
+    /// Seconds between refreshes of the display.
+    #[arg(long, default_value_t = 1.0, value_parser = top::parse_delay)]
+    pub delay: f64,
+}
+
 /// Run the parsed command; the exit code to use on success.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Record(args) => record::run(args),
         Command::Dump(args) => dump::run(args),
+        Command::Top(args) => top::run(args),
     }
 }

@@ -1,22 +1,28 @@
-//! `pyspy-bpf record`: sample a process (tree) until it exits, the duration ends or Ctrl-C,
-//! then write the profile.
+//! `pyspy-bpf record`: sample until the program exits, the duration ends or Ctrl-C, then
+//! write the profile. Samples come from the BPF sampler (every CPU; `--all`) or from the
+//! user-space sampler (one process tree), chosen by `--mode`.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{target, RecordArgs};
+use super::mode::{self, Chosen};
+use super::target::{self, child_alive, finish_child, Target};
+use super::RecordArgs;
+use crate::bpf::BpfSampler;
 use crate::frames::{profile_frames, FrameOptions};
 use crate::output;
 use crate::process::pause::Paused;
 use crate::process::proc;
 use crate::profile::{Profile, ProfileMeta};
-use crate::python::StackOptions;
+use crate::python::{PythonProcess, StackOptions};
+use crate::sampler::bpf::{self as bpf_source, BpfSourceConfig, Scope};
 use crate::sampler::{EndReason, SamplerConfig, UserspaceSampler};
 
 /// Exit status when the process given by `--pid` exited before the recording was done.
@@ -29,8 +35,67 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
             .context("cannot install the Ctrl-C handler")?;
     }
-    let mut target = target::resolve(&args.target)?;
-    let pid = target.process.pid;
+    // Attach first, whatever the sampler: a pid that is not Python is an error either way.
+    let (process, mut child) = match args.target.all {
+        true => (None, None),
+        false => {
+            let Target { process, child } = target::resolve(&args.target)?;
+            (Some(process), child)
+        }
+    };
+    let root = process.as_ref().map(|p| p.pid);
+    let bpf_config = BpfSourceConfig {
+        rate_hz: args.rate,
+        event: args.event,
+        scope: match root {
+            None => Scope::All,
+            Some(pid) if args.subprocesses => Scope::Tree(pid),
+            Some(pid) => Scope::Pid(pid),
+        },
+        python_only: args.python_only,
+        gil_only: args.gil,
+        include_idle: args.idle,
+        kernel_stacks: true,
+    };
+    let userspace_only = if args.blocking {
+        Some("--blocking")
+    } else if args.idle && !args.target.all {
+        Some("--idle (threads that are not on a CPU)")
+    } else {
+        None
+    };
+    let chosen = mode::choose(args.mode, args.target.all, userspace_only, &bpf_config);
+    let output_path = args
+        .output
+        .clone()
+        .unwrap_or_else(|| default_output(root, args.format));
+    let result = chosen.and_then(|chosen| match (chosen, process) {
+        (Chosen::Bpf(sampler), process) => record_bpf(
+            &args,
+            sampler,
+            &bpf_config,
+            process.as_ref(),
+            &mut child,
+            &stop,
+            &output_path,
+        ),
+        (Chosen::Userspace, Some(process)) => {
+            record_userspace(&args, process, &mut child, &stop, &output_path)
+        }
+        (Chosen::Userspace, None) => anyhow::bail!("--all needs the BPF sampler"),
+    });
+    finish_child(&mut child);
+    result
+}
+
+fn record_userspace(
+    args: &RecordArgs,
+    process: PythonProcess,
+    child: &mut Option<Child>,
+    stop: &AtomicBool,
+    output_path: &Path,
+) -> anyhow::Result<i32> {
+    let pid = process.pid;
     if args.blocking {
         // Find out now, not at the first sample, whether we may pause the target.
         drop(Paused::pause(pid)?);
@@ -44,21 +109,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         subprocesses: args.subprocesses,
         blocking: args.blocking,
     };
-    let frame_opts = FrameOptions {
-        no_line_numbers: args.nolineno,
-        function_lines: args.function,
-        full_filenames: args.full_filenames,
-        threads: args.threads,
-        processes: args.subprocesses,
-    };
-    let output_path = args
-        .output
-        .clone()
-        .unwrap_or_else(|| default_output(pid, args.format));
-    let duration = args.duration.map(Duration::from_secs_f64);
-    let version = target.process.version();
     eprintln!(
-        "pyspy-bpf: sampling process {pid} (Python {version}) at {} Hz{}; Ctrl-C to stop",
+        "pyspy-bpf: sampling process {pid} (Python {}) at {} Hz in user space{}; Ctrl-C to stop",
+        process.version(),
         args.rate,
         if args.blocking {
             ", pausing it for each sample"
@@ -66,19 +119,16 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
             ""
         }
     );
-
+    let frame_opts = frame_options(args);
     let mut profile = Profile::new();
     let mut names: HashMap<u32, String> = HashMap::new();
-    let live_status = std::io::stderr().is_terminal();
-    let mut sampler = UserspaceSampler::new(config, target.process);
-    let child = &mut target.child;
+    let live = std::io::stderr().is_terminal();
+    let title = process.cmdline.join(" ");
+    let mut sampler = UserspaceSampler::new(config, process);
     let summary = sampler.run(
-        duration,
-        &stop,
-        || match child {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => true,
-        },
+        args.duration.map(Duration::from_secs_f64),
+        stop,
+        || child_alive(child),
         |stacks| {
             for stack in stacks {
                 let name = names
@@ -88,7 +138,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
             }
         },
         |s| {
-            if live_status {
+            if live {
                 eprint!(
                     "\r{} samples, {} errors, {:.1}s   ",
                     s.samples,
@@ -98,45 +148,151 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
             }
         },
     );
-    if live_status {
+    if live {
         eprintln!();
     }
-    if let Some(mut child) = target.child.take() {
-        // The program outlived the recording (duration or Ctrl-C): stop it.
-        if matches!(child.try_wait(), Ok(None)) {
-            let _ = child.kill();
-        }
-        let _ = child.wait();
-    }
-
     let meta = ProfileMeta {
-        title: format!("pyspy-bpf {}", sampler.root().cmdline.join(" ")),
+        title: format!("pyspy-bpf {title}"),
         rate_hz: args.rate,
         duration_secs: summary.elapsed.as_secs_f64(),
         errors: summary.errors,
     };
-    let mut file = std::fs::File::create(&output_path)
-        .with_context(|| format!("cannot create {}", output_path.display()))?;
-    output::write(args.format, &profile, &meta, &mut file)
-        .with_context(|| format!("writing {}", output_path.display()))?;
-    file.flush()?;
+    write_profile(args, &profile, &meta, output_path)?;
     eprintln!(
-        "pyspy-bpf: wrote {} ({} samples in {} reads, {} errors, {} late ticks, {:.1}s)",
-        output_path.display(),
+        "pyspy-bpf: {} samples in {} reads, {} errors, {} late ticks, {:.1}s",
         profile.total_samples(),
         summary.ticks,
         summary.errors,
         summary.late,
         summary.elapsed.as_secs_f64()
     );
-    if summary.ended == EndReason::TargetExited && args.target.pid.is_some() {
-        eprintln!("pyspy-bpf: process {pid} exited during the recording; the profile holds what was collected before");
-        return Ok(EXIT_TARGET_GONE);
-    }
-    Ok(0)
+    Ok(exit_status(
+        args,
+        summary.ended == EndReason::TargetExited,
+        pid,
+    ))
 }
 
-fn default_output(pid: u32, format: output::Format) -> PathBuf {
-    let name = proc::comm(pid).unwrap_or_else(|_| "python".into());
-    PathBuf::from(format!("{name}-{pid}.{}", format.extension()))
+fn record_bpf(
+    args: &RecordArgs,
+    sampler: BpfSampler,
+    config: &BpfSourceConfig,
+    process: Option<&PythonProcess>,
+    child: &mut Option<Child>,
+    stop: &AtomicBool,
+    output_path: &Path,
+) -> anyhow::Result<i32> {
+    let what = match process {
+        Some(p) => format!("process {} (Python {})", p.pid, p.version()),
+        None => "every process".to_string(),
+    };
+    eprintln!(
+        "pyspy-bpf: sampling {what} on {} CPUs at {} Hz with BPF ({} event); Ctrl-C to stop",
+        sampler.cpus().len(),
+        args.rate,
+        args.event
+    );
+    let mut frame_opts = frame_options(args);
+    frame_opts.processes |= args.target.all;
+    let mut profile = Profile::new();
+    let live = std::io::stderr().is_terminal();
+    let title = match process {
+        Some(p) => p.cmdline.join(" "),
+        None => "--all".to_string(),
+    };
+    let summary = bpf_source::run(
+        sampler,
+        config,
+        args.duration.map(Duration::from_secs_f64),
+        stop,
+        || child_alive(child) && process.is_none_or(|p| p.is_same_process()),
+        |stack, name| profile.add(&profile_frames(stack, name, frame_opts), 1),
+        |s| {
+            if live {
+                let lost: u64 = s.lost.iter().map(|(_, n)| n).sum();
+                eprint!(
+                    "\r{} samples, {} processes, {} lost, {} errors, {:.1}s   ",
+                    s.samples,
+                    s.processes,
+                    lost,
+                    s.python_errors,
+                    s.elapsed.as_secs_f64()
+                );
+            }
+        },
+    )?;
+    if live {
+        eprintln!();
+    }
+    let meta = ProfileMeta {
+        title: format!("pyspy-bpf {title}"),
+        rate_hz: args.rate,
+        duration_secs: summary.elapsed.as_secs_f64(),
+        errors: summary.python_errors + summary.lost.iter().map(|(_, n)| n).sum::<u64>(),
+    };
+    write_profile(args, &profile, &meta, output_path)?;
+    eprintln!(
+        "pyspy-bpf: {} samples ({} of Python processes, {} Python read errors) from {} processes, {:.1}s",
+        profile.total_samples(),
+        summary.python_samples,
+        summary.python_errors,
+        summary.processes,
+        summary.elapsed.as_secs_f64()
+    );
+    if !summary.lost.is_empty() {
+        let lost: Vec<String> = summary
+            .lost
+            .iter()
+            .map(|(name, n)| format!("{name}={n}"))
+            .collect();
+        eprintln!("pyspy-bpf: lost or damaged samples: {}", lost.join(", "));
+    }
+    let pid = process.map(|p| p.pid).unwrap_or(0);
+    Ok(exit_status(args, summary.target_exited, pid))
+}
+
+fn frame_options(args: &RecordArgs) -> FrameOptions {
+    FrameOptions {
+        no_line_numbers: args.nolineno,
+        function_lines: args.function,
+        full_filenames: args.full_filenames,
+        threads: args.threads,
+        processes: args.subprocesses,
+    }
+}
+
+fn write_profile(
+    args: &RecordArgs,
+    profile: &Profile,
+    meta: &ProfileMeta,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    output::write(args.format, profile, meta, &mut file)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.flush()?;
+    eprintln!("pyspy-bpf: wrote {} ({})", path.display(), args.format);
+    Ok(())
+}
+
+/// 0, or `EXIT_TARGET_GONE` when the process given by `--pid` exited during the recording
+/// (a program we started ending is the normal way for a recording to end).
+fn exit_status(args: &RecordArgs, target_exited: bool, pid: u32) -> i32 {
+    if target_exited && args.target.pid.is_some() {
+        eprintln!("pyspy-bpf: process {pid} exited during the recording; the profile holds what was collected before");
+        EXIT_TARGET_GONE
+    } else {
+        0
+    }
+}
+
+fn default_output(pid: Option<u32>, format: output::Format) -> PathBuf {
+    match pid {
+        Some(pid) => {
+            let name = proc::comm(pid).unwrap_or_else(|_| "python".into());
+            PathBuf::from(format!("{name}-{pid}.{}", format.extension()))
+        }
+        None => PathBuf::from(format!("pyspy-bpf-all.{}", format.extension())),
+    }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use super::TargetArgs;
-use crate::python::{AttachError, PythonProcess};
+use crate::python::PythonProcess;
 
 /// How long a freshly started program may take to load its interpreter.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -18,48 +18,73 @@ pub struct Target {
     pub child: Option<Child>,
 }
 
-pub fn resolve(args: &TargetArgs) -> anyhow::Result<Target> {
-    match (&args.pid, args.command.as_slice()) {
-        (Some(pid), _) => {
-            let process = PythonProcess::attach(*pid).map_err(describe)?;
-            Ok(Target {
-                process,
-                child: None,
-            })
+/// Whether a program we started still runs (reaping it if it has exited); true without one.
+pub fn child_alive(child: &mut Option<Child>) -> bool {
+    match child {
+        Some(c) => matches!(c.try_wait(), Ok(None)),
+        None => true,
+    }
+}
+
+/// Stop a program we started that outlived the recording, and reap it.
+pub fn finish_child(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        if matches!(c.try_wait(), Ok(None)) {
+            let _ = c.kill();
         }
+        let _ = c.wait();
+    }
+}
+
+/// Attach to `--pid`, or start the command and attach to it.
+pub fn resolve(args: &TargetArgs) -> anyhow::Result<Target> {
+    if args.all {
+        bail!("--all needs the BPF sampler");
+    }
+    match (&args.pid, args.command.as_slice()) {
+        (Some(pid), _) => Ok(Target {
+            process: PythonProcess::attach(*pid)?,
+            child: None,
+        }),
         (None, [program, rest @ ..]) => {
             let mut child = Command::new(program)
                 .args(rest)
                 .spawn()
                 .with_context(|| format!("cannot start {program}"))?;
-            let pid = child.id();
-            let started = Instant::now();
-            loop {
-                match PythonProcess::attach(pid) {
-                    Ok(process) => {
-                        return Ok(Target {
-                            process,
-                            child: Some(child),
-                        })
-                    }
-                    Err(e) => {
-                        if let Ok(Some(status)) = child.try_wait() {
-                            bail!("{program} exited ({status}) before its Python interpreter could be found");
-                        }
-                        if !e.is_transient() || started.elapsed() > STARTUP_TIMEOUT {
-                            let _ = child.kill();
-                            let _ = child.wait();
-                            return Err(describe(e));
-                        }
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
+            match attach_started(&mut child, program) {
+                Ok(process) => Ok(Target {
+                    process,
+                    child: Some(child),
+                }),
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    Err(e)
                 }
             }
         }
-        (None, []) => bail!("nothing to profile: give --pid PID or a command after --"),
+        (None, []) => bail!("nothing to profile: give --pid PID, --all, or a command after --"),
     }
 }
 
-fn describe(e: AttachError) -> anyhow::Error {
-    anyhow::Error::new(e)
+/// Attach to a program we just started, retrying while it is still loading its interpreter.
+fn attach_started(child: &mut Child, program: &str) -> anyhow::Result<PythonProcess> {
+    let pid = child.id();
+    let started = Instant::now();
+    loop {
+        match PythonProcess::attach(pid) {
+            Ok(process) => return Ok(process),
+            Err(e) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    bail!(
+                        "{program} exited ({status}) before its Python interpreter could be found"
+                    );
+                }
+                if !e.is_transient() || started.elapsed() > STARTUP_TIMEOUT {
+                    return Err(e.into());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
 }

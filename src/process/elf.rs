@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use goblin::elf::{program_header::PT_LOAD, Elf};
 
@@ -28,8 +29,8 @@ pub struct ElfImage {
     pub symbols: HashMap<String, (u64, u64)>,
     /// PT_LOAD segments as (file offset, virtual address).
     pub load_segments: Vec<(u64, u64)>,
-    /// The raw file, kept for the version-string scan.
-    bytes: Vec<u8>,
+    /// Every NUL-delimited `MAJOR.MINOR.PATCH` literal (2.x/3.x) found in the file.
+    versions: Vec<(u8, u8, u8)>,
 }
 
 impl ElfImage {
@@ -67,12 +68,47 @@ impl ElfImage {
             .map(|ph| (ph.p_offset, ph.p_vaddr))
             .collect();
         drop(elf);
+        let versions = scan_versions(&bytes);
         Ok(ElfImage {
             path: path.into(),
             symbols,
             load_segments,
-            bytes,
+            versions,
         })
+    }
+
+    /// `load`, cached by the file's identity (device, inode, size, modification time): every
+    /// process of one interpreter shares its binary, and host-wide profiling attaches to many.
+    /// The cache does not key on `wanted`: every caller must ask for the same symbols.
+    pub fn load_cached(
+        path: &Path,
+        wanted: &'static [&'static str],
+    ) -> Result<Arc<ElfImage>, ElfError> {
+        use std::os::unix::fs::MetadataExt;
+        static CACHE: Mutex<Option<HashMap<(u64, u64, u64, i64), Arc<ElfImage>>>> =
+            Mutex::new(None);
+        let meta = std::fs::metadata(path).map_err(|source| ElfError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let key = (meta.dev(), meta.ino(), meta.size(), meta.mtime());
+        if let Some(image) = CACHE
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref()?.get(&key).cloned())
+        {
+            return Ok(image);
+        }
+        let image = Arc::new(ElfImage::load(path, wanted)?);
+        if let Ok(mut cache) = CACHE.lock() {
+            let map = cache.get_or_insert_with(HashMap::new);
+            // Bounded: binaries are few; forget them all if a host has very many.
+            if map.len() >= 256 {
+                map.clear();
+            }
+            map.insert(key, image.clone());
+        }
+        Ok(image)
     }
 
     pub fn symbol(&self, name: &str) -> Option<u64> {
@@ -94,40 +130,52 @@ impl ElfImage {
         None
     }
 
-    /// Find a NUL-terminated `MAJOR.MINOR.PATCH` string (CPython's `PY_VERSION` literal,
-    /// possibly with a suffix such as `rc1` or `+`) for the given series. Returns the patch.
+    /// The patch number of a NUL-terminated `MAJOR.MINOR.PATCH` string (CPython's
+    /// `PY_VERSION` literal, possibly with a suffix such as `rc1` or `+`) for the series.
     pub fn find_version_patch(&self, major: u8, minor: u8) -> Option<u8> {
-        let prefix = format!("\0{major}.{minor}.");
-        let needle = prefix.as_bytes();
-        let bytes = &self.bytes;
-        let mut start = 0;
-        while let Some(pos) = find(&bytes[start..], needle) {
-            let at = start + pos + needle.len();
-            let digits: Vec<u8> = bytes[at..]
-                .iter()
-                .take(3)
-                .take_while(|c| c.is_ascii_digit())
-                .copied()
-                .collect();
-            let after = bytes.get(at + digits.len()).copied();
-            // The literal ends right after the patch number, or has a short pre-release tag.
-            let ends_well = matches!(
-                after,
-                Some(0) | Some(b'a') | Some(b'b') | Some(b'r') | Some(b'+')
-            );
-            if !digits.is_empty() && ends_well {
-                if let Ok(patch) = std::str::from_utf8(&digits).unwrap_or("x").parse::<u8>() {
-                    return Some(patch);
-                }
-            }
-            start = at;
-        }
-        None
+        self.versions
+            .iter()
+            .find(|v| v.0 == major && v.1 == minor)
+            .map(|v| v.2)
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// All `\0M.m.p` literals with M in 2..=3, followed by NUL or a short pre-release tag.
+fn scan_versions(bytes: &[u8]) -> Vec<(u8, u8, u8)> {
+    let mut found = Vec::new();
+    let number = |at: usize| -> Option<(u8, usize)> {
+        let digits = bytes
+            .get(at..)?
+            .iter()
+            .take(3)
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        let n = std::str::from_utf8(bytes.get(at..at + digits)?)
+            .ok()?
+            .parse()
+            .ok()?;
+        Some((n, at + digits))
+    };
+    for i in 0..bytes.len().saturating_sub(6) {
+        if bytes[i] != 0 || !matches!(bytes[i + 1], b'2' | b'3') || bytes[i + 2] != b'.' {
+            continue;
+        }
+        let Some((minor, at)) = number(i + 3) else {
+            continue;
+        };
+        if bytes.get(at) != Some(&b'.') {
+            continue;
+        }
+        let Some((patch, end)) = number(at + 1) else {
+            continue;
+        };
+        if matches!(bytes.get(end), Some(0 | b'a' | b'b' | b'r' | b'+'))
+            && !found.contains(&(bytes[i + 1] - b'0', minor, patch))
+        {
+            found.push((bytes[i + 1] - b'0', minor, patch));
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -157,7 +205,7 @@ mod tests {
             path: "x".into(),
             symbols: HashMap::new(),
             load_segments: vec![],
-            bytes: b"junk\x003.9.2.1\x00\x003.9.12\x00more".to_vec(),
+            versions: scan_versions(b"junk\x003.9.2.1\x00\x003.9.12\x00more"),
         };
         assert_eq!(img.find_version_patch(3, 9), Some(12));
         assert_eq!(img.find_version_patch(3, 8), None);

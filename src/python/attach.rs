@@ -114,7 +114,7 @@ pub fn locate(pid: u32) -> Result<Interpreter, AttachError> {
 
     for binary in candidate_binaries(&maps, &exe) {
         let local = proc::path_in_root(pid, &binary);
-        let image = match ElfImage::load(&local, SYMBOLS) {
+        let image = match ElfImage::load_cached(&local, SYMBOLS) {
             Ok(image) => image,
             Err(e) => {
                 log::debug!("pid {pid}: skipping {}: {e}", binary.display());

@@ -1,6 +1,7 @@
 //! Sources of samples. `userspace`: a timer that reads the stacks of one process tree with
 //! `process_vm_readv` (py-spy style, no BPF needed).
 
+pub mod bpf;
 pub mod userspace;
 
 pub use userspace::{EndReason, RunSummary, SamplerConfig, UserspaceSampler};

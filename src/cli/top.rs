@@ -1,0 +1,137 @@
+//! `pyspy-bpf top`: sample on a thread of its own into shared counts, and show them live, full
+//! screen on a terminal, or as plain-text snapshots when stdout is not one.
+
+use std::io::IsTerminal;
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::{target, TopArgs};
+use crate::process::pause::Paused;
+use crate::python::StackOptions;
+use crate::sampler::{EndReason, SamplerConfig, UserspaceSampler};
+use crate::top::{self, lock, Live, Watched};
+
+/// Exit status when the process given by `--pid` exited while `top` watched it (as `record`).
+const EXIT_TARGET_GONE: i32 = 2;
+
+/// `--delay`: a positive number of seconds.
+pub fn parse_delay(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(d) if d.is_finite() && (0.01..=86_400.0).contains(&d) => Ok(d),
+        _ => Err(format!(
+            "{s:?} is not a refresh interval in seconds (0.01 to 86400)"
+        )),
+    }
+}
+
+pub fn run(args: TopArgs) -> anyhow::Result<i32> {
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
+            .context("cannot install the Ctrl-C handler")?;
+    }
+    let target = target::resolve(&args.target)?;
+    let pid = target.process.pid;
+    if args.blocking {
+        // Find out now, not at the first sample, whether we may pause the target.
+        drop(Paused::pause(pid)?);
+    }
+    let config = SamplerConfig {
+        rate_hz: args.rate,
+        stacks: StackOptions {
+            include_idle: args.idle,
+            gil_only: args.gil,
+        },
+        subprocesses: args.subprocesses,
+        blocking: args.blocking,
+    };
+    let watched = Watched {
+        mode: "userspace",
+        pid,
+        version: target.process.version().to_string(),
+        rate_hz: args.rate,
+        subprocesses: args.subprocesses,
+    };
+    let shared = Live::shared(args.subprocesses);
+    let child: Option<Arc<Mutex<Child>>> = target.child.map(|c| Arc::new(Mutex::new(c)));
+
+    let sampler = {
+        let shared = shared.clone();
+        let stop = stop.clone();
+        let child = child.clone();
+        let process = target.process;
+        std::thread::Builder::new()
+            .name("sampler".into())
+            .spawn(move || {
+                // If sampling panics, the display must not wait for it forever.
+                let failed = FailureFlag(shared.clone());
+                let mut sampler = UserspaceSampler::new(config, process);
+                let summary = sampler.run(
+                    None,
+                    &stop,
+                    || match &child {
+                        Some(c) => matches!(
+                            c.lock().unwrap_or_else(|p| p.into_inner()).try_wait(),
+                            Ok(None)
+                        ),
+                        None => true,
+                    },
+                    |stacks| lock(&shared).add(stacks),
+                    |summary| lock(&shared).update_counters(summary),
+                );
+                lock(&shared).finish(&summary);
+                drop(failed);
+            })
+            .context("cannot start the sampling thread")?
+    };
+
+    let delay = Duration::from_secs_f64(args.delay);
+    let shown = if std::io::stdout().is_terminal() {
+        top::ui::run(&shared, &watched, delay, &stop, child.is_some())
+    } else {
+        top::text::run(
+            &shared,
+            &watched,
+            delay,
+            &stop,
+            &mut std::io::stdout().lock(),
+        )
+    };
+    // Read before stopping: killing a program we started must not count as it exiting.
+    let ended = lock(&shared).ended;
+    stop.store(true, Ordering::Relaxed);
+    if let Some(child) = child {
+        // A program we started does not outlive its profiler.
+        let mut child = child.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(child.try_wait(), Ok(None)) {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
+    // Joining makes sure a `--blocking` target is resumed before we exit.
+    let _ = sampler.join();
+    shown?;
+    if ended == Some(EndReason::TargetExited) {
+        eprintln!("pyspy-bpf: process {pid} exited");
+        if args.target.pid.is_some() {
+            return Ok(EXIT_TARGET_GONE);
+        }
+    }
+    Ok(0)
+}
+
+/// Marks the shared state failed when dropped by a panic of the sampling thread.
+struct FailureFlag(top::Shared);
+
+impl Drop for FailureFlag {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            lock(&self.0).sampler_failed = true;
+        }
+    }
+}

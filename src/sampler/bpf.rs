@@ -1,0 +1,352 @@
+//! The BPF sample source: the perf-event BPF program (`crate::bpf`) samples every CPU and
+//! delivers `RawSample`s (pid, tid, native stacks). Each is turned into a `StackTrace` right
+//! away: for a thread of a Python process, that thread's Python frames are read at once
+//! from its thread state (the process is attached lazily, once, and dropped when its pid is
+//! reused); any other thread keeps its native and kernel frames, symbolized.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
+
+use crate::bpf::{monotonic_ns, BpfConfig, BpfError, BpfSampler, PerfEventKind};
+use crate::model::{Frame, RawSample, StackTrace};
+use crate::native::NativeSymbolizer;
+use crate::process::proc;
+use crate::python::PythonProcess;
+
+/// Which processes a BPF run records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every process on the machine.
+    All,
+    /// One process (filtered in BPF by tgid).
+    Pid(u32),
+    /// A process and its descendants (filtered in user space).
+    Tree(u32),
+}
+
+#[derive(Debug, Clone)]
+pub struct BpfSourceConfig {
+    pub rate_hz: u32,
+    pub event: PerfEventKind,
+    pub scope: Scope,
+    /// Drop samples of processes that are not Python.
+    pub python_only: bool,
+    /// Only samples of threads holding the GIL.
+    pub gil_only: bool,
+    /// Also record the CPUs' idle task.
+    pub include_idle: bool,
+    pub kernel_stacks: bool,
+}
+
+/// What a run counted; `lost` holds every non-zero loss/error counter by name.
+#[derive(Debug, Clone, Default)]
+pub struct BpfSummary {
+    pub samples: u64,
+    pub python_samples: u64,
+    /// Samples of Python processes handled too late to read their Python stack truthfully
+    /// (the consumer fell behind); they are dropped, not given another instant's frames.
+    pub stale: u64,
+    /// Samples of Python processes whose Python stack could not be read.
+    pub python_errors: u64,
+    pub lost: Vec<(&'static str, u64)>,
+    pub processes: usize,
+    pub elapsed: Duration,
+    pub interrupted: bool,
+    /// The single target (`Scope::Pid`/`Tree`) exited.
+    pub target_exited: bool,
+}
+
+/// How often a cached process's start time is re-checked (pid reuse), and how often a
+/// process that was not (yet) Python is tried again.
+const RECHECK: Duration = Duration::from_secs(1);
+/// A Python stack read later than this after its sample was taken would describe another
+/// instant: such samples are dropped and counted as stale.
+const MAX_PYTHON_AGE_NS: u64 = 200_000_000;
+/// Samples the ring-buffer reader may queue ahead of us.
+const QUEUE: usize = 16_384;
+
+enum Kind {
+    Python(Box<PythonProcess>),
+    Native,
+}
+
+struct Entry {
+    start_time: u64,
+    name: String,
+    kind: Kind,
+    checked: Instant,
+    /// Attaching failed in a way that passes (the interpreter is still starting): retry soon.
+    retry_soon: bool,
+    /// Attach attempts for this process so far (bounds the quick retries).
+    attempts: u32,
+}
+
+/// Quick retries (every `RETRY_STARTING`) before falling back to `RECHECK`.
+const MAX_QUICK_RETRIES: u32 = 50;
+
+/// How soon a process whose interpreter was still starting is tried again.
+const RETRY_STARTING: Duration = Duration::from_millis(20);
+
+/// Start the BPF sampler, or say exactly why it cannot run.
+pub fn start(config: &BpfSourceConfig) -> Result<BpfSampler, BpfError> {
+    BpfSampler::start(&BpfConfig {
+        rate_hz: config.rate_hz as u64,
+        event: config.event,
+        target_tgid: match config.scope {
+            Scope::Pid(pid) => Some(pid),
+            _ => None,
+        },
+        kernel_stacks: config.kernel_stacks,
+        include_idle: config.include_idle,
+        ..BpfConfig::default()
+    })
+}
+
+/// Consume samples until `stop`, `duration`, or (for a single target) its exit, which
+/// `target_alive` tells (it reaps a child we started). Each stack is handed to `on_stack`
+/// with the name of its process.
+pub fn run(
+    mut sampler: BpfSampler,
+    config: &BpfSourceConfig,
+    duration: Option<Duration>,
+    stop: &AtomicBool,
+    mut target_alive: impl FnMut() -> bool,
+    mut on_stack: impl FnMut(&StackTrace, &str),
+    mut on_status: impl FnMut(&BpfSummary),
+) -> Result<BpfSummary, BpfError> {
+    let samples = sampler.spawn_reader(QUEUE)?;
+    let mut table: HashMap<u32, Entry> = HashMap::new();
+    let mut symbols = NativeSymbolizer::new();
+    let mut summary = BpfSummary::default();
+    let mut tree: Vec<u32> = Vec::new();
+    let mut tree_checked = Instant::now() - RECHECK;
+    let start = Instant::now();
+    let mut last_status = start;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            summary.interrupted = true;
+            break;
+        }
+        if duration.is_some_and(|d| start.elapsed() >= d) {
+            break;
+        }
+        if let Scope::Pid(root) | Scope::Tree(root) = config.scope {
+            if !target_alive() {
+                summary.target_exited = true;
+                break;
+            }
+            if matches!(config.scope, Scope::Tree(_))
+                && tree_checked.elapsed() >= Duration::from_millis(250)
+            {
+                tree = proc::descendants(root);
+                tree.push(root);
+                tree_checked = Instant::now();
+            }
+        }
+        match samples.recv_timeout(Duration::from_millis(100)) {
+            Ok(raw) => handle(
+                &raw,
+                config,
+                &tree,
+                &mut table,
+                &mut symbols,
+                &mut summary,
+                &mut on_stack,
+            ),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if last_status.elapsed() >= Duration::from_millis(250) {
+            last_status = Instant::now();
+            summary.elapsed = start.elapsed();
+            summary.processes = table.len();
+            summary.lost = sampler
+                .counters()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            if summary.stale > 0 {
+                summary.lost.push(("stale_python", summary.stale));
+            }
+            on_status(&summary);
+        }
+    }
+    summary.elapsed = start.elapsed();
+    // Samples taken during the recording may still wait in the queue (the reader runs ahead
+    // of us while we attach to new processes): stop sampling, then handle every one of them.
+    let counters = sampler.stop()?;
+    for raw in samples.try_iter() {
+        handle(
+            &raw,
+            config,
+            &tree,
+            &mut table,
+            &mut symbols,
+            &mut summary,
+            &mut on_stack,
+        );
+    }
+    summary.processes = table.len();
+    summary.lost = counters.into_iter().filter(|(_, n)| *n > 0).collect();
+    if summary.stale > 0 {
+        summary.lost.push(("stale_python", summary.stale));
+    }
+    Ok(summary)
+}
+
+/// One sample: filtered by the process tree (`Scope::Tree`), turned into a stack, counted.
+fn handle(
+    raw: &RawSample,
+    config: &BpfSourceConfig,
+    tree: &[u32],
+    table: &mut HashMap<u32, Entry>,
+    symbols: &mut NativeSymbolizer,
+    summary: &mut BpfSummary,
+    on_stack: &mut impl FnMut(&StackTrace, &str),
+) {
+    if matches!(config.scope, Scope::Tree(_)) && !tree.contains(&raw.pid) {
+        return;
+    }
+    if let Some((stack, name)) = to_stack(raw, config, table, symbols, summary) {
+        summary.samples += 1;
+        on_stack(&stack, name);
+    }
+}
+
+/// One raw sample to a stack (leaf first) and its process's name; `None` when filtered out.
+fn to_stack<'t>(
+    raw: &RawSample,
+    config: &BpfSourceConfig,
+    table: &'t mut HashMap<u32, Entry>,
+    symbols: &mut NativeSymbolizer,
+    summary: &mut BpfSummary,
+) -> Option<(StackTrace, &'t str)> {
+    let entry = entry_for(table, symbols, raw);
+    let mut stack = StackTrace {
+        pid: raw.pid,
+        tid: Some(raw.tid),
+        thread_name: Some(raw.comm.clone()),
+        thread_ident: 0,
+        active: true,
+        owns_gil: false,
+        frames: Vec::new(),
+    };
+    if let Kind::Python(process) = &mut entry.kind {
+        summary.python_samples += 1;
+        if monotonic_ns().saturating_sub(raw.ktime_ns) > MAX_PYTHON_AGE_NS {
+            summary.stale += 1;
+            return None;
+        }
+        match process.thread_stack(raw.tid) {
+            Ok(Some(py)) if !py.frames.is_empty() => {
+                stack = StackTrace { active: true, ..py };
+            }
+            Ok(_) => {}
+            Err(e) => {
+                summary.python_errors += 1;
+                log::debug!("pid {}: {e}", raw.pid);
+            }
+        }
+        if config.gil_only && !stack.owns_gil {
+            return None;
+        }
+    } else if config.python_only || config.gil_only {
+        return None;
+    }
+    if stack.frames.is_empty() {
+        // Not running Python code (or not Python at all): its native and kernel frames.
+        stack.frames.extend(
+            symbols
+                .kernel_frames(&raw.kernel)
+                .into_iter()
+                .map(Frame::Kernel),
+        );
+        stack.frames.extend(
+            symbols
+                .user_frames(raw.pid, &raw.user)
+                .into_iter()
+                .map(Frame::Native),
+        );
+    }
+    Some((stack, entry.name.as_str()))
+}
+
+/// The cached state of the sample's process: attached once; replaced when the pid now
+/// belongs to another process (its start time changed), and retried for a process that was
+/// not Python but now maps an interpreter (it exec'd one, or was still starting).
+fn entry_for<'t>(
+    table: &'t mut HashMap<u32, Entry>,
+    symbols: &mut NativeSymbolizer,
+    raw: &RawSample,
+) -> &'t mut Entry {
+    let pid = raw.pid;
+    let needs_attach = match table.get_mut(&pid) {
+        None => true,
+        Some(e)
+            if e.checked.elapsed()
+                < if e.retry_soon {
+                    RETRY_STARTING
+                } else {
+                    RECHECK
+                } =>
+        {
+            false
+        }
+        Some(e) => {
+            e.checked = Instant::now();
+            if proc::start_time(pid).is_ok_and(|now| now != e.start_time) {
+                symbols.forget(pid);
+                true
+            } else {
+                matches!(e.kind, Kind::Native) && (e.retry_soon || may_have_become_python(pid))
+            }
+        }
+    };
+    if needs_attach {
+        let attempts = table.get(&pid).map_or(0, |e| e.attempts);
+        table.insert(pid, new_entry(pid, raw, attempts + 1));
+    }
+    table.entry(pid).or_insert_with(|| new_entry(pid, raw, 1))
+}
+
+fn new_entry(pid: u32, raw: &RawSample, attempts: u32) -> Entry {
+    let mut retry_soon = false;
+    let kind = if pid == 0 {
+        Kind::Native
+    } else {
+        match PythonProcess::attach(pid) {
+            Ok(p) => Kind::Python(Box::new(p)),
+            Err(e) => {
+                log::debug!("pid {pid} ({}): not profiled as Python: {e}", raw.comm);
+                retry_soon =
+                    attempts < MAX_QUICK_RETRIES && e.is_transient() && may_have_become_python(pid);
+                Kind::Native
+            }
+        }
+    };
+    Entry {
+        start_time: proc::start_time(pid).unwrap_or(0),
+        name: if pid == 0 {
+            "idle".into()
+        } else {
+            proc::comm(pid).unwrap_or_else(|_| raw.comm.clone())
+        },
+        kind,
+        checked: Instant::now(),
+        retry_soon,
+        attempts,
+    }
+}
+
+/// Cheap test before re-attaching a known non-Python process: does it now map an interpreter?
+fn may_have_become_python(pid: u32) -> bool {
+    proc::maps(pid)
+        .map(|maps| {
+            maps.iter()
+                .any(|m| m.file_name().is_some_and(|n| n.contains("python")))
+        })
+        .unwrap_or(false)
+}

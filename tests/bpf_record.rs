@@ -1,0 +1,207 @@
+//! `record` with the BPF sampler, as root: `--all` sees every process on the host under its
+//! own `name (pid)` root, Python ones with their Python functions, including a process that
+//! starts halfway through; `--mode bpf --pid` records only that process.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// The BPF tests count on-CPU samples: run them one at a time so they do not starve each
+/// other of CPU on a small machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn require_root() -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(!in_ci(), "CI must run the BPF tests as root");
+    eprintln!("skipped: the BPF sampler needs root");
+    false
+}
+
+/// Pick up to `n` interpreters of different series (static flavour), newest first.
+fn distinct_series(n: usize) -> Vec<Interpreter> {
+    let mut out: Vec<Interpreter> = Vec::new();
+    for i in interpreters().into_iter().rev() {
+        if i.flavour == "static" && !out.iter().any(|o| o.series == i.series) {
+            out.push(i);
+        }
+    }
+    out.truncate(n);
+    out
+}
+
+#[test]
+fn record_all_shows_every_process_under_its_own_root() {
+    if !require_root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let pythons = distinct_series(4);
+    assert!(
+        pythons.len() >= 3,
+        "need three interpreter series, have {}",
+        pythons.len()
+    );
+    let (early, late) = pythons.split_at(3);
+    let running: Vec<Running> = early
+        .iter()
+        .map(|i| i.start("busy.py", &[]).unwrap())
+        .collect();
+    for r in &running {
+        r.wait_ready().unwrap();
+    }
+    // A busy process that is not Python.
+    let native = ChildGuard(
+        Command::new("dd")
+            .args(["if=/dev/zero", "of=/dev/null", "bs=1"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let dir = TempDir::new("bpf-all");
+    let out = dir.join("all.txt");
+    let out_s = out.display().to_string();
+    let mut profiler = pyspy_bpf()
+        .args(["record", "--all", "-f", "raw", "-d", "4", "-o", &out_s])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Halfway through, a new Python process starts (the 4th series, or another 3.x).
+    std::thread::sleep(Duration::from_millis(1500));
+    let late_interp = late.first().unwrap_or(&early[0]).clone();
+    let late_run = late_interp.start("busy.py", &[]).unwrap();
+    late_run.wait_ready().unwrap();
+    let status = profiler.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut profiler.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "record --all failed: {stderr}");
+    let stacks = read_raw(&out).unwrap();
+    let leaf = format!("level_b (busy.py:{})", line_of("busy.py", "busy"));
+    let mut failures = Vec::new();
+    for (r, what) in running
+        .iter()
+        .map(|r| (r, "running from the start"))
+        .chain([(&late_run, "started halfway")])
+    {
+        let root_suffix = format!(" ({})", r.pid());
+        let mine: Vec<&RawStack> = stacks
+            .iter()
+            .filter(|s| s.root().is_some_and(|root| root.ends_with(&root_suffix)))
+            .collect();
+        let with_leaf = mine
+            .iter()
+            .filter(|s| s.leaf() == Some(leaf.as_str()))
+            .map(|s| s.count)
+            .sum::<u64>();
+        let all: u64 = mine.iter().map(|s| s.count).sum();
+        // On-CPU samples depend on how busy the machine is: ask for a few, mostly in the loop.
+        if with_leaf < 3 || with_leaf * 2 < all {
+            failures.push(format!(
+                "pid {} ({what}): {with_leaf} samples end in {leaf}",
+                r.pid()
+            ));
+        }
+    }
+    let dd_root = format!("dd ({})", native.pid());
+    let dd_samples: u64 = stacks
+        .iter()
+        .filter(|s| s.root() == Some(dd_root.as_str()))
+        .map(|s| s.count)
+        .sum();
+    if dd_samples < 5 {
+        failures.push(format!("{dd_root}: only {dd_samples} samples"));
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\n{stderr}\n{}",
+        failures.join("\n"),
+        summary(&stacks)
+    );
+}
+
+#[test]
+fn record_pid_in_bpf_mode_records_only_that_process() {
+    if !require_root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let pythons = distinct_series(2);
+    let target = pythons[0].start("busy.py", &[]).unwrap();
+    target.wait_ready().unwrap();
+    // Another busy Python process running the same script must not leak into the profile.
+    let other = pythons.last().unwrap().start("busy.py", &[]).unwrap();
+    other.wait_ready().unwrap();
+    let dir = TempDir::new("bpf-pid");
+    let out = dir.join("pid.txt");
+    let out_s = out.display().to_string();
+    let pid = target.pid().to_string();
+    let outcome = pyspy(&[
+        "record", "--mode", "bpf", "-t", "-f", "raw", "-d", "2", "-o", &out_s, "--pid", &pid,
+    ])
+    .unwrap()
+    .ok()
+    .unwrap();
+    assert!(
+        outcome.stderr.contains("BPF"),
+        "not in BPF mode:\n{}",
+        outcome.describe()
+    );
+    let stacks = read_raw(&out).unwrap();
+    assert!(
+        total(&stacks) >= 5,
+        "too few samples:\n{}",
+        summary(&stacks)
+    );
+    // With -t every stack starts at a thread root whose tid is a thread of the target.
+    let tids: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| format!("({})", e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    for s in &stacks {
+        let root = s.root().unwrap_or("");
+        assert!(
+            tids.iter().any(|t| root.ends_with(t.as_str())),
+            "stack of another thread or process: {root}\n{}",
+            summary(&stacks)
+        );
+    }
+}
+
+#[test]
+fn record_command_in_bpf_mode() {
+    if !require_root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let leaf = format!("level_b (busy.py:{})", line_of("busy.py", "busy"));
+    for interp in distinct_series(6) {
+        let dir = TempDir::new("bpf-cmd");
+        let out = dir.join("cmd.txt");
+        let out_s = out.display().to_string();
+        let mut argv: Vec<String> = ["record", "--mode", "bpf", "-f", "raw", "-o", &out_s, "--"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        argv.extend(interp.argv(&scripts_dir().join("busy.py"), &["1.5"]));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let outcome = pyspy(&argv).unwrap().ok().unwrap();
+        let stacks = read_raw(&out).unwrap();
+        let at_leaf: u64 = stacks
+            .iter()
+            .filter(|s| s.leaf() == Some(leaf.as_str()))
+            .map(|s| s.count)
+            .sum();
+        let all = total(&stacks);
+        assert!(
+            at_leaf >= 5 && at_leaf * 2 >= all,
+            "{}: {at_leaf} samples in {leaf}\n{}\n{}",
+            interp.label(),
+            summary(&stacks),
+            outcome.describe()
+        );
+    }
+}
