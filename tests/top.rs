@@ -501,3 +501,36 @@ fn target_exit_ends_text_mode() {
         Ok(())
     });
 }
+
+/// `top --all` (BPF, root): every process, a PID column, and a busy Python program's hot
+/// function listed with that program's pid.
+#[test]
+fn all_processes_with_bpf() {
+    if !is_root() {
+        assert!(!in_ci(), "CI must run the BPF tests as root");
+        eprintln!("top --all: skipped, the BPF sampler needs root");
+        return;
+    }
+    let interp = interpreters()
+        .into_iter()
+        .find(|i| i.flavour == "system")
+        .or_else(|| interpreters().into_iter().next())
+        .expect("an interpreter");
+    let target = interp.start(SCRIPT, &[]).unwrap();
+    target.wait_ready().unwrap();
+    let pid = target.pid();
+    let args: Vec<String> = ["top", "--all", "--delay", "1"].map(String::from).to_vec();
+    let out = run_then_interrupt(&args, 3).unwrap();
+    assert!(
+        out.contains("pyspy-bpf top: every process, bpf sampling"),
+        "no --all header:\n{out}"
+    );
+    assert!(
+        out.contains("    PID    %Own  %Total"),
+        "no PID column:\n{out}"
+    );
+    let hot = out.lines().any(|l| {
+        l.trim_start().starts_with(&format!("{pid} ")) && l.contains("hot_function (top_busy.py:")
+    });
+    assert!(hot, "no hot_function row for pid {pid}:\n{out}");
+}

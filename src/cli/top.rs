@@ -10,8 +10,10 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::{target, TopArgs};
+use crate::bpf::PerfEventKind;
 use crate::process::pause::Paused;
 use crate::python::StackOptions;
+use crate::sampler::bpf::{self as bpf_source, BpfSourceConfig, Scope};
 use crate::sampler::{EndReason, SamplerConfig, UserspaceSampler};
 use crate::top::{self, lock, Live, Watched};
 
@@ -34,6 +36,9 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
         let stop = stop.clone();
         ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
             .context("cannot install the Ctrl-C handler")?;
+    }
+    if args.target.all {
+        return run_all(args, stop);
     }
     let target = target::resolve(&args.target)?;
     let pid = target.process.pid;
@@ -122,6 +127,71 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
             return Ok(EXIT_TARGET_GONE);
         }
     }
+    Ok(0)
+}
+
+/// `top --all`: the BPF sampler, every process, a process column.
+fn run_all(args: TopArgs, stop: Arc<AtomicBool>) -> anyhow::Result<i32> {
+    let config = BpfSourceConfig {
+        rate_hz: args.rate,
+        event: PerfEventKind::CpuClock,
+        scope: Scope::All,
+        python_only: false,
+        gil_only: args.gil,
+        include_idle: args.idle,
+        kernel_stacks: true,
+    };
+    let bpf = bpf_source::start(&config)?;
+    let watched = Watched {
+        mode: "bpf",
+        pid: 0,
+        version: String::new(),
+        rate_hz: args.rate,
+        subprocesses: true,
+    };
+    let shared = Live::shared(true);
+    let sampler = {
+        let shared = shared.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("sampler".into())
+            .spawn(move || {
+                let failed = FailureFlag(shared.clone());
+                let result = bpf_source::run(
+                    bpf,
+                    &config,
+                    None,
+                    &stop,
+                    || true,
+                    |stack, _name| lock(&shared).add(std::slice::from_ref(stack)),
+                    |s| {
+                        lock(&shared)
+                            .set_counters(s.python_errors, s.lost.iter().map(|(_, n)| n).sum())
+                    },
+                );
+                if let Err(e) = result {
+                    log::warn!("BPF sampling ended: {e}");
+                }
+                lock(&shared).finish_with(EndReason::Interrupted);
+                drop(failed);
+            })
+            .context("cannot start the sampling thread")?
+    };
+    let delay = Duration::from_secs_f64(args.delay);
+    let shown = if std::io::stdout().is_terminal() {
+        top::ui::run(&shared, &watched, delay, &stop, false)
+    } else {
+        top::text::run(
+            &shared,
+            &watched,
+            delay,
+            &stop,
+            &mut std::io::stdout().lock(),
+        )
+    };
+    stop.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    shown?;
     Ok(0)
 }
 

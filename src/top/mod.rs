@@ -17,8 +17,9 @@ pub use stats::{Row, SortKey, TopStats, View};
 /// What is being watched; fixed for the whole run.
 #[derive(Debug, Clone)]
 pub struct Watched {
-    /// `userspace` (later: `bpf`).
+    /// `userspace` or `bpf`.
     pub mode: &'static str,
+    /// The watched process; 0 with `--all` (every process).
     pub pid: u32,
     pub version: String,
     pub rate_hz: u32,
@@ -75,16 +76,26 @@ impl Live {
         }
     }
 
-    /// The sampler's running totals.
+    /// The user-space sampler's running totals.
     pub fn update_counters(&mut self, summary: &RunSummary) {
-        self.errors = summary.errors;
-        self.late = summary.late;
+        self.set_counters(summary.errors, summary.late);
+    }
+
+    /// Running totals of errors and of samples lost (BPF) or late ticks (user space).
+    pub fn set_counters(&mut self, errors: u64, lost_or_late: u64) {
+        self.errors = errors;
+        self.late = lost_or_late;
     }
 
     /// Sampling is over.
     pub fn finish(&mut self, summary: &RunSummary) {
         self.update_counters(summary);
         self.ended = Some(summary.ended);
+    }
+
+    /// Sampling is over, for a sampler without a `RunSummary` (BPF).
+    pub fn finish_with(&mut self, ended: EndReason) {
+        self.ended = Some(ended);
     }
 
     /// End the current refresh interval. After sampling ended, the last full interval stays
@@ -151,6 +162,12 @@ impl Header {
     /// `pyspy-bpf top: pid 12 (Python 3.11.2), userspace sampling at 100 Hz`.
     pub fn title(&self) -> String {
         let w = &self.watched;
+        if w.pid == 0 {
+            return format!(
+                "pyspy-bpf top: every process, {} sampling at {} Hz per CPU",
+                w.mode, w.rate_hz
+            );
+        }
         format!(
             "pyspy-bpf top: pid {} (Python {}), {} sampling at {} Hz",
             w.pid, w.version, w.mode, w.rate_hz
@@ -175,8 +192,13 @@ impl Header {
             Some(r) => format!("{r:.0}/s"),
             None => "-/s".to_string(),
         };
+        let late = if self.watched.mode == "bpf" {
+            "lost"
+        } else {
+            "late"
+        };
         format!(
-            "samples: {rate}, {} total; threads: {}; processes: {}; errors: {}; late: {}",
+            "samples: {rate}, {} total; threads: {}; processes: {}; errors: {}; {late}: {}",
             self.total_samples, self.threads, self.processes, self.errors, self.late
         )
     }
