@@ -95,18 +95,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
             .context("cannot start the sampling thread")?
     };
 
-    let delay = Duration::from_secs_f64(args.delay);
-    let shown = if std::io::stdout().is_terminal() {
-        top::ui::run(&shared, &watched, delay, &stop, child.is_some())
-    } else {
-        top::text::run(
-            &shared,
-            &watched,
-            delay,
-            &stop,
-            &mut std::io::stdout().lock(),
-        )
-    };
+    let shown = show(&shared, &watched, args.delay, &stop, child.is_some());
     // Read before stopping: killing a program we started must not count as it exiting.
     let ended = lock(&shared).ended;
     stop.store(true, Ordering::Relaxed);
@@ -177,22 +166,27 @@ fn run_all(args: TopArgs, stop: Arc<AtomicBool>) -> anyhow::Result<i32> {
             })
             .context("cannot start the sampling thread")?
     };
-    let delay = Duration::from_secs_f64(args.delay);
-    let shown = if std::io::stdout().is_terminal() {
-        top::ui::run(&shared, &watched, delay, &stop, false)
-    } else {
-        top::text::run(
-            &shared,
-            &watched,
-            delay,
-            &stop,
-            &mut std::io::stdout().lock(),
-        )
-    };
+    let shown = show(&shared, &watched, args.delay, &stop, false);
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     shown?;
     Ok(0)
+}
+
+/// Full screen on a terminal, else plain-text snapshots, until quit or the sampling ends.
+fn show(
+    shared: &top::Shared,
+    watched: &Watched,
+    delay: f64,
+    stop: &AtomicBool,
+    started_child: bool,
+) -> anyhow::Result<()> {
+    let delay = Duration::from_secs_f64(delay);
+    if std::io::stdout().is_terminal() {
+        top::ui::run(shared, watched, delay, stop, started_child)
+    } else {
+        top::text::run(shared, watched, delay, stop, &mut std::io::stdout().lock())
+    }
 }
 
 /// Marks the shared state failed when dropped by a panic of the sampling thread.

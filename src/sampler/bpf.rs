@@ -162,15 +162,7 @@ pub fn run(
             last_status = Instant::now();
             summary.elapsed = start.elapsed();
             summary.processes = table.len();
-            summary.lost = sampler
-                .counters()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|(_, n)| *n > 0)
-                .collect();
-            if summary.stale > 0 {
-                summary.lost.push(("stale_python", summary.stale));
-            }
+            summary.lost = losses(sampler.counters().unwrap_or_default(), summary.stale);
             on_status(&summary);
         }
     }
@@ -190,11 +182,17 @@ pub fn run(
         );
     }
     summary.processes = table.len();
-    summary.lost = counters.into_iter().filter(|(_, n)| *n > 0).collect();
-    if summary.stale > 0 {
-        summary.lost.push(("stale_python", summary.stale));
-    }
+    summary.lost = losses(counters, summary.stale);
     Ok(summary)
+}
+
+/// The non-zero BPF counters plus our own count of stale Python samples.
+fn losses(counters: Vec<(&'static str, u64)>, stale: u64) -> Vec<(&'static str, u64)> {
+    let mut lost: Vec<_> = counters.into_iter().filter(|(_, n)| *n > 0).collect();
+    if stale > 0 {
+        lost.push(("stale_python", stale));
+    }
+    lost
 }
 
 /// One sample: filtered by the process tree (`Scope::Tree`), turned into a stack, counted.
