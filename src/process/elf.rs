@@ -36,7 +36,9 @@ pub struct ElfImage {
 impl ElfImage {
     /// Parse `path` and keep the addresses of the symbols named in `wanted` (from `.dynsym`
     /// and, when the binary is not stripped, `.symtab`).
-    pub fn load(path: &Path, wanted: &[&str]) -> Result<ElfImage, ElfError> {
+    /// `scan_versions_if` decides, from the symbols found, whether the file is worth a pass
+    /// looking for version literals (`find_version_patch`).
+    pub fn load(path: &Path, wanted: &[&str], scan_versions_if: fn(&HashMap<String, (u64, u64)>) -> bool) -> Result<ElfImage, ElfError> {
         let bytes = std::fs::read(path).map_err(|source| ElfError::Io {
             path: path.into(),
             source,
@@ -68,7 +70,7 @@ impl ElfImage {
             .map(|ph| (ph.p_offset, ph.p_vaddr))
             .collect();
         drop(elf);
-        let versions = scan_versions(&bytes);
+        let versions = if scan_versions_if(&symbols) { scan_versions(&bytes) } else { Vec::new() };
         Ok(ElfImage {
             path: path.into(),
             symbols,
@@ -79,11 +81,12 @@ impl ElfImage {
 
     /// `load`, cached by the file's identity (device, inode, size, modification time): every
     /// process of one interpreter shares its binary, and host-wide profiling attaches to many.
-    /// The cache does not key on `wanted`: every caller must ask for the same symbols.
+    /// The cache does not key on the arguments: every caller must pass the same ones.
     pub fn load_cached(
         path: &Path,
         wanted: &'static [&'static str],
-    ) -> Result<Arc<ElfImage>, ElfError> {
+        scan_versions_if: fn(&HashMap<String, (u64, u64)>) -> bool,
+) -> Result<Arc<ElfImage>, ElfError> {
         use std::os::unix::fs::MetadataExt;
         static CACHE: Mutex<Option<HashMap<(u64, u64, u64, i64), Arc<ElfImage>>>> =
             Mutex::new(None);
@@ -99,7 +102,7 @@ impl ElfImage {
         {
             return Ok(image);
         }
-        let image = Arc::new(ElfImage::load(path, wanted)?);
+        let image = Arc::new(ElfImage::load(path, wanted, scan_versions_if)?);
         if let Ok(mut cache) = CACHE.lock() {
             let map = cache.get_or_insert_with(HashMap::new);
             // Bounded: binaries are few; forget them all if a host has very many.
@@ -185,7 +188,7 @@ mod tests {
     #[test]
     fn finds_symbols_and_bias_of_own_binary() {
         let exe = std::env::current_exe().unwrap();
-        let img = ElfImage::load(&exe, &["main"]).unwrap();
+        let img = ElfImage::load(&exe, &["main"], |_| false).unwrap();
         assert!(!img.load_segments.is_empty());
         let maps = crate::process::proc::maps(std::process::id()).unwrap();
         let own: Vec<&MapRange> = maps

@@ -114,7 +114,7 @@ pub fn locate(pid: u32) -> Result<Interpreter, AttachError> {
 
     for binary in candidate_binaries(&maps, &exe) {
         let local = proc::path_in_root(pid, &binary);
-        let image = match ElfImage::load_cached(&local, SYMBOLS) {
+        let image = match ElfImage::load_cached(&local, SYMBOLS, needs_version_scan) {
             Ok(image) => image,
             Err(e) => {
                 log::debug!("pid {pid}: skipping {}: {e}", binary.display());
@@ -205,6 +205,15 @@ pub fn locate(pid: u32) -> Result<Interpreter, AttachError> {
         pid,
         exe: exe.display().to_string(),
     })
+}
+
+/// The `PY_VERSION` literal is only needed for interpreters without `Py_Version` (< 3.11);
+/// scanning every binary of a host for it would cost a pass over each file.
+fn needs_version_scan(symbols: &std::collections::HashMap<String, (u64, u64)>) -> bool {
+    !symbols.contains_key("Py_Version")
+        && ["_PyRuntime", "_PyThreadState_Current", "interp_head", "PyInterpreterState_Head"]
+            .iter()
+            .any(|s| symbols.contains_key(*s))
 }
 
 /// `libpython*.so` first (in a shared build the executable is only a launcher), then the

@@ -45,8 +45,8 @@ pub struct BpfSourceConfig {
 pub struct BpfSummary {
     pub samples: u64,
     pub python_samples: u64,
-    /// Samples of Python processes handled too late to read their Python stack truthfully
-    /// (the consumer fell behind); they are dropped, not given another instant's frames.
+    /// Samples of Python (or not yet known) processes handled too late to read their Python
+    /// stack truthfully (the consumer fell behind); dropped, not given another instant's frames.
     pub stale: u64,
     /// Samples of Python processes whose Python stack could not be read.
     pub python_errors: u64,
@@ -222,6 +222,13 @@ fn to_stack<'t>(
     symbols: &mut NativeSymbolizer,
     summary: &mut BpfSummary,
 ) -> Option<(StackTrace, &'t str)> {
+    let stale = monotonic_ns().saturating_sub(raw.ktime_ns) > MAX_PYTHON_AGE_NS;
+    if stale && !table.contains_key(&raw.pid) {
+        // Attaching to a new process is the slow path; behind already, it would only put us
+        // further behind for a sample whose Python stack could no longer be read truthfully.
+        summary.stale += 1;
+        return None;
+    }
     let entry = entry_for(table, symbols, raw);
     let mut stack = StackTrace {
         pid: raw.pid,
@@ -234,7 +241,7 @@ fn to_stack<'t>(
     };
     if let Kind::Python(process) = &mut entry.kind {
         summary.python_samples += 1;
-        if monotonic_ns().saturating_sub(raw.ktime_ns) > MAX_PYTHON_AGE_NS {
+        if stale {
             summary.stale += 1;
             return None;
         }
