@@ -67,6 +67,9 @@ pub enum Reason {
     ReadFailed,
     /// The bytes read do not look like the expected object.
     BadObject,
+    /// `--native`: the eval-loop frames of the native stack and the Python stack's eval-loop
+    /// calls did not pair up one to one.
+    NativeMismatch,
 }
 
 impl Reason {
@@ -76,6 +79,7 @@ impl Reason {
             Reason::Cycle => "cycle",
             Reason::ReadFailed => "read failed",
             Reason::BadObject => "bad object",
+            Reason::NativeMismatch => "native/python mismatch",
         }
     }
 }

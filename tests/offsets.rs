@@ -17,8 +17,8 @@ use pyspy_bpf::model::PyVersion;
 use pyspy_bpf::python::debug_offsets::{
     apply_debug_offsets, layout_offset, layout_size, parse_debug_offsets, DEBUG_OFFSETS_READ_LEN,
 };
-use pyspy_bpf::python::objects;
 use pyspy_bpf::python::offsets::offsets_for;
+use pyspy_bpf::python::{locals, objects};
 
 fn in_ci() -> bool {
     std::env::var_os("CI").is_some()
@@ -249,6 +249,36 @@ fn table_matches_the_real_headers() {
                 objects::LONG_SIGN_MASK,
                 since((3, 12)),
             ),
+            (
+                "check_tpflags_list_subclass",
+                objects::TPFLAGS_LIST_SUBCLASS,
+                true,
+            ),
+            (
+                "check_tpflags_tuple_subclass",
+                objects::TPFLAGS_TUPLE_SUBCLASS,
+                true,
+            ),
+            (
+                "check_co_fast_local",
+                u64::from(locals::CO_FAST_LOCAL),
+                since((3, 11)),
+            ),
+            (
+                "check_co_fast_cell",
+                u64::from(locals::CO_FAST_CELL),
+                since((3, 11)),
+            ),
+            (
+                "check_co_fast_free",
+                u64::from(locals::CO_FAST_FREE),
+                since((3, 11)),
+            ),
+            (
+                "check_co_fast_hidden",
+                u64::from(locals::CO_FAST_HIDDEN),
+                since((3, 13)),
+            ),
         ] {
             match probed.get(check).map(|v| number(v)) {
                 Some(got) if got != want => problems.push(format!(
@@ -257,6 +287,20 @@ fn table_matches_the_real_headers() {
                 None if required => problems.push(format!("{label}: probe does not print {check}")),
                 _ => {}
             }
+        }
+
+        // Locals in 3.14+ are `_PyStackRef`s: masking the tag bits must turn their null into 0.
+        if let Some(null) = probed.get("check_stackref_null_bits").map(|v| number(v)) {
+            if null & !row.executable_tag_mask != 0 {
+                problems.push(format!(
+                    "{label}: PyStackRef_NULL is {null:#x}, not null once masked with {:#x}",
+                    row.executable_tag_mask
+                ));
+            }
+        } else if since((3, 14)) {
+            problems.push(format!(
+                "{label}: probe does not print check_stackref_null_bits"
+            ));
         }
 
         // The `_Py_DebugOffsets` layout we parse with, against the header's struct.

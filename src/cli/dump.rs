@@ -1,4 +1,5 @@
-//! `pyspy-bpf dump`: print every thread's current stack, as text or JSON.
+//! `pyspy-bpf dump`: print every thread's current stack, as text or JSON, optionally with
+//! each frame's local variables (`--locals`).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -6,10 +7,15 @@ use std::io::Write as _;
 use serde::Serialize;
 
 use super::DumpArgs;
-use crate::model::{Frame, StackTrace};
+use crate::model::Frame;
+use crate::native::NativeReader;
 use crate::process::pause::Paused;
 use crate::process::proc;
+use crate::python::locals::Local;
+use crate::python::repr::ReprLimits;
+use crate::python::state::{FrameLocals, StackWithLocals};
 use crate::python::{PythonProcess, StackOptions};
+use crate::sampler::userspace::read_native;
 
 #[derive(Serialize)]
 struct ProcessDump {
@@ -28,7 +34,13 @@ struct ThreadDump {
     active: bool,
     owns_gil: bool,
     #[serde(serialize_with = "frames_json")]
-    frames: Vec<Frame>,
+    frames: Vec<DumpFrame>,
+}
+
+/// A frame, and its locals when `--locals` was given.
+struct DumpFrame {
+    frame: Frame,
+    locals: Option<FrameLocals>,
 }
 
 pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
@@ -51,18 +63,51 @@ pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
             include_idle: true,
             gil_only: false,
         };
-        let stacks = if args.blocking {
-            // Read which threads are on a CPU first: once paused, every thread is stopped.
-            let running: Vec<u32> = proc::threads(pid)?
-                .into_iter()
-                .filter(|&t| proc::thread_is_running(pid, t))
-                .collect();
-            let _paused = Paused::pause(pid)?;
-            process.stacks_with_activity(all, |tid| running.contains(&tid))?
+        // With --blocking, read which threads are on a CPU first: once paused, every thread
+        // is stopped.
+        let running: Option<Vec<u32>> = if args.blocking && !args.native {
+            Some(
+                proc::threads(pid)?
+                    .into_iter()
+                    .filter(|&t| proc::thread_is_running(pid, t))
+                    .collect(),
+            )
         } else {
-            process.stacks(all)?
+            None
         };
-        dumps.push(to_dump(&process, &stacks));
+        let _paused = match running {
+            Some(_) => Some(Paused::pause(pid)?),
+            None => None,
+        };
+        let is_running = |tid| match &running {
+            Some(running) => running.contains(&tid),
+            None => proc::thread_is_running(pid, tid),
+        };
+        let stacks = if args.native {
+            // Fail now if we may not pause the target; `read_native` pauses it itself (not
+            // with --blocking above: a thread can be seized only once).
+            drop(Paused::pause(pid)?);
+            read_native(&mut process, all, &mut NativeReader::default())?
+                .into_iter()
+                .map(|trace| StackWithLocals {
+                    trace,
+                    locals: Vec::new(),
+                })
+                .collect()
+        } else if args.locals > 0 {
+            let limits = ReprLimits::for_detail(args.locals);
+            process.stacks_with_locals(all, is_running, limits)?
+        } else {
+            process
+                .stacks_with_activity(all, is_running)?
+                .into_iter()
+                .map(|trace| StackWithLocals {
+                    trace,
+                    locals: Vec::new(),
+                })
+                .collect()
+        };
+        dumps.push(to_dump(&process, stacks, args.locals > 0));
     }
     let text = if args.json {
         let value = if args.subprocesses {
@@ -86,28 +131,55 @@ pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn to_dump(process: &PythonProcess, stacks: &[StackTrace]) -> ProcessDump {
+fn to_dump(process: &PythonProcess, stacks: Vec<StackWithLocals>, locals: bool) -> ProcessDump {
     ProcessDump {
         pid: process.pid,
         version: process.version().to_string(),
         executable: process.executable.display().to_string(),
         cmdline: process.cmdline.clone(),
         threads: stacks
-            .iter()
-            .map(|s| ThreadDump {
-                tid: s.tid,
-                ident: s.thread_ident,
-                name: s.thread_name.clone(),
-                active: s.active,
-                owns_gil: s.owns_gil,
-                frames: s.frames.clone(),
+            .into_iter()
+            .map(|s| {
+                let mut frame_locals = s.locals.into_iter();
+                let frames = s
+                    .trace
+                    .frames
+                    .into_iter()
+                    .map(|frame| DumpFrame {
+                        // Locals line up with the Python frames the walk read, leaf first.
+                        locals: if locals { frame_locals.next() } else { None },
+                        frame,
+                    })
+                    .collect();
+                ThreadDump {
+                    tid: s.trace.tid,
+                    ident: s.trace.thread_ident,
+                    name: s.trace.thread_name,
+                    active: s.trace.active,
+                    owns_gil: s.trace.owns_gil,
+                    frames,
+                }
             })
             .collect(),
     }
 }
 
-fn frames_json<S: serde::Serializer>(frames: &[Frame], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(frames.iter().map(frame_json))
+fn frames_json<S: serde::Serializer>(frames: &[DumpFrame], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(frames.iter().map(|f| {
+        let mut value = frame_json(&f.frame);
+        if let (Some(locals), serde_json::Value::Object(map)) = (&f.locals, &mut value) {
+            match locals {
+                Ok(locals) => {
+                    map.insert("locals".into(), serde_json::json!(locals));
+                }
+                Err(e) => {
+                    map.insert("locals".into(), serde_json::json!([]));
+                    map.insert("locals_error".into(), serde_json::json!(e));
+                }
+            }
+        }
+        value
+    }))
 }
 
 fn frame_json(frame: &Frame) -> serde_json::Value {
@@ -142,7 +214,7 @@ fn render_text(d: &ProcessDump) -> String {
             "\nThread {tid} ({state}) \"{}\"",
             t.name.as_deref().unwrap_or("?")
         );
-        for f in &t.frames {
+        for DumpFrame { frame: f, locals } in &t.frames {
             let _ = match f {
                 Frame::Python(f) => writeln!(out, "    {} ({}:{})", f.function, f.filename, f.line),
                 Frame::Native(f) if f.module.is_empty() => writeln!(out, "    {} (native)", f.name),
@@ -151,7 +223,20 @@ fn render_text(d: &ProcessDump) -> String {
                 Frame::Truncated(r) => writeln!(out, "    <truncated: {}>", r.as_str()),
                 Frame::Unknown(r) => writeln!(out, "    <unknown frame: {}>", r.as_str()),
             };
+            match locals {
+                Some(Ok(locals)) => render_locals(&mut out, locals),
+                Some(Err(e)) => {
+                    let _ = writeln!(out, "        <locals unavailable: {e}>");
+                }
+                None => {}
+            }
         }
     }
     out
+}
+
+fn render_locals(out: &mut String, locals: &[Local]) {
+    for l in locals {
+        let _ = writeln!(out, "        {} = {}", l.name, l.repr);
+    }
 }

@@ -99,6 +99,10 @@ pub struct RecordArgs {
     /// Drop samples of processes that are not Python (BPF mode).
     #[arg(long)]
     pub python_only: bool,
+    /// Mixed native + Python stacks: C extensions, libc and the interpreter's own C frames in
+    /// their true place (unwound with .eh_frame; user-space sampler; pauses the target).
+    #[arg(long)]
+    pub native: bool,
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +119,13 @@ pub struct DumpArgs {
     /// Also dump the target's child processes.
     #[arg(short, long)]
     pub subprocesses: bool,
+    /// Show each frame's local variables (`-ll`: longer strings and ints, and the first items
+    /// of small containers).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub locals: u8,
+    /// Mixed native + Python stacks (unwound with .eh_frame; pauses the target).
+    #[arg(long, conflicts_with = "locals")]
+    pub native: bool,
 }
 
 #[derive(Debug, Args)]

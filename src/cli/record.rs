@@ -17,6 +17,7 @@ use super::target::{self, child_alive, finish_child, Target};
 use super::RecordArgs;
 use crate::bpf::BpfSampler;
 use crate::frames::{profile_frames, FrameOptions};
+use crate::native::NativeReader;
 use crate::output;
 use crate::process::pause::Paused;
 use crate::process::proc;
@@ -57,7 +58,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         include_idle: args.idle,
         kernel_stacks: true,
     };
-    let userspace_only = if args.blocking {
+    let userspace_only = if args.native {
+        Some("--native")
+    } else if args.blocking {
         Some("--blocking")
     } else if args.idle && !args.target.all {
         Some("--idle (threads that are not on a CPU)")
@@ -96,7 +99,7 @@ fn record_userspace(
     output_path: &Path,
 ) -> anyhow::Result<i32> {
     let pid = process.pid;
-    if args.blocking {
+    if args.blocking || args.native {
         // Find out now, not at the first sample, whether we may pause the target.
         drop(Paused::pause(pid)?);
     }
@@ -113,7 +116,9 @@ fn record_userspace(
         "pyspy-bpf: sampling process {pid} (Python {}) at {} Hz in user space{}; Ctrl-C to stop",
         process.version(),
         args.rate,
-        if args.blocking {
+        if args.native {
+            ", pausing it for each sample to unwind native stacks"
+        } else if args.blocking {
             ", pausing it for each sample"
         } else {
             ""
@@ -125,6 +130,9 @@ fn record_userspace(
     let live = std::io::stderr().is_terminal();
     let title = process.cmdline.join(" ");
     let mut sampler = UserspaceSampler::new(config, process);
+    if args.native {
+        sampler = sampler.with_native(NativeReader::default());
+    }
     let summary = sampler.run(
         args.duration.map(Duration::from_secs_f64),
         stop,
@@ -150,6 +158,12 @@ fn record_userspace(
     );
     if live {
         eprintln!();
+    }
+    if let Some(n) = sampler.native_stats() {
+        eprintln!(
+            "pyspy-bpf: native: {} stacks unwound, {} truncated, {} native/python mismatches, {} without registers",
+            n.stacks, n.truncated, n.mismatched, n.no_registers
+        );
     }
     let meta = ProfileMeta {
         title: format!("pyspy-bpf {title}"),

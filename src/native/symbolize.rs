@@ -7,6 +7,7 @@
 //! the bare address outside any file): they never vanish.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use blazesym::symbolize::source::{Elf, Kernel, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 
 use crate::model::{Addr, NativeFrame};
+use crate::process::elf::ElfImage;
 use crate::process::maps::MapRange;
 use crate::process::proc;
 
@@ -174,6 +176,30 @@ impl NativeSymbolizer {
     }
 }
 
+/// The address ranges, in `pid`, of the functions named in `names` of the ELF file `binary`
+/// (a path as the target sees it), from its symbol tables (`.symtab` when not stripped, which
+/// also has the `.cold` parts). Asked once per process, so the eval loop is recognised by
+/// address range instead of by name in every frame.
+pub fn function_ranges(pid: u32, binary: &std::path::Path, names: &[&str]) -> Vec<Range<Addr>> {
+    let Ok(image) = ElfImage::load(&proc::path_in_root(pid, binary), names, |_| false) else {
+        return Vec::new();
+    };
+    let maps = proc::maps(pid).unwrap_or_default();
+    let mappings: Vec<&MapRange> = maps
+        .iter()
+        .filter(|m| m.pathname.as_deref() == Some(binary))
+        .collect();
+    let Some(bias) = image.load_bias(&mappings) else {
+        return Vec::new();
+    };
+    image
+        .symbols
+        .values()
+        .filter(|&&(_, size)| size > 0)
+        .map(|&(addr, size)| bias.wrapping_add(addr)..bias.wrapping_add(addr + size))
+        .collect()
+}
+
 fn find(maps: &[MapRange], addr: Addr) -> Option<(ModuleKey, u64, u64)> {
     let m = maps.iter().find(|m| m.contains(addr))?;
     let path = m.pathname.clone()?;
@@ -200,7 +226,7 @@ mod tests {
     #[test]
     fn resolves_own_function_and_reports_unknown_addresses() {
         let mut s = NativeSymbolizer::new();
-        let addr = a_function_with_a_symbol as usize as u64;
+        let addr = a_function_with_a_symbol as fn() -> u64 as usize as u64;
         assert_eq!(a_function_with_a_symbol(), 42);
         let frames = s.user_frames(std::process::id(), &[addr, 0x10]);
         assert!(
@@ -212,5 +238,34 @@ mod tests {
         assert_eq!(frames[1].name, "0x10");
         // Cached: the same answer again.
         assert_eq!(s.user_frames(std::process::id(), &[addr])[0], frames[0]);
+    }
+
+    #[test]
+    fn function_ranges_cover_the_function() {
+        let exe = std::env::current_exe().unwrap();
+        let addr = a_function_with_a_symbol as fn() -> u64 as usize as u64;
+        let sym = s_name_of(addr);
+        let ranges = function_ranges(std::process::id(), &exe, &[sym.as_str()]);
+        assert!(ranges.iter().any(|r| r.contains(&addr)), "{ranges:?} {sym}");
+    }
+
+    /// The mangled symbol of `addr` in the test binary.
+    fn s_name_of(addr: u64) -> String {
+        let exe = std::env::current_exe().unwrap();
+        let bytes = std::fs::read(&exe).unwrap();
+        let elf = goblin::elf::Elf::parse(&bytes).unwrap();
+        let maps = proc::maps(std::process::id()).unwrap();
+        let own: Vec<&MapRange> = maps
+            .iter()
+            .filter(|m| m.pathname.as_deref() == Some(exe.as_path()))
+            .collect();
+        let img = ElfImage::load(&exe, &[], |_| false).unwrap();
+        let bias = img.load_bias(&own).unwrap();
+        elf.syms
+            .iter()
+            .find(|s| s.st_value + bias <= addr && addr < s.st_value + bias + s.st_size.max(1))
+            .and_then(|s| elf.strtab.get_at(s.st_name))
+            .unwrap()
+            .to_string()
     }
 }

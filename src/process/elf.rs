@@ -38,7 +38,11 @@ impl ElfImage {
     /// and, when the binary is not stripped, `.symtab`).
     /// `scan_versions_if` decides, from the symbols found, whether the file is worth a pass
     /// looking for version literals (`find_version_patch`).
-    pub fn load(path: &Path, wanted: &[&str], scan_versions_if: fn(&HashMap<String, (u64, u64)>) -> bool) -> Result<ElfImage, ElfError> {
+    pub fn load(
+        path: &Path,
+        wanted: &[&str],
+        scan_versions_if: fn(&HashMap<String, (u64, u64)>) -> bool,
+    ) -> Result<ElfImage, ElfError> {
         let bytes = std::fs::read(path).map_err(|source| ElfError::Io {
             path: path.into(),
             source,
@@ -70,7 +74,11 @@ impl ElfImage {
             .map(|ph| (ph.p_offset, ph.p_vaddr))
             .collect();
         drop(elf);
-        let versions = if scan_versions_if(&symbols) { scan_versions(&bytes) } else { Vec::new() };
+        let versions = if scan_versions_if(&symbols) {
+            scan_versions(&bytes)
+        } else {
+            Vec::new()
+        };
         Ok(ElfImage {
             path: path.into(),
             symbols,
@@ -86,7 +94,7 @@ impl ElfImage {
         path: &Path,
         wanted: &'static [&'static str],
         scan_versions_if: fn(&HashMap<String, (u64, u64)>) -> bool,
-) -> Result<Arc<ElfImage>, ElfError> {
+    ) -> Result<Arc<ElfImage>, ElfError> {
         use std::os::unix::fs::MetadataExt;
         static CACHE: Mutex<Option<HashMap<(u64, u64, u64, i64), Arc<ElfImage>>>> =
             Mutex::new(None);

@@ -7,5 +7,6 @@ pub mod maps;
 pub mod memory;
 pub mod pause;
 pub mod proc;
+pub mod regs;
 
 pub use memory::{MemoryError, ProcessMemory, RemoteMemory};

@@ -211,9 +211,14 @@ pub fn locate(pid: u32) -> Result<Interpreter, AttachError> {
 /// scanning every binary of a host for it would cost a pass over each file.
 fn needs_version_scan(symbols: &std::collections::HashMap<String, (u64, u64)>) -> bool {
     !symbols.contains_key("Py_Version")
-        && ["_PyRuntime", "_PyThreadState_Current", "interp_head", "PyInterpreterState_Head"]
-            .iter()
-            .any(|s| symbols.contains_key(*s))
+        && [
+            "_PyRuntime",
+            "_PyThreadState_Current",
+            "interp_head",
+            "PyInterpreterState_Head",
+        ]
+        .iter()
+        .any(|s| symbols.contains_key(*s))
 }
 
 /// `libpython*.so` first (in a shared build the executable is only a launcher), then the

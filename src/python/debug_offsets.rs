@@ -323,6 +323,18 @@ pub struct DebugOffsets {
     pub long_lv_tag: u64,
     /// `offsetof(PyLongObject, long_value.ob_digit)`
     pub long_ob_digit: u64,
+    /// `offsetof(_PyInterpreterFrame, localsplus)`
+    pub frame_localsplus: u64,
+    pub code_localsplusnames: u64,
+    pub code_localspluskinds: u64,
+    /// `offsetof(PyTupleObject, ob_item)`
+    pub tuple_ob_item: u64,
+    /// `offsetof(PyTupleObject, ob_base.ob_size)`
+    pub tuple_ob_size: u64,
+    /// `offsetof(PyListObject, ob_item)`
+    pub list_ob_item: u64,
+    /// `offsetof(PyFloatObject, ob_fval)`
+    pub float_ob_fval: u64,
 }
 
 fn u64_at(bytes: &[u8], offset: usize) -> Option<u64> {
@@ -441,6 +453,13 @@ pub fn parse_debug_offsets(
         dict_ma_values: get("dict_object", "ma_values")?,
         long_lv_tag: get("long_object", "lv_tag")?,
         long_ob_digit: get("long_object", "ob_digit")?,
+        frame_localsplus: get("interpreter_frame", "localsplus")?,
+        code_localsplusnames: get("code_object", "localsplusnames")?,
+        code_localspluskinds: get("code_object", "localspluskinds")?,
+        tuple_ob_item: get("tuple_object", "ob_item")?,
+        tuple_ob_size: get("tuple_object", "ob_size")?,
+        list_ob_item: get("list_object", "ob_item")?,
+        float_ob_fval: get("float_object", "ob_fval")?,
     };
     // A few values that are the same in every default build: if they are not, the layout
     // we read with is not the one the target was built with.
@@ -543,6 +562,13 @@ pub fn apply_debug_offsets(
     set_opt!(dict_values, Some(debug.dict_ma_values));
     set_opt!(long_tag, Some(debug.long_lv_tag));
     set!(long_digits, debug.long_ob_digit);
+    set_opt!(iframe_localsplus, Some(debug.frame_localsplus));
+    set_opt!(code_localsplusnames, Some(debug.code_localsplusnames));
+    set_opt!(code_localspluskinds, Some(debug.code_localspluskinds));
+    set!(tuple_items, debug.tuple_ob_item);
+    set!(var_size, debug.tuple_ob_size);
+    set!(list_items, debug.list_ob_item);
+    set!(float_value, debug.float_ob_fval);
     changed
 }
 
@@ -615,6 +641,13 @@ mod tests {
             ("dict_object", "ma_values") => row.dict_values.unwrap(),
             ("long_object", "lv_tag") => row.long_tag.unwrap(),
             ("long_object", "ob_digit") => row.long_digits,
+            ("interpreter_frame", "localsplus") => row.iframe_localsplus.unwrap(),
+            ("code_object", "localsplusnames") => row.code_localsplusnames.unwrap(),
+            ("code_object", "localspluskinds") => row.code_localspluskinds.unwrap(),
+            ("tuple_object", "ob_item") => row.tuple_items,
+            ("tuple_object", "ob_size") => row.var_size,
+            ("list_object", "ob_item") => row.list_items,
+            ("float_object", "ob_fval") => row.float_value,
             _ => 0xdead,
         }
     }

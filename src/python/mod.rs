@@ -1,14 +1,17 @@
 //! All CPython knowledge: finding the interpreter in a process and its version (`attach`),
 //! the offsets table (`offsets`, `debug_offsets`), thread states (`threads`), frame chains
 //! (`walk`), code objects and line numbers (`code`, `linetable`), strings (`strings`),
-//! dicts, ints and attributes (`objects`), `threading`'s thread names (`thread_names`).
+//! dicts, ints and attributes (`objects`), `threading`'s thread names (`thread_names`),
+//! bounded reprs (`repr`) and frame locals (`locals`) for `dump --locals`.
 
 pub mod attach;
 pub mod code;
 pub mod debug_offsets;
 pub mod linetable;
+pub mod locals;
 pub mod objects;
 pub mod offsets;
+pub mod repr;
 pub mod state;
 pub mod strings;
 pub mod thread_names;

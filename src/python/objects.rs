@@ -1,6 +1,7 @@
 //! Generic, bounded readers for CPython objects in the target: type flags, `dict` (every
-//! layout from 2.7's open addressing to 3.13+'s inline values), `int`, `str` comparison, and
-//! the attributes of modules and instances. Thread names use them; `dump --locals` will.
+//! layout from 2.7's open addressing to 3.13+'s inline values), `int` of any size, `str`
+//! comparison, tuples and lists, and the attributes of modules and instances. Thread names and
+//! `dump --locals` (through repr.rs) use them.
 //!
 //! Everything read is untrusted: types are checked through `tp_flags`, sizes are capped,
 //! arithmetic is checked, and a malformed object is an `ObjectError`, never a panic. The
@@ -17,6 +18,10 @@ use crate::process::memory::{MemoryError, RemoteMemory, MAX_STRING_BYTES};
 pub const TPFLAGS_INT_SUBCLASS: u64 = 1 << 23;
 /// `Py_TPFLAGS_LONG_SUBCLASS` (3.x `int`, 2.7 `long`)
 pub const TPFLAGS_LONG_SUBCLASS: u64 = 1 << 24;
+/// `Py_TPFLAGS_LIST_SUBCLASS`
+pub const TPFLAGS_LIST_SUBCLASS: u64 = 1 << 25;
+/// `Py_TPFLAGS_TUPLE_SUBCLASS`
+pub const TPFLAGS_TUPLE_SUBCLASS: u64 = 1 << 26;
 /// `Py_TPFLAGS_BYTES_SUBCLASS` (3.x `bytes`) / `Py_TPFLAGS_STRING_SUBCLASS` (2.7 `str`)
 pub const TPFLAGS_BYTES_SUBCLASS: u64 = 1 << 27;
 /// `Py_TPFLAGS_UNICODE_SUBCLASS` (3.x `str`, 2.7 `unicode`)
@@ -124,9 +129,42 @@ fn expect_flag(
 /// The value of an `int` (2.7: `int` or `long`), or of a subclass such as `bool`. Values
 /// beyond `MAX_LONG_DIGITS` digits are refused.
 pub fn read_int(mem: &dyn RemoteMemory, o: &PyOffsets, obj: Addr) -> Result<i128> {
+    match read_big_int(mem, o, obj, MAX_LONG_DIGITS)? {
+        BigInt::Small(v) => Ok(v),
+        BigInt::Digits { negative, digits } => {
+            decode_long_digits(&digits, negative).ok_or(ObjectError::Malformed {
+                what: "int digit",
+                addr: obj,
+                value: digits.len() as u64,
+            })
+        }
+        BigInt::TooBig { ndigits, .. } => Err(too_long("int digits", ndigits, MAX_LONG_DIGITS)),
+    }
+}
+
+/// An `int` of any size, as read from the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BigInt {
+    /// 2.7 `int` (a C long).
+    Small(i128),
+    /// Little-endian base-2^30 digits (unchecked: `decode_long_digits` and
+    /// `long_digits_to_decimal` refuse a digit with bits above the shift).
+    Digits { negative: bool, digits: Vec<u32> },
+    /// More than the caller's limit of digits; only the count was read.
+    TooBig { negative: bool, ndigits: u64 },
+}
+
+/// Read an `int` (or 2.7 `long`, or a subclass), reading at most `max_digits` digits.
+pub fn read_big_int(
+    mem: &dyn RemoteMemory,
+    o: &PyOffsets,
+    obj: Addr,
+    max_digits: u64,
+) -> Result<BigInt> {
     let flags = type_flags(mem, o, obj)?;
     if let (Some(ival), true) = (o.int_value, flags & TPFLAGS_INT_SUBCLASS != 0) {
-        return Ok(i128::from(mem.read_u64(add(obj, ival, "int")?)? as i64));
+        let v = mem.read_u64(add(obj, ival, "int")?)? as i64;
+        return Ok(BigInt::Small(i128::from(v)));
     }
     if flags & TPFLAGS_LONG_SUBCLASS == 0 {
         return Err(ObjectError::WrongType {
@@ -146,19 +184,55 @@ pub fn read_int(mem: &dyn RemoteMemory, o: &PyOffsets, obj: Addr) -> Result<i128
         (None, Some(size)) => long_size_sign_and_size(mem.read_u64(add(obj, size, "int")?)?),
         (None, None) => return Err(ObjectError::Unsupported { what: "int" }),
     };
-    if ndigits > MAX_LONG_DIGITS {
-        return Err(too_long("int digits", ndigits, MAX_LONG_DIGITS));
+    if ndigits > max_digits {
+        return Ok(BigInt::TooBig { negative, ndigits });
     }
-    let raw = mem.read_bytes(add(obj, o.long_digits, "int")?, (ndigits * 4) as usize)?;
-    let digits: Vec<u32> = raw
+    let len = usize::try_from(ndigits.saturating_mul(4))
+        .map_err(|_| too_long("int digits", ndigits, max_digits))?;
+    let raw = mem.read_bytes(add(obj, o.long_digits, "int")?, len)?;
+    let digits = raw
         .chunks_exact(4)
         .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    decode_long_digits(&digits, negative).ok_or(ObjectError::Malformed {
-        what: "int digit",
-        addr: obj,
-        value: ndigits,
-    })
+    Ok(BigInt::Digits { negative, digits })
+}
+
+/// The decimal text of little-endian base-2^30 digits (CPython's own base-10^9 conversion,
+/// quadratic in the digit count: callers bound it). `None` if a digit has bits above the
+/// shift.
+pub fn long_digits_to_decimal(digits: &[u32], negative: bool) -> Option<String> {
+    const BASE: u64 = 1_000_000_000;
+    // Base-10^9 limbs, little-endian.
+    let mut limbs: Vec<u32> = Vec::with_capacity(digits.len() + 1);
+    for &d in digits.iter().rev() {
+        if d >> LONG_SHIFT != 0 {
+            return None;
+        }
+        let mut carry = u64::from(d);
+        for limb in limbs.iter_mut() {
+            let z = (u64::from(*limb) << LONG_SHIFT) | carry;
+            *limb = (z % BASE) as u32;
+            carry = z / BASE;
+        }
+        while carry != 0 {
+            limbs.push((carry % BASE) as u32);
+            carry /= BASE;
+        }
+    }
+    let mut text = String::new();
+    if negative && !limbs.is_empty() {
+        text.push('-');
+    }
+    match limbs.split_last() {
+        None => text.push('0'),
+        Some((top, rest)) => {
+            text.push_str(&top.to_string());
+            for limb in rest.iter().rev() {
+                text.push_str(&format!("{limb:09}"));
+            }
+        }
+    }
+    Some(text)
 }
 
 /// 3.12+ `lv_tag`: (negative, digit count), or `None` for an impossible tag (sign 3, or a
@@ -198,6 +272,53 @@ pub fn decode_long_digits(digits: &[u32], negative: bool) -> Option<i128> {
         value = value.checked_add(part)?;
     }
     Some(if negative { -value } else { value })
+}
+
+// ---------------------------------------------------------------------------------------
+// tuple, list
+
+/// `len()` of a tuple or list (`ob_size`), checked to be a plausible size.
+pub fn sequence_len(mem: &dyn RemoteMemory, o: &PyOffsets, obj: Addr) -> Result<u64> {
+    let size = mem.read_u64(add(obj, o.var_size, "sequence")?)?;
+    if (size as i64) < 0 || size > 1 << 40 {
+        return Err(ObjectError::Malformed {
+            what: "ob_size",
+            addr: obj,
+            value: size,
+        });
+    }
+    Ok(size)
+}
+
+/// The first `max` items of a tuple or list (its `ob_item` array), and its length.
+pub fn sequence_items(
+    mem: &dyn RemoteMemory,
+    o: &PyOffsets,
+    obj: Addr,
+    max: u64,
+) -> Result<(Vec<Addr>, u64)> {
+    let flags = type_flags(mem, o, obj)?;
+    let array = if flags & TPFLAGS_TUPLE_SUBCLASS != 0 {
+        add(obj, o.tuple_items, "tuple")?
+    } else if flags & TPFLAGS_LIST_SUBCLASS != 0 {
+        mem.read_u64(add(obj, o.list_items, "list")?)?
+    } else {
+        return Err(ObjectError::WrongType {
+            addr: obj,
+            expected: "tuple or list",
+        });
+    };
+    let len = sequence_len(mem, o, obj)?;
+    let n = len.min(max);
+    if n == 0 {
+        return Ok((Vec::new(), len));
+    }
+    let raw = mem.read_bytes(array, (n * 8) as usize)?;
+    let items = raw
+        .chunks_exact(8)
+        .map(|c| u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect();
+    Ok((items, len))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -896,6 +1017,58 @@ pub(crate) mod tests {
         assert_eq!(decode_long_digits(&[1 << 30], false), None);
         let four = [0x3fff_ffff; 4];
         assert_eq!(decode_long_digits(&four, false), Some((1i128 << 120) - 1));
+    }
+
+    #[test]
+    fn big_ints_to_decimal() {
+        assert_eq!(long_digits_to_decimal(&[], false).as_deref(), Some("0"));
+        assert_eq!(long_digits_to_decimal(&[], true).as_deref(), Some("0"));
+        assert_eq!(long_digits_to_decimal(&[42], true).as_deref(), Some("-42"));
+        // 2**100 = 2**(30*3) * 2**10: digits [0, 0, 0, 1024].
+        assert_eq!(
+            long_digits_to_decimal(&[0, 0, 0, 1024], false).as_deref(),
+            Some("1267650600228229401496703205376")
+        );
+        // 10**9 exactly crosses a limb boundary.
+        let v: u64 = 1_000_000_000;
+        let d = [(v & 0x3fff_ffff) as u32, (v >> 30) as u32];
+        assert_eq!(
+            long_digits_to_decimal(&d, false).as_deref(),
+            Some("1000000000")
+        );
+        assert_eq!(long_digits_to_decimal(&[1 << 30], false), None);
+        let max = [0x3fff_ffff; 4];
+        assert_eq!(
+            long_digits_to_decimal(&max, false),
+            Some(((1i128 << 120) - 1).to_string())
+        );
+    }
+
+    #[test]
+    fn big_ints_read_back_or_report_their_size() {
+        for &series in ALL {
+            let mut img = Image::new(series);
+            let obj = img.int(-(1i128 << 70));
+            let mem = img.mem();
+            match read_big_int(&mem, &img.o, obj, 16).unwrap() {
+                BigInt::Small(v) => panic!("{series:?}: small {v}"),
+                BigInt::Digits { negative, digits } => {
+                    assert!(negative);
+                    assert_eq!(
+                        long_digits_to_decimal(&digits, negative),
+                        Some((-(1i128 << 70)).to_string())
+                    );
+                }
+                BigInt::TooBig { .. } => panic!("{series:?}: too big"),
+            }
+            assert_eq!(
+                read_big_int(&mem, &img.o, obj, 1).unwrap(),
+                BigInt::TooBig {
+                    negative: true,
+                    ndigits: 3
+                }
+            );
+        }
     }
 
     #[test]

@@ -232,6 +232,44 @@ pub struct PyOffsets {
     pub long_tag: Option<u64>,
     /// `PyLongObject.ob_digit` (`.long_value.ob_digit` in 3.12+): 30-bit digits in uint32_t.
     pub long_digits: u64,
+
+    // --- locals (src/python/locals.rs, `dump --locals`) ---
+    /// `PyFrameObject.f_localsplus` (<= 3.10): locals, then cells, then free variables.
+    pub frame_localsplus: Option<u64>,
+    /// `_PyInterpreterFrame.localsplus` (3.11+; `_PyStackRef`s in 3.14+, masked with
+    /// `executable_tag_mask`, whose null is the tag bit alone).
+    pub iframe_localsplus: Option<u64>,
+    /// `PyCodeObject.co_varnames` (<= 3.10): a tuple of `co_nlocals` names.
+    pub code_varnames: Option<u64>,
+    /// `PyCodeObject.co_cellvars` (<= 3.10): their slots follow the locals.
+    pub code_cellvars: Option<u64>,
+    /// `PyCodeObject.co_freevars` (<= 3.10): their slots follow the cells.
+    pub code_freevars: Option<u64>,
+    /// `PyCodeObject.co_localsplusnames` (3.11+): a tuple of every fast-local name.
+    pub code_localsplusnames: Option<u64>,
+    /// `PyCodeObject.co_localspluskinds` (3.11+): a bytes object, one `CO_FAST_*` kind per name.
+    pub code_localspluskinds: Option<u64>,
+    /// `PyVarObject.ob_size` of a tuple or list.
+    pub var_size: u64,
+    /// `PyTupleObject.ob_item` (3.14 added `ob_hash` before it).
+    pub tuple_items: u64,
+    /// `PyListObject.ob_item` (a `PyObject **`).
+    pub list_items: u64,
+    /// `PyDictObject.ma_used`
+    pub dict_used: u64,
+    /// `PySetObject.used`
+    pub set_used: u64,
+    /// `PyFloatObject.ob_fval` (double)
+    pub float_value: u64,
+    /// `PyCellObject.ob_ref`
+    pub cell_ref: u64,
+    /// `PyUnicodeObject.length` (2.7 `unicode`)
+    pub unicode27_length: Option<u64>,
+    /// `PyUnicodeObject.str` (2.7 `unicode`): pointer to `Py_UNICODE` units.
+    pub unicode27_data: Option<u64>,
+    /// `Py_UNICODE_SIZE` (2.7): 4 in the UCS-4 builds Linux distributions ship (2 in a
+    /// `--enable-unicode=ucs2` build, which this row does not describe).
+    pub unicode27_char_size: Option<u64>,
 }
 
 impl PyOffsets {
@@ -310,6 +348,23 @@ impl PyOffsets {
             ("long_size", self.long_size),
             ("long_tag", self.long_tag),
             ("long_digits", Some(self.long_digits)),
+            ("frame_localsplus", self.frame_localsplus),
+            ("iframe_localsplus", self.iframe_localsplus),
+            ("code_varnames", self.code_varnames),
+            ("code_cellvars", self.code_cellvars),
+            ("code_freevars", self.code_freevars),
+            ("code_localsplusnames", self.code_localsplusnames),
+            ("code_localspluskinds", self.code_localspluskinds),
+            ("var_size", Some(self.var_size)),
+            ("tuple_items", Some(self.tuple_items)),
+            ("list_items", Some(self.list_items)),
+            ("dict_used", Some(self.dict_used)),
+            ("set_used", Some(self.set_used)),
+            ("float_value", Some(self.float_value)),
+            ("cell_ref", Some(self.cell_ref)),
+            ("unicode27_length", self.unicode27_length),
+            ("unicode27_data", self.unicode27_data),
+            ("unicode27_char_size", self.unicode27_char_size),
         ]
     }
 }
@@ -427,6 +482,23 @@ fn v2_7() -> PyOffsets {
         long_size: Some(16),
         long_tag: None,
         long_digits: 24,
+        frame_localsplus: Some(376),
+        iframe_localsplus: None,
+        code_varnames: Some(56),
+        code_cellvars: Some(72),
+        code_freevars: Some(64),
+        code_localsplusnames: None,
+        code_localspluskinds: None,
+        var_size: 16,
+        tuple_items: 24,
+        list_items: 24,
+        dict_used: 24,
+        set_used: 24,
+        float_value: 16,
+        cell_ref: 16,
+        unicode27_length: Some(16),
+        unicode27_data: Some(24),
+        unicode27_char_size: Some(4),
     }
 }
 
@@ -456,6 +528,10 @@ fn v2_7() -> PyOffsets {
 /// ma_keys 32, ma_values 40 (a `PyObject **`). Objects/dict-common.h: dk_refcnt 0, dk_size 8,
 /// dk_lookup 16, dk_usable 24, dk_nentries 32, dk_indices 40; `PyDictKeyEntry` (hash, key,
 /// value) 24 bytes. `PyLongObject`: ob_size 16, ob_digit 24.
+///
+/// Locals: `_frame` continues f_iblock 112, f_executing 116, `f_blockstack[20]` of 12-byte
+/// `PyTryBlock`s at 120, so `f_localsplus` 360 (as probed for 3.9); `PyCodeObject`
+/// co_varnames 72, co_freevars 80, co_cellvars 88 (3.9's, probed).
 fn v3_8() -> PyOffsets {
     PyOffsets {
         series: (3, 8),
@@ -530,6 +606,23 @@ fn v3_8() -> PyOffsets {
         long_size: Some(16),
         long_tag: None,
         long_digits: 24,
+        frame_localsplus: Some(360),
+        iframe_localsplus: None,
+        code_varnames: Some(72),
+        code_cellvars: Some(88),
+        code_freevars: Some(80),
+        code_localsplusnames: None,
+        code_localspluskinds: None,
+        var_size: 16,
+        tuple_items: 24,
+        list_items: 24,
+        dict_used: 16,
+        set_used: 24,
+        float_value: 16,
+        cell_ref: 16,
+        unicode27_length: None,
+        unicode27_data: None,
+        unicode27_char_size: None,
     }
 }
 
@@ -609,6 +702,23 @@ fn v3_9() -> PyOffsets {
         long_size: Some(16),
         long_tag: None,
         long_digits: 24,
+        frame_localsplus: Some(360),
+        iframe_localsplus: None,
+        code_varnames: Some(72),
+        code_cellvars: Some(88),
+        code_freevars: Some(80),
+        code_localsplusnames: None,
+        code_localspluskinds: None,
+        var_size: 16,
+        tuple_items: 24,
+        list_items: 24,
+        dict_used: 16,
+        set_used: 24,
+        float_value: 16,
+        cell_ref: 16,
+        unicode27_length: None,
+        unicode27_data: None,
+        unicode27_char_size: None,
     }
 }
 
@@ -634,6 +744,10 @@ fn v3_9() -> PyOffsets {
 /// = 872. The 3.10 Objects/dict-common.h still has `Py_ssize_t dk_size` and `dk_lookup`
 /// (`DK_SIZE(dk)` is `dk->dk_size` in 3.10's dictobject.c; `dk_log2_size` and `dk_kind` came
 /// with 3.11, when the struct moved to pycore_dict.h), so the keys layout is 3.9's.
+///
+/// Locals: after f_lineno 100, `int f_iblock` 104, `PyFrameState f_state` (a signed char)
+/// 108, `f_blockstack[20]` (12-byte `PyTryBlock`s, int-aligned) 112, so `f_localsplus` 352;
+/// co_varnames, co_freevars and co_cellvars are where 3.9 has them (72, 80, 88).
 fn v3_10() -> PyOffsets {
     PyOffsets {
         series: (3, 10),
@@ -708,6 +822,23 @@ fn v3_10() -> PyOffsets {
         long_size: Some(16),
         long_tag: None,
         long_digits: 24,
+        frame_localsplus: Some(352),
+        iframe_localsplus: None,
+        code_varnames: Some(72),
+        code_cellvars: Some(88),
+        code_freevars: Some(80),
+        code_localsplusnames: None,
+        code_localspluskinds: None,
+        var_size: 16,
+        tuple_items: 24,
+        list_items: 24,
+        dict_used: 16,
+        set_used: 24,
+        float_value: 16,
+        cell_ref: 16,
+        unicode27_length: None,
+        unicode27_data: None,
+        unicode27_char_size: None,
     }
 }
 
@@ -787,6 +918,23 @@ fn v3_11() -> PyOffsets {
         long_size: Some(16),
         long_tag: None,
         long_digits: 24,
+        frame_localsplus: None,
+        iframe_localsplus: Some(72),
+        code_varnames: None,
+        code_cellvars: None,
+        code_freevars: None,
+        code_localsplusnames: Some(96),
+        code_localspluskinds: Some(104),
+        var_size: 16,
+        tuple_items: 24,
+        list_items: 24,
+        dict_used: 16,
+        set_used: 24,
+        float_value: 16,
+        cell_ref: 16,
+        unicode27_length: None,
+        unicode27_data: None,
+        unicode27_char_size: None,
     }
 }
 
@@ -825,6 +973,10 @@ fn v3_11() -> PyOffsets {
 /// is `((PyDictOrValues *)obj)-3` (24 bytes before), tagged: `_PyDictOrValues_IsValues` tests
 /// bit 0 and `_PyDictOrValues_GetValues` adds 1. cpython/longintrepr.h: `_PyLongValue`
 /// { lv_tag, ob_digit } after the 16-byte header: lv_tag 16, ob_digit 24.
+///
+/// Locals: `_PyInterpreterFrame.localsplus` follows `owner` (70) at 72; `PyCodeObject` has
+/// co_nlocalsplus 72 ... co_version 92, then co_localsplusnames 96, co_localspluskinds 104
+/// (as 3.11 and 3.13 probe); `PyTupleObject.ob_item` is 24 until 3.14 adds `ob_hash`.
 fn v3_12() -> PyOffsets {
     PyOffsets {
         series: (3, 12),
@@ -899,6 +1051,23 @@ fn v3_12() -> PyOffsets {
         long_size: None,
         long_tag: Some(16),
         long_digits: 24,
+        frame_localsplus: None,
+        iframe_localsplus: Some(72),
+        code_varnames: None,
+        code_cellvars: None,
+        code_freevars: None,
+        code_localsplusnames: Some(96),
+        code_localspluskinds: Some(104),
+        var_size: 16,
+        tuple_items: 24,
+        list_items: 24,
+        dict_used: 16,
+        set_used: 24,
+        float_value: 16,
+        cell_ref: 16,
+        unicode27_length: None,
+        unicode27_data: None,
+        unicode27_char_size: None,
     }
 }
 
@@ -979,6 +1148,23 @@ fn v3_13() -> PyOffsets {
         long_size: None,
         long_tag: Some(16),
         long_digits: 24,
+        frame_localsplus: None,
+        iframe_localsplus: Some(72),
+        code_varnames: None,
+        code_cellvars: None,
+        code_freevars: None,
+        code_localsplusnames: Some(96),
+        code_localspluskinds: Some(104),
+        var_size: 16,
+        tuple_items: 24,
+        list_items: 24,
+        dict_used: 16,
+        set_used: 24,
+        float_value: 16,
+        cell_ref: 16,
+        unicode27_length: None,
+        unicode27_data: None,
+        unicode27_char_size: None,
     }
 }
 
@@ -1059,6 +1245,23 @@ fn v3_14() -> PyOffsets {
         long_size: None,
         long_tag: Some(16),
         long_digits: 24,
+        frame_localsplus: None,
+        iframe_localsplus: Some(80),
+        code_varnames: None,
+        code_cellvars: None,
+        code_freevars: None,
+        code_localsplusnames: Some(96),
+        code_localspluskinds: Some(104),
+        var_size: 16,
+        tuple_items: 32,
+        list_items: 24,
+        dict_used: 16,
+        set_used: 24,
+        float_value: 16,
+        cell_ref: 16,
+        unicode27_length: None,
+        unicode27_data: None,
+        unicode27_char_size: None,
     }
 }
 
@@ -1138,6 +1341,23 @@ fn v3_15() -> PyOffsets {
         long_size: None,
         long_tag: Some(16),
         long_digits: 24,
+        frame_localsplus: None,
+        iframe_localsplus: Some(80),
+        code_varnames: None,
+        code_cellvars: None,
+        code_freevars: None,
+        code_localsplusnames: Some(96),
+        code_localspluskinds: Some(104),
+        var_size: 16,
+        tuple_items: 32,
+        list_items: 24,
+        dict_used: 16,
+        set_used: 24,
+        float_value: 16,
+        cell_ref: 16,
+        unicode27_length: None,
+        unicode27_data: None,
+        unicode27_char_size: None,
     }
 }
 
@@ -1232,6 +1452,26 @@ mod tests {
     }
 
     #[test]
+    fn rows_have_one_source_of_locals() {
+        for &(major, minor) in SUPPORTED_SERIES {
+            let o = offsets_for(PyVersion::new(major, minor, 0)).unwrap();
+            let v = (major, minor);
+            let frame_objects = o.frame_model == FrameModel::FrameObject;
+            assert_eq!(o.frame_localsplus.is_some(), frame_objects, "{v:?}");
+            assert_eq!(o.code_varnames.is_some(), frame_objects, "{v:?}");
+            assert_eq!(o.code_cellvars.is_some(), frame_objects, "{v:?}");
+            assert_eq!(o.code_freevars.is_some(), frame_objects, "{v:?}");
+            assert_eq!(o.iframe_localsplus.is_some(), !frame_objects, "{v:?}");
+            assert_eq!(o.code_localsplusnames.is_some(), !frame_objects, "{v:?}");
+            assert_eq!(o.code_localspluskinds.is_some(), !frame_objects, "{v:?}");
+            let py2 = o.string_model == StringModel::Bytes27;
+            assert_eq!(o.unicode27_length.is_some(), py2, "{v:?}");
+            assert_eq!(o.unicode27_data.is_some(), py2, "{v:?}");
+            assert_eq!(o.unicode27_char_size.is_some(), py2, "{v:?}");
+        }
+    }
+
+    #[test]
     fn fields_lists_every_offset_once() {
         let row = offsets_for(PyVersion::new(3, 14, 0)).unwrap();
         let names: Vec<_> = row.fields().into_iter().map(|(n, _)| n).collect();
@@ -1239,6 +1479,6 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(names.len(), unique.len());
-        assert_eq!(names.len(), 67);
+        assert_eq!(names.len(), 84);
     }
 }

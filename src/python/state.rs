@@ -1,15 +1,18 @@
 //! `PythonProcess`: one attached process with its interpreter, caches and thread bookkeeping,
-//! and `stacks()`, which reads every thread's stack at one instant.
+//! and `stacks()`, which reads every thread's stack at one instant (`stacks_with_locals()`
+//! for `dump --locals`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use super::attach::{locate, AttachError, Interpreter};
 use super::code::CodeCache;
+use super::locals::{frame_locals, Local};
+use super::repr::ReprLimits;
 use super::thread_names::{ThreadKey, ThreadNameCache};
 use super::threads::{gil_holders, interpreters, thread_states, TidResolver};
-use super::walk::walk_thread;
-use crate::model::{Frame, PyVersion, StackTrace};
+use super::walk::{walk_thread, walk_thread_with_addrs};
+use crate::model::{Addr, Frame, PyVersion, StackTrace};
 use crate::process::memory::{MemoryError, ProcessMemory, RemoteMemory};
 use crate::process::proc;
 
@@ -29,6 +32,21 @@ pub enum SampleError {
     #[error("reading threads of process {pid}: {source}")]
     Memory { pid: u32, source: MemoryError },
 }
+
+/// A thread's stack with the local variables of its frames (`dump --locals`).
+#[derive(Debug, Clone)]
+pub struct StackWithLocals {
+    pub trace: StackTrace,
+    /// The locals of `trace.frames[i]`, for the Python frames read (a trailing
+    /// `Frame::Truncated` has none); `Err` says why a frame's locals could not be read.
+    pub locals: Vec<FrameLocals>,
+}
+
+/// One frame's locals, or why they could not be read.
+pub type FrameLocals = Result<Vec<Local>, String>;
+
+/// A stack for `--native`: the trace, `Walk::entry` flags and `Walk::shims` addresses.
+pub type StackWithEntries = (StackTrace, Vec<bool>, Vec<Addr>);
 
 /// An attached Python process.
 pub struct PythonProcess {
@@ -90,7 +108,22 @@ impl PythonProcess {
         opts: StackOptions,
         is_running: impl Fn(u32) -> bool,
     ) -> Result<Vec<StackTrace>, SampleError> {
-        self.read_threads(opts, is_running, |_| true)
+        Ok(self
+            .read_threads(opts, is_running, |_| true, None)?
+            .into_iter()
+            .map(|s| s.trace)
+            .collect())
+    }
+
+    /// `stacks_with_activity`, plus every frame's local variables shown within `limits`.
+    /// Slower than `stacks` (several reads per variable): for `dump`, never for sampling.
+    pub fn stacks_with_locals(
+        &mut self,
+        opts: StackOptions,
+        is_running: impl Fn(u32) -> bool,
+        limits: ReprLimits,
+    ) -> Result<Vec<StackWithLocals>, SampleError> {
+        self.read_threads(opts, is_running, |_| true, Some(limits))
     }
 
     /// The stack of the one thread with OS thread id `tid`, which is known to be on a CPU
@@ -100,16 +133,62 @@ impl PythonProcess {
             include_idle: true,
             gil_only: false,
         };
-        Ok(self.read_threads(all, |_| true, |t| t == Some(tid))?.pop())
+        Ok(self
+            .read_threads(all, |_| true, |t| t == Some(tid), None)?
+            .pop()
+            .map(|s| s.trace))
     }
 
-    /// Walk the threads `select` picks (by OS tid) and `opts` lets through.
+    /// `stacks_with_activity` for `--native`: each stack with, beside its Python frames, the
+    /// eval-loop boundaries of `Walk::entry` (one flag per Python frame read) and the entry
+    /// shims' addresses (`Walk::shims`).
+    pub fn stacks_with_entries(
+        &mut self,
+        opts: StackOptions,
+        is_running: impl Fn(u32) -> bool,
+    ) -> Result<Vec<StackWithEntries>, SampleError> {
+        self.read_threads_with_entries(opts, is_running, |_| true)
+    }
+
+    /// Walk the threads `select` picks (by OS tid) and `opts` lets through; with `locals`,
+    /// also read each frame's local variables.
     fn read_threads(
         &mut self,
         opts: StackOptions,
         is_running: impl Fn(u32) -> bool,
         select: impl Fn(Option<u32>) -> bool,
-    ) -> Result<Vec<StackTrace>, SampleError> {
+        locals: Option<ReprLimits>,
+    ) -> Result<Vec<StackWithLocals>, SampleError> {
+        let read = self.read_threads_full(opts, is_running, select, locals)?;
+        Ok(read
+            .into_iter()
+            .map(|(trace, _, locals)| StackWithLocals { trace, locals })
+            .collect())
+    }
+
+    fn read_threads_with_entries(
+        &mut self,
+        opts: StackOptions,
+        is_running: impl Fn(u32) -> bool,
+        select: impl Fn(Option<u32>) -> bool,
+    ) -> Result<Vec<StackWithEntries>, SampleError> {
+        let read = self.read_threads_full(opts, is_running, select, None)?;
+        Ok(read
+            .into_iter()
+            .map(|(trace, (entry, shims), _)| (trace, entry, shims))
+            .collect())
+    }
+
+    /// Each selected thread's stack, its `Walk::entry` flags and (with `locals`) the locals
+    /// of each Python frame.
+    #[allow(clippy::type_complexity)]
+    fn read_threads_full(
+        &mut self,
+        opts: StackOptions,
+        is_running: impl Fn(u32) -> bool,
+        select: impl Fn(Option<u32>) -> bool,
+        locals: Option<ReprLimits>,
+    ) -> Result<Vec<(StackTrace, (Vec<bool>, Vec<Addr>), Vec<FrameLocals>)>, SampleError> {
         let pid = self.pid;
         let o = &self.interpreter.offsets;
         let mem: &dyn RemoteMemory = &self.mem;
@@ -156,7 +235,22 @@ impl PythonProcess {
             if !opts.include_idle && !active && !opts.gil_only {
                 continue;
             }
-            let walk = walk_thread(mem, o, t.addr);
+            let walk = match locals {
+                Some(_) => walk_thread_with_addrs(mem, o, t.addr),
+                None => walk_thread(mem, o, t.addr),
+            };
+            let frame_locals: Vec<FrameLocals> = match locals {
+                Some(limits) => walk
+                    .frames
+                    .iter()
+                    .zip(&walk.frame_addrs)
+                    .map(|(raw, &frame)| {
+                        frame_locals(mem, o, frame, raw.code_addr, limits)
+                            .map_err(|e| e.to_string())
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
             let mut frames: Vec<Frame> = walk
                 .frames
                 .iter()
@@ -173,7 +267,7 @@ impl PythonProcess {
             let thread_name = self
                 .names
                 .name(mem, o, key, || tid.and_then(|t| proc::thread_comm(pid, t)));
-            out.push(StackTrace {
+            let stack = StackTrace {
                 pid,
                 tid,
                 thread_name,
@@ -181,7 +275,8 @@ impl PythonProcess {
                 active,
                 owns_gil,
                 frames,
-            });
+            };
+            out.push((stack, (walk.entry, walk.shims), frame_locals));
         }
         Ok(out)
     }

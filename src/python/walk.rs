@@ -15,22 +15,45 @@ pub const MAX_DEPTH: usize = 4096;
 pub struct Walk {
     pub frames: Vec<RawPyFrame>,
     pub truncated: Option<Reason>,
+    /// Beside `frames`: `entry[i]` is true when `frames[i]` is the root-most Python frame run
+    /// by one C call of the eval loop (`--native` splits the Python stack there). Every frame
+    /// on <= 3.10; 3.11 reads `is_entry`; 3.12+ has a C-stack / interpreter shim rootward of it.
+    /// The root-most frame is always an entry.
+    pub entry: Vec<bool>,
+    /// Addresses of the eval loop's entry shim frames (3.12+), leaf first. They live on the C
+    /// stack, inside the native frame of the eval-loop call they belong to: `--native` finds
+    /// the eval loop by them where its symbol does not cover it (3.14+ static builds).
+    pub shims: Vec<Addr>,
+    /// The frame (`PyFrameObject` / `_PyInterpreterFrame`) address of each of `frames`; only
+    /// filled by `walk_thread_with_addrs` (`dump --locals`), empty when sampling.
+    pub frame_addrs: Vec<Addr>,
 }
 
 /// Walk the frames of the thread state at `tstate`.
 pub fn walk_thread(mem: &dyn RemoteMemory, o: &PyOffsets, tstate: Addr) -> Walk {
+    walk(mem, o, tstate, false)
+}
+
+/// `walk_thread`, also keeping each frame's address (to read its locals).
+pub fn walk_thread_with_addrs(mem: &dyn RemoteMemory, o: &PyOffsets, tstate: Addr) -> Walk {
+    walk(mem, o, tstate, true)
+}
+
+fn walk(mem: &dyn RemoteMemory, o: &PyOffsets, tstate: Addr, keep_addrs: bool) -> Walk {
     let first = match first_frame(mem, o, tstate) {
         Ok(f) => f,
         Err(_) => {
             return Walk {
-                frames: vec![],
                 truncated: Some(Reason::ReadFailed),
+                ..Walk::default()
             }
         }
     };
     match o.frame_model {
-        FrameModel::FrameObject => walk_frame_objects(mem, o, first),
-        FrameModel::CFrame | FrameModel::CurrentFrame => walk_interpreter_frames(mem, o, first),
+        FrameModel::FrameObject => walk_frame_objects(mem, o, first, keep_addrs),
+        FrameModel::CFrame | FrameModel::CurrentFrame => {
+            walk_interpreter_frames(mem, o, first, keep_addrs)
+        }
     }
 }
 
@@ -47,11 +70,16 @@ fn first_frame(
 }
 
 /// <= 3.10: `PyFrameObject` linked by `f_back`; `f_lasti` is the position.
-fn walk_frame_objects(mem: &dyn RemoteMemory, o: &PyOffsets, mut frame: Addr) -> Walk {
+fn walk_frame_objects(
+    mem: &dyn RemoteMemory,
+    o: &PyOffsets,
+    mut frame: Addr,
+    keep_addrs: bool,
+) -> Walk {
     let (Some(back), Some(code), Some(lasti)) = (o.frame_back, o.frame_code, o.frame_lasti) else {
         return Walk {
-            frames: vec![],
             truncated: Some(Reason::BadObject),
+            ..Walk::default()
         };
     };
     let mut walk = Walk::default();
@@ -67,6 +95,10 @@ fn walk_frame_objects(mem: &dyn RemoteMemory, o: &PyOffsets, mut frame: Addr) ->
             Ok((code_addr, instr, next)) => {
                 if code_addr != 0 {
                     walk.frames.push(RawPyFrame { code_addr, instr });
+                    walk.entry.push(true);
+                    if keep_addrs {
+                        walk.frame_addrs.push(frame);
+                    }
                 }
                 frame = next;
             }
@@ -81,7 +113,12 @@ fn walk_frame_objects(mem: &dyn RemoteMemory, o: &PyOffsets, mut frame: Addr) ->
 
 /// 3.11+: `_PyInterpreterFrame` linked by `previous`; C-stack shims and interpreter-owned base
 /// frames are skipped; `f_executable` may carry tag bits (3.14+).
-fn walk_interpreter_frames(mem: &dyn RemoteMemory, o: &PyOffsets, mut frame: Addr) -> Walk {
+fn walk_interpreter_frames(
+    mem: &dyn RemoteMemory,
+    o: &PyOffsets,
+    mut frame: Addr,
+    keep_addrs: bool,
+) -> Walk {
     let (Some(code), Some(previous), Some(instr), Some(owner)) = (
         o.iframe_code,
         o.iframe_previous,
@@ -89,8 +126,8 @@ fn walk_interpreter_frames(mem: &dyn RemoteMemory, o: &PyOffsets, mut frame: Add
         o.iframe_owner,
     ) else {
         return Walk {
-            frames: vec![],
             truncated: Some(Reason::BadObject),
+            ..Walk::default()
         };
     };
     let mut walk = Walk::default();
@@ -100,22 +137,34 @@ fn walk_interpreter_frames(mem: &dyn RemoteMemory, o: &PyOffsets, mut frame: Add
             walk.truncated = Some(reason);
             break;
         }
-        let read = read_struct(mem, frame, &[code, previous, instr, owner]).map(|f| {
+        let is_entry = o.iframe_is_entry.unwrap_or(owner);
+        let read = read_struct(mem, frame, &[code, previous, instr, owner, is_entry]).map(|f| {
             (
                 f.u8(owner),
                 f.u64(code) & !o.executable_tag_mask,
                 f.u64(instr),
                 f.u64(previous),
+                o.iframe_is_entry.is_some() && f.u8(is_entry) != 0,
             )
         });
         match read {
-            Ok((owner, code_addr, instr_ptr, next)) => {
+            Ok((owner, code_addr, instr_ptr, next, entry)) => {
                 let shim = Some(owner) == o.owner_cstack || Some(owner) == o.owner_interpreter;
-                if !shim && code_addr != 0 {
+                if shim {
+                    walk.shims.push(frame);
+                    // The shim sits rootward of the first frame its eval-loop call ran.
+                    if let Some(last) = walk.entry.last_mut() {
+                        *last = true;
+                    }
+                } else if code_addr != 0 {
                     walk.frames.push(RawPyFrame {
                         code_addr,
                         instr: instr_ptr,
                     });
+                    if keep_addrs {
+                        walk.frame_addrs.push(frame);
+                    }
+                    walk.entry.push(entry);
                 }
                 frame = next;
             }
@@ -124,6 +173,9 @@ fn walk_interpreter_frames(mem: &dyn RemoteMemory, o: &PyOffsets, mut frame: Add
                 break;
             }
         }
+    }
+    if let Some(last) = walk.entry.last_mut() {
+        *last = true;
     }
     walk
 }

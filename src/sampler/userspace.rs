@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::model::StackTrace;
+use crate::native::{NativeReader, NativeStats};
 use crate::process::pause::Paused;
 use crate::process::proc;
 use crate::python::state::SampleError;
@@ -51,6 +52,8 @@ pub struct UserspaceSampler {
     not_python: HashMap<u32, (u64, Instant)>,
     last_child_scan: Option<Instant>,
     rng: u64,
+    /// `--native`: unwinds each paused thread and merges its native and Python frames.
+    native: Option<NativeReader>,
 }
 
 /// How often `--subprocesses` looks for new children.
@@ -69,7 +72,19 @@ impl UserspaceSampler {
             not_python: HashMap::new(),
             last_child_scan: None,
             rng: seed | 1,
+            native: None,
         }
+    }
+
+    /// `--native`: mixed native + Python stacks. Implies pausing the target for each read.
+    pub fn with_native(mut self, reader: NativeReader) -> Self {
+        self.native = Some(reader);
+        self
+    }
+
+    /// The `--native` counters, when native stacks are read.
+    pub fn native_stats(&self) -> Option<NativeStats> {
+        self.native.as_ref().map(|n| n.stats)
     }
 
     pub fn root(&self) -> &PythonProcess {
@@ -157,12 +172,12 @@ impl UserspaceSampler {
 
     /// One reading of the root process and, with `--subprocesses`, its Python descendants.
     fn sample_tree(&mut self) -> Result<Vec<StackTrace>, SampleError> {
-        let mut stacks = read_one(&mut self.root, self.config)?;
+        let mut stacks = read_one(&mut self.root, self.config, self.native.as_mut())?;
         if self.config.subprocesses {
             self.refresh_children();
             let mut gone = Vec::new();
             for (pid, child) in self.children.iter_mut() {
-                match read_one(child, self.config) {
+                match read_one(child, self.config, self.native.as_mut()) {
                     Ok(s) => stacks.extend(s),
                     Err(SampleError::Exited { .. }) => gone.push(*pid),
                     Err(e) => log::debug!("child {pid}: {e}"),
@@ -170,6 +185,9 @@ impl UserspaceSampler {
             }
             for pid in gone {
                 self.children.remove(&pid);
+                if let Some(native) = self.native.as_mut() {
+                    native.forget(pid);
+                }
             }
         }
         Ok(stacks)
@@ -212,7 +230,14 @@ impl UserspaceSampler {
     }
 }
 
-fn read_one(p: &mut PythonProcess, config: SamplerConfig) -> Result<Vec<StackTrace>, SampleError> {
+fn read_one(
+    p: &mut PythonProcess,
+    config: SamplerConfig,
+    native: Option<&mut NativeReader>,
+) -> Result<Vec<StackTrace>, SampleError> {
+    if let Some(native) = native {
+        return read_native(p, config.stacks, native);
+    }
     if !config.blocking {
         return p.stacks(config.stacks);
     }
@@ -234,4 +259,52 @@ fn read_one(p: &mut PythonProcess, config: SamplerConfig) -> Result<Vec<StackTra
         }
     };
     p.stacks_with_activity(config.stacks, |tid| running.contains(&tid))
+}
+
+/// Pause `p`, read every selected thread's Python stack with its eval-loop boundaries, unwind
+/// each thread's native stack and merge the two (`--native`). If the target cannot be paused,
+/// the Python stacks are returned without native frames.
+pub fn read_native(
+    p: &mut PythonProcess,
+    opts: StackOptions,
+    native: &mut NativeReader,
+) -> Result<Vec<StackTrace>, SampleError> {
+    let running: Vec<u32> = proc::threads(p.pid)
+        .map_err(|_| SampleError::Exited { pid: p.pid })?
+        .into_iter()
+        .filter(|&tid| proc::thread_is_running(p.pid, tid))
+        .collect();
+    let paused = match Paused::pause(p.pid) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            log::debug!("{e}");
+            if !proc::exists(p.pid) {
+                return Err(SampleError::Exited { pid: p.pid });
+            }
+            None
+        }
+    };
+    let read = p.stacks_with_entries(opts, |tid| running.contains(&tid))?;
+    if paused.is_none() {
+        return Ok(read.into_iter().map(|(stack, _, _)| stack).collect());
+    }
+    let binary = p.interpreter.binary.clone();
+    let mut out = Vec::with_capacity(read.len());
+    for (mut stack, entry, shims) in read {
+        if let Some(tid) = stack.tid {
+            stack.frames = native.thread_frames(
+                p.pid,
+                p.start_time,
+                tid,
+                p.memory(),
+                &binary,
+                &stack.frames,
+                &entry,
+                &shims,
+            );
+        }
+        out.push(stack);
+    }
+    drop(paused);
+    Ok(out)
 }

@@ -32,6 +32,7 @@
 #  include "internal/pycore_runtime.h"
 #  include "internal/pycore_gil.h"
 #elif PY_VERSION_HEX < 0x030E0000
+#  include "internal/pycore_code.h"
 #  include "internal/pycore_dict.h"
 #  include "internal/pycore_moduleobject.h"
 #  include "internal/pycore_object.h"
@@ -40,6 +41,7 @@
 #  include "internal/pycore_runtime.h"
 #  include "internal/pycore_gil.h"
 #else
+#  include "internal/pycore_code.h"
 #  include "internal/pycore_interpframe_structs.h"
 #  include "internal/pycore_dict.h"
 #  include "internal/pycore_moduleobject.h"
@@ -379,6 +381,52 @@ int main(void)
     V("check_tpflags_inline_values", Py_TPFLAGS_INLINE_VALUES);
 #endif
 
+    /* --- locals (src/python/locals.rs, `dump --locals`) --- */
+#if PY_VERSION_HEX < 0x030B0000
+    OFF("frame_localsplus", PyFrameObject, f_localsplus);
+    NONE("iframe_localsplus");
+    OFF("code_varnames", PyCodeObject, co_varnames);
+    OFF("code_cellvars", PyCodeObject, co_cellvars);
+    OFF("code_freevars", PyCodeObject, co_freevars);
+    NONE("code_localsplusnames");
+    NONE("code_localspluskinds");
+#else
+    NONE("frame_localsplus");
+    OFF("iframe_localsplus", _PyInterpreterFrame, localsplus);
+    NONE("code_varnames");
+    NONE("code_cellvars");
+    NONE("code_freevars");
+    OFF("code_localsplusnames", PyCodeObject, co_localsplusnames);
+    OFF("code_localspluskinds", PyCodeObject, co_localspluskinds);
+    V("check_co_fast_local", CO_FAST_LOCAL);
+    V("check_co_fast_cell", CO_FAST_CELL);
+    V("check_co_fast_free", CO_FAST_FREE);
+#  ifdef CO_FAST_HIDDEN
+    V("check_co_fast_hidden", CO_FAST_HIDDEN);
+#  endif
+#endif
+#if PY_VERSION_HEX >= 0x030E0000
+    V("check_stackref_null_bits", PyStackRef_NULL.bits);
+#endif
+    OFF("var_size", PyVarObject, ob_size);
+    OFF("tuple_items", PyTupleObject, ob_item);
+    OFF("list_items", PyListObject, ob_item);
+    OFF("dict_used", PyDictObject, ma_used);
+    OFF("set_used", PySetObject, used);
+    OFF("float_value", PyFloatObject, ob_fval);
+    OFF("cell_ref", PyCellObject, ob_ref);
+#if PY_MAJOR_VERSION == 2
+    OFF("unicode27_length", PyUnicodeObject, length);
+    OFF("unicode27_data", PyUnicodeObject, str);
+    V("unicode27_char_size", Py_UNICODE_SIZE);
+#else
+    NONE("unicode27_length");
+    NONE("unicode27_data");
+    NONE("unicode27_char_size");
+#endif
+    V("check_tpflags_list_subclass", Py_TPFLAGS_LIST_SUBCLASS);
+    V("check_tpflags_tuple_subclass", Py_TPFLAGS_TUPLE_SUBCLASS);
+
 #if PY_VERSION_HEX >= 0x030D0000
     /* The layout of _Py_DebugOffsets itself (the head of _PyRuntime), for the fields
        src/python/debug_offsets.rs reads: `debug.SECTION.FIELD offset`. */
@@ -404,12 +452,19 @@ int main(void)
     DBG(interpreter_frame, executable);
     DBG(interpreter_frame, instr_ptr);
     DBG(interpreter_frame, owner);
+    DBG(interpreter_frame, localsplus);
     DBG(code_object, filename);
     DBG(code_object, name);
     DBG(code_object, qualname);
     DBG(code_object, linetable);
     DBG(code_object, firstlineno);
     DBG(code_object, co_code_adaptive);
+    DBG(code_object, localsplusnames);
+    DBG(code_object, localspluskinds);
+    DBG(tuple_object, ob_item);
+    DBG(tuple_object, ob_size);
+    DBG(list_object, ob_item);
+    DBG(float_object, ob_fval);
     DBG(pyobject, size);
     DBG(pyobject, ob_type);
     DBG(type_object, tp_name);

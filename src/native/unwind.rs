@@ -1,0 +1,337 @@
+//! Unwinding a thread's native stack from a copy of its registers and the top of its stack,
+//! with the modules' `.eh_frame` CFI (framehop), so code built without frame pointers
+//! (Debian's CPython) unwinds exactly. A module's unwind sections are read once per file
+//! (device, inode, size, mtime) for every process that maps it; each process gets its own
+//! module list from `/proc/PID/maps`, rebuilt (rate-limited) when an address falls outside it.
+//! A read outside the stack copy ends the stack: the result is marked truncated, not an error.
+
+use std::collections::HashMap;
+use std::ops::{Deref, Range};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
+use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder};
+use goblin::elf::{program_header::PT_LOAD, Elf};
+
+use crate::model::{Addr, Reason};
+use crate::process::maps::MapRange;
+use crate::process::proc;
+use crate::process::regs::{StackCopy, UserRegs};
+
+/// Default bytes of stack copied per thread and sample (`--native`).
+pub const DEFAULT_STACK_BYTES: usize = 256 * 1024;
+/// Deepest native stack we unwind.
+pub const MAX_NATIVE_DEPTH: usize = 2048;
+/// How often a process's module list may be rebuilt when an address is outside it.
+const MODULES_REFRESH: Duration = Duration::from_millis(200);
+/// Bound on the module files whose sections are kept.
+const MAX_CACHED_FILES: usize = 512;
+
+/// Bytes of one section, shared by every process that maps the file.
+#[derive(Debug, Clone, Default)]
+pub struct Section(Arc<[u8]>);
+
+impl Deref for Section {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// What unwinding needs from one ELF file, with section ranges as linked (SVMAs).
+#[derive(Debug, Default)]
+struct ModuleFile {
+    text: Option<Range<u64>>,
+    got: Option<Range<u64>>,
+    eh_frame: Option<(Range<u64>, Section)>,
+    eh_frame_hdr: Option<(Range<u64>, Section)>,
+    /// PT_LOAD segments as (file offset, virtual address).
+    load_segments: Vec<(u64, u64)>,
+}
+
+/// File identity: device, inode, size, modification time.
+type FileKey = (u64, u64, u64, i64);
+
+fn module_file(path: &Path) -> Option<Arc<ModuleFile>> {
+    use std::os::unix::fs::MetadataExt;
+    static CACHE: Mutex<Option<HashMap<FileKey, Arc<ModuleFile>>>> = Mutex::new(None);
+    let meta = std::fs::metadata(path).ok()?;
+    let key = (meta.dev(), meta.ino(), meta.size(), meta.mtime());
+    if let Some(hit) = CACHE
+        .lock()
+        .ok()
+        .and_then(|c| c.as_ref()?.get(&key).cloned())
+    {
+        return Some(hit);
+    }
+    // A file that cannot be parsed is cached as empty: framehop then falls back to rbp.
+    let parsed = Arc::new(parse_module_file(path).unwrap_or_default());
+    if let Ok(mut cache) = CACHE.lock() {
+        let map = cache.get_or_insert_with(HashMap::new);
+        if map.len() >= MAX_CACHED_FILES {
+            map.clear();
+        }
+        map.insert(key, parsed.clone());
+    }
+    Some(parsed)
+}
+
+fn parse_module_file(path: &Path) -> Option<ModuleFile> {
+    let bytes = std::fs::read(path).ok()?;
+    let elf = Elf::parse(&bytes).ok()?;
+    let mut out = ModuleFile {
+        load_segments: elf
+            .program_headers
+            .iter()
+            .filter(|ph| ph.p_type == PT_LOAD)
+            .map(|ph| (ph.p_offset, ph.p_vaddr))
+            .collect(),
+        ..ModuleFile::default()
+    };
+    for sh in &elf.section_headers {
+        let Some(name) = elf.shdr_strtab.get_at(sh.sh_name) else {
+            continue;
+        };
+        let range = sh.sh_addr..sh.sh_addr.saturating_add(sh.sh_size);
+        let data = || -> Option<Section> {
+            let start = usize::try_from(sh.sh_offset).ok()?;
+            let end = start.checked_add(usize::try_from(sh.sh_size).ok()?)?;
+            Some(Section(bytes.get(start..end)?.into()))
+        };
+        match name {
+            ".text" => out.text = Some(range),
+            ".got" => out.got = Some(range),
+            ".eh_frame" => out.eh_frame = data().map(|d| (range, d)),
+            ".eh_frame_hdr" => out.eh_frame_hdr = data().map(|d| (range, d)),
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+/// A native stack, leaf first. The first address is the instruction pointer; the others are
+/// return addresses minus one (inside the calling instruction), ready to symbolize.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NativeStack {
+    pub addrs: Vec<Addr>,
+    /// Beside `addrs`: each frame's stack pointer. Frame `i` owns the stack bytes from
+    /// `sps[i]` up to `sps[i + 1]` (its locals: for 3.12+ the eval loop's entry shim frame).
+    pub sps: Vec<Addr>,
+    /// Why the stack ends before its root, if it does.
+    pub truncated: Option<Reason>,
+}
+
+struct ProcessModules {
+    start_time: u64,
+    unwinder: UnwinderX86_64<Section>,
+    /// Sorted address ranges of the modules added.
+    ranges: Vec<Range<Addr>>,
+    read_at: Instant,
+}
+
+impl ProcessModules {
+    fn covers(&self, addr: Addr) -> bool {
+        let i = self.ranges.partition_point(|r| r.start <= addr);
+        i > 0 && self.ranges[i - 1].contains(&addr)
+    }
+}
+
+/// Unwinds the native stacks of any number of processes.
+pub struct NativeUnwinder {
+    processes: HashMap<u32, ProcessModules>,
+    cache: CacheX86_64,
+}
+
+impl Default for NativeUnwinder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NativeUnwinder {
+    pub fn new() -> Self {
+        NativeUnwinder {
+            processes: HashMap::new(),
+            cache: CacheX86_64::new(),
+        }
+    }
+
+    /// Forget a process (it exited or its pid was reused).
+    pub fn forget(&mut self, pid: u32) {
+        self.processes.remove(&pid);
+    }
+
+    /// Unwind the thread of `pid` whose registers are `regs` and whose stack is `stack`.
+    pub fn unwind(&mut self, pid: u32, regs: UserRegs, stack: &StackCopy) -> NativeStack {
+        let start_time = proc::start_time(pid).unwrap_or(0);
+        if self
+            .processes
+            .get(&pid)
+            .is_none_or(|p| p.start_time != start_time)
+        {
+            self.reload(pid, start_time);
+        }
+        let first = self.unwind_once(pid, regs, stack);
+        let stale = self.processes.get(&pid).is_some_and(|p| {
+            p.read_at.elapsed() >= MODULES_REFRESH && first.addrs.iter().any(|&a| !p.covers(a))
+        });
+        if !stale {
+            return first;
+        }
+        self.reload(pid, start_time);
+        self.unwind_once(pid, regs, stack)
+    }
+
+    fn reload(&mut self, pid: u32, start_time: u64) {
+        let maps = proc::maps(pid).unwrap_or_default();
+        let (unwinder, ranges) = build_modules(pid, &maps);
+        self.processes.insert(
+            pid,
+            ProcessModules {
+                start_time,
+                unwinder,
+                ranges,
+                read_at: Instant::now(),
+            },
+        );
+    }
+
+    fn unwind_once(&mut self, pid: u32, regs: UserRegs, stack: &StackCopy) -> NativeStack {
+        let Some(p) = self.processes.get(&pid) else {
+            return NativeStack {
+                addrs: vec![regs.ip],
+                sps: vec![regs.sp],
+                truncated: Some(Reason::ReadFailed),
+            };
+        };
+        let mut read_stack = |addr: u64| stack.read_u64(addr).ok_or(());
+        let mut uregs = UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp);
+        let mut at = FrameAddress::from_instruction_pointer(regs.ip);
+        let mut out = NativeStack {
+            addrs: vec![regs.ip],
+            sps: vec![regs.sp],
+            truncated: None,
+        };
+        loop {
+            if out.addrs.len() >= MAX_NATIVE_DEPTH {
+                out.truncated = Some(Reason::DepthLimit);
+                break;
+            }
+            match p
+                .unwinder
+                .unwind_frame(at, &mut uregs, &mut self.cache, &mut read_stack)
+            {
+                Ok(Some(ret)) => match FrameAddress::from_return_address(ret) {
+                    Some(next) => {
+                        out.addrs.push(next.address_for_lookup());
+                        out.sps.push(uregs.sp());
+                        at = next;
+                    }
+                    None => break,
+                },
+                Ok(None) => break,
+                Err(_) => {
+                    out.truncated = Some(Reason::ReadFailed);
+                    break;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One framehop module per mapped file with executable mappings.
+fn build_modules(pid: u32, maps: &[MapRange]) -> (UnwinderX86_64<Section>, Vec<Range<Addr>>) {
+    let mut files: HashMap<(&PathBuf, u64), Vec<&MapRange>> = HashMap::new();
+    for m in maps {
+        if let Some(path) = &m.pathname {
+            files.entry((path, m.inode)).or_default().push(m);
+        }
+    }
+    let mut unwinder = UnwinderX86_64::new();
+    let mut ranges = Vec::new();
+    for ((path, _), mappings) in files {
+        let exec: Vec<&&MapRange> = mappings.iter().filter(|m| m.executable).collect();
+        let (Some(start), Some(end)) = (
+            exec.iter().map(|m| m.start).min(),
+            exec.iter().map(|m| m.end).max(),
+        ) else {
+            continue;
+        };
+        let Some(file) = module_file(&proc::path_in_root(pid, path)) else {
+            continue;
+        };
+        let Some(bias) = load_bias(&file.load_segments, &mappings) else {
+            continue;
+        };
+        let info = ExplicitModuleSectionInfo {
+            base_svma: 0,
+            text_svma: file.text.clone(),
+            got_svma: file.got.clone(),
+            eh_frame_svma: file.eh_frame.as_ref().map(|(r, _)| r.clone()),
+            eh_frame: file.eh_frame.as_ref().map(|(_, d)| d.clone()),
+            eh_frame_hdr_svma: file.eh_frame_hdr.as_ref().map(|(r, _)| r.clone()),
+            eh_frame_hdr: file.eh_frame_hdr.as_ref().map(|(_, d)| d.clone()),
+            ..ExplicitModuleSectionInfo::default()
+        };
+        let name = path.display().to_string();
+        unwinder.add_module(Module::new(name, start..end, bias, info));
+        ranges.push(start..end);
+    }
+    ranges.sort_by_key(|r| r.start);
+    (unwinder, ranges)
+}
+
+/// Where the file's address 0 is in the process, from a mapping whose file offset matches a
+/// PT_LOAD segment.
+fn load_bias(load_segments: &[(u64, u64)], mappings: &[&MapRange]) -> Option<Addr> {
+    const PAGE: u64 = 4096;
+    mappings.iter().find_map(|m| {
+        load_segments
+            .iter()
+            .find(|&&(off, _)| off & !(PAGE - 1) == m.offset)
+            .map(|&(_, vaddr)| m.start.wrapping_sub(vaddr & !(PAGE - 1)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::memory::ProcessMemory;
+    use crate::process::regs::copy_stack;
+
+    #[inline(never)]
+    fn unwind_here(depth: u32) -> NativeStack {
+        if depth > 0 {
+            return std::hint::black_box(unwind_here(depth - 1));
+        }
+        // Start from this very point: ip, sp and bp read by one instruction sequence.
+        let (ip, sp, bp): (u64, u64, u64);
+        #[allow(unsafe_code)]
+        // SAFETY: reads three registers into locals; no memory or flags are touched.
+        unsafe {
+            std::arch::asm!("lea {}, [rip]", "mov {}, rsp", "mov {}, rbp",
+                out(reg) ip, out(reg) sp, out(reg) bp,
+                options(nomem, nostack, preserves_flags));
+        }
+        let mem = ProcessMemory::new(std::process::id());
+        let stack = copy_stack(&mem, sp, DEFAULT_STACK_BYTES);
+        let mut u = NativeUnwinder::new();
+        u.unwind(std::process::id(), UserRegs { ip, sp, bp }, &stack)
+    }
+
+    #[test]
+    fn unwinds_own_stack_through_recursion() {
+        let stack = unwind_here(5);
+        let mut sym = crate::native::NativeSymbolizer::new();
+        let names: Vec<String> = sym
+            .user_frames(std::process::id(), &stack.addrs)
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        let recursions = names.iter().filter(|n| n.contains("unwind_here")).count();
+        assert!(recursions >= 6, "{names:?} {:?}", stack.truncated);
+    }
+}

@@ -1,0 +1,108 @@
+//! A paused thread's user registers (ptrace) and a copy of the top of its stack, for the
+//! native unwinder. The thread must be in a ptrace stop (`pause::Paused`); the stack is copied
+//! page by page, so a copy ends where the stack mapping ends instead of failing whole.
+
+use super::memory::RemoteMemory;
+use crate::model::Addr;
+
+/// The registers the unwinder starts from (x86-64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserRegs {
+    pub ip: Addr,
+    pub sp: Addr,
+    pub bp: Addr,
+}
+
+/// The bytes of a thread's stack from `sp` upwards, as far as they could be read.
+#[derive(Debug, Clone, Default)]
+pub struct StackCopy {
+    /// Address of `bytes[0]` (the stack pointer at the time of the copy).
+    pub base: Addr,
+    pub bytes: Vec<u8>,
+}
+
+impl StackCopy {
+    /// The 8 bytes at `addr`, if they are inside the copy.
+    pub fn read_u64(&self, addr: Addr) -> Option<u64> {
+        let at = usize::try_from(addr.checked_sub(self.base)?).ok()?;
+        let b = self.bytes.get(at..at.checked_add(8)?)?;
+        Some(u64::from_ne_bytes(b.try_into().ok()?))
+    }
+}
+
+const PAGE: u64 = 4096;
+
+/// Copy up to `max_len` bytes of stack from `sp` up, one page at a time: a single large read
+/// is all-or-nothing, and the main thread's stack often ends a few KiB above `sp`.
+pub fn copy_stack(mem: &dyn RemoteMemory, sp: Addr, max_len: usize) -> StackCopy {
+    let mut copy = StackCopy {
+        base: sp,
+        bytes: Vec::with_capacity(max_len),
+    };
+    let mut at = sp;
+    while copy.bytes.len() < max_len {
+        let page_end = (at / PAGE + 1) * PAGE;
+        let len = ((page_end - at) as usize).min(max_len - copy.bytes.len());
+        let old = copy.bytes.len();
+        copy.bytes.resize(old + len, 0);
+        if mem.read_into(at, &mut copy.bytes[old..]).is_err() {
+            copy.bytes.truncate(old);
+            break;
+        }
+        at += len as u64;
+    }
+    copy
+}
+
+/// The user registers of thread `tid`, which must be ptrace-stopped by us.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub fn user_regs(tid: u32) -> std::io::Result<UserRegs> {
+    // SAFETY: `user_regs_struct` is plain integers, so all-zero is a valid value.
+    let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+    // SAFETY: PTRACE_GETREGS writes exactly one `user_regs_struct` to the pointer we pass,
+    // which points to a local of that type that outlives the call.
+    let rc = unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETREGS,
+            tid as libc::pid_t,
+            0usize,
+            &mut regs as *mut libc::user_regs_struct,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(UserRegs {
+        ip: regs.rip,
+        sp: regs.rsp,
+        bp: regs.rbp,
+    })
+}
+
+/// Native unwinding is x86-64 only for now.
+#[cfg(not(target_arch = "x86_64"))]
+pub fn user_regs(_tid: u32) -> std::io::Result<UserRegs> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "native unwinding supports x86-64 only",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::memory::ProcessMemory;
+
+    #[test]
+    fn copies_own_stack_up_to_its_end() {
+        let here = 0u64;
+        let sp = &here as *const u64 as u64;
+        let mem = ProcessMemory::new(std::process::id());
+        let copy = copy_stack(&mem, sp, 64 * 1024);
+        assert!(copy.bytes.len() >= 8, "{}", copy.bytes.len());
+        assert_eq!(copy.read_u64(sp), Some(0));
+        assert_eq!(copy.read_u64(sp - 8), None);
+        assert_eq!(copy.read_u64(sp + copy.bytes.len() as u64 - 4), None);
+    }
+}
