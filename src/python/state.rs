@@ -4,13 +4,14 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use super::attach::{locate, AttachError, Interpreter};
 use super::code::CodeCache;
 use super::locals::{frame_locals, Local};
 use super::repr::ReprLimits;
 use super::thread_names::{ThreadKey, ThreadNameCache};
-use super::threads::{gil_holders, interpreters, thread_states, TidResolver};
+use super::threads::{gil_holders, interpreters, thread_states, ThreadState, TidResolver};
 use super::walk::{walk_thread, walk_thread_with_addrs};
 use crate::model::{Addr, Frame, PyVersion, StackTrace};
 use crate::process::memory::{MemoryError, ProcessMemory, RemoteMemory};
@@ -60,7 +61,14 @@ pub struct PythonProcess {
     codes: CodeCache,
     tids: TidResolver,
     names: ThreadNameCache,
+    /// OS tid -> thread state, from the last full read: lets `thread_stack` walk only the
+    /// sampled thread instead of every thread of the process.
+    tstates: HashMap<u32, ThreadState>,
+    tstates_read_at: Option<Instant>,
 }
+
+/// How long `thread_stack` trusts the tid -> thread state map before a full read.
+const TSTATE_MAP_TTL: Duration = Duration::from_secs(1);
 
 impl PythonProcess {
     pub fn attach(pid: u32) -> Result<PythonProcess, AttachError> {
@@ -76,6 +84,8 @@ impl PythonProcess {
             codes: CodeCache::default(),
             tids: TidResolver::default(),
             names: ThreadNameCache::default(),
+            tstates: HashMap::new(),
+            tstates_read_at: None,
         })
     }
 
@@ -129,6 +139,16 @@ impl PythonProcess {
     /// The stack of the one thread with OS thread id `tid`, which is known to be on a CPU
     /// (the BPF sampler just sampled it); `None` if it has no Python thread state.
     pub fn thread_stack(&mut self, tid: u32) -> Result<Option<StackTrace>, SampleError> {
+        let fresh = self
+            .tstates_read_at
+            .is_some_and(|at| at.elapsed() < TSTATE_MAP_TTL);
+        if let (true, Some(&t)) = (fresh, self.tstates.get(&tid)) {
+            if let Some(stack) = self.one_thread(t, tid)? {
+                return Ok(Some(stack));
+            }
+        }
+        // Unknown thread, a thread state that moved on, or time for a refresh: read them all.
+        self.tstates_read_at = Some(Instant::now());
         let all = StackOptions {
             include_idle: true,
             gil_only: false,
@@ -137,6 +157,47 @@ impl PythonProcess {
             .read_threads(all, |_| true, |t| t == Some(tid), None)?
             .pop()
             .map(|s| s.trace))
+    }
+
+    /// The stack of thread state `t`, if it still belongs to OS thread `tid`.
+    fn one_thread(&mut self, t: ThreadState, tid: u32) -> Result<Option<StackTrace>, SampleError> {
+        let pid = self.pid;
+        let o = &self.interpreter.offsets;
+        let mem: &dyn RemoteMemory = &self.mem;
+        let still_ours = match o.tstate_native_thread_id {
+            Some(off) => mem.read_u64(t.addr + off).is_ok_and(|v| v as u32 == tid),
+            None => mem
+                .read_u64(t.addr + o.tstate_thread_id)
+                .is_ok_and(|v| v == t.ident),
+        };
+        if !still_ours {
+            return Ok(None);
+        }
+        let walk = walk_thread(mem, o, t.addr);
+        let mut frames: Vec<Frame> = walk
+            .frames
+            .iter()
+            .map(|raw| self.codes.resolve(mem, o, *raw))
+            .collect();
+        if let Some(reason) = walk.truncated {
+            frames.push(Frame::Truncated(reason));
+        }
+        let owns_gil = gil_holders(mem, o, self.interpreter.gil, &[t.interp]).contains(&t.addr);
+        let key = ThreadKey {
+            interp: t.interp,
+            ident: t.ident,
+            tid: Some(tid),
+        };
+        let thread_name = self.names.name(mem, o, key, || proc::thread_comm(pid, tid));
+        Ok(Some(StackTrace {
+            pid,
+            tid: Some(tid),
+            thread_name,
+            thread_ident: t.ident,
+            active: true,
+            owns_gil,
+            frames,
+        }))
     }
 
     /// `stacks_with_activity` for `--native`: each stack with, beside its Python frames, the
@@ -218,6 +279,7 @@ impl PythonProcess {
 
         self.names
             .start_sample(threads.iter().map(|t| (t.interp, t.ident)));
+        self.tstates.clear();
         let mut out = Vec::with_capacity(threads.len());
         for t in threads {
             let owns_gil = holders.contains(&t.addr);
@@ -225,6 +287,9 @@ impl PythonProcess {
                 continue;
             }
             let tid = t.native_tid.or_else(|| mapped.get(&t.ident).copied());
+            if let Some(tid) = tid {
+                self.tstates.insert(tid, t);
+            }
             if !select(tid) {
                 continue;
             }
