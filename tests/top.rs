@@ -534,3 +534,39 @@ fn all_processes_with_bpf() {
     });
     assert!(hot, "no hot_function row for pid {pid}:\n{out}");
 }
+
+/// `top --native`: native rows (functions of the interpreter binary) beside the Python ones.
+#[test]
+fn native_rows() {
+    if !is_root() {
+        assert!(!in_ci(), "CI must run these tests as root");
+        return;
+    }
+    let interp = interpreters()
+        .into_iter()
+        .find(|i| i.flavour == "system")
+        .or_else(|| interpreters().into_iter().next())
+        .expect("an interpreter");
+    let target = interp.start(SCRIPT, &[]).unwrap();
+    target.wait_ready().unwrap();
+    let args: Vec<String> = [
+        "top",
+        "--native",
+        "--pid",
+        &target.pid().to_string(),
+        "--delay",
+        "0.5",
+    ]
+    .map(String::from)
+    .to_vec();
+    let out = run_then_interrupt(&args, 3).unwrap();
+    assert!(
+        out.contains("hot_function (top_busy.py:"),
+        "no Python rows:\n{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains(" (python3") || l.contains(" (libpython")),
+        "no native rows of the interpreter:\n{out}"
+    );
+}

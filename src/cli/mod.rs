@@ -153,6 +153,9 @@ pub struct TopArgs {
     /// Seconds between refreshes of the display.
     #[arg(long, default_value_t = 1.0, value_parser = top::parse_delay)]
     pub delay: f64,
+    /// Include native (C) frames, merged with the Python ones (pauses the target per sample).
+    #[arg(long, conflicts_with = "all")]
+    pub native: bool,
 }
 
 /// Run the parsed command; the exit code to use on success.

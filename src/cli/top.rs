@@ -11,6 +11,7 @@ use anyhow::Context;
 
 use super::{target, TopArgs};
 use crate::bpf::PerfEventKind;
+use crate::native::NativeReader;
 use crate::process::pause::Paused;
 use crate::python::StackOptions;
 use crate::sampler::bpf::{self as bpf_source, BpfSourceConfig, Scope};
@@ -42,7 +43,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
     }
     let target = target::resolve(&args.target)?;
     let pid = target.process.pid;
-    if args.blocking {
+    if args.blocking || args.native {
         // Find out now, not at the first sample, whether we may pause the target.
         drop(Paused::pause(pid)?);
     }
@@ -65,6 +66,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
     let shared = Live::shared(args.subprocesses);
     let child: Option<Arc<Mutex<Child>>> = target.child.map(|c| Arc::new(Mutex::new(c)));
 
+    let native = args.native;
     let sampler = {
         let shared = shared.clone();
         let stop = stop.clone();
@@ -76,6 +78,9 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
                 // If sampling panics, the display must not wait for it forever.
                 let failed = FailureFlag(shared.clone());
                 let mut sampler = UserspaceSampler::new(config, process);
+                if native {
+                    sampler = sampler.with_native(NativeReader::default());
+                }
                 let summary = sampler.run(
                     None,
                     &stop,
@@ -129,6 +134,7 @@ fn run_all(args: TopArgs, stop: Arc<AtomicBool>) -> anyhow::Result<i32> {
         gil_only: args.gil,
         include_idle: args.idle,
         kernel_stacks: true,
+        native: None,
     };
     let bpf = bpf_source::start(&config)?;
     let watched = Watched {
