@@ -16,6 +16,13 @@
 /* TASK_COMM_LEN in the kernel; comm is NUL-terminated within it. */
 #define PYSPY_COMM_LEN 16
 
+/* User-stack copy (--native): the copy mirrors whole pages of the thread's stack starting at
+ * the page holding sp, at most this many (the first one only from sp up). Copied page by page:
+ * a single large bpf_probe_read_user is all-or-nothing, and the main thread's stack often ends
+ * a few KiB above sp. */
+#define PYSPY_PAGE_SIZE 4096
+#define MAX_USER_STACK_PAGES 16
+
 /*
  * Named error counters: each indexes the per-CPU array map `errors`. User space sums the CPUs
  * and prints the non-zero ones by name; the names are generated from this enum's BTF at build
@@ -31,6 +38,12 @@ enum pyspy_error {
 	ERR_KSTACK_FAILED,
 	/* bpf_get_stack(BPF_F_USER_STACK) failed; the record has no user frames. */
 	ERR_USTACK_FAILED,
+	/* copy_user_stack: the user registers of a user thread could not be read (no stack
+	 * pointer); the record has no stack copy. */
+	ERR_REGS_FAILED,
+	/* copy_user_stack: not even the page holding the stack pointer could be read; the record
+	 * has no stack copy. */
+	ERR_USTACK_COPY_FAILED,
 	ERR_COUNT,
 };
 
@@ -44,6 +57,10 @@ enum pyspy_sample_flag {
 	SAMPLE_KSTACK_OFF = 1 << 3,
 	SAMPLE_KSTACK_FULL = 1 << 4,
 	SAMPLE_USTACK_FULL = 1 << 5,
+	/* The record is a struct pyspy_native_sample: user registers and a stack copy follow. */
+	SAMPLE_NATIVE = 1 << 6,
+	SAMPLE_REGS_FAILED = 1 << 7,
+	SAMPLE_USTACK_COPY_FAILED = 1 << 8,
 };
 
 /* One ring-buffer record: one perf event firing on one CPU. Stacks are copied in whole (no
@@ -59,6 +76,21 @@ struct pyspy_sample {
 	__u32 user_len;   /* valid entries in user[] */
 	__u64 kernel[MAX_STACK_DEPTH];
 	__u64 user[MAX_STACK_DEPTH];
+};
+
+/* With copy_user_stack (--native), a record of a user thread is this: the sample, the thread's
+ * user registers, and a copy of the top of its stack for unwinding in user space (.eh_frame).
+ * stack[] mirrors the memory from the page holding sp (sp & ~(PYSPY_PAGE_SIZE - 1)) up: the
+ * valid bytes are stack[sp % PYSPY_PAGE_SIZE .. stack_len]. The record is reserved with
+ * user_stack_pages pages of stack[], not MAX_USER_STACK_PAGES. */
+struct pyspy_native_sample {
+	struct pyspy_sample sample;
+	__u64 ip; /* user registers: instruction, stack and frame pointer */
+	__u64 sp;
+	__u64 bp;
+	__u32 stack_len; /* end of the valid bytes of stack[]; 0: no copy */
+	__u32 stack_pages; /* pages reserved for stack[] */
+	__u8 stack[MAX_USER_STACK_PAGES * PYSPY_PAGE_SIZE];
 };
 
 #endif /* PYSPY_H */

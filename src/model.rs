@@ -142,6 +142,20 @@ pub struct RawSample {
     pub user: Vec<Addr>,
     pub kernel_status: StackStatus,
     pub user_status: StackStatus,
+    /// With a user-stack copy (BPF `--native`): the thread's user registers at the sample;
+    /// `None` without a copy or when they could not be read.
+    pub user_regs: Option<SampleRegs>,
+    /// With `user_regs`: the top of the thread's user stack, from `user_regs.sp` up (empty when
+    /// it could not be copied).
+    pub user_stack: Vec<u8>,
+}
+
+/// The user registers a native unwind starts from (x86-64), as the BPF sampler captured them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleRegs {
+    pub ip: Addr,
+    pub sp: Addr,
+    pub bp: Addr,
 }
 
 /// How a raw stack was captured.

@@ -152,6 +152,62 @@ fn samples_a_busy_python_process() {
 }
 
 #[test]
+fn copies_user_registers_and_stack() {
+    if !privileged("copies_user_registers_and_stack") {
+        return;
+    }
+    // dd spends most of its time in the kernel: its registers come from the task's saved
+    // user registers there, python's from the sample's own in user mode.
+    let python = Guard::busy_python();
+    let dd = Guard::busy_kernel();
+    let mut sampler = BpfSampler::start(&BpfConfig {
+        copy_user_stack: Some(16 * 1024),
+        ringbuf_bytes: 32 << 20,
+        ..config()
+    })
+    .expect("start the BPF sampler with a stack copy");
+    let rx = sampler.spawn_reader(4096).expect("reader");
+    let of = |pid: u32| collect_of(&rx, pid, 50).0;
+    let samples: Vec<(&str, Vec<RawSample>)> =
+        vec![("python", of(python.pid())), ("dd", of(dd.pid()))];
+    drop((python, dd));
+    let counters = counters_by_name(&sampler.stop().expect("stop"));
+    for (what, samples) in &samples {
+        let copied: Vec<&RawSample> = samples
+            .iter()
+            .filter(|s| s.user_regs.is_some() && !s.user_stack.is_empty())
+            .collect();
+        assert!(
+            samples.len() >= 20 && copied.len() * 10 >= samples.len() * 9,
+            "{what}: {} of {} samples with registers and a stack copy; counters {counters:?}",
+            copied.len(),
+            samples.len()
+        );
+        for s in copied {
+            let regs = s.user_regs.unwrap();
+            assert!(
+                regs.ip != 0 && regs.ip < 0x8000_0000_0000_0000,
+                "{what}: {regs:?}"
+            );
+            assert!(
+                regs.sp != 0 && regs.sp < 0x8000_0000_0000_0000,
+                "{what}: {regs:?}"
+            );
+            // At least the rest of sp's page, at most the 16 KiB asked for plus that page.
+            let len = s.user_stack.len();
+            assert!((1..=20 * 1024).contains(&len), "{what}: {len} bytes");
+            // The copy reaches the end of the stack or the pages asked for.
+            assert!(
+                len >= 4096 - (regs.sp % 4096) as usize,
+                "{what}: {len} bytes"
+            );
+        }
+    }
+    assert_eq!(counters["bad_record"], 0);
+    assert_eq!(counters["regs_failed"], 0);
+}
+
+#[test]
 fn target_tgid_keeps_only_that_process_with_kernel_stacks() {
     if !privileged("target_tgid_keeps_only_that_process_with_kernel_stacks") {
         return;

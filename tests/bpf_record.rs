@@ -205,3 +205,148 @@ fn record_command_in_bpf_mode() {
         );
     }
 }
+
+fn position(stack: &RawStack, pred: impl Fn(&str) -> bool) -> Option<usize> {
+    stack.frames.iter().position(|f| pred(f))
+}
+
+/// Native roots of a fully unwound stack (main thread, other threads).
+fn rooted(stack: &RawStack) -> bool {
+    stack.root().is_some_and(|r| {
+        [
+            "_start (",
+            "main (",
+            "start_thread (",
+            "clone3 (",
+            "__clone3 (",
+        ]
+        .iter()
+        .any(|p| r.starts_with(p))
+    })
+}
+
+#[test]
+fn record_native_in_bpf_mode_unwinds_to_the_root() {
+    if !require_root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut pythons: Vec<Interpreter> = distinct_series(20)
+        .into_iter()
+        .filter(|i| !i.is_py2())
+        .collect();
+    pythons.extend(interpreters().into_iter().filter(|i| i.flavour == "system"));
+    assert!(!pythons.is_empty(), "no interpreters");
+    let mut failures = Vec::new();
+    for interp in &pythons {
+        let target = interp.start("busy.py", &[]).unwrap();
+        target.wait_ready().unwrap();
+        let dir = TempDir::new("bpf-native");
+        let out = dir.join("native.txt");
+        let out_s = out.display().to_string();
+        let pid = target.pid().to_string();
+        let outcome = pyspy(&[
+            "record", "--mode", "bpf", "--native", "-f", "raw", "-d", "2", "-o", &out_s, "--pid",
+            &pid,
+        ])
+        .unwrap();
+        let Ok(outcome) = outcome.ok() else {
+            failures.push(format!("{}: record failed", interp.label()));
+            continue;
+        };
+        let stacks = read_raw(&out).unwrap();
+        let python: Vec<&RawStack> = stacks
+            .iter()
+            .filter(|s| position(s, |f| f.contains("(busy.py:")).is_some())
+            .collect();
+        let count = |pred: &dyn Fn(&RawStack) -> bool| -> u64 {
+            python.iter().filter(|s| pred(s)).map(|s| s.count).sum()
+        };
+        let all = count(&|_| true);
+        let good_root = count(&|s| rooted(s));
+        // main -> level_a -> level_b, root first, under the interpreter's own native frames.
+        let ordered = count(&|s| {
+            let main = position(s, |f| f.starts_with("main (busy.py"));
+            let a = position(s, |f| f.starts_with("level_a (busy.py"));
+            let b = position(s, |f| f.starts_with("level_b (busy.py"));
+            let native_below = main.is_some_and(|m| {
+                s.frames[..m]
+                    .iter()
+                    .any(|f| f.contains("(libpython") || f.contains("(python"))
+            });
+            native_below && matches!((main, a, b), (Some(m), Some(a), Some(b)) if m < a && a < b)
+        });
+        if all < 20 || good_root * 100 < all * 90 || ordered * 100 < all * 90 {
+            failures.push(format!(
+                "{}: {all} Python samples, {good_root} reach the native root, {ordered} show \
+                 native -> main -> level_a -> level_b\n{}\n{}",
+                interp.label(),
+                summary(&stacks),
+                outcome.describe()
+            ));
+        } else {
+            eprintln!(
+                "{}: {good_root} of {all} Python samples reach the root",
+                interp.label()
+            );
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn record_all_native_keeps_native_processes() {
+    if !require_root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let native = ChildGuard(
+        Command::new("dd")
+            .args(["if=/dev/zero", "of=/dev/null", "bs=1"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let dir = TempDir::new("bpf-all-native");
+    let out = dir.join("all.txt");
+    let out_s = out.display().to_string();
+    let outcome = pyspy(&[
+        "record", "--all", "--native", "-f", "raw", "-d", "2", "-o", &out_s,
+    ])
+    .unwrap()
+    .ok()
+    .unwrap();
+    let stacks = read_raw(&out).unwrap();
+    let dd_root = format!("dd ({})", native.pid());
+    let dd: Vec<&RawStack> = stacks
+        .iter()
+        .filter(|s| s.root() == Some(dd_root.as_str()))
+        .collect();
+    let all: u64 = dd.iter().map(|s| s.count).sum();
+    // dd's own code or libc's, unwound from its registers to its root (dd is stripped: its
+    // _start has no name, libc's __libc_start_main has).
+    let with_native: u64 = dd
+        .iter()
+        .filter(|s| {
+            s.frames
+                .iter()
+                .any(|f| f.contains("(libc") || f.contains("(dd"))
+        })
+        .map(|s| s.count)
+        .sum();
+    let to_root: u64 = dd
+        .iter()
+        .filter(|s| {
+            s.frames
+                .iter()
+                .any(|f| f.starts_with("__libc_start_main ("))
+        })
+        .map(|s| s.count)
+        .sum();
+    assert!(
+        all >= 5 && with_native * 10 >= all * 9 && to_root * 10 >= all * 9,
+        "{dd_root}: {all} samples, {with_native} with native frames, {to_root} reach __libc_start_main\n{}\n{}",
+        summary(&stacks),
+        outcome.describe()
+    );
+}

@@ -48,7 +48,7 @@ mod perf;
 mod sampler;
 
 pub use perf::{monotonic_ns, online_cpus, PerfEventKind};
-pub use sampler::{BpfConfig, BpfSampler, COUNTER_NAMES};
+pub use sampler::{BpfConfig, BpfSampler, COUNTER_NAMES, MAX_USER_STACK_COPY};
 
 use std::io;
 

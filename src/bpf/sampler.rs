@@ -14,7 +14,7 @@ use libbpf_rs::{MapCore as _, MapFlags, RingBufferBuilder};
 
 use super::perf::{self, PerfEventKind};
 use super::{BpfError, KERNEL_BTF};
-use crate::model::{RawSample, StackStatus};
+use crate::model::{RawSample, SampleRegs, StackStatus};
 
 /// The generated skeleton (libbpf-cargo, from build.rs): the embedded object, its maps and
 /// programs, and `types` generated from its BTF (`pyspy_sample`, `pyspy_error`, ...).
@@ -28,7 +28,17 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/sampler_errors.rs"));
 }
 
-use skel::types::{pyspy_sample, pyspy_sample_flag as flag};
+use skel::types::{pyspy_native_sample, pyspy_sample, pyspy_sample_flag as flag};
+
+/// `PYSPY_PAGE_SIZE` (bpf/pyspy.h): the unit of the user-stack copy.
+const STACK_PAGE: usize = 4096;
+/// Offset of the stack copy in a `pyspy_native_sample` record.
+const STACK_OFFSET: usize = std::mem::offset_of!(pyspy_native_sample, stack);
+/// Pages `pyspy_native_sample::stack` holds at most (`MAX_USER_STACK_PAGES`).
+const MAX_STACK_PAGES: usize =
+    (std::mem::size_of::<pyspy_native_sample>() - STACK_OFFSET) / STACK_PAGE;
+/// The most `BpfConfig::copy_user_stack` may ask for: every page but the partial first one.
+pub const MAX_USER_STACK_COPY: usize = (MAX_STACK_PAGES - 1) * STACK_PAGE;
 
 /// Counters kept in user space, after the BPF ones.
 const QUEUE_FULL: &str = "queue_full";
@@ -67,6 +77,11 @@ pub struct BpfConfig {
     /// Size of the ring buffer in bytes: a power of two and a multiple of the page size. Each
     /// record takes a little over 2 KiB; the default (8 MiB) holds about 4000.
     pub ringbuf_bytes: usize,
+    /// Copy at least this many bytes of a user thread's stack (from its stack pointer up), with
+    /// its user registers, into each of its samples, for unwinding in user space (`--native`):
+    /// whole pages, up to [`MAX_USER_STACK_COPY`]; `None` copies nothing. The record grows by
+    /// the pages copied (e.g. 20 KiB for 16 KiB): size the ring buffer for it.
+    pub copy_user_stack: Option<usize>,
 }
 
 impl Default for BpfConfig {
@@ -78,6 +93,7 @@ impl Default for BpfConfig {
             kernel_stacks: true,
             include_idle: false,
             ringbuf_bytes: 8 << 20,
+            copy_user_stack: None,
         }
     }
 }
@@ -94,6 +110,20 @@ impl BpfConfig {
         }
         if self.rate_hz == 0 {
             return Err(BpfError::Config("the sampling rate must be above 0".into()));
+        }
+        if let Some(bytes) = self.copy_user_stack {
+            if bytes == 0 || bytes > MAX_USER_STACK_COPY {
+                return Err(BpfError::Config(format!(
+                    "user stack copy of {bytes} bytes: must be 1 to {MAX_USER_STACK_COPY}"
+                )));
+            }
+            let record = STACK_OFFSET + user_stack_pages(bytes) as usize * STACK_PAGE;
+            if record * 4 > self.ringbuf_bytes {
+                return Err(BpfError::Config(format!(
+                    "a ring buffer of {} bytes is too small for records of {record} bytes",
+                    self.ringbuf_bytes
+                )));
+            }
         }
         if self.target_tgid == Some(0) {
             return Err(BpfError::Config(
@@ -147,6 +177,7 @@ impl BpfSampler {
         rodata.target_tgid = config.target_tgid.unwrap_or(0);
         rodata.skip_idle = !config.include_idle;
         rodata.kernel_stacks = config.kernel_stacks;
+        rodata.user_stack_pages = config.copy_user_stack.map_or(0, user_stack_pages);
         let ringbuf_bytes = u32::try_from(config.ringbuf_bytes)
             .map_err(|_| BpfError::Config("ring buffer too large".into()))?;
         open.maps
@@ -351,7 +382,47 @@ fn read_record(data: &[u8]) -> Option<pyspy_sample> {
 }
 
 fn decode(data: &[u8]) -> Option<RawSample> {
-    read_record(data).map(|record| to_raw_sample(&record))
+    let record = read_record(data)?;
+    let mut sample = to_raw_sample(&record);
+    if record.flags & flag::SAMPLE_NATIVE.0 != 0 {
+        let (regs, stack) = native_part(data, record.flags)?;
+        sample.user_regs = regs;
+        sample.user_stack = stack;
+    }
+    Some(sample)
+}
+
+/// `user_stack_pages` (sampler.bpf.c) for a copy of at least `bytes` from the stack pointer
+/// up: the first page holds between 1 byte and a page of it.
+fn user_stack_pages(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(STACK_PAGE) + 1).unwrap_or(u32::MAX)
+}
+
+/// The registers and the stack copy (from sp up) of a `pyspy_native_sample` record; `None`
+/// when the record is too short for its header.
+fn native_part(data: &[u8], flags: u32) -> Option<(Option<SampleRegs>, Vec<u8>)> {
+    use std::mem::offset_of;
+    let u64_at = |at: usize| -> Option<u64> {
+        Some(u64::from_ne_bytes(data.get(at..at + 8)?.try_into().ok()?))
+    };
+    let u32_at = |at: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(data.get(at..at + 4)?.try_into().ok()?))
+    };
+    let regs = SampleRegs {
+        ip: u64_at(offset_of!(pyspy_native_sample, ip))?,
+        sp: u64_at(offset_of!(pyspy_native_sample, sp))?,
+        bp: u64_at(offset_of!(pyspy_native_sample, bp))?,
+    };
+    let stack_len = u32_at(offset_of!(pyspy_native_sample, stack_len))? as usize;
+    let copy = data.get(STACK_OFFSET..).unwrap_or_default();
+    if flags & flag::SAMPLE_REGS_FAILED.0 != 0 {
+        return Some((None, Vec::new()));
+    }
+    // stack[] mirrors the pages from the one holding sp: the valid bytes start at sp's offset.
+    let first = (regs.sp % STACK_PAGE as u64) as usize;
+    let end = stack_len.min(copy.len());
+    let stack = copy.get(first..end).unwrap_or_default().to_vec();
+    Some((Some(regs), stack))
 }
 
 fn to_raw_sample(record: &pyspy_sample) -> RawSample {
@@ -388,6 +459,8 @@ fn to_raw_sample(record: &pyspy_sample) -> RawSample {
             Some(flag::SAMPLE_KSTACK_OFF),
         ),
         user_status: status(flag::SAMPLE_USTACK_FAILED, flag::SAMPLE_USTACK_FULL, None),
+        user_regs: None,
+        user_stack: Vec::new(),
     }
 }
 
@@ -496,6 +569,56 @@ mod tests {
         let sample = decode(&bytes[8..]).expect("a zeroed record decodes");
         assert_eq!((sample.pid, sample.comm.as_str()), (0, ""));
         assert!(sample.kernel.is_empty() && sample.user.is_empty());
+    }
+
+    #[test]
+    fn decodes_a_record_with_a_stack_copy() {
+        let mut native = Box::new(pyspy_native_sample {
+            sample: record(),
+            ip: 0x40_1000,
+            sp: 0x7ffc_0000_1ff0,
+            bp: 0x7ffc_0000_2000,
+            stack_len: 2 * STACK_PAGE as u32,
+            stack_pages: 2,
+            ..Default::default()
+        });
+        native.sample.flags = flag::SAMPLE_NATIVE.0;
+        native.stack[0xff0..0xff8].copy_from_slice(&0x1234u64.to_ne_bytes());
+        let len = STACK_OFFSET + 2 * STACK_PAGE;
+        let sample = decode(bytes_of(&native, len)).expect("decodes");
+        assert_eq!(sample.comm, "python3");
+        let regs = sample.user_regs.expect("registers");
+        assert_eq!(
+            (regs.ip, regs.sp, regs.bp),
+            (0x40_1000, 0x7ffc_0000_1ff0, 0x7ffc_0000_2000)
+        );
+        // From sp (0xff0 into its page) to the end of the second page.
+        assert_eq!(sample.user_stack.len(), 0x10 + STACK_PAGE);
+        assert_eq!(sample.user_stack[..8], 0x1234u64.to_ne_bytes());
+        // A failed copy: registers, no stack; failed registers: neither.
+        native.stack_len = 0;
+        native.sample.flags |= flag::SAMPLE_USTACK_COPY_FAILED.0;
+        let sample = decode(bytes_of(&native, len)).expect("decodes");
+        assert!(sample.user_regs.is_some() && sample.user_stack.is_empty());
+        native.sample.flags = flag::SAMPLE_NATIVE.0 | flag::SAMPLE_REGS_FAILED.0;
+        let sample = decode(bytes_of(&native, len)).expect("decodes");
+        assert!(sample.user_regs.is_none() && sample.user_stack.is_empty());
+        // A record flagged native but cut short is rejected; a plain record has neither.
+        let short = std::mem::size_of::<pyspy_sample>();
+        assert!(decode(bytes_of(&native, short)).is_none());
+        native.sample.flags = 0;
+        let plain = decode(bytes_of(&native, std::mem::size_of::<pyspy_sample>()));
+        assert!(plain.is_some_and(|s| s.user_regs.is_none()));
+        assert_eq!(user_stack_pages(16 * 1024), 5);
+        assert_eq!(user_stack_pages(1), 2);
+    }
+
+    fn bytes_of(native: &pyspy_native_sample, len: usize) -> &[u8] {
+        #[allow(unsafe_code)]
+        // SAFETY: a plain #[repr(C)] struct of integers, at least `len` bytes long.
+        unsafe {
+            std::slice::from_raw_parts((native as *const pyspy_native_sample).cast::<u8>(), len)
+        }
     }
 
     #[test]

@@ -57,16 +57,20 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         gil_only: args.gil,
         include_idle: args.idle,
         kernel_stacks: true,
+        native: args.native.then_some(bpf_source::DEFAULT_STACK_COPY),
     };
-    let userspace_only = if args.native {
-        Some("--native")
-    } else if args.blocking {
-        Some("--blocking")
-    } else if args.idle && !args.target.all {
-        Some("--idle (threads that are not on a CPU)")
-    } else {
-        None
-    };
+    // `--native` runs in both samplers; `auto` keeps the user-space one for a single target
+    // (it pauses the thread, so native and Python frames are read at one instant).
+    let userspace_only =
+        if args.native && matches!(args.mode, mode::ModeArg::Auto) && !args.target.all {
+            Some("--native")
+        } else if args.blocking {
+            Some("--blocking")
+        } else if args.idle && !args.target.all {
+            Some("--idle (threads that are not on a CPU)")
+        } else {
+            None
+        };
     let chosen = mode::choose(args.mode, args.target.all, userspace_only, &bpf_config);
     let output_path = args
         .output
@@ -237,6 +241,13 @@ fn record_bpf(
     )?;
     if live {
         eprintln!();
+    }
+    if args.native {
+        let n = summary.native;
+        eprintln!(
+            "pyspy-bpf: native: {} stacks unwound, {} truncated, {} native/python mismatches, {} without a stack copy",
+            n.stacks, n.truncated, n.mismatched, n.no_registers
+        );
     }
     let meta = ProfileMeta {
         title: format!("pyspy-bpf {title}"),

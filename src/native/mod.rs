@@ -19,7 +19,7 @@ use merge::NativeSlot;
 use unwind::NativeUnwinder;
 
 /// The functions whose frames are the eval loop, each C call of which runs Python frames.
-const EVAL_LOOP: &[&str] = &[
+pub const EVAL_LOOP: &[&str] = &[
     "_PyEval_EvalFrameDefault",
     "_PyEval_EvalFrameDefault.cold",
     "PyEval_EvalFrameEx",

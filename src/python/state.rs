@@ -67,8 +67,10 @@ pub struct PythonProcess {
     tstates_read_at: Option<Instant>,
 }
 
-/// How long `thread_stack` trusts the tid -> thread state map before a full read.
-const TSTATE_MAP_TTL: Duration = Duration::from_secs(1);
+/// How long `thread_stack` trusts the tid -> thread state map before a full read. Each use is
+/// confirmed by reading the thread state's own thread id, so this only bounds how long names
+/// of ended threads linger; a full read costs a few reads per thread of the process.
+const TSTATE_MAP_TTL: Duration = Duration::from_secs(10);
 
 impl PythonProcess {
     pub fn attach(pid: u32) -> Result<PythonProcess, AttachError> {
@@ -143,7 +145,7 @@ impl PythonProcess {
             .tstates_read_at
             .is_some_and(|at| at.elapsed() < TSTATE_MAP_TTL);
         if let (true, Some(&t)) = (fresh, self.tstates.get(&tid)) {
-            if let Some(stack) = self.one_thread(t, tid)? {
+            if let Some((stack, _, _)) = self.one_thread(t, tid)? {
                 return Ok(Some(stack));
             }
         }
@@ -159,8 +161,37 @@ impl PythonProcess {
             .map(|s| s.trace))
     }
 
-    /// The stack of thread state `t`, if it still belongs to OS thread `tid`.
-    fn one_thread(&mut self, t: ThreadState, tid: u32) -> Result<Option<StackTrace>, SampleError> {
+    /// `thread_stack` for BPF `--native`: with the eval-loop boundaries and entry shims of
+    /// `stacks_with_entries`.
+    pub fn thread_stack_with_entries(
+        &mut self,
+        tid: u32,
+    ) -> Result<Option<StackWithEntries>, SampleError> {
+        let fresh = self
+            .tstates_read_at
+            .is_some_and(|at| at.elapsed() < TSTATE_MAP_TTL);
+        if let (true, Some(&t)) = (fresh, self.tstates.get(&tid)) {
+            if let Some(read) = self.one_thread(t, tid)? {
+                return Ok(Some(read));
+            }
+        }
+        self.tstates_read_at = Some(Instant::now());
+        let all = StackOptions {
+            include_idle: true,
+            gil_only: false,
+        };
+        Ok(self
+            .read_threads_with_entries(all, |_| true, |t| t == Some(tid))?
+            .pop())
+    }
+
+    /// The stack of thread state `t`, if it still belongs to OS thread `tid`, with its
+    /// `Walk::entry` flags and shims.
+    fn one_thread(
+        &mut self,
+        t: ThreadState,
+        tid: u32,
+    ) -> Result<Option<StackWithEntries>, SampleError> {
         let pid = self.pid;
         let o = &self.interpreter.offsets;
         let mem: &dyn RemoteMemory = &self.mem;
@@ -189,7 +220,7 @@ impl PythonProcess {
             tid: Some(tid),
         };
         let thread_name = self.names.name(mem, o, key, || proc::thread_comm(pid, tid));
-        Ok(Some(StackTrace {
+        let stack = StackTrace {
             pid,
             tid: Some(tid),
             thread_name,
@@ -197,7 +228,8 @@ impl PythonProcess {
             active: true,
             owns_gil,
             frames,
-        }))
+        };
+        Ok(Some((stack, walk.entry, walk.shims)))
     }
 
     /// `stacks_with_activity` for `--native`: each stack with, beside its Python frames, the

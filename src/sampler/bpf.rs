@@ -3,16 +3,27 @@
 //! away: for a thread of a Python process, that thread's Python frames are read at once
 //! from its thread state (the process is attached lazily, once, and dropped when its pid is
 //! reused); any other thread keeps its native and kernel frames, symbolized.
+//!
+//! With `native` (`--native`), each sample of a user thread carries its registers and the top
+//! of its stack: the stack is unwound here with `.eh_frame` (one unwinder for the whole run,
+//! which keeps each process's modules), symbolized, and for a Python thread merged with its
+//! Python frames (`native::merge`) as the user-space `--native` does; kernel frames go on the
+//! leaf side. A sample without a stack copy (a kernel thread, a failed copy) keeps the
+//! frame-pointer user stack the kernel recorded.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use crate::bpf::{monotonic_ns, BpfConfig, BpfError, BpfSampler, PerfEventKind};
-use crate::model::{Frame, RawSample, StackTrace};
-use crate::native::NativeSymbolizer;
+use crate::model::{Addr, Frame, RawSample, StackTrace};
+use crate::native::merge::{self, NativeSlot};
+use crate::native::unwind::{NativeStack, NativeUnwinder};
+use crate::native::{symbolize, NativeStats, NativeSymbolizer};
 use crate::process::proc;
+use crate::process::regs::{StackCopy, UserRegs};
 use crate::python::PythonProcess;
 
 /// Which processes a BPF run records.
@@ -38,7 +49,14 @@ pub struct BpfSourceConfig {
     /// Also record the CPUs' idle task.
     pub include_idle: bool,
     pub kernel_stacks: bool,
+    /// Mixed native + Python stacks (`--native`): copy each user thread's registers and this
+    /// many bytes of the top of its stack in BPF (at most `bpf::MAX_USER_STACK_COPY`;
+    /// [`DEFAULT_STACK_COPY`]) and unwind them here. `None`: frame-pointer user stacks.
+    pub native: Option<usize>,
 }
+
+/// Default `BpfSourceConfig::stack_copy_bytes`.
+pub const DEFAULT_STACK_COPY: usize = 16 * 1024;
 
 /// What a run counted; `lost` holds every non-zero loss/error counter by name.
 #[derive(Debug, Clone, Default)]
@@ -56,6 +74,8 @@ pub struct BpfSummary {
     pub interrupted: bool,
     /// The single target (`Scope::Pid`/`Tree`) exited.
     pub target_exited: bool,
+    /// `native`: stacks unwound (`no_registers`: user-thread samples without a stack copy).
+    pub native: NativeStats,
 }
 
 /// How often a cached process's start time is re-checked (pid reuse), and how often a
@@ -66,6 +86,10 @@ const RECHECK: Duration = Duration::from_secs(1);
 const MAX_PYTHON_AGE_NS: u64 = 200_000_000;
 /// Samples the ring-buffer reader may queue ahead of us.
 const QUEUE: usize = 16_384;
+/// The same with `native`, whose samples carry a stack copy each (~16 KiB).
+const QUEUE_NATIVE: usize = 2_048;
+/// Ring buffer with `native`: records are ~10x larger.
+const RINGBUF_NATIVE: usize = 64 << 20;
 
 enum Kind {
     Python(Box<PythonProcess>),
@@ -81,6 +105,14 @@ struct Entry {
     retry_soon: bool,
     /// Attach attempts for this process so far (bounds the quick retries).
     attempts: u32,
+    /// `native`, Python: the address ranges of its eval loop, found at its first sample.
+    eval: Option<Vec<Range<Addr>>>,
+}
+
+/// Turns addresses into frames: the symbolizer, and with `native` the unwinder.
+struct Resolver {
+    symbols: NativeSymbolizer,
+    unwinder: Option<NativeUnwinder>,
 }
 
 /// Quick retries (every `RETRY_STARTING`) before falling back to `RECHECK`.
@@ -100,6 +132,12 @@ pub fn start(config: &BpfSourceConfig) -> Result<BpfSampler, BpfError> {
         },
         kernel_stacks: config.kernel_stacks,
         include_idle: config.include_idle,
+        copy_user_stack: config.native,
+        ringbuf_bytes: if config.native.is_some() {
+            RINGBUF_NATIVE
+        } else {
+            BpfConfig::default().ringbuf_bytes
+        },
         ..BpfConfig::default()
     })
 }
@@ -116,9 +154,16 @@ pub fn run(
     mut on_stack: impl FnMut(&StackTrace, &str),
     mut on_status: impl FnMut(&BpfSummary),
 ) -> Result<BpfSummary, BpfError> {
-    let samples = sampler.spawn_reader(QUEUE)?;
+    let samples = sampler.spawn_reader(if config.native.is_some() {
+        QUEUE_NATIVE
+    } else {
+        QUEUE
+    })?;
     let mut table: HashMap<u32, Entry> = HashMap::new();
-    let mut symbols = NativeSymbolizer::new();
+    let mut symbols = Resolver {
+        symbols: NativeSymbolizer::new(),
+        unwinder: config.native.map(|_| NativeUnwinder::new()),
+    };
     let mut summary = BpfSummary::default();
     let mut tree: Vec<u32> = Vec::new();
     let mut tree_checked = Instant::now() - RECHECK;
@@ -201,7 +246,7 @@ fn handle(
     config: &BpfSourceConfig,
     tree: &[u32],
     table: &mut HashMap<u32, Entry>,
-    symbols: &mut NativeSymbolizer,
+    symbols: &mut Resolver,
     summary: &mut BpfSummary,
     on_stack: &mut impl FnMut(&StackTrace, &str),
 ) {
@@ -219,7 +264,7 @@ fn to_stack<'t>(
     raw: &RawSample,
     config: &BpfSourceConfig,
     table: &'t mut HashMap<u32, Entry>,
-    symbols: &mut NativeSymbolizer,
+    symbols: &mut Resolver,
     summary: &mut BpfSummary,
 ) -> Option<(StackTrace, &'t str)> {
     let stale = monotonic_ns().saturating_sub(raw.ktime_ns) > MAX_PYTHON_AGE_NS;
@@ -230,6 +275,7 @@ fn to_stack<'t>(
         return None;
     }
     let entry = entry_for(table, symbols, raw);
+    let unwound = unwind(raw, symbols, summary);
     let mut stack = StackTrace {
         pid: raw.pid,
         tid: Some(raw.tid),
@@ -245,9 +291,40 @@ fn to_stack<'t>(
             summary.stale += 1;
             return None;
         }
-        match process.thread_stack(raw.tid) {
-            Ok(Some(py)) if !py.frames.is_empty() => {
-                stack = StackTrace { active: true, ..py };
+        let read = match unwound {
+            Some(_) => process.thread_stack_with_entries(raw.tid),
+            None => process
+                .thread_stack(raw.tid)
+                .map(|s| s.map(|s| (s, Vec::new(), Vec::new()))),
+        };
+        match read {
+            Ok(Some((py, entries, shims))) if !py.frames.is_empty() => {
+                let frames = match &unwound {
+                    Some(native) => {
+                        let eval = entry.eval.get_or_insert_with(|| {
+                            symbolize::function_ranges(
+                                raw.pid,
+                                &process.interpreter.binary,
+                                crate::native::EVAL_LOOP,
+                            )
+                        });
+                        let mut frames = kernel_frames(raw, symbols);
+                        let merged = merge_native(
+                            raw.pid, native, eval, &py.frames, &entries, &shims, symbols,
+                        );
+                        if merged.mismatch {
+                            summary.native.mismatched += 1;
+                        }
+                        frames.extend(merged.frames);
+                        frames
+                    }
+                    None => py.frames.clone(),
+                };
+                stack = StackTrace {
+                    active: true,
+                    frames,
+                    ..py
+                };
             }
             Ok(_) => {}
             Err(e) => {
@@ -263,20 +340,101 @@ fn to_stack<'t>(
     }
     if stack.frames.is_empty() {
         // Not running Python code (or not Python at all): its native and kernel frames.
-        stack.frames.extend(
-            symbols
-                .kernel_frames(&raw.kernel)
-                .into_iter()
-                .map(Frame::Kernel),
-        );
-        stack.frames.extend(
-            symbols
-                .user_frames(raw.pid, &raw.user)
-                .into_iter()
-                .map(Frame::Native),
-        );
+        stack.frames = kernel_frames(raw, symbols);
+        match &unwound {
+            Some(native) => {
+                stack.frames.extend(
+                    symbols
+                        .symbols
+                        .user_frames(raw.pid, &native.addrs)
+                        .into_iter()
+                        .map(Frame::Native),
+                );
+                if let Some(reason) = native.truncated {
+                    stack.frames.push(Frame::Truncated(reason));
+                }
+            }
+            None => stack.frames.extend(
+                symbols
+                    .symbols
+                    .user_frames(raw.pid, &raw.user)
+                    .into_iter()
+                    .map(Frame::Native),
+            ),
+        }
     }
     Some((stack, entry.name.as_str()))
+}
+
+fn kernel_frames(raw: &RawSample, symbols: &mut Resolver) -> Vec<Frame> {
+    symbols
+        .symbols
+        .kernel_frames(&raw.kernel)
+        .into_iter()
+        .map(Frame::Kernel)
+        .collect()
+}
+
+/// With `native`: the sample's user stack unwound from its registers and stack copy; `None`
+/// without a copy (a kernel thread, or the copy failed: counted as `no_registers`).
+fn unwind(
+    raw: &RawSample,
+    symbols: &mut Resolver,
+    summary: &mut BpfSummary,
+) -> Option<NativeStack> {
+    let unwinder = symbols.unwinder.as_mut()?;
+    let (Some(regs), false) = (raw.user_regs, raw.user_stack.is_empty()) else {
+        if raw.pid != 0 && !raw.user.is_empty() {
+            summary.native.no_registers += 1;
+        }
+        return None;
+    };
+    let copy = StackCopy {
+        base: regs.sp,
+        bytes: raw.user_stack.clone(),
+    };
+    let regs = UserRegs {
+        ip: regs.ip,
+        sp: regs.sp,
+        bp: regs.bp,
+    };
+    let stack = unwinder.unwind(raw.pid, regs, &copy);
+    summary.native.stacks += 1;
+    if stack.truncated.is_some() {
+        summary.native.truncated += 1;
+    }
+    Some(stack)
+}
+
+/// A Python thread's unwound native stack merged with its Python frames (as
+/// `NativeReader::thread_frames` does for a paused thread).
+#[allow(clippy::too_many_arguments)]
+fn merge_native(
+    pid: u32,
+    native: &NativeStack,
+    eval: &[Range<Addr>],
+    python: &[Frame],
+    entries: &[bool],
+    shims: &[Addr],
+    symbols: &mut Resolver,
+) -> merge::Merged {
+    let slots: Vec<NativeSlot> = symbols
+        .symbols
+        .user_frames(pid, &native.addrs)
+        .into_iter()
+        .zip(&native.addrs)
+        .enumerate()
+        .map(|(i, (frame, addr))| {
+            let own = native.sps[i]..native.sps.get(i + 1).copied().unwrap_or(Addr::MAX);
+            NativeSlot {
+                frame,
+                eval: eval.iter().any(|r| r.contains(addr))
+                    || shims.iter().any(|s| own.contains(s)),
+            }
+        })
+        .collect();
+    let (groups, complete) = merge::python_groups(python, entries);
+    merge::merge(&slots, native.truncated, groups, complete)
 }
 
 /// The cached state of the sample's process: attached once; replaced when the pid now
@@ -284,7 +442,7 @@ fn to_stack<'t>(
 /// not Python but now maps an interpreter (it exec'd one, or was still starting).
 fn entry_for<'t>(
     table: &'t mut HashMap<u32, Entry>,
-    symbols: &mut NativeSymbolizer,
+    symbols: &mut Resolver,
     raw: &RawSample,
 ) -> &'t mut Entry {
     let pid = raw.pid;
@@ -303,7 +461,10 @@ fn entry_for<'t>(
         Some(e) => {
             e.checked = Instant::now();
             if proc::start_time(pid).is_ok_and(|now| now != e.start_time) {
-                symbols.forget(pid);
+                symbols.symbols.forget(pid);
+                if let Some(unwinder) = symbols.unwinder.as_mut() {
+                    unwinder.forget(pid);
+                }
                 true
             } else {
                 matches!(e.kind, Kind::Native) && (e.retry_soon || may_have_become_python(pid))
@@ -343,6 +504,7 @@ fn new_entry(pid: u32, raw: &RawSample, attempts: u32) -> Entry {
         checked: Instant::now(),
         retry_soon,
         attempts,
+        eval: None,
     }
 }
 
