@@ -104,6 +104,16 @@ static __always_inline void fill_sample(struct bpf_perf_event_data *ctx, struct 
 	}
 }
 
+/* Waking the reader for every record costs it a context switch per sample, times the number
+ * of CPUs. It polls every few milliseconds anyway, so records are submitted without a
+ * wakeup unless they pile up. */
+#define WAKEUP_BYTES (256 * 1024)
+static __always_inline __u64 wakeup_flag(void)
+{
+	return bpf_ringbuf_query(&samples, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP
+									     : BPF_RB_NO_WAKEUP;
+}
+
 /* A user thread's sample with its user registers and the top of its stack. The registers are
  * the sample's when it interrupted user mode, else (in a system call or fault) the ones saved
  * on entry to the kernel. The stack is copied page by page into the record (stack[] mirrors
@@ -142,7 +152,7 @@ static __always_inline void sample_native(struct bpf_perf_event_data *ctx, struc
 	if (n->sp == 0) {
 		n->sample.flags |= SAMPLE_REGS_FAILED;
 		count_error(ERR_REGS_FAILED);
-		bpf_ringbuf_submit(n, 0);
+		bpf_ringbuf_submit(n, wakeup_flag());
 		return;
 	}
 
@@ -151,7 +161,7 @@ static __always_inline void sample_native(struct bpf_perf_event_data *ctx, struc
 	if (bpf_probe_read_user(&n->stack[first], PYSPY_PAGE_SIZE - first, (void *)n->sp) != 0) {
 		n->sample.flags |= SAMPLE_USTACK_COPY_FAILED;
 		count_error(ERR_USTACK_COPY_FAILED);
-		bpf_ringbuf_submit(n, 0);
+		bpf_ringbuf_submit(n, wakeup_flag());
 		return;
 	}
 	n->stack_len = PYSPY_PAGE_SIZE;
@@ -163,7 +173,7 @@ static __always_inline void sample_native(struct bpf_perf_event_data *ctx, struc
 			break;
 		n->stack_len = (i + 1) * PYSPY_PAGE_SIZE;
 	}
-	bpf_ringbuf_submit(n, 0);
+	bpf_ringbuf_submit(n, wakeup_flag());
 }
 
 SEC("perf_event")
@@ -194,6 +204,6 @@ int on_sample(struct bpf_perf_event_data *ctx)
 		return 0;
 	}
 	fill_sample(ctx, s, tgid, tid);
-	bpf_ringbuf_submit(s, 0);
+	bpf_ringbuf_submit(s, wakeup_flag());
 	return 0;
 }

@@ -59,7 +59,9 @@ pub const COUNTER_NAMES: [&str; generated::ERROR_NAMES.len() + 2] = {
 };
 
 /// How long the reader thread waits for records before checking whether to stop.
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// The BPF program submits records without waking us (unless they pile up: see
+/// `wakeup_flag` in sampler.bpf.c), so this is also the longest a record waits to be read.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Settings of one BPF sampling run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,7 +273,9 @@ impl BpfSampler {
             .name("bpf-ringbuf".into())
             .spawn(move || {
                 while !stop_flag.load(Ordering::Acquire) {
-                    match ring.poll(POLL_INTERVAL) {
+                    // Records come without a wakeup, so a poll that times out has not read
+                    // them: consume explicitly after each one.
+                    match ring.poll(POLL_INTERVAL).and_then(|()| ring.consume()) {
                         Ok(()) => {}
                         Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => {}
                         Err(e) => {

@@ -6,6 +6,7 @@ pub mod elf;
 pub mod maps;
 pub mod memory;
 pub mod pause;
+pub mod priority;
 pub mod proc;
 pub mod regs;
 

@@ -22,6 +22,7 @@ use crate::model::{Addr, Frame, RawSample, StackTrace};
 use crate::native::merge::{self, NativeSlot};
 use crate::native::unwind::{NativeStack, NativeUnwinder};
 use crate::native::{symbolize, NativeStats, NativeSymbolizer};
+use crate::process::priority::{set_own_nice, PROFILER_NICE};
 use crate::process::proc;
 use crate::process::regs::{StackCopy, UserRegs};
 use crate::python::PythonProcess;
@@ -154,6 +155,10 @@ pub fn run(
     mut on_stack: impl FnMut(&StackTrace, &str),
     mut on_status: impl FnMut(&BpfSummary),
 ) -> Result<BpfSummary, BpfError> {
+    // Before the reader thread starts, so that it inherits the priority too.
+    if let Err(e) = set_own_nice(PROFILER_NICE) {
+        log::info!("keeping the default CPU priority ({e}); on a saturated host samples may be lost as stale");
+    }
     let samples = sampler.spawn_reader(if config.native.is_some() {
         QUEUE_NATIVE
     } else {
@@ -480,7 +485,11 @@ fn entry_for<'t>(
 
 fn new_entry(pid: u32, raw: &RawSample, attempts: u32) -> Entry {
     let mut retry_soon = false;
-    let kind = if pid == 0 {
+    let kind = if pid == 0 || !may_have_become_python(pid) {
+        // Reading every distinct binary of a busy host (compilers, test binaries of tens of
+        // MiB) to look for CPython's symbols cost most of `--all`'s CPU: only processes that
+        // map something named python (the interpreter, libpython, its lib-dynload modules)
+        // are attached. `--pid` attaches without this filter.
         Kind::Native
     } else {
         match PythonProcess::attach(pid) {
@@ -512,8 +521,12 @@ fn new_entry(pid: u32, raw: &RawSample, attempts: u32) -> Entry {
 fn may_have_become_python(pid: u32) -> bool {
     proc::maps(pid)
         .map(|maps| {
-            maps.iter()
-                .any(|m| m.file_name().is_some_and(|n| n.contains("python")))
+            maps.iter().any(|m| {
+                m.pathname
+                    .as_ref()
+                    .and_then(|p| p.to_str())
+                    .is_some_and(|p| p.contains("python"))
+            })
         })
         .unwrap_or(false)
 }
