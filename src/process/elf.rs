@@ -205,7 +205,7 @@ mod tests {
             .collect();
         let bias = img.load_bias(&own).expect("bias");
         // The bias plus the linked address of a known function is where it really is.
-        let here = finds_symbols_and_bias_of_own_binary as usize as u64;
+        let here = finds_symbols_and_bias_of_own_binary as *const () as usize as u64;
         assert!(own.iter().any(|m| m.contains(here)));
         assert_eq!(bias % 4096, 0);
     }
