@@ -241,24 +241,30 @@ fn read_one(
     if !config.blocking {
         return p.stacks(config.stacks);
     }
-    // Which threads are on a CPU must be read before pausing: paused, every thread is stopped.
-    let running: Vec<u32> = proc::threads(p.pid)
-        .map_err(|_| SampleError::Exited { pid: p.pid })?
-        .into_iter()
-        .filter(|&tid| proc::thread_is_running(p.pid, tid))
-        .collect();
     // The guard lives only for this read; dropping it resumes the target.
-    let _paused = match Paused::pause(p.pid) {
-        Ok(g) => Some(g),
+    let (running, _paused) = pause_for_read(p.pid)?;
+    p.stacks_with_activity(config.stacks, |tid| running.contains(&tid))
+}
+
+/// Pause `pid` for one read. Returns the threads that were on a CPU just before (paused,
+/// every thread looks stopped) and the pause guard, `None` if pausing failed (the read then
+/// goes ahead without a pause; the caller checked once at start that pausing is allowed).
+fn pause_for_read(pid: u32) -> Result<(Vec<u32>, Option<Paused>), SampleError> {
+    let running: Vec<u32> = proc::threads(pid)
+        .map_err(|_| SampleError::Exited { pid })?
+        .into_iter()
+        .filter(|&tid| proc::thread_is_running(pid, tid))
+        .collect();
+    match Paused::pause(pid) {
+        Ok(g) => Ok((running, Some(g))),
         Err(e) => {
             log::debug!("{e}");
-            if !proc::exists(p.pid) {
-                return Err(SampleError::Exited { pid: p.pid });
+            if !proc::exists(pid) {
+                return Err(SampleError::Exited { pid });
             }
-            None
+            Ok((running, None))
         }
-    };
-    p.stacks_with_activity(config.stacks, |tid| running.contains(&tid))
+    }
 }
 
 /// Pause `p`, read every selected thread's Python stack with its eval-loop boundaries, unwind
@@ -269,21 +275,7 @@ pub fn read_native(
     opts: StackOptions,
     native: &mut NativeReader,
 ) -> Result<Vec<StackTrace>, SampleError> {
-    let running: Vec<u32> = proc::threads(p.pid)
-        .map_err(|_| SampleError::Exited { pid: p.pid })?
-        .into_iter()
-        .filter(|&tid| proc::thread_is_running(p.pid, tid))
-        .collect();
-    let paused = match Paused::pause(p.pid) {
-        Ok(g) => Some(g),
-        Err(e) => {
-            log::debug!("{e}");
-            if !proc::exists(p.pid) {
-                return Err(SampleError::Exited { pid: p.pid });
-            }
-            None
-        }
-    };
+    let (running, paused) = pause_for_read(p.pid)?;
     let read = p.stacks_with_entries(opts, |tid| running.contains(&tid))?;
     if paused.is_none() {
         return Ok(read.into_iter().map(|(stack, _, _)| stack).collect());
