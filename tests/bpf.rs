@@ -144,9 +144,12 @@ fn samples_a_busy_python_process() {
         "{with_user_stack} of {} python3 samples have a user stack",
         running.len()
     );
+    // The leaf is the interrupted instruction: always a user address. The kernel finds the
+    // callers by frame pointers, and Debian's python has none, so deeper entries may be any
+    // value (that is why --native unwinds a stack copy instead): only the leaf is checked.
     assert!(running
         .iter()
-        .flat_map(|s| &s.user)
+        .filter_map(|s| s.user.first())
         .all(|&ip| ip < 0x8000_0000_0000_0000));
     assert_eq!(counters["bad_record"], 0);
 }
