@@ -23,6 +23,20 @@
 #define PYSPY_PAGE_SIZE 4096
 #define MAX_USER_STACK_PAGES 16
 
+/* Python frames walked in BPF per sample (struct pyspy_sample.py). A deeper stack records the
+ * address of the next frame (py_next) and user space walks the rest: the root side of a deep
+ * stack is the part that changes least. */
+#define MAX_PY_DEPTH 64
+/* Bytes of one frame (PyFrameObject / _PyInterpreterFrame) read at once: every field the walk
+ * needs lies below this (user space checks before it enables the walk for a process). */
+#define PY_FRAME_READ 128
+/* Low bits of pyspy_py_frame.frame (frames are pointer-aligned, so these are free). */
+#define PY_FRAME_SHIM 1  /* an eval-loop entry shim (3.12+): no code, only its address */
+#define PY_FRAME_ENTRY 2 /* 3.11: is_entry was set (the root-most frame of one eval call) */
+#define PY_FRAME_FLAGS 7
+/* pyspy_py_layout: an absent field (e.g. is_entry before 3.11 or after 3.11). */
+#define PY_NO_FIELD 0xffffffff
+
 /*
  * Named error counters: each indexes the per-CPU array map `errors`. User space sums the CPUs
  * and prints the non-zero ones by name; the names are generated from this enum's BTF at build
@@ -44,6 +58,15 @@ enum pyspy_error {
 	/* copy_user_stack: not even the page holding the stack pointer could be read; the record
 	 * has no stack copy. */
 	ERR_USTACK_COPY_FAILED,
+	/* Python walk: the sampled thread of a Python process is not in py_threads (a thread
+	 * user space has not seen yet); user space reads its stack instead. */
+	ERR_PY_NO_THREAD,
+	/* Python walk: the thread state py_threads names belongs to another thread now (its
+	 * thread_id is not the task's fsbase): user space reads the stack instead. */
+	ERR_PY_THREAD_MISMATCH,
+	/* Python walk: reading the thread state or a frame failed (paged out, freed under us);
+	 * the frames read before are kept and user space reads the stack instead. */
+	ERR_PY_READ_FAILED,
 	ERR_COUNT,
 };
 
@@ -63,6 +86,53 @@ enum pyspy_sample_flag {
 	SAMPLE_USTACK_COPY_FAILED = 1 << 8,
 };
 
+/* struct pyspy_sample.py_status: what the Python walk did. */
+enum pyspy_py_status {
+	/* The process has no py_layouts entry (not Python, or not attached yet). */
+	PY_NOT_WALKED = 0,
+	/* py[0..py_len] is the whole frame chain (possibly empty: no Python code running). */
+	PY_WALKED,
+	/* MAX_PY_DEPTH frames recorded; py_next is the address of the next one. */
+	PY_DEPTH,
+	PY_NO_THREAD,
+	PY_THREAD_MISMATCH,
+	PY_READ_FAILED,
+};
+
+/* How to walk one Python process's frames: the offsets of its CPython version, written by user
+ * space (src/sampler/bpf_layout.rs) into py_layouts when it attaches to the process. */
+enum pyspy_frame_model {
+	/* <= 3.10: tstate->frame, PyFrameObject linked by f_back, int f_lasti. */
+	PY_MODEL_FRAME_OBJECT = 0,
+	/* 3.11, 3.12: tstate->cframe->current_frame, _PyInterpreterFrame linked by previous. */
+	PY_MODEL_CFRAME = 1,
+	/* 3.13+: tstate->current_frame. */
+	PY_MODEL_CURRENT_FRAME = 2,
+};
+
+struct pyspy_py_layout {
+	__u32 frame_model;	    /* enum pyspy_frame_model */
+	__u32 tstate_frame;	    /* offset of frame / cframe / current_frame in the thread state */
+	__u32 tstate_thread_id;	    /* offset of thread_id (pthread_self(), = the task's fsbase) */
+	__u32 cframe_current_frame; /* PY_MODEL_CFRAME: offset in _PyCFrame */
+	__u32 frame_read;	    /* bytes of a frame to read, at most PY_FRAME_READ */
+	__u32 frame_previous;	    /* f_back / previous */
+	__u32 frame_code;	    /* f_code / f_executable */
+	__u32 frame_instr;	    /* f_lasti (int) / prev_instr / instr_ptr (pointer) */
+	__u32 frame_owner;	    /* owner (one byte), PY_NO_FIELD before 3.11 */
+	__u32 frame_is_entry;	    /* is_entry (one byte, 3.11 only), else PY_NO_FIELD */
+	__u32 owner_cstack;	    /* owner values of shim frames; PY_NO_FIELD: none */
+	__u32 owner_interpreter;
+	__u64 code_tag_mask;	    /* bits of f_executable that are tags, not address (3.14+) */
+};
+
+/* One frame the BPF walk recorded. */
+struct pyspy_py_frame {
+	__u64 frame; /* the frame's address | PY_FRAME_SHIM / PY_FRAME_ENTRY */
+	__u64 code;  /* the code object (tag bits cleared); 0 for a shim */
+	__u64 instr; /* f_lasti (<= 3.10) or the instruction pointer (3.11+) */
+};
+
 /* One ring-buffer record: one perf event firing on one CPU. Stacks are copied in whole (no
  * stack-id map), leaf first, as instruction pointers; user space symbolizes them. */
 struct pyspy_sample {
@@ -76,6 +146,12 @@ struct pyspy_sample {
 	__u32 user_len;   /* valid entries in user[] */
 	__u64 kernel[MAX_STACK_DEPTH];
 	__u64 user[MAX_STACK_DEPTH];
+	/* The Python frames of the thread at the same instant, leaf first (processes in
+	 * py_layouts only). */
+	__u32 py_status; /* enum pyspy_py_status */
+	__u32 py_len;	 /* valid entries in py[] */
+	__u64 py_next;	 /* PY_DEPTH: the next frame's address */
+	struct pyspy_py_frame py[MAX_PY_DEPTH];
 };
 
 /* With copy_user_stack (--native), a record of a user thread is this: the sample, the thread's

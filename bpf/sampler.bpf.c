@@ -43,11 +43,45 @@ struct {
 	__type(value, __u64);
 } errors SEC(".maps");
 
+/* Python processes whose frames are walked here: tgid -> the offsets of its CPython version.
+ * Written by user space when it attaches to a process, removed when the process goes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct pyspy_py_layout);
+} py_layouts SEC(".maps");
+
+/* (tgid << 32 | tid) -> address of the thread's PyThreadState, kept current by user space as
+ * it sees threads come and go. An entry is only trusted when the thread state's thread_id is
+ * the sampled task's fsbase (pthread_self()): a thread that ended and a thread state reused
+ * by another thread are both caught, on every CPython version (see ARCHITECTURE.md). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} py_threads SEC(".maps");
+
+/* Scratch space for one frame's bytes (too large for the BPF stack next to the rest). */
+struct py_frame_buf {
+	__u8 bytes[PY_FRAME_READ + 8];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct py_frame_buf);
+} py_scratch SEC(".maps");
+
 /* Never read: they put struct pyspy_sample and the enums into the skeleton's generated types
  * (libbpf-cargo generates Rust types for what global variables reach). */
 struct pyspy_sample _sample_type = {};
 enum pyspy_error _error_type = 0;
 enum pyspy_sample_flag _flag_type = 0;
+enum pyspy_py_status _py_status_type = 0;
+enum pyspy_frame_model _frame_model_type = 0;
+struct pyspy_py_layout _py_layout_type = {};
 struct pyspy_native_sample *_native_sample_type = 0;
 
 static __always_inline void count_error(enum pyspy_error err)
@@ -59,9 +93,113 @@ static __always_inline void count_error(enum pyspy_error err)
 		*count += 1;
 }
 
+/* A field of the frame bytes in buf: `off` comes from the layout (checked by user space, masked
+ * here so the verifier sees it bounded). */
+static __always_inline __u64 field_u64(struct py_frame_buf *buf, __u32 off)
+{
+	return *(__u64 *)&buf->bytes[off & (PY_FRAME_READ - 1)];
+}
+
+static __always_inline __u8 field_u8(struct py_frame_buf *buf, __u32 off)
+{
+	return buf->bytes[off & (PY_FRAME_READ - 1)];
+}
+
+/* The Python frames of the sampled thread, leaf first, into s->py (see enum pyspy_py_status).
+ * The walk mirrors src/python/walk.rs, which finishes it (py_next) or replaces it (failures). */
+static __always_inline void walk_python(struct task_struct *task, struct pyspy_sample *s)
+{
+	struct pyspy_py_layout *layout;
+	struct py_frame_buf *buf;
+	__u64 key, *tstate_p, tstate, thread_id, frame, code, instr;
+	__u32 zero = 0, tgid = s->tgid, i, size, owner;
+	long err;
+
+	s->py_status = PY_NOT_WALKED;
+	s->py_len = 0;
+	s->py_next = 0;
+	layout = bpf_map_lookup_elem(&py_layouts, &tgid);
+	if (!layout)
+		return;
+	key = ((__u64)s->tgid << 32) | s->tid;
+	tstate_p = bpf_map_lookup_elem(&py_threads, &key);
+	if (!tstate_p) {
+		s->py_status = PY_NO_THREAD;
+		count_error(ERR_PY_NO_THREAD);
+		return;
+	}
+	tstate = *tstate_p;
+	if (bpf_probe_read_user(&thread_id, sizeof(thread_id),
+				(void *)(tstate + layout->tstate_thread_id)) != 0)
+		goto read_failed;
+	if (thread_id != BPF_CORE_READ(task, thread.fsbase)) {
+		s->py_status = PY_THREAD_MISMATCH;
+		count_error(ERR_PY_THREAD_MISMATCH);
+		return;
+	}
+	if (bpf_probe_read_user(&frame, sizeof(frame), (void *)(tstate + layout->tstate_frame)) != 0)
+		goto read_failed;
+	if (layout->frame_model == PY_MODEL_CFRAME && frame != 0 &&
+	    bpf_probe_read_user(&frame, sizeof(frame),
+				(void *)(frame + layout->cframe_current_frame)) != 0)
+		goto read_failed;
+
+	buf = bpf_map_lookup_elem(&py_scratch, &zero);
+	if (!buf)
+		goto read_failed;
+	size = layout->frame_read;
+	if (size == 0 || size > PY_FRAME_READ)
+		size = PY_FRAME_READ;
+	for (i = 0; i < MAX_PY_DEPTH; i++) {
+		if (frame == 0) {
+			s->py_status = PY_WALKED;
+			return;
+		}
+		err = bpf_probe_read_user(buf->bytes, size, (void *)frame);
+		if (err != 0)
+			goto read_failed;
+		code = field_u64(buf, layout->frame_code) & ~layout->code_tag_mask;
+		if (layout->frame_model == PY_MODEL_FRAME_OBJECT) {
+			/* f_lasti is an int; a frame that has not started has -1. */
+			instr = (__s32)field_u64(buf, layout->frame_instr);
+			if ((__s64)instr < 0)
+				instr = 0;
+			s->py[i].frame = frame | PY_FRAME_ENTRY;
+		} else {
+			instr = field_u64(buf, layout->frame_instr);
+			owner = field_u8(buf, layout->frame_owner);
+			if (owner == layout->owner_cstack || owner == layout->owner_interpreter) {
+				s->py[i].frame = frame | PY_FRAME_SHIM;
+				code = 0;
+				instr = 0;
+			} else if (layout->frame_is_entry != PY_NO_FIELD &&
+				   field_u8(buf, layout->frame_is_entry) != 0) {
+				s->py[i].frame = frame | PY_FRAME_ENTRY;
+			} else {
+				s->py[i].frame = frame;
+			}
+		}
+		s->py[i].code = code;
+		s->py[i].instr = instr;
+		s->py_len = i + 1;
+		frame = field_u64(buf, layout->frame_previous);
+	}
+	if (frame == 0) {
+		s->py_status = PY_WALKED;
+	} else {
+		s->py_status = PY_DEPTH;
+		s->py_next = frame;
+	}
+	return;
+
+read_failed:
+	s->py_status = PY_READ_FAILED;
+	count_error(ERR_PY_READ_FAILED);
+}
+
 /* Everything but the stack copy: who, where, when, comm and the kernel and user call chains. */
 static __always_inline void fill_sample(struct bpf_perf_event_data *ctx, struct pyspy_sample *s,
-					__u32 tgid, __u32 tid)
+					struct task_struct *task, __u32 tgid, __u32 tid)
 {
 	long len;
 
@@ -102,6 +240,8 @@ static __always_inline void fill_sample(struct bpf_perf_event_data *ctx, struct 
 		if (s->user_len >= MAX_STACK_DEPTH)
 			s->flags |= SAMPLE_USTACK_FULL;
 	}
+
+	walk_python(task, s);
 }
 
 /* Waking the reader for every record costs it a context switch per sample, times the number
@@ -134,7 +274,7 @@ static __always_inline void sample_native(struct bpf_perf_event_data *ctx, struc
 		count_error(ERR_RINGBUF_FULL);
 		return;
 	}
-	fill_sample(ctx, &n->sample, tgid, tid);
+	fill_sample(ctx, &n->sample, task, tgid, tid);
 	n->sample.flags |= SAMPLE_NATIVE;
 	n->stack_len = 0;
 	n->stack_pages = user_stack_pages;
@@ -190,8 +330,8 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	if (target_tgid != 0 && tgid != target_tgid)
 		return 0;
 
+	task = bpf_get_current_task_btf();
 	if (user_stack_pages != 0) {
-		task = bpf_get_current_task_btf();
 		if (!(task->flags & PF_KTHREAD)) {
 			sample_native(ctx, task, tgid, tid);
 			return 0;
@@ -203,7 +343,7 @@ int on_sample(struct bpf_perf_event_data *ctx)
 		count_error(ERR_RINGBUF_FULL);
 		return 0;
 	}
-	fill_sample(ctx, s, tgid, tid);
+	fill_sample(ctx, s, task, tgid, tid);
 	bpf_ringbuf_submit(s, wakeup_flag());
 	return 0;
 }

@@ -148,6 +148,60 @@ pub struct RawSample {
     /// With `user_regs`: the top of the thread's user stack, from `user_regs.sp` up (empty when
     /// it could not be copied).
     pub user_stack: Vec<u8>,
+    /// The thread's Python frames as the BPF program walked them at the same instant.
+    pub python: BpfPython,
+}
+
+/// The Python frames of a BPF sample, walked by the BPF program from the thread's thread state
+/// (processes user space registered only), unresolved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BpfPython {
+    pub status: BpfPyStatus,
+    /// Leaf first: every frame read, shims included (`Walked`/`Depth`: the whole walk so far;
+    /// `ReadFailed`: the frames before the failure).
+    pub frames: Vec<BpfPyFrame>,
+    /// `Depth`: the address of the first frame not walked.
+    pub next: Addr,
+}
+
+/// What the BPF program's Python walk did for one sample.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum BpfPyStatus {
+    /// Not a registered Python process (not Python, or not attached yet).
+    #[default]
+    NotWalked,
+    /// The whole frame chain (empty when the thread runs no Python code).
+    Walked,
+    /// The walk stopped at its depth limit; `BpfPython::next` continues it.
+    Depth,
+    /// The thread is not registered yet.
+    NoThread,
+    /// The registered thread state is no longer this thread's.
+    ThreadMismatch,
+    /// A read failed part-way.
+    ReadFailed,
+}
+
+impl BpfPyStatus {
+    /// Whether the frames are usable as they are (possibly continued by user space).
+    pub fn is_walked(self) -> bool {
+        matches!(self, BpfPyStatus::Walked | BpfPyStatus::Depth)
+    }
+}
+
+/// One frame of a BPF Python walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BpfPyFrame {
+    /// The frame's address (`PyFrameObject*` / `_PyInterpreterFrame*`).
+    pub frame: Addr,
+    /// Its code object; 0 for a shim (or a frame without code).
+    pub code: Addr,
+    /// As `RawPyFrame::instr`.
+    pub instr: u64,
+    /// An eval-loop entry shim (3.12+): no Python code of its own.
+    pub shim: bool,
+    /// 3.11's `is_entry`; always set on <= 3.10, where every frame is its own eval call.
+    pub entry: bool,
 }
 
 /// The user registers a native unwind starts from (x86-64), as the BPF sampler captured them.

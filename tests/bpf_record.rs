@@ -350,3 +350,208 @@ fn record_all_native_keeps_native_processes() {
         outcome.describe()
     );
 }
+
+/// `N` from a stderr line "...<label>: N..." (the first number after the label).
+fn count_after(stderr: &str, label: &str) -> Option<u64> {
+    let at = stderr.find(label)? + label.len();
+    stderr[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|s| !s.is_empty())?
+        .parse()
+        .ok()
+}
+
+/// Issue 4's consistency check: the Python frames are walked by the BPF program at the same
+/// instant as the native stack is copied, so the eval-loop frames of the native stack and the
+/// Python frames pair up in every sample, on a workload that switches function every few
+/// microseconds (calls entering and leaving the eval loop all the time).
+#[test]
+fn bpf_native_python_and_native_frames_agree_in_every_sample() {
+    if !require_root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut failures = Vec::new();
+    for interp in interpreters() {
+        let target = interp.start("switching.py", &[]).unwrap();
+        target.wait_ready().unwrap();
+        let dir = TempDir::new("bpf-consistency");
+        let out = dir.join("switching.txt");
+        let out_s = out.display().to_string();
+        let pid = target.pid().to_string();
+        let outcome = pyspy(&[
+            "record", "--mode", "bpf", "--native", "-r", "400", "-f", "raw", "-d", "2", "-o",
+            &out_s, "--pid", &pid,
+        ])
+        .unwrap();
+        let Ok(outcome) = outcome.ok() else {
+            failures.push(format!("{}: record failed", interp.label()));
+            continue;
+        };
+        let stacks = read_raw(&out).unwrap();
+        let stderr = &outcome.stderr;
+        let walked = count_after(stderr, "Python stacks walked in BPF at the sample: ");
+        let late = count_after(stderr, "read by user space after it: ");
+        let mismatches = count_after(stderr, "truncated, ");
+        // Stacks whose Python part user space read after the sample (before the process was
+        // registered with the BPF program) may disagree: they are counted apart.
+        let late_mismatches = stderr
+            .lines()
+            .find(|l| l.contains("more mismatches"))
+            .and_then(|l| count_after(l, "native: "))
+            .unwrap_or(0);
+        let in_fn = |name: &str| -> u64 {
+            stacks
+                .iter()
+                .filter(|s| {
+                    s.frames
+                        .iter()
+                        .any(|f| f.starts_with(&format!("{name} (switching.py")))
+                })
+                .map(|s| s.count)
+                .sum()
+        };
+        let marked: u64 = stacks
+            .iter()
+            .filter(|s| s.frames.iter().any(|f| f.contains("mismatch")))
+            .map(|s| s.count)
+            .sum();
+        let (a, b) = (in_fn("func_a"), in_fn("func_b"));
+        let ok = matches!((walked, late, mismatches), (Some(w), Some(l), Some(0)) if w >= 100 && l * 10 <= w)
+            && marked == late_mismatches
+            && a >= 10
+            && b >= 10;
+        if ok {
+            eprintln!(
+                "{}: {} stacks walked in BPF, 0 mismatches ({a} in func_a, {b} in func_b)",
+                interp.label(),
+                walked.unwrap_or(0)
+            );
+        } else {
+            failures.push(format!(
+                "{}: walked in BPF {walked:?}, read late {late:?}, mismatches {mismatches:?} \
+                 (+{late_mismatches} late), {marked} marked in the profile, func_a {a}, \
+                 func_b {b}\n{}\n{}",
+                interp.label(),
+                summary(&stacks),
+                outcome.describe()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The BPF walk stops at 64 frames and user space continues from where it stopped: a 600-deep
+/// recursion comes out whole, in order, from stacks walked in BPF; and a thread other than
+/// the main one (registered with the BPF program by its thread id) is walked there too, under
+/// its own thread id.
+#[test]
+fn bpf_walk_continues_deep_stacks_and_follows_threads() {
+    if !require_root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut pythons = distinct_series(20);
+    pythons.extend(interpreters().into_iter().filter(|i| i.flavour == "system"));
+    let mut failures = Vec::new();
+    for interp in &pythons {
+        let dir = TempDir::new("bpf-walk");
+        // Deep recursion.
+        let target = interp.start("deep.py", &[]).unwrap();
+        target.wait_ready().unwrap();
+        let out = dir.join("deep.txt");
+        let out_s = out.display().to_string();
+        let pid = target.pid().to_string();
+        let outcome = pyspy(&[
+            "record", "--mode", "bpf", "-f", "raw", "-d", "2", "-o", &out_s, "--pid", &pid,
+        ])
+        .unwrap();
+        drop(target);
+        let recurse_line = line_of("deep.py", "recurse");
+        let busy_line = line_of("deep.py", "busy");
+        let expected: Vec<String> = std::iter::once("<module> (deep.py:".to_string())
+            .chain((0..599).map(|_| format!("recurse (deep.py:{recurse_line})")))
+            .collect();
+        let whole = |s: &RawStack| {
+            s.frames.len() == 602
+                && s.frames[0].starts_with(&expected[0])
+                && s.frames[1..600] == expected[1..600]
+                && s.frames[600].starts_with("recurse (deep.py:")
+                && s.frames[601] == format!("leaf (deep.py:{busy_line})")
+        };
+        match outcome.ok() {
+            Ok(outcome) => {
+                let stacks = read_raw(&out).unwrap();
+                let all = total(&stacks);
+                let good: u64 = stacks.iter().filter(|s| whole(s)).map(|s| s.count).sum();
+                let walked = count_after(
+                    &outcome.stderr,
+                    "Python stacks walked in BPF at the sample: ",
+                );
+                if all < 20 || good * 100 < all * 95 || walked.is_none_or(|w| w * 10 < all * 9) {
+                    failures.push(format!(
+                        "{} deep.py: {good} of {all} stacks whole, {walked:?} walked in BPF\n{}",
+                        interp.label(),
+                        outcome.describe()
+                    ));
+                }
+            }
+            Err(e) => failures.push(format!("{} deep.py: {e}", interp.label())),
+        }
+
+        // A busy thread that is not the main thread, under its own thread id.
+        let target = interp.start("threads.py", &[]).unwrap();
+        let ready = target.wait_ready().unwrap();
+        let ids: serde_json::Value =
+            serde_json::from_str(ready.trim_start_matches("ready ")).unwrap();
+        let worker_tid = ids["worker-1"][0].as_u64().unwrap();
+        let out = dir.join("threads.txt");
+        let out_s = out.display().to_string();
+        let pid = target.pid().to_string();
+        let outcome = pyspy(&[
+            "record",
+            "--mode",
+            "bpf",
+            "--threads",
+            "-f",
+            "raw",
+            "-d",
+            "2",
+            "-o",
+            &out_s,
+            "--pid",
+            &pid,
+        ])
+        .unwrap();
+        let spin_line = line_of("threads.py", "spin");
+        match outcome.ok() {
+            Ok(outcome) => {
+                let stacks = read_raw(&out).unwrap();
+                let spin: u64 = stacks
+                    .iter()
+                    .filter(|s| {
+                        s.root()
+                            .is_some_and(|r| r.contains(&format!("({worker_tid})")))
+                            && s.leaf() == Some(&format!("spin (threads.py:{spin_line})"))
+                    })
+                    .map(|s| s.count)
+                    .sum();
+                let walked = count_after(
+                    &outcome.stderr,
+                    "Python stacks walked in BPF at the sample: ",
+                );
+                if spin < 20 || walked.is_none_or(|w| w * 10 < spin * 9) {
+                    failures.push(format!(
+                        "{} threads.py: {spin} samples of spin under thread {worker_tid}, \
+                         {walked:?} walked in BPF\n{}\n{}",
+                        interp.label(),
+                        summary(&stacks),
+                        outcome.describe()
+                    ));
+                }
+            }
+            Err(e) => failures.push(format!("{} threads.py: {e}", interp.label())),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

@@ -45,9 +45,11 @@
 //! (`/sys/kernel/btf/vmlinux`).
 
 mod perf;
+mod python;
 mod sampler;
 
 pub use perf::{monotonic_ns, online_cpus, PerfEventKind};
+pub use python::{BpfFrameModel, PyLayout, PY_FRAME_READ};
 pub use sampler::{BpfConfig, BpfSampler, COUNTER_NAMES, MAX_USER_STACK_COPY};
 
 use std::io;

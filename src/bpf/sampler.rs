@@ -13,8 +13,9 @@ use libbpf_rs::skel::{OpenSkel as _, SkelBuilder as _};
 use libbpf_rs::{MapCore as _, MapFlags, RingBufferBuilder};
 
 use super::perf::{self, PerfEventKind};
+use super::python::{BpfFrameModel, PyLayout};
 use super::{BpfError, KERNEL_BTF};
-use crate::model::{RawSample, SampleRegs, StackStatus};
+use crate::model::{BpfPyFrame, BpfPyStatus, BpfPython, RawSample, SampleRegs, StackStatus};
 
 /// The generated skeleton (libbpf-cargo, from build.rs): the embedded object, its maps and
 /// programs, and `types` generated from its BTF (`pyspy_sample`, `pyspy_error`, ...).
@@ -28,7 +29,18 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/sampler_errors.rs"));
 }
 
-use skel::types::{pyspy_native_sample, pyspy_sample, pyspy_sample_flag as flag};
+use skel::types::{
+    pyspy_frame_model as model, pyspy_native_sample, pyspy_py_layout, pyspy_py_status as py_status,
+    pyspy_sample, pyspy_sample_flag as flag,
+};
+
+/// `PY_FRAME_SHIM`, `PY_FRAME_ENTRY`, `PY_FRAME_FLAGS` (bpf/pyspy.h): low bits of a recorded
+/// frame address.
+const PY_FRAME_SHIM: u64 = 1;
+const PY_FRAME_ENTRY: u64 = 2;
+const PY_FRAME_FLAGS: u64 = 7;
+/// `PY_NO_FIELD`: a layout field the version does not have.
+const PY_NO_FIELD: u32 = u32::MAX;
 
 /// `PYSPY_PAGE_SIZE` (bpf/pyspy.h): the unit of the user-stack copy.
 const STACK_PAGE: usize = 4096;
@@ -294,6 +306,61 @@ impl BpfSampler {
         Ok(rx)
     }
 
+    /// Let the BPF program walk process `tgid`'s Python frames with `layout` (its threads still
+    /// need [`set_python_thread`](Self::set_python_thread)). Replaces an earlier layout.
+    pub fn set_python_layout(&self, tgid: u32, layout: &PyLayout) -> Result<(), BpfError> {
+        let frame_read = layout.frame_read().ok_or_else(|| {
+            BpfError::Config(format!(
+                "process {tgid}: a frame field lies beyond the {} bytes the BPF walk reads",
+                super::PY_FRAME_READ
+            ))
+        })?;
+        let value = pyspy_py_layout {
+            frame_model: match layout.frame_model {
+                BpfFrameModel::FrameObject => model::PY_MODEL_FRAME_OBJECT.0,
+                BpfFrameModel::CFrame => model::PY_MODEL_CFRAME.0,
+                BpfFrameModel::CurrentFrame => model::PY_MODEL_CURRENT_FRAME.0,
+            },
+            tstate_frame: layout.tstate_frame,
+            tstate_thread_id: layout.tstate_thread_id,
+            cframe_current_frame: layout.cframe_current_frame,
+            frame_read,
+            frame_previous: layout.frame_previous,
+            frame_code: layout.frame_code,
+            frame_instr: layout.frame_instr,
+            frame_owner: layout.frame_owner.unwrap_or(PY_NO_FIELD),
+            frame_is_entry: layout.frame_is_entry.unwrap_or(PY_NO_FIELD),
+            owner_cstack: layout.owner_cstack.map_or(PY_NO_FIELD, u32::from),
+            owner_interpreter: layout.owner_interpreter.map_or(PY_NO_FIELD, u32::from),
+            code_tag_mask: layout.code_tag_mask,
+        };
+        self.skel
+            .maps
+            .py_layouts
+            .update(&tgid.to_ne_bytes(), layout_bytes(&value), MapFlags::ANY)
+            .map_err(|e| BpfError::libbpf(format!("registering Python process {tgid}"), e))
+    }
+
+    /// Stop walking process `tgid`'s Python frames in BPF (it exited, or its pid was reused).
+    /// Its threads are removed with [`remove_python_thread`](Self::remove_python_thread).
+    pub fn remove_python_layout(&self, tgid: u32) {
+        // Absent already is fine: the entry is what we want gone.
+        let _ = self.skel.maps.py_layouts.delete(&tgid.to_ne_bytes());
+    }
+
+    /// Thread `tid` of process `tgid` runs on the thread state at `tstate`.
+    pub fn set_python_thread(&self, tgid: u32, tid: u32, tstate: u64) -> Result<(), BpfError> {
+        self.skel
+            .maps
+            .py_threads
+            .update(&thread_key(tgid, tid), &tstate.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|e| BpfError::libbpf(format!("registering thread {tid} of {tgid}"), e))
+    }
+
+    pub fn remove_python_thread(&self, tgid: u32, tid: u32) {
+        let _ = self.skel.maps.py_threads.delete(&thread_key(tgid, tid));
+    }
+
     /// Every counter ([`COUNTER_NAMES`]) with its total over all CPUs.
     pub fn counters(&self) -> Result<Vec<(&'static str, u64)>, BpfError> {
         let mut counters = Vec::with_capacity(COUNTER_NAMES.len());
@@ -465,6 +532,56 @@ fn to_raw_sample(record: &pyspy_sample) -> RawSample {
         user_status: status(flag::SAMPLE_USTACK_FAILED, flag::SAMPLE_USTACK_FULL, None),
         user_regs: None,
         user_stack: Vec::new(),
+        python: python_part(record),
+    }
+}
+
+/// The key of `py_threads`: `tgid << 32 | tid`.
+fn thread_key(tgid: u32, tid: u32) -> [u8; 8] {
+    ((u64::from(tgid) << 32) | u64::from(tid)).to_ne_bytes()
+}
+
+fn layout_bytes(layout: &pyspy_py_layout) -> &[u8] {
+    #[allow(unsafe_code)]
+    // SAFETY: pyspy_py_layout is a #[repr(C)] struct of twelve u32 and one u64 (no padding: every
+    // byte is initialized); the slice borrows it for its lifetime.
+    unsafe {
+        std::slice::from_raw_parts(
+            (layout as *const pyspy_py_layout).cast::<u8>(),
+            std::mem::size_of::<pyspy_py_layout>(),
+        )
+    }
+}
+
+/// The record's Python walk (`walk_python` in sampler.bpf.c).
+fn python_part(record: &pyspy_sample) -> BpfPython {
+    let status = match record.py_status {
+        s if s == py_status::PY_WALKED.0 => BpfPyStatus::Walked,
+        s if s == py_status::PY_DEPTH.0 => BpfPyStatus::Depth,
+        s if s == py_status::PY_NO_THREAD.0 => BpfPyStatus::NoThread,
+        s if s == py_status::PY_THREAD_MISMATCH.0 => BpfPyStatus::ThreadMismatch,
+        s if s == py_status::PY_READ_FAILED.0 => BpfPyStatus::ReadFailed,
+        _ => BpfPyStatus::NotWalked,
+    };
+    let len = (record.py_len as usize).min(record.py.len());
+    let frames = record.py[..len]
+        .iter()
+        .map(|f| BpfPyFrame {
+            frame: f.frame & !PY_FRAME_FLAGS,
+            code: f.code,
+            instr: f.instr,
+            shim: f.frame & PY_FRAME_SHIM != 0,
+            entry: f.frame & PY_FRAME_ENTRY != 0,
+        })
+        .collect();
+    BpfPython {
+        status,
+        frames,
+        next: if status == BpfPyStatus::Depth {
+            record.py_next
+        } else {
+            0
+        },
     }
 }
 

@@ -248,6 +248,12 @@ fn record_bpf(
             "pyspy-bpf: native: {} stacks unwound, {} truncated, {} native/python mismatches, {} without a stack copy",
             n.stacks, n.truncated, n.mismatched, n.no_registers
         );
+        if summary.mismatched_read_late > 0 {
+            eprintln!(
+                "pyspy-bpf: native: {} more mismatches among Python stacks read by user space after their sample",
+                summary.mismatched_read_late
+            );
+        }
     }
     let meta = ProfileMeta {
         title: format!("pyspy-bpf {title}"),
@@ -271,6 +277,19 @@ fn record_bpf(
             .map(|(name, n)| format!("{name}={n}"))
             .collect();
         eprintln!("pyspy-bpf: lost or damaged samples: {}", lost.join(", "));
+    }
+    if summary.python_samples > 0 {
+        let late: Vec<String> = summary
+            .python_read_late
+            .iter()
+            .map(|(name, n)| format!("{name}={n}"))
+            .collect();
+        eprintln!(
+            "pyspy-bpf: Python stacks walked in BPF at the sample: {}, read by user space after it: {}{}",
+            summary.python_walked_in_bpf,
+            summary.python_read_late.iter().map(|(_, n)| n).sum::<u64>(),
+            if late.is_empty() { String::new() } else { format!(" ({})", late.join(", ")) }
+        );
     }
     let pid = process.map(|p| p.pid).unwrap_or(0);
     Ok(exit_status(args, summary.target_exited, pid))

@@ -84,7 +84,13 @@ pub fn merge(
         }
         unpaired_groups = (k..g).collect();
     }
-    let mismatch = from_root && n != g;
+    // One eval-loop frame more than groups, the leaf-most one (pairing from the root leaves
+    // exactly that one over), is an eval call entering or leaving: it has not linked its
+    // Python frame into the thread state yet, or has unlinked it already. That is the true
+    // state of the thread at that instant, not a disagreement: the frame stays as the native
+    // eval-loop frame it is.
+    let entering = n == g + 1;
+    let mismatch = from_root && n != g && !entering;
     let mut groups: Vec<Option<Vec<Frame>>> = groups.into_iter().map(Some).collect();
     let mut take = |i: usize| groups[i].take().unwrap_or_default();
     let mut frames = Vec::with_capacity(native.len() + g * 2);
@@ -201,15 +207,32 @@ mod tests {
     }
 
     #[test]
+    fn an_eval_call_entering_or_leaving_keeps_its_native_frame() {
+        // One more eval frame than groups, at the leaf: an eval call that has not linked its
+        // Python frame yet (or has unlinked it). Not a mismatch.
+        let native = [c("enter"), c("eval"), c("call"), c("eval"), c("main")];
+        let (groups, complete) = python_groups(&[py("f")], &[true]);
+        let m = merge(&native, None, groups, complete);
+        assert!(!m.mismatch);
+        assert_eq!(names(&m.frames), ["enter", "eval", "call", "py:f", "main"]);
+    }
+
+    #[test]
     fn mismatch_pairs_from_the_root_and_is_marked() {
-        // One more eval frame than groups (an eval call that has not pushed its frame yet).
-        let native = [c("eval"), c("eval"), c("main")];
+        // Two more eval frames than groups: no instant looks like that.
+        let native = [c("eval"), c("eval"), c("eval"), c("main")];
         let (groups, complete) = python_groups(&[py("f")], &[true]);
         let m = merge(&native, None, groups, complete);
         assert!(m.mismatch);
         assert_eq!(
             names(&m.frames),
-            ["<unknown native/python mismatch>", "eval", "py:f", "main"]
+            [
+                "<unknown native/python mismatch>",
+                "eval",
+                "eval",
+                "py:f",
+                "main"
+            ]
         );
         // More groups than eval frames: the extra leaf-side group goes leafward of the paired one.
         let native = [c("x"), c("eval"), c("main")];

@@ -12,8 +12,8 @@ use super::locals::{frame_locals, Local};
 use super::repr::ReprLimits;
 use super::thread_names::{ThreadKey, ThreadNameCache};
 use super::threads::{gil_holders, interpreters, thread_states, ThreadState, TidResolver};
-use super::walk::{walk_thread, walk_thread_with_addrs};
-use crate::model::{Addr, Frame, PyVersion, StackTrace};
+use super::walk::{walk_bpf_frames, walk_thread, walk_thread_with_addrs, Walk};
+use crate::model::{Addr, BpfPyFrame, Frame, PyVersion, StackTrace};
 use crate::process::memory::{MemoryError, ProcessMemory, RemoteMemory};
 use crate::process::proc;
 
@@ -65,6 +65,8 @@ pub struct PythonProcess {
     /// sampled thread instead of every thread of the process.
     tstates: HashMap<u32, ThreadState>,
     tstates_read_at: Option<Instant>,
+    /// Bumped each time `tstates` is rebuilt (see `thread_states_generation`).
+    tstates_generation: u64,
 }
 
 /// How long `thread_stack` trusts the tid -> thread state map before a full read. Each use is
@@ -88,6 +90,7 @@ impl PythonProcess {
             names: ThreadNameCache::default(),
             tstates: HashMap::new(),
             tstates_read_at: None,
+            tstates_generation: 0,
         })
     }
 
@@ -185,6 +188,34 @@ impl PythonProcess {
             .pop())
     }
 
+    /// The OS thread id -> thread-state address of every thread seen by the last full read
+    /// (what the BPF program needs to walk a thread's frames itself).
+    pub fn thread_state_addrs(&self) -> impl Iterator<Item = (u32, Addr)> + '_ {
+        self.tstates.iter().map(|(&tid, t)| (tid, t.addr))
+    }
+
+    /// Changes whenever `thread_state_addrs` may have changed.
+    pub fn thread_states_generation(&self) -> u64 {
+        self.tstates_generation
+    }
+
+    /// The stack of thread `tid` from the frames the BPF program walked at sample time
+    /// (`BpfPython::frames`, continued from `next` by reading memory), with its `Walk::entry`
+    /// flags and shims; `None` when `tid` is not a thread of the last full read (the caller
+    /// reads the stack itself then). The BPF program checked the thread state is `tid`'s.
+    pub fn thread_stack_from_bpf(
+        &mut self,
+        tid: u32,
+        frames: &[BpfPyFrame],
+        next: Addr,
+    ) -> Option<StackWithEntries> {
+        let t = *self.tstates.get(&tid)?;
+        let o = &self.interpreter.offsets;
+        let mem: &dyn RemoteMemory = &self.mem;
+        let walk = walk_bpf_frames(mem, o, frames, next);
+        Some(self.finish_stack(t, tid, walk))
+    }
+
     /// The stack of thread state `t`, if it still belongs to OS thread `tid`, with its
     /// `Walk::entry` flags and shims.
     fn one_thread(
@@ -192,7 +223,6 @@ impl PythonProcess {
         t: ThreadState,
         tid: u32,
     ) -> Result<Option<StackWithEntries>, SampleError> {
-        let pid = self.pid;
         let o = &self.interpreter.offsets;
         let mem: &dyn RemoteMemory = &self.mem;
         let still_ours = match o.tstate_native_thread_id {
@@ -205,6 +235,14 @@ impl PythonProcess {
             return Ok(None);
         }
         let walk = walk_thread(mem, o, t.addr);
+        Ok(Some(self.finish_stack(t, tid, walk)))
+    }
+
+    /// Thread `tid`'s walk resolved into a stack (names, GIL) with its entry flags and shims.
+    fn finish_stack(&mut self, t: ThreadState, tid: u32, walk: Walk) -> StackWithEntries {
+        let pid = self.pid;
+        let o = &self.interpreter.offsets;
+        let mem: &dyn RemoteMemory = &self.mem;
         let mut frames: Vec<Frame> = walk
             .frames
             .iter()
@@ -229,7 +267,7 @@ impl PythonProcess {
             owns_gil,
             frames,
         };
-        Ok(Some((stack, walk.entry, walk.shims)))
+        (stack, walk.entry, walk.shims)
     }
 
     /// `stacks_with_activity` for `--native`: each stack with, beside its Python frames, the
@@ -312,6 +350,7 @@ impl PythonProcess {
         self.names
             .start_sample(threads.iter().map(|t| (t.interp, t.ident)));
         self.tstates.clear();
+        self.tstates_generation += 1;
         let mut out = Vec::with_capacity(threads.len());
         for t in threads {
             let owns_gil = holders.contains(&t.addr);

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use super::offsets::{FrameModel, PyOffsets};
-use crate::model::{Addr, RawPyFrame, Reason};
+use crate::model::{Addr, BpfPyFrame, RawPyFrame, Reason};
 use crate::process::memory::{MemoryError, RemoteMemory};
 
 /// Deepest stack we walk (a recursion of 1000 Python frames is ordinary).
@@ -40,21 +40,40 @@ pub fn walk_thread_with_addrs(mem: &dyn RemoteMemory, o: &PyOffsets, tstate: Add
 }
 
 fn walk(mem: &dyn RemoteMemory, o: &PyOffsets, tstate: Addr, keep_addrs: bool) -> Walk {
-    let first = match first_frame(mem, o, tstate) {
-        Ok(f) => f,
-        Err(_) => {
-            return Walk {
-                truncated: Some(Reason::ReadFailed),
-                ..Walk::default()
-            }
-        }
-    };
-    match o.frame_model {
-        FrameModel::FrameObject => walk_frame_objects(mem, o, first, keep_addrs),
-        FrameModel::CFrame | FrameModel::CurrentFrame => {
-            walk_interpreter_frames(mem, o, first, keep_addrs)
+    let mut builder = Builder::new(o, keep_addrs);
+    match first_frame(mem, o, tstate) {
+        Ok(first) => builder.continue_from(mem, first),
+        Err(_) => builder.walk.truncated = Some(Reason::ReadFailed),
+    }
+    builder.finish()
+}
+
+/// The walk of a thread whose frames the BPF program read at sample time (`frames`, leaf
+/// first, shims included), continued from `next` (the first frame it did not read, 0 when it
+/// read them all) through `mem`: the root side of a deep stack is what changes least.
+pub fn walk_bpf_frames(
+    mem: &dyn RemoteMemory,
+    o: &PyOffsets,
+    frames: &[BpfPyFrame],
+    next: Addr,
+) -> Walk {
+    let mut builder = Builder::new(o, false);
+    for f in frames {
+        let read = FrameRead {
+            code: if f.shim { 0 } else { f.code },
+            instr: f.instr,
+            shim: f.shim,
+            entry: f.entry,
+        };
+        if let Err(reason) = builder.push(f.frame, read) {
+            builder.walk.truncated = Some(reason);
+            return builder.finish();
         }
     }
+    if next != 0 {
+        builder.continue_from(mem, next);
+    }
+    builder.finish()
 }
 
 fn first_frame(
@@ -69,115 +88,139 @@ fn first_frame(
     }
 }
 
-/// <= 3.10: `PyFrameObject` linked by `f_back`; `f_lasti` is the position.
-fn walk_frame_objects(
-    mem: &dyn RemoteMemory,
-    o: &PyOffsets,
-    mut frame: Addr,
-    keep_addrs: bool,
-) -> Walk {
-    let (Some(back), Some(code), Some(lasti)) = (o.frame_back, o.frame_code, o.frame_lasti) else {
-        return Walk {
-            truncated: Some(Reason::BadObject),
-            ..Walk::default()
-        };
-    };
-    let mut walk = Walk::default();
-    let mut seen = HashSet::new();
-    while frame != 0 {
-        if let Some(reason) = limit_reached(&mut seen, frame, walk.frames.len()) {
-            walk.truncated = Some(reason);
-            break;
-        }
-        let read = read_struct(mem, frame, &[back, code, lasti])
-            .map(|f| (f.u64(code), f.i32(lasti).max(0) as u64, f.u64(back)));
-        match read {
-            Ok((code_addr, instr, next)) => {
-                if code_addr != 0 {
-                    walk.frames.push(RawPyFrame { code_addr, instr });
-                    walk.entry.push(true);
-                    if keep_addrs {
-                        walk.frame_addrs.push(frame);
-                    }
-                }
-                frame = next;
-            }
-            Err(_) => {
-                walk.truncated = Some(Reason::ReadFailed);
-                break;
-            }
-        }
-    }
-    walk
+/// What one frame says, whichever way it was read.
+struct FrameRead {
+    /// 0: no code (skipped).
+    code: Addr,
+    instr: u64,
+    /// A C-stack / interpreter-owned shim (3.12+), marking the eval-loop call rootward of it.
+    shim: bool,
+    /// The root-most frame of its eval-loop call (3.11 `is_entry`; every frame on <= 3.10).
+    entry: bool,
 }
 
-/// 3.11+: `_PyInterpreterFrame` linked by `previous`; C-stack shims and interpreter-owned base
-/// frames are skipped; `f_executable` may carry tag bits (3.14+).
-fn walk_interpreter_frames(
+/// Builds a `Walk` frame by frame, leaf first, from reads of target memory or from the BPF
+/// program's record: one set of rules (depth cap, cycles, shims, entry flags) for both.
+struct Builder<'o> {
+    o: &'o PyOffsets,
+    walk: Walk,
+    seen: HashSet<Addr>,
+    keep_addrs: bool,
+}
+
+impl<'o> Builder<'o> {
+    fn new(o: &'o PyOffsets, keep_addrs: bool) -> Self {
+        Builder {
+            o,
+            walk: Walk::default(),
+            seen: HashSet::new(),
+            keep_addrs,
+        }
+    }
+
+    /// Add the frame at `frame`, or say why the walk must stop before it.
+    fn push(&mut self, frame: Addr, f: FrameRead) -> Result<(), Reason> {
+        if let Some(reason) = limit_reached(&mut self.seen, frame, self.walk.frames.len()) {
+            return Err(reason);
+        }
+        if f.shim {
+            self.walk.shims.push(frame);
+            // The shim sits rootward of the first frame its eval-loop call ran.
+            if let Some(last) = self.walk.entry.last_mut() {
+                *last = true;
+            }
+        } else if f.code != 0 {
+            self.walk.frames.push(RawPyFrame {
+                code_addr: f.code,
+                instr: f.instr,
+            });
+            if self.keep_addrs {
+                self.walk.frame_addrs.push(frame);
+            }
+            self.walk.entry.push(f.entry);
+        }
+        Ok(())
+    }
+
+    /// Read frames from `frame` rootward until the chain ends or something stops it.
+    fn continue_from(&mut self, mem: &dyn RemoteMemory, mut frame: Addr) {
+        while frame != 0 {
+            let read = match self.o.frame_model {
+                FrameModel::FrameObject => read_frame_object(mem, self.o, frame),
+                FrameModel::CFrame | FrameModel::CurrentFrame => {
+                    read_interpreter_frame(mem, self.o, frame)
+                }
+            };
+            let (f, next) = match read {
+                Ok(read) => read,
+                Err(reason) => {
+                    self.walk.truncated = Some(reason);
+                    return;
+                }
+            };
+            if let Err(reason) = self.push(frame, f) {
+                self.walk.truncated = Some(reason);
+                return;
+            }
+            frame = next;
+        }
+    }
+
+    fn finish(mut self) -> Walk {
+        // The root-most frame is always an entry.
+        if let Some(last) = self.walk.entry.last_mut() {
+            *last = true;
+        }
+        self.walk
+    }
+}
+
+/// <= 3.10: a `PyFrameObject` linked by `f_back`; `f_lasti` is the position. Each frame is its
+/// own call of the eval loop.
+fn read_frame_object(
     mem: &dyn RemoteMemory,
     o: &PyOffsets,
-    mut frame: Addr,
-    keep_addrs: bool,
-) -> Walk {
+    frame: Addr,
+) -> Result<(FrameRead, Addr), Reason> {
+    let (Some(back), Some(code), Some(lasti)) = (o.frame_back, o.frame_code, o.frame_lasti) else {
+        return Err(Reason::BadObject);
+    };
+    let f = read_struct(mem, frame, &[back, code, lasti]).map_err(|_| Reason::ReadFailed)?;
+    let read = FrameRead {
+        code: f.u64(code),
+        instr: f.i32(lasti).max(0) as u64,
+        shim: false,
+        entry: true,
+    };
+    Ok((read, f.u64(back)))
+}
+
+/// 3.11+: an `_PyInterpreterFrame` linked by `previous`; C-stack shims and interpreter-owned
+/// base frames are shims; `f_executable` may carry tag bits (3.14+).
+fn read_interpreter_frame(
+    mem: &dyn RemoteMemory,
+    o: &PyOffsets,
+    frame: Addr,
+) -> Result<(FrameRead, Addr), Reason> {
     let (Some(code), Some(previous), Some(instr), Some(owner)) = (
         o.iframe_code,
         o.iframe_previous,
         o.iframe_instr,
         o.iframe_owner,
     ) else {
-        return Walk {
-            truncated: Some(Reason::BadObject),
-            ..Walk::default()
-        };
+        return Err(Reason::BadObject);
     };
-    let mut walk = Walk::default();
-    let mut seen = HashSet::new();
-    while frame != 0 {
-        if let Some(reason) = limit_reached(&mut seen, frame, walk.frames.len()) {
-            walk.truncated = Some(reason);
-            break;
-        }
-        let is_entry = o.iframe_is_entry.unwrap_or(owner);
-        let read = read_struct(mem, frame, &[code, previous, instr, owner, is_entry]).map(|f| {
-            (
-                f.u8(owner),
-                f.u64(code) & !o.executable_tag_mask,
-                f.u64(instr),
-                f.u64(previous),
-                o.iframe_is_entry.is_some() && f.u8(is_entry) != 0,
-            )
-        });
-        match read {
-            Ok((owner, code_addr, instr_ptr, next, entry)) => {
-                let shim = Some(owner) == o.owner_cstack || Some(owner) == o.owner_interpreter;
-                if shim {
-                    walk.shims.push(frame);
-                    // The shim sits rootward of the first frame its eval-loop call ran.
-                    if let Some(last) = walk.entry.last_mut() {
-                        *last = true;
-                    }
-                } else if code_addr != 0 {
-                    walk.frames.push(RawPyFrame {
-                        code_addr,
-                        instr: instr_ptr,
-                    });
-                    if keep_addrs {
-                        walk.frame_addrs.push(frame);
-                    }
-                    walk.entry.push(entry);
-                }
-                frame = next;
-            }
-            Err(_) => {
-                walk.truncated = Some(Reason::ReadFailed);
-                break;
-            }
-        }
-    }
-    if let Some(last) = walk.entry.last_mut() {
-        *last = true;
-    }
-    walk
+    let is_entry = o.iframe_is_entry.unwrap_or(owner);
+    let f = read_struct(mem, frame, &[code, previous, instr, owner, is_entry])
+        .map_err(|_| Reason::ReadFailed)?;
+    let owner = f.u8(owner);
+    let read = FrameRead {
+        code: f.u64(code) & !o.executable_tag_mask,
+        instr: f.u64(instr),
+        shim: Some(owner) == o.owner_cstack || Some(owner) == o.owner_interpreter,
+        entry: o.iframe_is_entry.is_some() && f.u8(is_entry) != 0,
+    };
+    Ok((read, f.u64(previous)))
 }
 
 /// The bytes of a struct up to its last field we need, read with one syscall; reading the

@@ -13,19 +13,21 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use crate::bpf::{monotonic_ns, BpfConfig, BpfError, BpfSampler, PerfEventKind};
-use crate::model::{Addr, Frame, RawSample, StackTrace};
+use crate::model::{Addr, BpfPyStatus, Frame, RawSample, StackTrace};
 use crate::native::merge::{self, NativeSlot};
 use crate::native::unwind::{NativeStack, NativeUnwinder};
 use crate::native::{symbolize, NativeStats, NativeSymbolizer};
 use crate::process::priority::{set_own_nice, PROFILER_NICE};
 use crate::process::proc;
 use crate::process::regs::{StackCopy, UserRegs};
+use crate::python::state::{SampleError, StackWithEntries};
 use crate::python::PythonProcess;
+use crate::sampler::bpf_layout::layout_for;
 
 /// Which processes a BPF run records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +71,14 @@ pub struct BpfSummary {
     pub stale: u64,
     /// Samples of Python processes whose Python stack could not be read.
     pub python_errors: u64,
+    /// Python stacks whose frames the BPF program walked at the sample's instant.
+    pub python_walked_in_bpf: u64,
+    /// Python stacks read by user space after the sample instead, and why (the BPF walk's
+    /// counters `py_*`, and `unregistered` for a process or thread not handed to it yet).
+    pub python_read_late: Vec<(&'static str, u64)>,
+    /// `native`: mismatches among the stacks of `python_read_late` (their Python part is from
+    /// a later instant than their native part); `native.mismatched` counts the others.
+    pub mismatched_read_late: u64,
     pub lost: Vec<(&'static str, u64)>,
     pub processes: usize,
     pub elapsed: Duration,
@@ -108,6 +118,8 @@ struct Entry {
     attempts: u32,
     /// `native`, Python: the address ranges of its eval loop, found at its first sample.
     eval: Option<Vec<Range<Addr>>>,
+    /// Tells this entry from an earlier one of the same pid (`WalkRegistry`).
+    serial: u64,
 }
 
 /// Turns addresses into frames: the symbolizer, and with `native` the unwinder.
@@ -170,6 +182,7 @@ pub fn run(
         unwinder: config.native.map(|_| NativeUnwinder::new()),
     };
     let mut summary = BpfSummary::default();
+    let mut registry = WalkRegistry::default();
     let mut tree: Vec<u32> = Vec::new();
     let mut tree_checked = Instant::now() - RECHECK;
     let start = Instant::now();
@@ -202,6 +215,8 @@ pub fn run(
                 &tree,
                 &mut table,
                 &mut symbols,
+                Some(&sampler),
+                &mut registry,
                 &mut summary,
                 &mut on_stack,
             ),
@@ -220,6 +235,7 @@ pub fn run(
     // Samples taken during the recording may still wait in the queue (the reader runs ahead
     // of us while we attach to new processes): stop sampling, then handle every one of them.
     let counters = sampler.stop()?;
+    // (The BPF maps are gone with the program: nothing more is registered.)
     for raw in samples.try_iter() {
         handle(
             &raw,
@@ -227,6 +243,8 @@ pub fn run(
             &tree,
             &mut table,
             &mut symbols,
+            None,
+            &mut registry,
             &mut summary,
             &mut on_stack,
         );
@@ -238,7 +256,12 @@ pub fn run(
 
 /// The non-zero BPF counters plus our own count of stale Python samples.
 fn losses(counters: Vec<(&'static str, u64)>, stale: u64) -> Vec<(&'static str, u64)> {
-    let mut lost: Vec<_> = counters.into_iter().filter(|(_, n)| *n > 0).collect();
+    // The Python walk's counters lose nothing (user space reads those stacks itself): they
+    // are reported with `python_read_late`.
+    let mut lost: Vec<_> = counters
+        .into_iter()
+        .filter(|(name, n)| *n > 0 && !name.starts_with("py_"))
+        .collect();
     if stale > 0 {
         lost.push(("stale_python", stale));
     }
@@ -246,19 +269,22 @@ fn losses(counters: Vec<(&'static str, u64)>, stale: u64) -> Vec<(&'static str, 
 }
 
 /// One sample: filtered by the process tree (`Scope::Tree`), turned into a stack, counted.
+#[allow(clippy::too_many_arguments)]
 fn handle(
     raw: &RawSample,
     config: &BpfSourceConfig,
     tree: &[u32],
     table: &mut HashMap<u32, Entry>,
     symbols: &mut Resolver,
+    bpf: Option<&BpfSampler>,
+    registry: &mut WalkRegistry,
     summary: &mut BpfSummary,
     on_stack: &mut impl FnMut(&StackTrace, &str),
 ) {
     if matches!(config.scope, Scope::Tree(_)) && !tree.contains(&raw.pid) {
         return;
     }
-    if let Some((stack, name)) = to_stack(raw, config, table, symbols, summary) {
+    if let Some((stack, name)) = to_stack(raw, config, table, symbols, bpf, registry, summary) {
         summary.samples += 1;
         on_stack(&stack, name);
     }
@@ -270,6 +296,8 @@ fn to_stack<'t>(
     config: &BpfSourceConfig,
     table: &'t mut HashMap<u32, Entry>,
     symbols: &mut Resolver,
+    bpf: Option<&BpfSampler>,
+    registry: &mut WalkRegistry,
     summary: &mut BpfSummary,
 ) -> Option<(StackTrace, &'t str)> {
     let stale = monotonic_ns().saturating_sub(raw.ktime_ns) > MAX_PYTHON_AGE_NS;
@@ -292,16 +320,20 @@ fn to_stack<'t>(
     };
     if let Kind::Python(process) = &mut entry.kind {
         summary.python_samples += 1;
-        if stale {
+        // Frames the BPF program walked are the sample's own, however late we get to them;
+        // a stack read now is only the sample's if now is soon enough.
+        if stale && !raw.python.status.is_walked() {
             summary.stale += 1;
             return None;
         }
-        let read = match unwound {
-            Some(_) => process.thread_stack_with_entries(raw.tid),
-            None => process
-                .thread_stack(raw.tid)
-                .map(|s| s.map(|s| (s, Vec::new(), Vec::new()))),
-        };
+        let (read, walked_in_bpf) = read_python(process, raw, summary);
+        if let Some(sampler) = bpf {
+            if let Err(SampleError::Exited { .. }) = &read {
+                registry.forget(sampler, raw.pid);
+            } else {
+                registry.sync(sampler, raw.pid, entry.serial, process);
+            }
+        }
         match read {
             Ok(Some((py, entries, shims))) if !py.frames.is_empty() => {
                 let frames = match &unwound {
@@ -317,8 +349,10 @@ fn to_stack<'t>(
                         let merged = merge_native(
                             raw.pid, native, eval, &py.frames, &entries, &shims, symbols,
                         );
-                        if merged.mismatch {
+                        if merged.mismatch && walked_in_bpf {
                             summary.native.mismatched += 1;
+                        } else if merged.mismatch {
+                            summary.mismatched_read_late += 1;
                         }
                         frames.extend(merged.frames);
                         frames
@@ -340,8 +374,14 @@ fn to_stack<'t>(
         if config.gil_only && !stack.owns_gil {
             return None;
         }
-    } else if config.python_only || config.gil_only {
-        return None;
+    } else {
+        if let Some(sampler) = bpf {
+            // A pid that was Python and now names another process.
+            registry.sync_native(sampler, raw.pid, entry.serial);
+        }
+        if config.python_only || config.gil_only {
+            return None;
+        }
     }
     if stack.frames.is_empty() {
         // Not running Python code (or not Python at all): its native and kernel frames.
@@ -369,6 +409,118 @@ fn to_stack<'t>(
         }
     }
     Some((stack, entry.name.as_str()))
+}
+
+/// The sampled thread's Python stack: from the frames the BPF program walked at the sample's
+/// instant when it could (`true`), else read now from the thread state (and counted, by why).
+fn read_python(
+    process: &mut PythonProcess,
+    raw: &RawSample,
+    summary: &mut BpfSummary,
+) -> (Result<Option<StackWithEntries>, SampleError>, bool) {
+    let why = match raw.python.status {
+        BpfPyStatus::Walked | BpfPyStatus::Depth => {
+            match process.thread_stack_from_bpf(raw.tid, &raw.python.frames, raw.python.next) {
+                Some(read) => {
+                    summary.python_walked_in_bpf += 1;
+                    return (Ok(Some(read)), true);
+                }
+                // Registered in BPF but gone from our own map since (a full read just now).
+                None => "unregistered",
+            }
+        }
+        BpfPyStatus::NotWalked => "unregistered",
+        BpfPyStatus::NoThread => "py_no_thread",
+        BpfPyStatus::ThreadMismatch => "py_thread_mismatch",
+        BpfPyStatus::ReadFailed => "py_read_failed",
+    };
+    match summary
+        .python_read_late
+        .iter_mut()
+        .find(|(name, _)| *name == why)
+    {
+        Some((_, n)) => *n += 1,
+        None => summary.python_read_late.push((why, 1)),
+    }
+    (process.thread_stack_with_entries(raw.tid), false)
+}
+
+/// What the BPF program has been told about each Python process (its layout and threads), so
+/// that it walks their frames itself: registered when user space first reads a process,
+/// kept in step with its thread list, removed when the pid is reused or the process exits.
+#[derive(Default)]
+struct WalkRegistry {
+    /// pid -> the registration of the `Entry` with this serial.
+    processes: HashMap<u32, Registered>,
+}
+
+struct Registered {
+    serial: u64,
+    /// `thread_states_generation` of the threads registered; `None`: the layout was refused.
+    generation: Option<u64>,
+    tids: Vec<u32>,
+}
+
+impl WalkRegistry {
+    /// Make the BPF program's view of Python process `pid` (entry `serial`) match `process`.
+    fn sync(&mut self, sampler: &BpfSampler, pid: u32, serial: u64, process: &PythonProcess) {
+        if self.processes.get(&pid).is_some_and(|r| r.serial != serial) {
+            self.forget(sampler, pid);
+        }
+        let generation = process.thread_states_generation();
+        if generation == 0 {
+            return; // no full read yet: no threads to register
+        }
+        let registered = match self.processes.entry(pid) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let layout = layout_for(&process.interpreter.offsets).and_then(|layout| {
+                    sampler
+                        .set_python_layout(pid, &layout)
+                        .map_err(|e| e.to_string())
+                });
+                if let Err(e) = &layout {
+                    log::info!("pid {pid}: Python frames are read by user space only: {e}");
+                }
+                v.insert(Registered {
+                    serial,
+                    generation: layout.ok().map(|()| u64::MAX),
+                    tids: Vec::new(),
+                })
+            }
+        };
+        if registered.generation.is_none_or(|g| g == generation) {
+            return;
+        }
+        let now: HashMap<u32, Addr> = process.thread_state_addrs().collect();
+        for &tid in registered.tids.iter().filter(|t| !now.contains_key(t)) {
+            sampler.remove_python_thread(pid, tid);
+        }
+        registered.tids.clear();
+        for (&tid, &tstate) in &now {
+            match sampler.set_python_thread(pid, tid, tstate) {
+                Ok(()) => registered.tids.push(tid),
+                Err(e) => log::debug!("{e}"),
+            }
+        }
+        registered.generation = Some(generation);
+    }
+
+    /// Pid `pid` is not (or no longer) Python as entry `serial`: drop an older registration.
+    fn sync_native(&mut self, sampler: &BpfSampler, pid: u32, serial: u64) {
+        if self.processes.get(&pid).is_some_and(|r| r.serial != serial) {
+            self.forget(sampler, pid);
+        }
+    }
+
+    fn forget(&mut self, sampler: &BpfSampler, pid: u32) {
+        if let Some(registered) = self.processes.remove(&pid) {
+            sampler.remove_python_layout(pid);
+            for tid in registered.tids {
+                sampler.remove_python_thread(pid, tid);
+            }
+        }
+    }
 }
 
 fn kernel_frames(raw: &RawSample, symbols: &mut Resolver) -> Vec<Frame> {
@@ -514,7 +666,13 @@ fn new_entry(pid: u32, raw: &RawSample, attempts: u32) -> Entry {
         retry_soon,
         attempts,
         eval: None,
+        serial: next_serial(),
     }
+}
+
+fn next_serial() -> u64 {
+    static SERIAL: AtomicU64 = AtomicU64::new(0);
+    SERIAL.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Cheap test before re-attaching a known non-Python process: does it now map an interpreter?

@@ -2,6 +2,7 @@
 //! `process_vm_readv` (py-spy style, no BPF needed).
 
 pub mod bpf;
+pub mod bpf_layout;
 pub mod userspace;
 
 pub use userspace::{EndReason, RunSummary, SamplerConfig, UserspaceSampler};
