@@ -253,52 +253,111 @@ fn build_modules(pid: u32, maps: &[MapRange]) -> (UnwinderX86_64<Section>, Vec<R
     let mut unwinder = UnwinderX86_64::new();
     let mut ranges = Vec::new();
     for ((path, _), mappings) in files {
-        let exec: Vec<&&MapRange> = mappings.iter().filter(|m| m.executable).collect();
-        let (Some(start), Some(end)) = (
-            exec.iter().map(|m| m.start).min(),
-            exec.iter().map(|m| m.end).max(),
-        ) else {
+        if !mappings.iter().any(|m| m.executable) {
             continue;
-        };
+        }
         let Some(file) = module_file(&proc::path_in_root(pid, path)) else {
             continue;
         };
-        let Some(bias) = load_bias(&file.load_segments, &mappings) else {
-            continue;
-        };
-        let info = ExplicitModuleSectionInfo {
-            base_svma: 0,
-            text_svma: file.text.clone(),
-            got_svma: file.got.clone(),
-            eh_frame_svma: file.eh_frame.as_ref().map(|(r, _)| r.clone()),
-            eh_frame: file.eh_frame.as_ref().map(|(_, d)| d.clone()),
-            eh_frame_hdr_svma: file.eh_frame_hdr.as_ref().map(|(r, _)| r.clone()),
-            eh_frame_hdr: file.eh_frame_hdr.as_ref().map(|(_, d)| d.clone()),
-            ..ExplicitModuleSectionInfo::default()
-        };
-        let name = path.display().to_string();
-        unwinder.add_module(Module::new(name, start..end, bias, info));
-        ranges.push(start..end);
+        // One module per load bias: a file is usually mapped once, by the loader, but some
+        // libraries map pages of their own file again elsewhere (libffi's static closure
+        // trampolines), and those copies need their own bias to be unwound.
+        for (bias, range) in exec_ranges_by_bias(&file.load_segments, &mappings) {
+            let info = ExplicitModuleSectionInfo {
+                base_svma: 0,
+                text_svma: file.text.clone(),
+                got_svma: file.got.clone(),
+                eh_frame_svma: file.eh_frame.as_ref().map(|(r, _)| r.clone()),
+                eh_frame: file.eh_frame.as_ref().map(|(_, d)| d.clone()),
+                eh_frame_hdr_svma: file.eh_frame_hdr.as_ref().map(|(r, _)| r.clone()),
+                eh_frame_hdr: file.eh_frame_hdr.as_ref().map(|(_, d)| d.clone()),
+                ..ExplicitModuleSectionInfo::default()
+            };
+            let name = path.display().to_string();
+            unwinder.add_module(Module::new(name, range.clone(), bias, info));
+            ranges.push(range);
+        }
     }
     ranges.sort_by_key(|r| r.start);
     (unwinder, ranges)
 }
 
-/// Where the file's address 0 is in the process, from a mapping whose file offset matches a
-/// PT_LOAD segment.
-fn load_bias(load_segments: &[(u64, u64)], mappings: &[&MapRange]) -> Option<Addr> {
+/// The executable mappings of one file grouped by load bias (where the file's address 0 would
+/// be for that mapping), each group with the address range it spans. A mapping's file offset
+/// places it in the PT_LOAD segment that starts at or below it (`load_segments`: (offset,
+/// vaddr) pairs); mappings the loader made share one bias, a page the program mapped again
+/// elsewhere gets its own.
+fn exec_ranges_by_bias(
+    load_segments: &[(u64, u64)],
+    mappings: &[&MapRange],
+) -> Vec<(Addr, Range<Addr>)> {
     const PAGE: u64 = 4096;
-    mappings.iter().find_map(|m| {
-        load_segments
+    let mut groups: Vec<(Addr, Range<Addr>)> = Vec::new();
+    for m in mappings.iter().filter(|m| m.executable) {
+        let Some(&(off, vaddr)) = load_segments
             .iter()
-            .find(|&&(off, _)| off & !(PAGE - 1) == m.offset)
-            .map(|&(_, vaddr)| m.start.wrapping_sub(vaddr & !(PAGE - 1)))
-    })
+            .filter(|&&(off, _)| off & !(PAGE - 1) <= m.offset)
+            .max_by_key(|&&(off, _)| off)
+        else {
+            continue;
+        };
+        let svma = (vaddr & !(PAGE - 1)).wrapping_add(m.offset - (off & !(PAGE - 1)));
+        let bias = m.start.wrapping_sub(svma);
+        match groups.iter_mut().find(|(b, _)| *b == bias) {
+            Some((_, range)) => {
+                range.start = range.start.min(m.start);
+                range.end = range.end.max(m.end);
+            }
+            None => groups.push((bias, m.start..m.end)),
+        }
+    }
+    groups
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mapping(start: Addr, end: Addr, offset: u64, executable: bool) -> MapRange {
+        MapRange {
+            start,
+            end,
+            readable: true,
+            writable: false,
+            executable,
+            offset,
+            inode: 1,
+            pathname: Some("/lib/libffi.so.8".into()),
+        }
+    }
+
+    #[test]
+    fn a_file_page_mapped_again_elsewhere_gets_its_own_bias() {
+        // libffi: text segment at file offset/vaddr 0x2000; the loader maps it at
+        // 0x7f0000_2000 (bias 0x7f0000_0000); the trampoline page (file offset 0xd000) is
+        // mapped again below the library, at 0x7eff00_0000.
+        let segments = [
+            (0, 0),
+            (0x2000, 0x2000),
+            (0xf000, 0xf000),
+            (0x11c30, 0x11c30),
+        ];
+        let maps = [
+            mapping(0x7eff00_0000, 0x7eff00_1000, 0xd000, true),
+            mapping(0x7f0000_0000, 0x7f0000_2000, 0, false),
+            mapping(0x7f0000_2000, 0x7f0000_f000, 0x2000, true),
+            mapping(0x7f0000_f000, 0x7f0001_1000, 0xf000, false),
+        ];
+        let refs: Vec<&MapRange> = maps.iter().collect();
+        let groups = exec_ranges_by_bias(&segments, &refs);
+        assert_eq!(
+            groups,
+            [
+                (0x7eff00_0000 - 0xd000, 0x7eff00_0000..0x7eff00_1000),
+                (0x7f0000_0000, 0x7f0000_2000..0x7f0000_f000),
+            ]
+        );
+    }
     use crate::process::memory::ProcessMemory;
     use crate::process::regs::copy_stack;
 
