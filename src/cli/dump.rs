@@ -6,6 +6,7 @@ use std::io::Write as _;
 
 use serde::Serialize;
 
+use super::stack_size::{self, Copier};
 use super::DumpArgs;
 use crate::model::Frame;
 use crate::native::NativeReader;
@@ -44,6 +45,7 @@ struct DumpFrame {
 }
 
 pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
+    let native_stack = stack_size::bytes_for(args.native_stack_size, Copier::Userspace)?;
     let mut pids = vec![args.pid];
     if args.subprocesses {
         pids.extend(proc::descendants(args.pid));
@@ -87,7 +89,7 @@ pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
             // Fail now if we may not pause the target; `read_native` pauses it itself (not
             // with --blocking above: a thread can be seized only once).
             drop(Paused::pause(pid)?);
-            read_native(&mut process, all, &mut NativeReader::default())?
+            read_native(&mut process, all, &mut NativeReader::new(native_stack))?
                 .into_iter()
                 .map(|trace| StackWithLocals {
                     trace,

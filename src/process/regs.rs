@@ -31,13 +31,16 @@ impl StackCopy {
 }
 
 const PAGE: u64 = 4096;
+/// Bytes reserved up front for a stack copy.
+const PREALLOCATE: usize = 256 * 1024;
 
 /// Copy up to `max_len` bytes of stack from `sp` up, one page at a time: a single large read
 /// is all-or-nothing, and the main thread's stack often ends a few KiB above `sp`.
 pub fn copy_stack(mem: &dyn RemoteMemory, sp: Addr, max_len: usize) -> StackCopy {
+    // Most stacks end well before a large `max_len`: grow the buffer as pages are read.
     let mut copy = StackCopy {
         base: sp,
-        bytes: Vec::with_capacity(max_len),
+        bytes: Vec::with_capacity(max_len.min(PREALLOCATE)),
     };
     let mut at = sp;
     while copy.bytes.len() < max_len {
