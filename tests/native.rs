@@ -313,3 +313,58 @@ fn native_stack_size_out_of_range_is_refused() {
     }
     assert!(errors.is_empty(), "{}", errors.join("\n"));
 }
+
+/// `dump --native --json` of threads.py: (thread name, its Python leaf function, active).
+/// Pausing the target wakes sleeping threads for a moment, so activity must be read before.
+#[test]
+fn dump_native_reports_sleepers_idle() {
+    let expected = [
+        ("MainThread", "main_idle", false),
+        ("worker-1", "spin", true),
+        ("worker-2", "nap", false),
+        ("worker-3", "blocked", false),
+    ];
+    for_each_interpreter("dump_native_reports_sleepers_idle", |interp| {
+        let target = interp.start("threads.py", &[])?;
+        target.wait_ready()?;
+        let pid = target.pid().to_string();
+        // Each dump pauses the target once; several dumps give a woken sleeper several chances
+        // to be caught running.
+        for round in 0..5 {
+            let out = pyspy(&["dump", "--native", "--json", "--pid", &pid])?.ok()?;
+            let dump: serde_json::Value = serde_json::from_str(&out.stdout)
+                .map_err(|e| anyhow::anyhow!("{e}: {}", out.describe()))?;
+            let threads = dump["threads"].as_array().cloned().unwrap_or_default();
+            ensure!(
+                threads.len() == expected.len(),
+                "round {round}: {} threads: {}",
+                threads.len(),
+                out.describe()
+            );
+            for (name, function, active) in expected {
+                let thread = threads
+                    .iter()
+                    .find(|t| t["name"] == name)
+                    .ok_or_else(|| anyhow::anyhow!("round {round}: no thread {name}"))?;
+                let has_function = thread["frames"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|f| f["function"] == function));
+                let has_native = thread["frames"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|f| f.get("native").is_some()));
+                ensure!(
+                    has_function && has_native,
+                    "round {round}: {name} has no {function} frame or no native frame: {}",
+                    out.describe()
+                );
+                ensure!(
+                    thread["active"] == active,
+                    "round {round}: {name} active={}, expected {active}: {}",
+                    thread["active"],
+                    out.describe()
+                );
+            }
+        }
+        Ok(())
+    });
+}

@@ -16,7 +16,7 @@ use crate::python::locals::Local;
 use crate::python::repr::ReprLimits;
 use crate::python::state::{FrameLocals, StackWithLocals};
 use crate::python::{PythonProcess, StackOptions};
-use crate::sampler::userspace::read_native;
+use crate::sampler::userspace::{read_native_paused, BeforePause};
 
 #[derive(Serialize)]
 struct ProcessDump {
@@ -86,10 +86,14 @@ pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
             None => proc::thread_is_running(pid, tid),
         };
         let stacks = if args.native {
-            // Fail now if we may not pause the target; `read_native` pauses it itself (not
-            // with --blocking above: a thread can be seized only once).
-            drop(Paused::pause(pid)?);
-            read_native(&mut process, all, &mut NativeReader::new(native_stack))?
+            // Which threads sleep must be read before the pause: it wakes them for a moment.
+            // (Not paused with --blocking above: a thread can be seized only once.)
+            let before = BeforePause::read(pid)?;
+            let paused = Paused::pause(pid)?;
+            let mut reader = NativeReader::new(native_stack);
+            let stacks = read_native_paused(&mut process, all, &mut reader, &before)?;
+            drop(paused);
+            stacks
                 .into_iter()
                 .map(|trace| StackWithLocals {
                     trace,

@@ -242,27 +242,49 @@ fn read_one(
         return p.stacks(config.stacks);
     }
     // The guard lives only for this read; dropping it resumes the target.
-    let (running, _paused) = pause_for_read(p.pid)?;
-    p.stacks_with_activity(config.stacks, |tid| running.contains(&tid))
+    let (before, _paused) = pause_for_read(p.pid)?;
+    p.stacks_with_activity(config.stacks, |tid| before.is_running(tid))
 }
 
-/// Pause `pid` for one read. Returns the threads that were on a CPU just before (paused,
-/// every thread looks stopped) and the pause guard, `None` if pausing failed (the read then
-/// goes ahead without a pause; the caller checked once at start that pausing is allowed).
-fn pause_for_read(pid: u32) -> Result<(Vec<u32>, Option<Paused>), SampleError> {
-    let running: Vec<u32> = proc::threads(pid)
-        .map_err(|_| SampleError::Exited { pid })?
-        .into_iter()
-        .filter(|&tid| proc::thread_is_running(pid, tid))
-        .collect();
+/// What `/proc` says about a process's threads just before it is paused. A pause moves every
+/// thread into a ptrace stop and wakes a sleeping one for a moment (its system call is
+/// interrupted and restarted): read during or right after a pause, every thread looks stopped
+/// or, briefly, running.
+#[derive(Debug, Clone, Default)]
+pub struct BeforePause {
+    /// The threads that were running or runnable.
+    running: Vec<u32>,
+}
+
+impl BeforePause {
+    pub fn read(pid: u32) -> Result<BeforePause, SampleError> {
+        let running = proc::threads(pid)
+            .map_err(|_| SampleError::Exited { pid })?
+            .into_iter()
+            .filter(|&tid| proc::thread_is_running(pid, tid))
+            .collect();
+        Ok(BeforePause { running })
+    }
+
+    /// Whether thread `tid` was on a CPU (or runnable) before the pause.
+    pub fn is_running(&self, tid: u32) -> bool {
+        self.running.contains(&tid)
+    }
+}
+
+/// Pause `pid` for one read. Returns what `/proc` said about its threads just before, and the
+/// pause guard, `None` if pausing failed (the read then goes ahead without a pause; the caller
+/// checked once at start that pausing is allowed).
+fn pause_for_read(pid: u32) -> Result<(BeforePause, Option<Paused>), SampleError> {
+    let before = BeforePause::read(pid)?;
     match Paused::pause(pid) {
-        Ok(g) => Ok((running, Some(g))),
+        Ok(g) => Ok((before, Some(g))),
         Err(e) => {
             log::debug!("{e}");
             if !proc::exists(pid) {
                 return Err(SampleError::Exited { pid });
             }
-            Ok((running, None))
+            Ok((before, None))
         }
     }
 }
@@ -275,11 +297,25 @@ pub fn read_native(
     opts: StackOptions,
     native: &mut NativeReader,
 ) -> Result<Vec<StackTrace>, SampleError> {
-    let (running, paused) = pause_for_read(p.pid)?;
-    let read = p.stacks_with_entries(opts, |tid| running.contains(&tid))?;
+    let (before, paused) = pause_for_read(p.pid)?;
     if paused.is_none() {
+        let read = p.stacks_with_entries(opts, |tid| before.is_running(tid))?;
         return Ok(read.into_iter().map(|(stack, _, _)| stack).collect());
     }
+    let stacks = read_native_paused(p, opts, native, &before);
+    drop(paused);
+    stacks
+}
+
+/// As [`read_native`], for a process the caller has paused (`pause::Paused`) after reading
+/// `before`.
+pub fn read_native_paused(
+    p: &mut PythonProcess,
+    opts: StackOptions,
+    native: &mut NativeReader,
+    before: &BeforePause,
+) -> Result<Vec<StackTrace>, SampleError> {
+    let read = p.stacks_with_entries(opts, |tid| before.is_running(tid))?;
     let binary = p.interpreter.binary.clone();
     let mut out = Vec::with_capacity(read.len());
     for (mut stack, entry, shims) in read {
@@ -297,6 +333,5 @@ pub fn read_native(
         }
         out.push(stack);
     }
-    drop(paused);
     Ok(out)
 }
