@@ -315,7 +315,8 @@ fn native_stack_size_out_of_range_is_refused() {
 }
 
 /// `dump --native --json` of threads.py: (thread name, its Python leaf function, active).
-/// Pausing the target wakes sleeping threads for a moment, so activity must be read before.
+/// Pausing the target wakes sleeping threads for a moment, so activity (and the kernel stacks
+/// of the sleepers) must be read before.
 #[test]
 fn dump_native_reports_sleepers_idle() {
     let expected = [
@@ -363,8 +364,100 @@ fn dump_native_reports_sleepers_idle() {
                     thread["active"],
                     out.describe()
                 );
+                // As root, a sleeper's kernel wait is its leaf; a busy thread has none.
+                let frames = thread["frames"].as_array().cloned().unwrap_or_default();
+                let kernel: Vec<bool> = frames.iter().map(|f| f.get("kernel").is_some()).collect();
+                let leading = kernel.iter().take_while(|&&k| k).count();
+                let ok = match (active, is_root()) {
+                    (true, _) | (false, false) => !kernel.contains(&true),
+                    (false, true) => leading > 0 && !kernel[leading..].contains(&true),
+                };
+                ensure!(
+                    ok,
+                    "round {round}: {name}: kernel frames {kernel:?}, expected {}: {}",
+                    if active || !is_root() {
+                        "none"
+                    } else {
+                        "leaf-most only"
+                    },
+                    out.describe()
+                );
             }
         }
         Ok(())
     });
+}
+
+/// `time.sleep` with `--idle`: the Python caller, then libc's sleep (`clock_nanosleep`; 2.7 and
+/// 3.9 sleep in `select`), then, as root, the kernel's wait on the leaf side, in that order.
+#[test]
+fn sleep_shows_libc_and_kernel_wait_under_its_caller() {
+    let root = is_root();
+    for_each_interpreter(
+        "sleep_shows_libc_and_kernel_wait_under_its_caller",
+        |interp| {
+            let stacks = record_native_with(
+                interp,
+                "sleep_loop.py",
+                "2",
+                &["--mode", "userspace", "--idle"],
+            )?;
+            let caller = |s: &RawStack| position(s, |f| f.starts_with("nap_loop ("));
+            let libc_sleep = |s: &RawStack| {
+                position(s, |f| {
+                    let name = f.split(" (").next().unwrap_or("");
+                    let sleep = [
+                        "clock_nanosleep",
+                        "__clock_nanosleep",
+                        "nanosleep",
+                        "__nanosleep",
+                        "select",
+                        "__select",
+                    ];
+                    sleep.contains(&name) && f.contains("(libc")
+                })
+            };
+            let is_kernel = |f: &str| f.ends_with("_[k]");
+            let first_kernel = |s: &RawStack| position(s, is_kernel);
+            // The kernel part is leaf-most and names the wait.
+            let kernel_wait = |s: &RawStack, after: usize| {
+                first_kernel(s).is_some_and(|k| {
+                    k > after
+                        && s.frames[k..].iter().all(|f| is_kernel(f))
+                        && s.frames[k..].iter().any(|f| {
+                            ["nanosleep", "select", "schedule", "poll"]
+                                .iter()
+                                .any(|w| f.contains(w))
+                        })
+                })
+            };
+            let total = count(&stacks, |s| caller(s).is_some());
+            let in_order = |s: &RawStack| match (caller(s), libc_sleep(s)) {
+                (Some(c), Some(l)) if c < l => !root || kernel_wait(s, l),
+                _ => false,
+            };
+            let good = count(&stacks, in_order);
+            ensure!(
+                total >= 50,
+                "too few samples in nap_loop: {}",
+                summary(&stacks)
+            );
+            ensure!(
+                good * 100 >= total * 80,
+                "{good} of {total} nap_loop samples show nap_loop -> libc sleep{}: {}",
+                if root { " -> kernel wait" } else { "" },
+                summary(&stacks)
+            );
+            if !root {
+                // Without root the kernel stack cannot be read: left out, not an error.
+                let kernel = count(&stacks, |s| first_kernel(s).is_some());
+                ensure!(
+                    kernel == 0,
+                    "kernel frames without root: {}",
+                    summary(&stacks)
+                );
+            }
+            Ok(())
+        },
+    );
 }

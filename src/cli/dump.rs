@@ -86,9 +86,10 @@ pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
             None => proc::thread_is_running(pid, tid),
         };
         let stacks = if args.native {
-            // Which threads sleep must be read before the pause: it wakes them for a moment.
-            // (Not paused with --blocking above: a thread can be seized only once.)
-            let before = BeforePause::read(pid)?;
+            // Which threads sleep, and in which kernel wait, must be read before the pause: it
+            // wakes them for a moment. (Not paused with --blocking above: a thread can be
+            // seized only once.)
+            let before = BeforePause::read(pid, true)?;
             let paused = Paused::pause(pid)?;
             let mut reader = NativeReader::new(native_stack);
             let stacks = read_native_paused(&mut process, all, &mut reader, &before)?;

@@ -191,8 +191,8 @@ fn record_userspace(
     }
     if let Some(n) = sampler.native_stats() {
         eprintln!(
-            "pyspy-bpf: native: {} stacks unwound, {} truncated, {} native/python mismatches, {} without registers",
-            n.stacks, n.truncated, n.mismatched, n.no_registers
+            "pyspy-bpf: native: {} stacks unwound, {} truncated, {} native/python mismatches, {} without registers, {} with kernel frames",
+            n.stacks, n.truncated, n.mismatched, n.no_registers, n.kernel
         );
     }
     let meta = ProfileMeta {
