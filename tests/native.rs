@@ -8,17 +8,43 @@ use common::*;
 
 /// Record `script` with `record --native -f raw` for `seconds`; the stacks, root first.
 fn record_native(interp: &Interpreter, script: &str, seconds: &str) -> Result<Vec<RawStack>> {
+    record_native_with(interp, script, seconds, &[])
+}
+
+/// As [`record_native`], with `extra` options for `record`.
+fn record_native_with(
+    interp: &Interpreter,
+    script: &str,
+    seconds: &str,
+    extra: &[&str],
+) -> Result<Vec<RawStack>> {
     let dir = TempDir::new("native");
     let target = interp.start(script, &[])?;
     target.wait_ready()?;
     let pid = target.pid().to_string();
     let out = dir.join("out.txt");
     let out_s = out.display().to_string();
-    pyspy(&[
+    let mut args = vec![
         "record", "--native", "-r", "100", "-d", seconds, "-f", "raw", "-o", &out_s, "--pid", &pid,
-    ])?
-    .ok()?;
+    ];
+    args.extend_from_slice(extra);
+    pyspy(&args)?.ok()?;
     read_raw(&out)
+}
+
+/// Whether the stack starts at a native root: the program's or a thread's first frame.
+fn rooted(s: &RawStack) -> bool {
+    s.root().is_some_and(|r| {
+        [
+            "_start (",
+            "main (",
+            "start_thread (",
+            "clone3 (",
+            "__clone3 (",
+        ]
+        .iter()
+        .any(|p| r.starts_with(p))
+    })
 }
 
 fn position(stack: &RawStack, pred: impl Fn(&str) -> bool) -> Option<usize> {
@@ -90,19 +116,6 @@ fn unwinding_reaches_the_root_without_frame_pointers() {
         "unwinding_reaches_the_root_without_frame_pointers",
         |interp| {
             let stacks = record_native(interp, "busy.py", "2")?;
-            let rooted = |s: &RawStack| {
-                s.root().is_some_and(|r| {
-                    [
-                        "_start (",
-                        "main (",
-                        "start_thread (",
-                        "clone3 (",
-                        "__clone3 (",
-                    ]
-                    .iter()
-                    .any(|p| r.starts_with(p))
-                })
-            };
             let total = total(&stacks);
             let good = count(&stacks, rooted);
             ensure!(total >= 50, "too few samples: {}", summary(&stacks));
@@ -146,4 +159,305 @@ fn dump_native_shows_mixed_frames() {
         );
         Ok(())
     });
+}
+
+#[test]
+fn native_stack_size_bounds_the_copy() {
+    for_each_interpreter("native_stack_size_bounds_the_copy", |interp| {
+        // ~150 C eval-loop frames: far more than 4 KiB of stack, well within 256 KiB.
+        let in_leaf = |s: &RawStack| position(s, |f| f.starts_with("deep_leaf (")).is_some();
+        let cut = |s: &RawStack| position(s, |f| f.starts_with("<truncated")).is_some();
+        let small = record_native_with(
+            interp,
+            "native_deep.py",
+            "1",
+            &["--native-stack-size", "4K"],
+        )?;
+        let total = count(&small, in_leaf);
+        ensure!(
+            total >= 10,
+            "4K: too few samples in deep_leaf: {}",
+            summary(&small)
+        );
+        let truncated = count(&small, |s| in_leaf(s) && cut(s) && !rooted(s));
+        ensure!(
+            truncated == total,
+            "4K: only {truncated} of {total} deep_leaf samples are truncated: {}",
+            summary(&small)
+        );
+        // The Python frames the native copy did not reach are still there, root first.
+        let python_root = count(&small, |s| {
+            in_leaf(s) && s.root().is_some_and(|r| r.starts_with("<module> ("))
+        });
+        ensure!(
+            python_root == total,
+            "4K: {python_root} of {total} deep_leaf samples keep <module> at the root: {}",
+            summary(&small)
+        );
+        let full = record_native(interp, "native_deep.py", "1")?;
+        let total = count(&full, in_leaf);
+        ensure!(
+            total >= 10,
+            "default: too few samples in deep_leaf: {}",
+            summary(&full)
+        );
+        let whole = count(&full, |s| in_leaf(s) && rooted(s) && !cut(s));
+        ensure!(
+            whole * 100 >= total * 95,
+            "default: {whole} of {total} deep_leaf samples reach the root untruncated: {}",
+            summary(&full)
+        );
+        Ok(())
+    });
+}
+
+/// A bad `--native-stack-size` is refused before anything starts: a program given after `--`
+/// is never run.
+#[test]
+fn native_stack_size_out_of_range_is_refused() {
+    let dir = TempDir::new("stack-size");
+    let out = dir.join("out.txt").display().to_string();
+    let marker = dir.join("started");
+    let marker_s = marker.display().to_string();
+    let program = [
+        "--",
+        "/bin/sh",
+        "-c",
+        "touch \"$0\"; sleep 30",
+        marker_s.as_str(),
+    ];
+    let mut errors = Vec::new();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["record", "--native", "--native-stack-size", "0"],
+            "4K to 64M",
+        ),
+        (
+            &["record", "--native", "--native-stack-size", "100"],
+            "4K to",
+        ),
+        (
+            &["record", "--native", "--native-stack-size", "1024M"],
+            "4K to",
+        ),
+        (
+            &[
+                "record",
+                "--native",
+                "--mode",
+                "bpf",
+                "--native-stack-size",
+                "64K",
+            ],
+            "BPF",
+        ),
+        (&["top", "--native", "--native-stack-size", "0"], "4K to"),
+    ];
+    for (args, words) in cases {
+        let mut all: Vec<&str> = args.to_vec();
+        if args[0] == "record" {
+            all.extend(["-f", "raw", "-o", &out, "-d", "1"]);
+        }
+        all.extend(program);
+        let result = pyspy(&all).and_then(|o| o.no_panic()).and_then(|o| {
+            ensure!(!o.status.success(), "expected a failure:\n{}", o.describe());
+            let line = o.error_line().unwrap_or("");
+            ensure!(
+                line.contains("--native-stack-size") && line.contains(words),
+                "the error line does not name the flag and {words:?}:\n{}",
+                o.describe()
+            );
+            Ok(())
+        });
+        if let Err(e) = result {
+            errors.push(format!("{args:?}: {e:#}"));
+        }
+        if marker.exists() {
+            errors.push(format!("{args:?}: the program was started"));
+            let _ = std::fs::remove_file(&marker);
+        }
+    }
+    // Bad syntax and the flag without --native: clap's usage errors.
+    for args in [
+        vec![
+            "dump",
+            "--native",
+            "--native-stack-size",
+            "lots",
+            "--pid",
+            "1",
+        ],
+        vec![
+            "dump",
+            "--native",
+            "--native-stack-size",
+            "16KB",
+            "--pid",
+            "1",
+        ],
+        vec!["dump", "--native-stack-size", "16K", "--pid", "1"],
+        vec!["dump", "--native", "--native-stack-size", "0", "--pid", "1"],
+    ] {
+        let result = pyspy(&args).and_then(|o| o.no_panic()).and_then(|o| {
+            ensure!(!o.status.success(), "expected a failure:\n{}", o.describe());
+            ensure!(
+                o.stderr.contains("native-stack-size"),
+                "stderr does not name the flag:\n{}",
+                o.describe()
+            );
+            Ok(())
+        });
+        if let Err(e) = result {
+            errors.push(format!("{args:?}: {e:#}"));
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+/// `dump --native --json` of threads.py: (thread name, its Python leaf function, active).
+/// Pausing the target wakes sleeping threads for a moment, so activity (and the kernel stacks
+/// of the sleepers) must be read before.
+#[test]
+fn dump_native_reports_sleepers_idle() {
+    let expected = [
+        ("MainThread", "main_idle", false),
+        ("worker-1", "spin", true),
+        ("worker-2", "nap", false),
+        ("worker-3", "blocked", false),
+    ];
+    for_each_interpreter("dump_native_reports_sleepers_idle", |interp| {
+        let target = interp.start("threads.py", &[])?;
+        target.wait_ready()?;
+        let pid = target.pid().to_string();
+        // Each dump pauses the target once; several dumps give a woken sleeper several chances
+        // to be caught running.
+        for round in 0..5 {
+            let out = pyspy(&["dump", "--native", "--json", "--pid", &pid])?.ok()?;
+            let dump: serde_json::Value = serde_json::from_str(&out.stdout)
+                .map_err(|e| anyhow::anyhow!("{e}: {}", out.describe()))?;
+            let threads = dump["threads"].as_array().cloned().unwrap_or_default();
+            ensure!(
+                threads.len() == expected.len(),
+                "round {round}: {} threads: {}",
+                threads.len(),
+                out.describe()
+            );
+            for (name, function, active) in expected {
+                let thread = threads
+                    .iter()
+                    .find(|t| t["name"] == name)
+                    .ok_or_else(|| anyhow::anyhow!("round {round}: no thread {name}"))?;
+                let has_function = thread["frames"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|f| f["function"] == function));
+                let has_native = thread["frames"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|f| f.get("native").is_some()));
+                ensure!(
+                    has_function && has_native,
+                    "round {round}: {name} has no {function} frame or no native frame: {}",
+                    out.describe()
+                );
+                ensure!(
+                    thread["active"] == active,
+                    "round {round}: {name} active={}, expected {active}: {}",
+                    thread["active"],
+                    out.describe()
+                );
+                // As root, a sleeper's kernel wait is its leaf; a busy thread has none.
+                let frames = thread["frames"].as_array().cloned().unwrap_or_default();
+                let kernel: Vec<bool> = frames.iter().map(|f| f.get("kernel").is_some()).collect();
+                let leading = kernel.iter().take_while(|&&k| k).count();
+                let ok = match (active, is_root()) {
+                    (true, _) | (false, false) => !kernel.contains(&true),
+                    (false, true) => leading > 0 && !kernel[leading..].contains(&true),
+                };
+                ensure!(
+                    ok,
+                    "round {round}: {name}: kernel frames {kernel:?}, expected {}: {}",
+                    if active || !is_root() {
+                        "none"
+                    } else {
+                        "leaf-most only"
+                    },
+                    out.describe()
+                );
+            }
+        }
+        Ok(())
+    });
+}
+
+/// `time.sleep` with `--idle`: the Python caller, then libc's sleep (`clock_nanosleep`; 2.7 and
+/// 3.9 sleep in `select`), then, as root, the kernel's wait on the leaf side, in that order.
+#[test]
+fn sleep_shows_libc_and_kernel_wait_under_its_caller() {
+    let root = is_root();
+    for_each_interpreter(
+        "sleep_shows_libc_and_kernel_wait_under_its_caller",
+        |interp| {
+            let stacks = record_native_with(
+                interp,
+                "sleep_loop.py",
+                "2",
+                &["--mode", "userspace", "--idle"],
+            )?;
+            let caller = |s: &RawStack| position(s, |f| f.starts_with("nap_loop ("));
+            let libc_sleep = |s: &RawStack| {
+                position(s, |f| {
+                    let name = f.split(" (").next().unwrap_or("");
+                    let sleep = [
+                        "clock_nanosleep",
+                        "__clock_nanosleep",
+                        "nanosleep",
+                        "__nanosleep",
+                        "select",
+                        "__select",
+                    ];
+                    sleep.contains(&name) && f.contains("(libc")
+                })
+            };
+            let is_kernel = |f: &str| f.ends_with("_[k]");
+            let first_kernel = |s: &RawStack| position(s, is_kernel);
+            // The kernel part is leaf-most and names the wait.
+            let kernel_wait = |s: &RawStack, after: usize| {
+                first_kernel(s).is_some_and(|k| {
+                    k > after
+                        && s.frames[k..].iter().all(|f| is_kernel(f))
+                        && s.frames[k..].iter().any(|f| {
+                            ["nanosleep", "select", "schedule", "poll"]
+                                .iter()
+                                .any(|w| f.contains(w))
+                        })
+                })
+            };
+            let total = count(&stacks, |s| caller(s).is_some());
+            let in_order = |s: &RawStack| match (caller(s), libc_sleep(s)) {
+                (Some(c), Some(l)) if c < l => !root || kernel_wait(s, l),
+                _ => false,
+            };
+            let good = count(&stacks, in_order);
+            ensure!(
+                total >= 50,
+                "too few samples in nap_loop: {}",
+                summary(&stacks)
+            );
+            ensure!(
+                good * 100 >= total * 80,
+                "{good} of {total} nap_loop samples show nap_loop -> libc sleep{}: {}",
+                if root { " -> kernel wait" } else { "" },
+                summary(&stacks)
+            );
+            if !root {
+                // Without root the kernel stack cannot be read: left out, not an error.
+                let kernel = count(&stacks, |s| first_kernel(s).is_some());
+                ensure!(
+                    kernel == 0,
+                    "kernel frames without root: {}",
+                    summary(&stacks)
+                );
+            }
+            Ok(())
+        },
+    );
 }

@@ -6,6 +6,7 @@ use std::io::Write as _;
 
 use serde::Serialize;
 
+use super::stack_size::{self, Copier};
 use super::DumpArgs;
 use crate::model::Frame;
 use crate::native::NativeReader;
@@ -15,7 +16,7 @@ use crate::python::locals::Local;
 use crate::python::repr::ReprLimits;
 use crate::python::state::{FrameLocals, StackWithLocals};
 use crate::python::{PythonProcess, StackOptions};
-use crate::sampler::userspace::read_native;
+use crate::sampler::userspace::{read_native_paused, BeforePause};
 
 #[derive(Serialize)]
 struct ProcessDump {
@@ -44,6 +45,7 @@ struct DumpFrame {
 }
 
 pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
+    let native_stack = stack_size::bytes_for(args.native_stack_size, Copier::Userspace)?;
     let mut pids = vec![args.pid];
     if args.subprocesses {
         pids.extend(proc::descendants(args.pid));
@@ -84,10 +86,15 @@ pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
             None => proc::thread_is_running(pid, tid),
         };
         let stacks = if args.native {
-            // Fail now if we may not pause the target; `read_native` pauses it itself (not
-            // with --blocking above: a thread can be seized only once).
-            drop(Paused::pause(pid)?);
-            read_native(&mut process, all, &mut NativeReader::default())?
+            // Which threads sleep, and in which kernel wait, must be read before the pause: it
+            // wakes them for a moment. (Not paused with --blocking above: a thread can be
+            // seized only once.)
+            let before = BeforePause::read(pid, true)?;
+            let paused = Paused::pause(pid)?;
+            let mut reader = NativeReader::new(native_stack);
+            let stacks = read_native_paused(&mut process, all, &mut reader, &before)?;
+            drop(paused);
+            stacks
                 .into_iter()
                 .map(|trace| StackWithLocals {
                     trace,

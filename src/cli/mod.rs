@@ -3,6 +3,7 @@
 mod dump;
 mod mode;
 mod record;
+mod stack_size;
 mod target;
 mod top;
 
@@ -103,6 +104,10 @@ pub struct RecordArgs {
     /// their true place (unwound with .eh_frame; user-space sampler; pauses the target).
     #[arg(long)]
     pub native: bool,
+    /// With --native: bytes of each thread's stack copied for unwinding, e.g. 64K or 1M
+    /// (default 256K in user space; 16K in BPF mode, which holds at most 60K).
+    #[arg(long, value_name = "SIZE", requires = "native", value_parser = stack_size::parse)]
+    pub native_stack_size: Option<stack_size::StackSize>,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +131,10 @@ pub struct DumpArgs {
     /// Mixed native + Python stacks (unwound with .eh_frame; pauses the target).
     #[arg(long, conflicts_with = "locals")]
     pub native: bool,
+    /// With --native: bytes of each thread's stack copied for unwinding, e.g. 64K or 1M
+    /// (default 256K).
+    #[arg(long, value_name = "SIZE", requires = "native", value_parser = stack_size::parse)]
+    pub native_stack_size: Option<stack_size::StackSize>,
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +165,10 @@ pub struct TopArgs {
     /// Include native (C) frames, merged with the Python ones (pauses the target per sample).
     #[arg(long, conflicts_with = "all")]
     pub native: bool,
+    /// With --native: bytes of each thread's stack copied for unwinding, e.g. 64K or 1M
+    /// (default 256K).
+    #[arg(long, value_name = "SIZE", requires = "native", value_parser = stack_size::parse)]
+    pub native_stack_size: Option<stack_size::StackSize>,
 }
 
 /// Run the parsed command; the exit code to use on success.

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::mode::{self, Chosen};
+use super::stack_size::{self, Copier};
 use super::target::{self, child_alive, finish_child, Target};
 use super::RecordArgs;
 use crate::bpf::BpfSampler;
@@ -30,6 +31,14 @@ use crate::sampler::{EndReason, SamplerConfig, UserspaceSampler};
 const EXIT_TARGET_GONE: i32 = 2;
 
 pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
+    // Checked before anything starts: a bad size must not leave a started program behind.
+    let native_stack = match args.native {
+        true => Some(stack_size::bytes_for(
+            args.native_stack_size,
+            native_copier(&args),
+        )?),
+        false => None,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -57,7 +66,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         gil_only: args.gil,
         include_idle: args.idle,
         kernel_stacks: true,
-        native: args.native.then_some(bpf_source::DEFAULT_STACK_COPY),
+        native: native_stack,
     };
     // `--native` runs in both samplers; `auto` keeps the user-space one for a single target
     // (it pauses the thread, so native and Python frames are read at one instant).
@@ -86,18 +95,35 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
             &stop,
             &output_path,
         ),
-        (Chosen::Userspace, Some(process)) => {
-            record_userspace(&args, process, &mut child, &stop, &output_path)
-        }
+        (Chosen::Userspace, Some(process)) => record_userspace(
+            &args,
+            process,
+            native_stack,
+            &mut child,
+            &stop,
+            &output_path,
+        ),
         (Chosen::Userspace, None) => anyhow::bail!("--all needs the BPF sampler"),
     });
     finish_child(&mut child);
     result
 }
 
+/// Which sampler copies the stacks for `--native`: `mode::choose` picks BPF for `--native`
+/// with `--all` or `--mode bpf`, and keeps the user-space sampler otherwise.
+fn native_copier(args: &RecordArgs) -> Copier {
+    if args.target.all || args.mode == mode::ModeArg::Bpf {
+        Copier::Bpf
+    } else {
+        Copier::Userspace
+    }
+}
+
+/// `native_stack`: with `--native`, the bytes of stack to copy per thread.
 fn record_userspace(
     args: &RecordArgs,
     process: PythonProcess,
+    native_stack: Option<usize>,
     child: &mut Option<Child>,
     stop: &AtomicBool,
     output_path: &Path,
@@ -134,8 +160,8 @@ fn record_userspace(
     let live = std::io::stderr().is_terminal();
     let title = process.cmdline.join(" ");
     let mut sampler = UserspaceSampler::new(config, process);
-    if args.native {
-        sampler = sampler.with_native(NativeReader::default());
+    if let Some(bytes) = native_stack {
+        sampler = sampler.with_native(NativeReader::new(bytes));
     }
     let summary = sampler.run(
         args.duration.map(Duration::from_secs_f64),
@@ -165,8 +191,8 @@ fn record_userspace(
     }
     if let Some(n) = sampler.native_stats() {
         eprintln!(
-            "pyspy-bpf: native: {} stacks unwound, {} truncated, {} native/python mismatches, {} without registers",
-            n.stacks, n.truncated, n.mismatched, n.no_registers
+            "pyspy-bpf: native: {} stacks unwound, {} truncated, {} native/python mismatches, {} without registers, {} with kernel frames",
+            n.stacks, n.truncated, n.mismatched, n.no_registers, n.kernel
         );
     }
     let meta = ProfileMeta {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::stack_size::{self, Copier};
 use super::{target, TopArgs};
 use crate::bpf::PerfEventKind;
 use crate::native::NativeReader;
@@ -41,6 +42,14 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
     if args.target.all {
         return run_all(args, stop);
     }
+    // Checked before anything starts: a bad size must not leave a started program behind.
+    let native_stack = match args.native {
+        true => Some(stack_size::bytes_for(
+            args.native_stack_size,
+            Copier::Userspace,
+        )?),
+        false => None,
+    };
     let target = target::resolve(&args.target)?;
     let pid = target.process.pid;
     if args.blocking || args.native {
@@ -66,7 +75,6 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
     let shared = Live::shared(args.subprocesses);
     let child: Option<Arc<Mutex<Child>>> = target.child.map(|c| Arc::new(Mutex::new(c)));
 
-    let native = args.native;
     let sampler = {
         let shared = shared.clone();
         let stop = stop.clone();
@@ -78,8 +86,8 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
                 // If sampling panics, the display must not wait for it forever.
                 let failed = FailureFlag(shared.clone());
                 let mut sampler = UserspaceSampler::new(config, process);
-                if native {
-                    sampler = sampler.with_native(NativeReader::default());
+                if let Some(bytes) = native_stack {
+                    sampler = sampler.with_native(NativeReader::new(bytes));
                 }
                 let summary = sampler.run(
                     None,

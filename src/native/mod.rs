@@ -13,6 +13,7 @@ use std::path::Path;
 pub use symbolize::NativeSymbolizer;
 
 use crate::model::{Addr, Frame};
+use crate::process::kstack::KernelStack;
 use crate::process::memory::RemoteMemory;
 use crate::process::regs;
 use merge::NativeSlot;
@@ -37,6 +38,8 @@ pub struct NativeStats {
     pub mismatched: u64,
     /// Threads whose registers could not be read (they keep their Python-only stack).
     pub no_registers: u64,
+    /// Stacks given the kernel frames of the wait they were stopped in.
+    pub kernel: u64,
 }
 
 /// Reads the merged native + Python stacks of paused threads.
@@ -72,7 +75,9 @@ impl NativeReader {
     /// Python frames and their eval-loop boundaries (`Walk::entry`); `interpreter_binary` is
     /// the file holding the eval loop, as the target sees it. `shims` are the addresses of the
     /// eval loop's entry frames (3.12+, `Walk::shims`): a native frame whose stack bytes hold
-    /// one is the eval loop even where its symbol does not cover the pc.
+    /// one is the eval loop even where its symbol does not cover the pc. `kernel` is the
+    /// thread's kernel stack read just before the pause: it goes on the leaf side if the thread
+    /// stopped inside the same system call (else it is from another instant and left out).
     #[allow(clippy::too_many_arguments)]
     pub fn thread_frames(
         &mut self,
@@ -84,11 +89,13 @@ impl NativeReader {
         python: &[Frame],
         entry: &[bool],
         shims: &[Addr],
+        kernel: Option<&KernelStack>,
     ) -> Vec<Frame> {
-        let Ok(regs) = regs::user_regs(tid) else {
+        let Ok(stopped) = regs::stopped(tid) else {
             self.stats.no_registers += 1;
             return python.to_vec();
         };
+        let regs = stopped.regs;
         self.stats.stacks += 1;
         let copy = regs::copy_stack(mem, regs.sp, self.stack_bytes);
         let stack = self.unwinder.unwind(pid, regs, &copy);
@@ -120,7 +127,15 @@ impl NativeReader {
         if merged.mismatch {
             self.stats.mismatched += 1;
         }
-        merged.frames
+        match kernel.filter(|k| same_wait(k, stopped.syscall)) {
+            Some(k) => {
+                self.stats.kernel += 1;
+                let mut frames: Vec<Frame> = k.frames.iter().cloned().map(Frame::Kernel).collect();
+                frames.extend(merged.frames);
+                frames
+            }
+            None => merged.frames,
+        }
     }
 
     /// Forget a process (it exited or its pid was reused).
@@ -128,5 +143,36 @@ impl NativeReader {
         self.eval.remove(&pid);
         self.unwinder.forget(pid);
         self.symbolizer.forget(pid);
+    }
+}
+
+/// Whether a kernel stack read before the pause is the wait the thread stopped in: it stopped
+/// inside a system call, and the same one if the kernel named it before. (A thread that woke
+/// up between the two readings stopped in user code or in another call.)
+fn same_wait(kernel: &KernelStack, stopped_in: Option<u64>) -> bool {
+    stopped_in.is_some() && kernel.syscall.is_none_or(|n| Some(n) == stopped_in)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_frames_only_for_the_wait_the_thread_stopped_in() {
+        let nanosleep = KernelStack {
+            frames: vec!["hrtimer_nanosleep".into()],
+            syscall: Some(230),
+        };
+        assert!(same_wait(&nanosleep, Some(230)));
+        // Woke up and went on: stopped in user code, or in another system call.
+        assert!(!same_wait(&nanosleep, None));
+        assert!(!same_wait(&nanosleep, Some(202)));
+        // The call was not known before the pause: any call at the stop will do.
+        let unnamed = KernelStack {
+            syscall: None,
+            ..nanosleep
+        };
+        assert!(same_wait(&unnamed, Some(202)));
+        assert!(!same_wait(&unnamed, None));
     }
 }

@@ -3,6 +3,7 @@
 //! and its memory.
 
 pub mod elf;
+pub mod kstack;
 pub mod maps;
 pub mod memory;
 pub mod pause;

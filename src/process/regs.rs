@@ -31,13 +31,16 @@ impl StackCopy {
 }
 
 const PAGE: u64 = 4096;
+/// Bytes reserved up front for a stack copy.
+const PREALLOCATE: usize = 256 * 1024;
 
 /// Copy up to `max_len` bytes of stack from `sp` up, one page at a time: a single large read
 /// is all-or-nothing, and the main thread's stack often ends a few KiB above `sp`.
 pub fn copy_stack(mem: &dyn RemoteMemory, sp: Addr, max_len: usize) -> StackCopy {
+    // Most stacks end well before a large `max_len`: grow the buffer as pages are read.
     let mut copy = StackCopy {
         base: sp,
-        bytes: Vec::with_capacity(max_len),
+        bytes: Vec::with_capacity(max_len.min(PREALLOCATE)),
     };
     let mut at = sp;
     while copy.bytes.len() < max_len {
@@ -54,10 +57,19 @@ pub fn copy_stack(mem: &dyn RemoteMemory, sp: Addr, max_len: usize) -> StackCopy
     copy
 }
 
+/// A ptrace-stopped thread: where it is, and the system call it was in when it stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    pub regs: UserRegs,
+    /// The system call number when the thread stopped inside one (a blocking call it will
+    /// restart when resumed), `None` when it stopped in user code.
+    pub syscall: Option<u64>,
+}
+
 /// The user registers of thread `tid`, which must be ptrace-stopped by us.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-pub fn user_regs(tid: u32) -> std::io::Result<UserRegs> {
+pub fn stopped(tid: u32) -> std::io::Result<Stopped> {
     // SAFETY: `user_regs_struct` is plain integers, so all-zero is a valid value.
     let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
     // SAFETY: PTRACE_GETREGS writes exactly one `user_regs_struct` to the pointer we pass,
@@ -73,16 +85,22 @@ pub fn user_regs(tid: u32) -> std::io::Result<UserRegs> {
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(UserRegs {
-        ip: regs.rip,
-        sp: regs.rsp,
-        bp: regs.rbp,
+    Ok(Stopped {
+        regs: UserRegs {
+            ip: regs.rip,
+            sp: regs.rsp,
+            bp: regs.rbp,
+        },
+        // -1 outside a system call; the call's number from entry until it returns to user space.
+        syscall: i64::try_from(regs.orig_rax)
+            .is_ok()
+            .then_some(regs.orig_rax),
     })
 }
 
 /// Native unwinding is x86-64 only for now.
 #[cfg(not(target_arch = "x86_64"))]
-pub fn user_regs(_tid: u32) -> std::io::Result<UserRegs> {
+pub fn stopped(_tid: u32) -> std::io::Result<Stopped> {
     Err(std::io::Error::new(
         std::io::ErrorKind::Unsupported,
         "native unwinding supports x86-64 only",

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::model::StackTrace;
 use crate::native::{NativeReader, NativeStats};
+use crate::process::kstack::{self, KernelStack};
 use crate::process::pause::Paused;
 use crate::process::proc;
 use crate::python::state::SampleError;
@@ -242,44 +243,96 @@ fn read_one(
         return p.stacks(config.stacks);
     }
     // The guard lives only for this read; dropping it resumes the target.
-    let (running, _paused) = pause_for_read(p.pid)?;
-    p.stacks_with_activity(config.stacks, |tid| running.contains(&tid))
+    let (before, _paused) = pause_for_read(p.pid, false)?;
+    p.stacks_with_activity(config.stacks, |tid| before.is_running(tid))
 }
 
-/// Pause `pid` for one read. Returns the threads that were on a CPU just before (paused,
-/// every thread looks stopped) and the pause guard, `None` if pausing failed (the read then
-/// goes ahead without a pause; the caller checked once at start that pausing is allowed).
-fn pause_for_read(pid: u32) -> Result<(Vec<u32>, Option<Paused>), SampleError> {
-    let running: Vec<u32> = proc::threads(pid)
-        .map_err(|_| SampleError::Exited { pid })?
-        .into_iter()
-        .filter(|&tid| proc::thread_is_running(pid, tid))
-        .collect();
+/// What `/proc` says about a process's threads just before it is paused. A pause moves every
+/// thread into a ptrace stop and wakes a sleeping one for a moment (its system call is
+/// interrupted and restarted): read during or right after a pause, every thread looks stopped
+/// or, briefly, running, and its kernel stack shows the stop instead of its wait.
+#[derive(Debug, Clone, Default)]
+pub struct BeforePause {
+    /// The threads that were running or runnable.
+    running: Vec<u32>,
+    /// The kernel stacks of the others, when asked for and readable (root).
+    kernel: HashMap<u32, KernelStack>,
+}
+
+impl BeforePause {
+    /// `kernel_stacks`: also read the kernel stacks of the threads that are not running.
+    pub fn read(pid: u32, kernel_stacks: bool) -> Result<BeforePause, SampleError> {
+        let mut before = BeforePause::default();
+        for tid in proc::threads(pid).map_err(|_| SampleError::Exited { pid })? {
+            if proc::thread_is_running(pid, tid) {
+                before.running.push(tid);
+            } else if let Some(stack) = kernel_stacks.then(|| kstack::read(pid, tid)).flatten() {
+                before.kernel.insert(tid, stack);
+            }
+        }
+        Ok(before)
+    }
+
+    /// Whether thread `tid` was on a CPU (or runnable) before the pause.
+    pub fn is_running(&self, tid: u32) -> bool {
+        self.running.contains(&tid)
+    }
+
+    /// The kernel stack of thread `tid` (one that was not running), if it was read.
+    pub fn kernel_stack(&self, tid: u32) -> Option<&KernelStack> {
+        self.kernel.get(&tid)
+    }
+}
+
+/// Pause `pid` for one read. Returns what `/proc` said about its threads just before, and the
+/// pause guard, `None` if pausing failed (the read then goes ahead without a pause; the caller
+/// checked once at start that pausing is allowed).
+fn pause_for_read(
+    pid: u32,
+    kernel_stacks: bool,
+) -> Result<(BeforePause, Option<Paused>), SampleError> {
+    let before = BeforePause::read(pid, kernel_stacks)?;
     match Paused::pause(pid) {
-        Ok(g) => Ok((running, Some(g))),
+        Ok(g) => Ok((before, Some(g))),
         Err(e) => {
             log::debug!("{e}");
             if !proc::exists(pid) {
                 return Err(SampleError::Exited { pid });
             }
-            Ok((running, None))
+            Ok((before, None))
         }
     }
 }
 
 /// Pause `p`, read every selected thread's Python stack with its eval-loop boundaries, unwind
-/// each thread's native stack and merge the two (`--native`). If the target cannot be paused,
-/// the Python stacks are returned without native frames.
+/// each thread's native stack and merge the two (`--native`); a thread sleeping in a system
+/// call gets its kernel frames on the leaf side (with `--idle`, and when readable: root). If
+/// the target cannot be paused, the Python stacks are returned without native frames.
 pub fn read_native(
     p: &mut PythonProcess,
     opts: StackOptions,
     native: &mut NativeReader,
 ) -> Result<Vec<StackTrace>, SampleError> {
-    let (running, paused) = pause_for_read(p.pid)?;
-    let read = p.stacks_with_entries(opts, |tid| running.contains(&tid))?;
+    // Kernel stacks are read only for threads that are not running, which only --idle keeps.
+    let (before, paused) = pause_for_read(p.pid, opts.include_idle)?;
     if paused.is_none() {
+        let read = p.stacks_with_entries(opts, |tid| before.is_running(tid))?;
         return Ok(read.into_iter().map(|(stack, _, _)| stack).collect());
     }
+    let stacks = read_native_paused(p, opts, native, &before);
+    drop(paused);
+    stacks
+}
+
+/// As [`read_native`], for a process the caller has paused (`pause::Paused`) after reading
+/// `before`.
+pub fn read_native_paused(
+    p: &mut PythonProcess,
+    opts: StackOptions,
+    native: &mut NativeReader,
+    before: &BeforePause,
+) -> Result<Vec<StackTrace>, SampleError> {
+    let read = p.stacks_with_entries(opts, |tid| before.is_running(tid))?;
     let binary = p.interpreter.binary.clone();
     let mut out = Vec::with_capacity(read.len());
     for (mut stack, entry, shims) in read {
@@ -293,10 +346,10 @@ pub fn read_native(
                 &stack.frames,
                 &entry,
                 &shims,
+                before.kernel_stack(tid),
             );
         }
         out.push(stack);
     }
-    drop(paused);
     Ok(out)
 }
