@@ -8,7 +8,17 @@ use common::*;
 
 /// Record `script` with `record --native -f raw` for `seconds`; the stacks, root first.
 fn record_native(interp: &Interpreter, script: &str, seconds: &str) -> Result<Vec<RawStack>> {
-    record_native_with(interp, script, seconds, &[])
+    record_native_with(interp, script, seconds, &["--mode", "userspace"])
+}
+
+/// The samplers `--native` is checked with: user space (pauses the thread) and, as root, BPF
+/// (walks the Python frames in the sample, no pause).
+fn native_modes() -> Vec<&'static str> {
+    if is_root() {
+        vec!["userspace", "bpf"]
+    } else {
+        vec!["userspace"]
+    }
 }
 
 /// As [`record_native`], with `extra` options for `record`.
@@ -59,26 +69,29 @@ fn count(stacks: &[RawStack], pred: impl Fn(&RawStack) -> bool) -> u64 {
 #[test]
 fn python_calls_c_calls_python_in_true_order() {
     for_each_interpreter("python_calls_c_calls_python_in_true_order", |interp| {
-        let stacks = record_native(interp, "native_qsort.py", "2")?;
-        let in_callback = |s: &RawStack| position(s, |f| f.starts_with("py_compare (")).is_some();
-        let ordered = |s: &RawStack| {
-            let caller = position(s, |f| f.starts_with("sort_with_qsort ("));
-            let qsort = position(s, |f| f.starts_with("qsort") && f.contains("(libc"));
-            let callback = position(s, |f| f.starts_with("py_compare ("));
-            matches!((caller, qsort, callback), (Some(a), Some(b), Some(c)) if a < b && b < c)
-        };
-        let total = count(&stacks, in_callback);
-        let good = count(&stacks, |s| in_callback(s) && ordered(s));
-        ensure!(
-            total >= 10,
-            "too few samples in the callback: {}",
-            summary(&stacks)
-        );
-        ensure!(
+        for mode in native_modes() {
+            let stacks = record_native_with(interp, "native_qsort.py", "2", &["--mode", mode])?;
+            let in_callback =
+                |s: &RawStack| position(s, |f| f.starts_with("py_compare (")).is_some();
+            let ordered = |s: &RawStack| {
+                let caller = position(s, |f| f.starts_with("sort_with_qsort ("));
+                let qsort = position(s, |f| f.starts_with("qsort") && f.contains("(libc"));
+                let callback = position(s, |f| f.starts_with("py_compare ("));
+                matches!((caller, qsort, callback), (Some(a), Some(b), Some(c)) if a < b && b < c)
+            };
+            let total = count(&stacks, in_callback);
+            let good = count(&stacks, |s| in_callback(s) && ordered(s));
+            ensure!(
+                total >= 10,
+                "{mode}: too few samples in the callback: {}",
+                summary(&stacks)
+            );
+            ensure!(
             good * 100 >= total * 90,
-            "{good} of {total} callback samples show caller -> qsort (libc) -> callback: {}",
+            "{mode}: {good} of {total} callback samples show caller -> qsort (libc) -> callback: {}",
             summary(&stacks)
         );
+        }
         Ok(())
     });
 }
@@ -86,26 +99,28 @@ fn python_calls_c_calls_python_in_true_order() {
 #[test]
 fn c_extension_work_shows_under_its_python_caller() {
     for_each_interpreter("c_extension_work_shows_under_its_python_caller", |interp| {
-        let stacks = record_native(interp, "native_zlib.py", "2")?;
-        let under_caller = |s: &RawStack| {
-            let caller = position(s, |f| f.starts_with("compress_loop ("));
-            let deflate = position(s, |f| f.starts_with("deflate"));
-            matches!((caller, deflate), (Some(a), Some(b)) if a < b)
-        };
-        let total = count(&stacks, |s| {
-            position(s, |f| f.starts_with("compress_loop (")).is_some()
-        });
-        let good = count(&stacks, under_caller);
-        ensure!(
-            total >= 10,
-            "too few samples in compress_loop: {}",
-            summary(&stacks)
-        );
-        ensure!(
-            good * 100 >= total * 50,
-            "{good} of {total} compress_loop samples show deflate under it: {}",
-            summary(&stacks)
-        );
+        for mode in native_modes() {
+            let stacks = record_native_with(interp, "native_zlib.py", "2", &["--mode", mode])?;
+            let under_caller = |s: &RawStack| {
+                let caller = position(s, |f| f.starts_with("compress_loop ("));
+                let deflate = position(s, |f| f.starts_with("deflate"));
+                matches!((caller, deflate), (Some(a), Some(b)) if a < b)
+            };
+            let total = count(&stacks, |s| {
+                position(s, |f| f.starts_with("compress_loop (")).is_some()
+            });
+            let good = count(&stacks, under_caller);
+            ensure!(
+                total >= 10,
+                "{mode}: too few samples in compress_loop: {}",
+                summary(&stacks)
+            );
+            ensure!(
+                good * 100 >= total * 50,
+                "{mode}: {good} of {total} compress_loop samples show deflate under it: {}",
+                summary(&stacks)
+            );
+        }
         Ok(())
     });
 }
@@ -171,7 +186,7 @@ fn native_stack_size_bounds_the_copy() {
             interp,
             "native_deep.py",
             "1",
-            &["--native-stack-size", "4K"],
+            &["--mode", "userspace", "--native-stack-size", "4K"],
         )?;
         let total = count(&small, in_leaf);
         ensure!(
@@ -230,6 +245,17 @@ fn native_stack_size_out_of_range_is_refused() {
     let cases: &[(&[&str], &str)] = &[
         (
             &["record", "--native", "--native-stack-size", "0"],
+            "4K to",
+        ),
+        (
+            &[
+                "record",
+                "--native",
+                "--mode",
+                "userspace",
+                "--native-stack-size",
+                "0",
+            ],
             "4K to 64M",
         ),
         (

@@ -101,11 +101,12 @@ pub struct RecordArgs {
     #[arg(long)]
     pub python_only: bool,
     /// Mixed native + Python stacks: C extensions, libc and the interpreter's own C frames in
-    /// their true place (unwound with .eh_frame; user-space sampler; pauses the target).
+    /// their true place (unwound with .eh_frame; BPF mode walks the Python frames in the same
+    /// sample, user-space mode pauses the target).
     #[arg(long)]
     pub native: bool,
     /// With --native: bytes of each thread's stack copied for unwinding, e.g. 64K or 1M
-    /// (default 256K in user space; 16K in BPF mode, which holds at most 60K).
+    /// (default 16K in BPF mode, which holds at most 60K; 256K in user space).
     #[arg(long, value_name = "SIZE", requires = "native", value_parser = stack_size::parse)]
     pub native_stack_size: Option<stack_size::StackSize>,
 }

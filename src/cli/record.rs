@@ -68,18 +68,18 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         kernel_stacks: true,
         native: native_stack,
     };
-    // `--native` runs in both samplers; `auto` keeps the user-space one for a single target
-    // (it pauses the thread, so native and Python frames are read at one instant).
-    let userspace_only =
-        if args.native && matches!(args.mode, mode::ModeArg::Auto) && !args.target.all {
-            Some("--native")
-        } else if args.blocking {
-            Some("--blocking")
-        } else if args.idle && !args.target.all {
-            Some("--idle (threads that are not on a CPU)")
-        } else {
-            None
-        };
+    // `--native` runs in both samplers, and in both the native and Python parts of a stack are
+    // from one instant (BPF walks the Python frames at the sample; user space pauses the
+    // thread); `auto` prefers BPF, which does not pause the target.
+    let userspace_only = if args.blocking {
+        Some("--blocking")
+    } else if args.idle && !args.target.all {
+        Some("--idle (threads that are not on a CPU)")
+    } else if args.native && native_copier(&args) == Copier::Userspace {
+        Some("--native-stack-size above what a BPF sample holds")
+    } else {
+        None
+    };
     let chosen = mode::choose(args.mode, args.target.all, userspace_only, &bpf_config);
     let output_path = args
         .output
@@ -98,7 +98,14 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         (Chosen::Userspace, Some(process)) => record_userspace(
             &args,
             process,
-            native_stack,
+            // `auto` may have fallen back from BPF: the user-space default then, not BPF's.
+            match args.native {
+                true => Some(stack_size::bytes_for(
+                    args.native_stack_size,
+                    Copier::Userspace,
+                )?),
+                false => None,
+            },
             &mut child,
             &stop,
             &output_path,
@@ -109,13 +116,20 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
     result
 }
 
-/// Which sampler copies the stacks for `--native`: `mode::choose` picks BPF for `--native`
-/// with `--all` or `--mode bpf`, and keeps the user-space sampler otherwise.
+/// Which sampler copies the stacks for `--native` (as `mode::choose` will pick it): BPF with
+/// `--all`, `--mode bpf`, or `auto` unless an option needs user space (`--blocking`, `--idle`
+/// on one target, a stack copy larger than a BPF sample holds). If `auto` then cannot start
+/// BPF, the user-space sampler checks the size again with its own bounds.
 fn native_copier(args: &RecordArgs) -> Copier {
-    if args.target.all || args.mode == mode::ModeArg::Bpf {
-        Copier::Bpf
-    } else {
-        Copier::Userspace
+    let too_big_for_bpf = args
+        .native_stack_size
+        .is_some_and(|s| s.0 > crate::bpf::MAX_USER_STACK_COPY as u64);
+    match args.mode {
+        _ if args.target.all => Copier::Bpf,
+        mode::ModeArg::Bpf => Copier::Bpf,
+        mode::ModeArg::Userspace => Copier::Userspace,
+        mode::ModeArg::Auto if args.blocking || args.idle || too_big_for_bpf => Copier::Userspace,
+        mode::ModeArg::Auto => Copier::Bpf,
     }
 }
 
