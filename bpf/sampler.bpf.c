@@ -19,6 +19,8 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 /* Settings, written by the loader between open and load (then read-only and folded into the
  * program by the verifier). */
 const volatile __u32 target_tgid = 0;    /* only this process; 0 = every process */
+/* With target_tgid: also its descendants (--subprocesses), found by their ancestry. */
+const volatile bool follow_children = false;
 const volatile bool skip_idle = true;    /* drop samples of the idle task (pid 0) */
 const volatile bool kernel_stacks = true; /* record kernel stacks */
 /* Pages of user stack copied per sample of a user thread (struct pyspy_native_sample): 0 = no
@@ -62,6 +64,19 @@ struct {
 	__type(key, __u64);
 	__type(value, __u64);
 } py_threads SEC(".maps");
+
+/* follow_children: descendants of target_tgid seen so far (tgid -> 1), added by the program
+ * itself when a sample's ancestry leads to the target, so later samples need one lookup.
+ * User space removes processes that exited (a reused pid must not inherit membership). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, __u8);
+} children SEC(".maps");
+
+/* Ancestors looked at to decide whether a process descends from target_tgid. */
+#define MAX_ANCESTRY 16
 
 /* Scratch space for one frame's bytes (too large for the BPF stack next to the rest). */
 struct py_frame_buf {
@@ -244,6 +259,32 @@ static __always_inline void fill_sample(struct bpf_perf_event_data *ctx, struct 
 	walk_python(task, s);
 }
 
+/* follow_children: whether process tgid (task) is target_tgid's descendant. A known child is one
+ * lookup; otherwise its ancestors are walked (bounded) and a hit is remembered. A process
+ * reparented to init or a subreaper before its first sample is not followed. */
+static __always_inline bool is_target_child(struct task_struct *task, __u32 tgid)
+{
+	struct task_struct *t = task;
+	__u32 ancestor, i;
+	__u8 one = 1;
+
+	if (bpf_map_lookup_elem(&children, &tgid))
+		return true;
+	for (i = 0; i < MAX_ANCESTRY; i++) {
+		t = BPF_CORE_READ(t, real_parent);
+		if (!t)
+			return false;
+		ancestor = BPF_CORE_READ(t, tgid);
+		if (ancestor <= 1)
+			return false;
+		if (ancestor == target_tgid || bpf_map_lookup_elem(&children, &ancestor)) {
+			bpf_map_update_elem(&children, &tgid, &one, BPF_ANY);
+			return true;
+		}
+	}
+	return false;
+}
+
 /* Waking the reader for every record costs it a context switch per sample, times the number
  * of CPUs. It polls every few milliseconds anyway, so records are submitted without a
  * wakeup unless they pile up. */
@@ -327,10 +368,11 @@ int on_sample(struct bpf_perf_event_data *ctx)
 
 	if (tid == 0 && skip_idle)
 		return 0;
-	if (target_tgid != 0 && tgid != target_tgid)
+	task = bpf_get_current_task_btf();
+	if (target_tgid != 0 && tgid != target_tgid &&
+	    (!follow_children || tgid == 0 || !is_target_child(task, tgid)))
 		return 0;
 
-	task = bpf_get_current_task_btf();
 	if (user_stack_pages != 0) {
 		if (!(task->flags & PF_KTHREAD)) {
 			sample_native(ctx, task, tgid, tid);

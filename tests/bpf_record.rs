@@ -555,3 +555,53 @@ fn bpf_walk_continues_deep_stacks_and_follows_threads() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// `--mode bpf -s`: the BPF program follows the target's descendants by their ancestry, so a
+/// child started by the target is recorded under its own `name (pid)` root, and an unrelated
+/// busy process is not.
+#[test]
+fn record_subprocesses_in_bpf_mode_follows_children_only() {
+    if !require_root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let interp = distinct_series(1).pop().expect("an interpreter");
+    let parent = interp.start("spawner.py", &[]).unwrap();
+    let child_pid: u32 = parent.wait_ready().unwrap().parse().unwrap();
+    let other = interp.start("busy.py", &[]).unwrap();
+    other.wait_ready().unwrap();
+    let dir = TempDir::new("bpf-tree");
+    let out = dir.join("tree.txt");
+    let out_s = out.display().to_string();
+    let pid = parent.pid().to_string();
+    let outcome = pyspy(&[
+        "record", "--mode", "bpf", "-s", "-f", "raw", "-d", "2", "-o", &out_s, "--pid", &pid,
+    ])
+    .unwrap()
+    .ok()
+    .unwrap();
+    let stacks = read_raw(&out).unwrap();
+    let child_root = format!("({child_pid})");
+    let in_child: u64 = stacks
+        .iter()
+        .filter(|s| {
+            s.root().is_some_and(|r| r.ends_with(&child_root))
+                && s.leaf().is_some_and(|l| l.starts_with("level_b (busy.py:"))
+        })
+        .map(|s| s.count)
+        .sum();
+    let other_root = format!("({})", other.pid());
+    let leaked: u64 = stacks
+        .iter()
+        .filter(|s| s.root().is_some_and(|r| r.ends_with(&other_root)))
+        .map(|s| s.count)
+        .sum();
+    assert!(
+        in_child >= 20 && leaked == 0,
+        "{in_child} samples of the child {child_pid} in level_b, {leaked} of the unrelated \
+         process {}\n{}\n{}",
+        other.pid(),
+        summary(&stacks),
+        outcome.describe()
+    );
+}

@@ -84,6 +84,8 @@ pub struct BpfConfig {
     pub event: PerfEventKind,
     /// Only this process (tgid); `None` samples every process.
     pub target_tgid: Option<u32>,
+    /// With `target_tgid`: also sample its descendants (the program follows their ancestry).
+    pub follow_children: bool,
     /// Record kernel stacks as well as user stacks.
     pub kernel_stacks: bool,
     /// Also record samples of the idle task (pid 0).
@@ -104,6 +106,7 @@ impl Default for BpfConfig {
             rate_hz: 100,
             event: PerfEventKind::CpuClock,
             target_tgid: None,
+            follow_children: false,
             kernel_stacks: true,
             include_idle: false,
             ringbuf_bytes: 8 << 20,
@@ -189,6 +192,7 @@ impl BpfSampler {
             .as_deref_mut()
             .ok_or_else(|| BpfError::Config("the BPF object has no .rodata".into()))?;
         rodata.target_tgid = config.target_tgid.unwrap_or(0);
+        rodata.follow_children = config.follow_children;
         rodata.skip_idle = !config.include_idle;
         rodata.kernel_stacks = config.kernel_stacks;
         rodata.user_stack_pages = config.copy_user_stack.map_or(0, user_stack_pages);
@@ -359,6 +363,21 @@ impl BpfSampler {
 
     pub fn remove_python_thread(&self, tgid: u32, tid: u32) {
         let _ = self.skel.maps.py_threads.delete(&thread_key(tgid, tid));
+    }
+
+    /// `follow_children`: the descendants of the target the program has seen so far.
+    pub fn children(&self) -> Vec<u32> {
+        self.skel
+            .maps
+            .children
+            .keys()
+            .filter_map(|key| Some(u32::from_ne_bytes(key.get(..4)?.try_into().ok()?)))
+            .collect()
+    }
+
+    /// Forget a descendant (it exited: its pid may be reused by an unrelated process).
+    pub fn remove_child(&self, tgid: u32) {
+        let _ = self.skel.maps.children.delete(&tgid.to_ne_bytes());
     }
 
     /// Every counter ([`COUNTER_NAMES`]) with its total over all CPUs.

@@ -36,7 +36,7 @@ pub enum Scope {
     All,
     /// One process (filtered in BPF by tgid).
     Pid(u32),
-    /// A process and its descendants (filtered in user space).
+    /// A process and its descendants (filtered in BPF: the program follows their ancestry).
     Tree(u32),
 }
 
@@ -140,9 +140,10 @@ pub fn start(config: &BpfSourceConfig) -> Result<BpfSampler, BpfError> {
         rate_hz: config.rate_hz as u64,
         event: config.event,
         target_tgid: match config.scope {
-            Scope::Pid(pid) => Some(pid),
-            _ => None,
+            Scope::Pid(pid) | Scope::Tree(pid) => Some(pid),
+            Scope::All => None,
         },
+        follow_children: matches!(config.scope, Scope::Tree(_)),
         kernel_stacks: config.kernel_stacks,
         include_idle: config.include_idle,
         copy_user_stack: config.native,
@@ -183,8 +184,7 @@ pub fn run(
     };
     let mut summary = BpfSummary::default();
     let mut registry = WalkRegistry::default();
-    let mut tree: Vec<u32> = Vec::new();
-    let mut tree_checked = Instant::now() - RECHECK;
+    let mut children_checked = Instant::now();
     let start = Instant::now();
     let mut last_status = start;
     loop {
@@ -195,24 +195,26 @@ pub fn run(
         if duration.is_some_and(|d| start.elapsed() >= d) {
             break;
         }
-        if let Scope::Pid(root) | Scope::Tree(root) = config.scope {
+        if let Scope::Pid(_) | Scope::Tree(_) = config.scope {
             if !target_alive() {
                 summary.target_exited = true;
                 break;
             }
-            if matches!(config.scope, Scope::Tree(_))
-                && tree_checked.elapsed() >= Duration::from_millis(250)
-            {
-                tree = proc::descendants(root);
-                tree.push(root);
-                tree_checked = Instant::now();
+            if matches!(config.scope, Scope::Tree(_)) && children_checked.elapsed() >= RECHECK {
+                // The BPF program follows the target's descendants by their ancestry; one
+                // that exited must not pass its membership on to whoever reuses its pid.
+                for child in sampler.children() {
+                    if !proc::exists(child) {
+                        sampler.remove_child(child);
+                    }
+                }
+                children_checked = Instant::now();
             }
         }
         match samples.recv_timeout(Duration::from_millis(100)) {
             Ok(raw) => handle(
                 &raw,
                 config,
-                &tree,
                 &mut table,
                 &mut symbols,
                 Some(&sampler),
@@ -240,7 +242,6 @@ pub fn run(
         handle(
             &raw,
             config,
-            &tree,
             &mut table,
             &mut symbols,
             None,
@@ -268,12 +269,11 @@ fn losses(counters: Vec<(&'static str, u64)>, stale: u64) -> Vec<(&'static str, 
     lost
 }
 
-/// One sample: filtered by the process tree (`Scope::Tree`), turned into a stack, counted.
+/// One sample: turned into a stack, counted.
 #[allow(clippy::too_many_arguments)]
 fn handle(
     raw: &RawSample,
     config: &BpfSourceConfig,
-    tree: &[u32],
     table: &mut HashMap<u32, Entry>,
     symbols: &mut Resolver,
     bpf: Option<&BpfSampler>,
@@ -281,9 +281,6 @@ fn handle(
     summary: &mut BpfSummary,
     on_stack: &mut impl FnMut(&StackTrace, &str),
 ) {
-    if matches!(config.scope, Scope::Tree(_)) && !tree.contains(&raw.pid) {
-        return;
-    }
     if let Some((stack, name)) = to_stack(raw, config, table, symbols, bpf, registry, summary) {
         summary.samples += 1;
         on_stack(&stack, name);
