@@ -47,6 +47,8 @@ struct ModuleFile {
     got: Option<Range<u64>>,
     eh_frame: Option<(Range<u64>, Section)>,
     eh_frame_hdr: Option<(Range<u64>, Section)>,
+    /// DWARF CFI of a file built without `.eh_frame` (framehop uses it only then).
+    debug_frame: Option<Section>,
     /// PT_LOAD segments as (file offset, virtual address).
     load_segments: Vec<(u64, u64)>,
 }
@@ -105,8 +107,19 @@ fn parse_module_file(path: &Path) -> Option<ModuleFile> {
             ".got" => out.got = Some(range),
             ".eh_frame" => out.eh_frame = data().map(|d| (range, d)),
             ".eh_frame_hdr" => out.eh_frame_hdr = data().map(|d| (range, d)),
+            ".debug_frame" => out.debug_frame = data(),
             _ => {}
         }
+    }
+    // Code built with -fno-asynchronous-unwind-tables -g keeps its CFI in .debug_frame; its
+    // .eh_frame then only describes the C runtime's start-up files. framehop reads one of the
+    // two, .eh_frame when present: give it the one that describes more code.
+    let eh_len = out.eh_frame.as_ref().map_or(0, |(_, d)| d.len());
+    if out.debug_frame.as_ref().is_some_and(|d| d.len() > eh_len) {
+        out.eh_frame = None;
+        out.eh_frame_hdr = None;
+    } else {
+        out.debug_frame = None;
     }
     Some(out)
 }
@@ -271,6 +284,7 @@ fn build_modules(pid: u32, maps: &[MapRange]) -> (UnwinderX86_64<Section>, Vec<R
                 eh_frame: file.eh_frame.as_ref().map(|(_, d)| d.clone()),
                 eh_frame_hdr_svma: file.eh_frame_hdr.as_ref().map(|(r, _)| r.clone()),
                 eh_frame_hdr: file.eh_frame_hdr.as_ref().map(|(_, d)| d.clone()),
+                debug_frame: file.debug_frame.clone(),
                 ..ExplicitModuleSectionInfo::default()
             };
             let name = path.display().to_string();
@@ -329,6 +343,34 @@ mod tests {
             inode: 1,
             pathname: Some("/lib/libffi.so.8".into()),
         }
+    }
+
+    /// A library built without `.eh_frame` (`-fno-asynchronous-unwind-tables -g`) keeps its
+    /// CFI in `.debug_frame`: that is what the unwinder is given then.
+    #[test]
+    fn debug_frame_is_picked_up_when_there_is_no_eh_frame() {
+        let dir = std::env::temp_dir().join(format!("pyspy-debug-frame-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let src = dir.join("f.c");
+        let lib = dir.join("libf.so");
+        std::fs::write(&src, "int f(int x) { return x * 3 + 1; }\n").expect("write");
+        let built = std::process::Command::new("cc")
+            .args(["-shared", "-fPIC", "-g", "-O1"])
+            .args(["-fno-asynchronous-unwind-tables", "-fno-unwind-tables"])
+            .arg("-o")
+            .arg(&lib)
+            .arg(&src)
+            .status();
+        let file = parse_module_file(&lib);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            built.is_ok_and(|s| s.success()),
+            "cc failed (build-essential is required)"
+        );
+        let file = file.expect("parses");
+        // (The C runtime's start-up files bring a small .eh_frame of their own.)
+        assert!(file.eh_frame.is_none(), ".eh_frame was preferred");
+        assert!(file.debug_frame.is_some_and(|d| !d.is_empty()));
     }
 
     #[test]
