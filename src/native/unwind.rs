@@ -376,8 +376,8 @@ mod tests {
     #[test]
     fn a_file_page_mapped_again_elsewhere_gets_its_own_bias() {
         // libffi: text segment at file offset/vaddr 0x2000; the loader maps it at
-        // 0x7f0000_2000 (bias 0x7f0000_0000); the trampoline page (file offset 0xd000) is
-        // mapped again below the library, at 0x7eff00_0000.
+        // 0x7f00_0000_2000 (bias 0x7f00_0000_0000); the trampoline page (file offset 0xd000) is
+        // mapped again below the library, at 0x7eff_0000_0000.
         let segments = [
             (0, 0),
             (0x2000, 0x2000),
@@ -385,18 +385,18 @@ mod tests {
             (0x11c30, 0x11c30),
         ];
         let maps = [
-            mapping(0x7eff00_0000, 0x7eff00_1000, 0xd000, true),
-            mapping(0x7f0000_0000, 0x7f0000_2000, 0, false),
-            mapping(0x7f0000_2000, 0x7f0000_f000, 0x2000, true),
-            mapping(0x7f0000_f000, 0x7f0001_1000, 0xf000, false),
+            mapping(0x7eff_0000_0000, 0x7eff_0000_1000, 0xd000, true),
+            mapping(0x7f00_0000_0000, 0x7f00_0000_2000, 0, false),
+            mapping(0x7f00_0000_2000, 0x7f00_0000_f000, 0x2000, true),
+            mapping(0x7f00_0000_f000, 0x7f00_0001_1000, 0xf000, false),
         ];
         let refs: Vec<&MapRange> = maps.iter().collect();
         let groups = exec_ranges_by_bias(&segments, &refs);
         assert_eq!(
             groups,
             [
-                (0x7eff00_0000 - 0xd000, 0x7eff00_0000..0x7eff00_1000),
-                (0x7f0000_0000, 0x7f0000_2000..0x7f0000_f000),
+                (0x7eff_0000_0000 - 0xd000, 0x7eff_0000_0000..0x7eff_0000_1000),
+                (0x7f00_0000_0000, 0x7f00_0000_2000..0x7f00_0000_f000),
             ]
         );
     }
