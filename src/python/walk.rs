@@ -295,3 +295,100 @@ fn limit_reached(seen: &mut HashSet<Addr>, frame: Addr, depth: usize) -> Option<
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PyVersion;
+    use crate::process::memory::LocalMemory;
+    use crate::python::offsets::offsets_for;
+
+    const BASE: Addr = 0x10_0000;
+
+    /// Four 3.13 `_PyInterpreterFrame`s 0x100 apart, leaf first: code A, code B, a C-stack
+    /// shim, code C (the root).
+    fn chain() -> (LocalMemory, PyOffsets) {
+        let o = offsets_for(PyVersion::new(3, 13, 0)).expect("3.13 row");
+        let mut bytes = vec![0u8; 0x400];
+        let mut put = |frame: usize, code: u64, owner: u8| {
+            let at = frame * 0x100;
+            let next = if frame == 3 {
+                0
+            } else {
+                BASE + (frame as u64 + 1) * 0x100
+            };
+            bytes[at..at + 8].copy_from_slice(&code.to_ne_bytes());
+            bytes[at + 8..at + 16].copy_from_slice(&next.to_ne_bytes());
+            bytes[at + 56..at + 64].copy_from_slice(&(code + 0x40).to_ne_bytes());
+            bytes[at + 70] = owner;
+        };
+        put(0, 0xa000, 0);
+        put(1, 0xb000, 0);
+        put(2, 0, o.owner_cstack.expect("3.13 has C-stack shims"));
+        put(3, 0xc000, 0);
+        (LocalMemory { base: BASE, bytes }, o)
+    }
+
+    fn codes(walk: &Walk) -> Vec<Addr> {
+        walk.frames.iter().map(|f| f.code_addr).collect()
+    }
+
+    fn bpf_frame(i: u64, code: Addr, shim: bool) -> BpfPyFrame {
+        BpfPyFrame {
+            frame: BASE + i * 0x100,
+            code,
+            instr: code + 0x40,
+            shim,
+            entry: false,
+        }
+    }
+
+    #[test]
+    fn bpf_frames_continued_from_memory_match_a_walk_from_memory() {
+        let (mem, o) = chain();
+        let whole = {
+            let mut b = Builder::new(&o, false);
+            b.continue_from(&mem, BASE);
+            b.finish()
+        };
+        assert_eq!(codes(&whole), [0xa000, 0xb000, 0xc000]);
+        assert_eq!(whole.entry, [false, true, true]);
+        assert_eq!(whole.shims, [BASE + 0x200]);
+        assert_eq!(whole.truncated, None);
+
+        // The BPF program read two frames and stopped: the rest is read from memory.
+        let two = [bpf_frame(0, 0xa000, false), bpf_frame(1, 0xb000, false)];
+        let continued = walk_bpf_frames(&mem, &o, &two, BASE + 0x200);
+        assert_eq!(codes(&continued), codes(&whole));
+        assert_eq!(continued.entry, whole.entry);
+        assert_eq!(continued.shims, whole.shims);
+        assert_eq!(continued.frames[0].instr, 0xa040);
+
+        // It read them all (the shim flagged by its bit).
+        let all = [
+            bpf_frame(0, 0xa000, false),
+            bpf_frame(1, 0xb000, false),
+            bpf_frame(2, 0, true),
+            bpf_frame(3, 0xc000, false),
+        ];
+        let read = walk_bpf_frames(&mem, &o, &all, 0);
+        assert_eq!(codes(&read), codes(&whole));
+        assert_eq!(read.entry, whole.entry);
+        assert_eq!(read.shims, whole.shims);
+    }
+
+    #[test]
+    fn bpf_frames_that_loop_or_continue_into_garbage_are_cut_short() {
+        let (mem, o) = chain();
+        let looped = [bpf_frame(0, 0xa000, false), bpf_frame(0, 0xa000, false)];
+        let walk = walk_bpf_frames(&mem, &o, &looped, 0);
+        assert_eq!(codes(&walk), [0xa000]);
+        assert_eq!(walk.truncated, Some(Reason::Cycle));
+        // A continuation address outside the process's memory.
+        let one = [bpf_frame(0, 0xa000, false)];
+        let walk = walk_bpf_frames(&mem, &o, &one, 0xdead_0000);
+        assert_eq!(codes(&walk), [0xa000]);
+        assert_eq!(walk.entry, [true]);
+        assert_eq!(walk.truncated, Some(Reason::ReadFailed));
+    }
+}
