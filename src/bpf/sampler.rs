@@ -687,6 +687,46 @@ mod tests {
     }
 
     #[test]
+    fn decodes_the_python_walk() {
+        let mut r = record();
+        assert_eq!(to_raw_sample(&r).python, BpfPython::default());
+        r.py_status = py_status::PY_DEPTH.0;
+        r.py_len = 3;
+        r.py_next = 0x7000;
+        r.py[0].frame = 0x1000 | PY_FRAME_ENTRY;
+        r.py[0].code = 0xa000;
+        r.py[0].instr = 0xa040;
+        r.py[1].frame = 0x2000 | PY_FRAME_SHIM;
+        r.py[2].frame = 0x3000;
+        r.py[2].code = 0xb000;
+        let python = to_raw_sample(&r).python;
+        assert_eq!(python.status, BpfPyStatus::Depth);
+        assert_eq!(python.next, 0x7000);
+        assert_eq!(python.frames.len(), 3);
+        assert_eq!(
+            python.frames[0],
+            BpfPyFrame {
+                frame: 0x1000,
+                code: 0xa000,
+                instr: 0xa040,
+                shim: false,
+                entry: true
+            }
+        );
+        assert!(python.frames[1].shim && python.frames[1].frame == 0x2000);
+        assert!(!python.frames[2].shim && !python.frames[2].entry);
+        // A length past the array is clamped; `next` only counts with PY_DEPTH.
+        r.py_status = py_status::PY_READ_FAILED.0;
+        r.py_len = u32::MAX;
+        let python = to_raw_sample(&r).python;
+        assert_eq!(python.status, BpfPyStatus::ReadFailed);
+        assert_eq!(python.frames.len(), r.py.len());
+        assert_eq!(python.next, 0);
+        r.py_status = 999;
+        assert_eq!(to_raw_sample(&r).python.status, BpfPyStatus::NotWalked);
+    }
+
+    #[test]
     fn flags_become_stack_status() {
         let mut r = record();
         r.flags = flag::SAMPLE_KSTACK_OFF.0 | flag::SAMPLE_USTACK_FAILED.0;
