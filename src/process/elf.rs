@@ -110,7 +110,20 @@ impl ElfImage {
         {
             return Ok(image);
         }
+        let started = std::time::Instant::now();
         let image = Arc::new(ElfImage::load(path, wanted, scan_versions_if)?);
+        log::debug!(
+            "{}: {} of {} symbols, version scan {}, in {:?}",
+            path.display(),
+            image.symbols.len(),
+            wanted.len(),
+            if image.versions.is_empty() {
+                "no"
+            } else {
+                "yes"
+            },
+            started.elapsed()
+        );
         if let Ok(mut cache) = CACHE.lock() {
             let map = cache.get_or_insert_with(HashMap::new);
             // Bounded: binaries are few; forget them all if a host has very many.
