@@ -7,7 +7,8 @@
 //! does not know (it is not imported, or C code started the thread) get the OS thread name
 //! instead.
 
-use std::collections::{HashMap, HashSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::objects::{dict_get_str, dict_items, instance_attr, module_attr, read_int, ObjectError};
@@ -27,6 +28,62 @@ pub const RETRY_UNKNOWN: Duration = Duration::from_secs(1);
 /// soon after keeps that window small (a freed object fails the type checks or gives an ident
 /// nobody asks for; a fresh read is taken after this anyway).
 const ENTRIES_TTL: Duration = RETRY_UNKNOWN;
+
+/// Bytes read at once by `ReadAhead`: a small object's header and, for a short `str`, its
+/// text.
+const READ_AHEAD: usize = 256;
+/// Blocks `ReadAhead` keeps before starting over.
+const READ_AHEAD_BLOCKS: usize = 4096;
+const PAGE: u64 = 4096;
+
+/// Memory read a block at a time, kept for one look at `threading`. Finding `threading` in
+/// `sys.modules` and `_active` in its module dict compares key after key with a string,
+/// several small reads each (type, `tp_flags`, length, text) of which the type's flags are the
+/// same for every key: with each read covering the next `READ_AHEAD` bytes and every block
+/// kept, most of them cost no system call. Blocks never cross a page (a readable address makes
+/// its whole page readable); a block that still cannot be read (a test image's end) falls back
+/// to the exact read. Kept only for one call of `ThreadNameCache::name`: the target runs on.
+struct ReadAhead<'m> {
+    inner: &'m dyn RemoteMemory,
+    blocks: RefCell<BTreeMap<Addr, Vec<u8>>>,
+}
+
+impl<'m> ReadAhead<'m> {
+    fn new(inner: &'m dyn RemoteMemory) -> ReadAhead<'m> {
+        ReadAhead {
+            inner,
+            blocks: RefCell::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl RemoteMemory for ReadAhead<'_> {
+    fn read_into(&self, addr: Addr, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let len = buf.len() as u64;
+        let mut blocks = self.blocks.borrow_mut();
+        if let Some((&start, bytes)) = blocks.range(..=addr).next_back() {
+            let from = addr - start;
+            if from.saturating_add(len) <= bytes.len() as u64 {
+                buf.copy_from_slice(&bytes[from as usize..(from + len) as usize]);
+                return Ok(());
+            }
+        }
+        let page_left = PAGE - addr % PAGE;
+        if len >= READ_AHEAD as u64 || len > page_left {
+            return self.inner.read_into(addr, buf);
+        }
+        let mut block = vec![0u8; (READ_AHEAD as u64).min(page_left) as usize];
+        if self.inner.read_into(addr, &mut block).is_err() {
+            return self.inner.read_into(addr, buf);
+        }
+        buf.copy_from_slice(&block[..buf.len()]);
+        if blocks.len() >= READ_AHEAD_BLOCKS {
+            blocks.clear();
+        }
+        blocks.insert(addr, block);
+        Ok(())
+    }
+}
 
 /// The (ident key, `Thread`) entries of `threading._active` of the interpreter at `interp`,
 /// undecoded. Empty when `threading` is not imported; only failing to reach `_active` at all
@@ -176,6 +233,7 @@ impl ThreadNameCache {
             // Still unnamed: read again once in a while (it may not have registered yet).
             (Some(_), Some(l)) => now.duration_since(l.at) >= RETRY_UNKNOWN,
         };
+        let mem = &ReadAhead::new(mem);
         if stale {
             let entries = active_entries(mem, o, key.interp).unwrap_or_else(|e| {
                 log::debug!("threading._active of interpreter {:#x}: {e}", key.interp);
