@@ -194,8 +194,8 @@ impl NativeSymbolizer {
 const KALLSYMS: &str = "/proc/kallsyms";
 /// The symbol that ends the core kernel's text.
 const CORE_TEXT_END: &str = "_etext";
-/// First line of a cache file, followed by the kernel release; then kallsyms lines.
-const CACHE_MAGIC: &str = "pyspy-bpf kallsyms core text v1";
+/// First line of a cache file (format: `KernelSymbols::write_cache`).
+const CACHE_MAGIC: &str = "pyspy-bpf kallsyms core text v2";
 
 /// Where this boot's core kernel symbols are cached: `None` without a boot id or a home.
 fn kallsyms_cache() -> Option<PathBuf> {
@@ -271,47 +271,109 @@ impl KernelSymbols {
         all
     }
 
-    /// The cached core symbols, if `cache` exists and was written for this kernel release.
+    /// The cached core symbols, if `cache` exists, is whole and was written for this kernel
+    /// release.
     fn read_cache(cache: &Path, release: &str) -> Option<KernelSymbols> {
         let started = Instant::now();
-        let text = std::fs::read_to_string(cache).ok()?;
-        let mut lines = text.splitn(3, '\n');
-        let (magic, header) = (lines.next()?, lines.next()?);
+        let bytes = std::fs::read(cache).ok()?;
+        // Two header lines, then the tables (see `write_cache`).
+        let mut at = 0;
+        let mut line = || {
+            let len = bytes.get(at..)?.iter().position(|&b| b == b'\n')?;
+            let text = std::str::from_utf8(&bytes[at..at + len]).ok();
+            at += len + 1;
+            text
+        };
+        let (magic, header) = (line()?, line()?);
         let mut header = header.split_ascii_whitespace();
-        let (cached_release, end) = (header.next()?, header.next()?);
+        let (cached_release, end, count) = (header.next()?, header.next()?, header.next()?);
         let end = Addr::from_str_radix(end, 16).ok()?;
+        let count: usize = count.parse().ok()?;
         if magic != CACHE_MAGIC || cached_release != release {
             return None;
         }
-        let core = KernelSymbols::parse(text, Some(end));
+        let starts_len = count.checked_mul(8)?;
+        let names_len = count.checked_mul(8)?;
+        let starts_at = at;
+        let names_at = starts_at.checked_add(starts_len)?;
+        let text_at = names_at.checked_add(names_len)?;
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
+        let half = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap_or_default());
+        let starts: Vec<Addr> = bytes
+            .get(starts_at..names_at)?
+            .chunks_exact(8)
+            .map(word)
+            .collect();
+        let names: Vec<(u32, u32)> = bytes
+            .get(names_at..text_at)?
+            .chunks_exact(8)
+            .map(|e| (half(&e[..4]), half(&e[4..])))
+            .collect();
+        let text = String::from_utf8(bytes.get(text_at..)?.to_vec()).ok()?;
+        // Not torn or foreign: a name per address, each inside the text, addresses sorted.
+        let whole = names.len() == count
+            && starts.len() == count
+            && names.iter().all(|&(off, len)| {
+                text.get(off as usize..(off as usize + len as usize))
+                    .is_some()
+            })
+            && starts.windows(2).all(|w| w[0] <= w[1]);
+        if !whole || starts.is_empty() {
+            return None;
+        }
         log::debug!(
             "{}: {} core kernel symbols in {:?}",
             cache.display(),
-            core.starts.len(),
+            starts.len(),
             started.elapsed()
         );
-        (!core.starts.is_empty()).then_some(core)
+        Some(KernelSymbols {
+            starts,
+            names,
+            text,
+            core_end: Some(end),
+        })
     }
 
     /// Write the core kernel's symbols (those below `_etext`, outside any module) to `cache`,
-    /// through a temporary file renamed into place (other runs may read it meanwhile).
+    /// through a temporary file renamed into place (other runs may read it meanwhile). The
+    /// format is ready to use, not to read: after two header lines (`CACHE_MAGIC`; release,
+    /// end address in hex and symbol count), the sorted addresses (u64), each name's (offset,
+    /// length) in the text (u32 pairs), and the text of the names; little-endian.
     fn write_cache(&self, cache: &Path, release: &str) -> std::io::Result<()> {
         let Some(end) = self.address_of(CORE_TEXT_END) else {
             return Ok(());
         };
-        let mut out = format!("{CACHE_MAGIC}\n{release} {end:x}\n");
+        let mut core: Vec<(Addr, &str)> = Vec::new();
         for line in self.text.lines() {
             let mut fields = line.split_ascii_whitespace();
-            let (Some(addr), Some(_), Some(_), None) =
+            let (Some(addr), Some(_), Some(name), None) =
                 (fields.next(), fields.next(), fields.next(), fields.next())
             else {
                 continue; // a module's symbol (`name [module]`) or a malformed line
             };
-            if Addr::from_str_radix(addr, 16).is_ok_and(|a| a != 0 && a < end) {
-                out.push_str(line);
-                out.push('\n');
+            if let Ok(addr) = Addr::from_str_radix(addr, 16) {
+                if addr != 0 && addr < end {
+                    core.push((addr, name));
+                }
             }
         }
+        // Stable, as in `parse`: aliases keep their order.
+        core.sort_by_key(|&(addr, _)| addr);
+        let mut out = format!("{CACHE_MAGIC}\n{release} {end:x} {}\n", core.len()).into_bytes();
+        let mut text = String::new();
+        let mut names = Vec::with_capacity(core.len() * 8);
+        for &(addr, name) in &core {
+            out.extend_from_slice(&addr.to_le_bytes());
+            let too_big = || std::io::Error::other("kernel symbol names over 4 GiB");
+            let offset = u32::try_from(text.len()).map_err(|_| too_big())?;
+            let len = u32::try_from(name.len()).map_err(|_| too_big())?;
+            names.extend_from_slice(&offset.to_le_bytes());
+            names.extend_from_slice(&len.to_le_bytes());
+            text.push_str(name);
+        }
+        out.extend_from_slice(&names);
+        out.extend_from_slice(text.as_bytes());
         let dir = cache.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
         let tmp = dir.join(format!(".kallsyms-{}.tmp", std::process::id()));
@@ -320,8 +382,7 @@ impl KernelSymbols {
     }
 
     /// Index kallsyms-format text (`ADDRESS TYPE NAME [\t[MODULE]]` per line; lines that do
-    /// not parse, such as a cache file's header, are skipped, and so are zero addresses,
-    /// hidden by `kptr_restrict`).
+    /// not parse are skipped, and so are zero addresses, hidden by `kptr_restrict`).
     fn parse(text: String, core_end: Option<Addr>) -> KernelSymbols {
         let mut entries: Vec<(Addr, u32, u32)> = Vec::new();
         for line in text.lines() {
@@ -492,6 +553,10 @@ garbage
             assert!(core.covers(addr));
             assert_eq!(core.name(addr), all.name(addr), "{addr:#x}");
         }
+        // A torn file is not used.
+        let bytes = std::fs::read(&cache).unwrap();
+        std::fs::write(&cache, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(KernelSymbols::read_cache(&cache, "6.1.0-test").is_none());
         // Beyond it, or below it, all of kallsyms must be read.
         assert!(!core.covers(0xffffffff81000200));
         assert!(!core.covers(0xffffffffa0000040));
