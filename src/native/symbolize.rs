@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -211,6 +212,17 @@ fn kallsyms_cache() -> Option<PathBuf> {
     Some(base.join("pyspy-bpf").join(format!("kallsyms-{boot_id}")))
 }
 
+/// Whether a cache file is owned by the user we run as and writable and readable by nobody
+/// else: another user could otherwise plant names, or read the kernel's addresses.
+fn private_to_us(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // `/proc/self` belongs to the process's effective user.
+    let Ok(me) = std::fs::metadata("/proc/self") else {
+        return false;
+    };
+    meta.is_file() && meta.uid() == me.uid() && meta.mode() & 0o077 == 0
+}
+
 /// The running kernel's release (`uname -r`), which a cache file must name.
 fn kernel_release() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -275,7 +287,13 @@ impl KernelSymbols {
     /// release.
     fn read_cache(cache: &Path, release: &str) -> Option<KernelSymbols> {
         let started = Instant::now();
-        let bytes = std::fs::read(cache).ok()?;
+        let mut file = std::fs::File::open(cache).ok()?;
+        if !private_to_us(&file.metadata().ok()?) {
+            log::debug!("{}: not ours alone; not used", cache.display());
+            return None;
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).ok()?;
         // Two header lines, then the tables (see `write_cache`).
         let mut at = 0;
         let mut line = || {
@@ -374,10 +392,22 @@ impl KernelSymbols {
         }
         out.extend_from_slice(&names);
         out.extend_from_slice(text.as_bytes());
+        // Kernel addresses are secret from other users (they undo KASLR): the directory and
+        // the file are ours alone.
         let dir = cache.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
         let tmp = dir.join(format!(".kallsyms-{}.tmp", std::process::id()));
-        std::fs::write(&tmp, out)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        std::io::Write::write_all(&mut file, &out)?;
+        drop(file);
         std::fs::rename(&tmp, cache)
     }
 
@@ -552,6 +582,18 @@ garbage
         for addr in [0xffffffff81000008, 0xffffffff81000010, 0xffffffff81000150] {
             assert!(core.covers(addr));
             assert_eq!(core.name(addr), all.name(addr), "{addr:#x}");
+        }
+        // A file others may read or write is not used.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |m| std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(m));
+            assert_eq!(
+                std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+            mode(0o644).unwrap();
+            assert!(KernelSymbols::read_cache(&cache, "6.1.0-test").is_none());
+            mode(0o600).unwrap();
         }
         // A torn file is not used.
         let bytes = std::fs::read(&cache).unwrap();
