@@ -11,6 +11,10 @@
 #                                   kernel.sched_autogroup_enabled=1 its busy threads share
 #                                   one scheduling group, as another service would; shared:
 #                                   the profilers compete with every busy thread one for one)
+#        KSYM_CACHE=keep           (cold: delete pyspy-bpf's per-boot cache of kernel symbols,
+#                                   ~/.cache/pyspy-bpf/kallsyms-BOOT_ID, before each of its runs,
+#                                   so each pays for reading /proc/kallsyms, as the first run
+#                                   after a boot does)
 #        PYSPY_MAX_WALL=DURATION*3+10  (py-spy falls behind on big shapes: it is sent SIGINT
 #                                   (it then writes what it has) after this many seconds)
 #
@@ -41,7 +45,12 @@ RATE=${RATE:-100}
 PYTHON=${PYTHON:-/usr/bin/python3}
 BPF_STATS=${BPF_STATS:-1}
 SESSION=${SESSION:-own}
+KSYM_CACHE=${KSYM_CACHE:-keep}
 PYSPY_MAX_WALL=${PYSPY_MAX_WALL:-$(( ${DURATION%.*} * 3 + 10 ))}
+if [[ $KSYM_CACHE != keep && $KSYM_CACHE != cold ]]; then
+  echo "bench: KSYM_CACHE is 'keep' or 'cold', not '$KSYM_CACHE'" >&2
+  exit 1
+fi
 if [[ $SESSION != own && $SESSION != shared ]]; then
   echo "bench: SESSION is 'own' or 'shared', not '$SESSION'" >&2
   exit 1
@@ -93,11 +102,12 @@ echo "bench: building pyspy-bpf (release)" >&2
 PYSPY_BPF="${CARGO_TARGET_DIR:-$REPO/target}/release/pyspy-bpf"
 
 exec /usr/bin/python3 - "$PYSPY_BPF" "$VENV/bin/py-spy" "$PYTHON" "$REPO/bench/workload_tree.py" \
-  "$DURATION" "$RATE" "$BPF_STATS" "$SESSION" "$PYSPY_MAX_WALL" $SHAPES <<'PY'
+  "$DURATION" "$RATE" "$BPF_STATS" "$SESSION" "$PYSPY_MAX_WALL" "$KSYM_CACHE" $SHAPES <<'PY'
 import os, re, shutil, signal, subprocess, sys, tempfile, time
 
-pyspy_bpf, py_spy, python, workload_py, duration, rate, bpf_stats, session, pyspy_max_wall = sys.argv[1:10]
-shapes = [tuple(int(x) for x in s.split("x")) for s in sys.argv[10:]]
+(pyspy_bpf, py_spy, python, workload_py, duration, rate, bpf_stats, session, pyspy_max_wall,
+ ksym_cache) = sys.argv[1:11]
+shapes = [tuple(int(x) for x in s.split("x")) for s in sys.argv[11:]]
 duration_s = float(duration)
 STATS_KNOB = "/proc/sys/kernel/bpf_stats_enabled"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -308,6 +318,9 @@ def measure(name, argv, out, watch_bpf, max_wall=None):
         "ok": status == 0,
         "steady": (100.0 * (last[1] - first[1]) / (last[0] - first[0])
                    if first and last and last[0] - first[0] >= 1.0 else None),
+        # CPU s by the first poll at >= 1 s: start-up (BPF load, attaching, symbol tables)
+        # plus that first second's sampling.
+        "first_s": first[1] if first else None,
         "interrupted": interrupted,
     }
 
@@ -345,6 +358,17 @@ def parse_pyspy(r):
     r["detail"] = "py-spy's own count, Samples: %s" % m.group(1) if m else ""
 
 
+def ksym_cache_path():
+    """pyspy-bpf's cache of this boot's core kernel symbols (see src/native/symbolize.rs)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot_id = f.read().strip()
+    except OSError:
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "pyspy-bpf", "kallsyms-" + boot_id)
+
+
 def set_stats(value):
     try:
         with open(STATS_KNOB) as f:
@@ -357,7 +381,7 @@ def set_stats(value):
         return None
 
 
-rows, infos = [], {}
+rows, infos, ksym_states = [], {}, []
 load_at_start = os.getloadavg()[0]
 old_stats = None
 try:
@@ -366,6 +390,10 @@ try:
         parent, infos[shape] = start_workload(n, t)
         out = os.path.join(tmp, "profile.txt")
         log("%s: pyspy-bpf record --all at %s Hz for %s s" % (shape, rate, duration))
+        cache = ksym_cache_path()
+        if ksym_cache == "cold" and cache and os.path.exists(cache):
+            os.unlink(cache)
+        ksym_states.append("%s %s" % (shape, "warm" if cache and os.path.exists(cache) else "cold"))
         if bpf_stats == "1":
             old_stats = set_stats("1")
         try:
@@ -394,9 +422,9 @@ finally:
     shutil.rmtree(tmp, ignore_errors=True)
 
 print()
-print("%-6s %-22s %6s %7s %6s %7s %7s %6s %8s %-28s %6s %9s" % (
-    "shape", "profiler", "wall s", "CPU s", "%core", "steady", "bpf s", "RSS MB", "samples", "lost / late",
-    "errors", "bpf/pyspy"))
+print("%-6s %-22s %6s %7s %6s %7s %7s %7s %6s %8s %-28s %6s %9s" % (
+    "shape", "profiler", "wall s", "CPU s", "%core", "steady", "1st s", "bpf s", "RSS MB", "samples",
+    "lost / late", "errors", "bpf/pyspy"))
 by_shape = {}
 for shape, name, r in rows:
     by_shape.setdefault(shape, {})[name] = r
@@ -409,8 +437,9 @@ for shape, name, r in rows:
             ratio = ("<=" if r["interrupted"] else "") + "%.3f" % (b["cpu"] / r["cpu"])
     bpf_s = "%.3f" % r["bpf_s"] if r["bpf_s"] is not None else "-"
     steady = "%.1f%%" % r["steady"] if r["steady"] is not None else "-"
-    print("%-6s %-22s %6.1f %7.2f %5.1f%% %7s %7s %6.1f %8d %-28s %6s %9s%s" % (
-        shape, name, r["wall"], r["cpu"], 100.0 * r["cpu"] / r["wall"], steady, bpf_s, r["rss_mb"],
+    first_s = "%.2f" % r["first_s"] if r["first_s"] is not None else "-"
+    print("%-6s %-22s %6.1f %7.2f %5.1f%% %7s %7s %7s %6.1f %8d %-28s %6s %9s%s" % (
+        shape, name, r["wall"], r["cpu"], 100.0 * r["cpu"] / r["wall"], steady, first_s, bpf_s, r["rss_mb"],
         r["samples"], r["lost"], r["errors"], ratio, "" if r["ok"] or r["interrupted"] else "  FAILED"))
 print()
 for shape, info in infos.items():
@@ -426,10 +455,13 @@ except OSError:
     autogroup = "?"
 print("SESSION=%s, kernel.sched_autogroup_enabled=%s, 1-min load average at the start %.1f, at the end %.1f"
       % (session, autogroup, load_at_start, os.getloadavg()[0]))
+print("pyspy-bpf's kernel symbol cache before each run (KSYM_CACHE=%s; cold: /proc/kallsyms read, "
+      "~50 ms): %s" % (ksym_cache, ", ".join(ksym_states)))
 print()
 print("CPU s = user+sys of the profiler process (wait4 rusage); %%core = CPU s / wall s (100%% = one "
       "core; this machine has %d); steady = %%core after the profiler's first second (without "
-      "startup: BPF load, attaching, symbol tables); bpf s = time spent in pyspy-bpf's BPF program "
+      "startup: BPF load, attaching, symbol tables); 1st s = CPU s used by the end of that first "
+      "second (startup plus one second of sampling); bpf s = time spent in pyspy-bpf's BPF program "
       "on the sampled CPUs (kernel.bpf_stats_enabled), not in CPU s; RSS = peak RSS (ru_maxrss); "
       "samples = sum of the counts in the raw output; bpf/pyspy = pyspy-bpf's CPU s / py-spy's."
       % os.cpu_count())

@@ -5,14 +5,22 @@
 //! (through `/proc/PID/root`, so processes in containers work), so the result stays right
 //! after the process has exited. Addresses that do not resolve become `module+0xoffset` (or
 //! the bare address outside any file): they never vanish.
+//!
+//! Kernel addresses are named from `/proc/kallsyms` (see `KernelSymbols`), read when the first
+//! kernel address must be named. Reading it costs ~50 ms of CPU, nearly all in the kernel
+//! formatting its ~120k lines, the largest start-up cost of `record --all`: the core kernel's
+//! symbols, fixed for the life of a boot, are therefore kept in a cache file per boot
+//! (`$XDG_CACHE_HOME` or `~/.cache`, `pyspy-bpf/kallsyms-BOOT_ID`), and kallsyms itself is read
+//! only for an address outside the core kernel's text (a module, a BPF program).
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::PathBuf;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blazesym::symbolize::source::{Elf, Kernel, Source};
+use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 
 use crate::model::{Addr, NativeFrame};
@@ -43,6 +51,9 @@ pub struct NativeSymbolizer {
     maps: HashMap<u32, ProcessMaps>,
     user: HashMap<(ModuleKey, u64), Arc<NativeFrame>>,
     kernel: HashMap<Addr, Arc<str>>,
+    /// The core kernel's text symbols (cached per boot) until an address outside them needs
+    /// all of kallsyms; `None` until the first kernel address is named.
+    kernel_symbols: Option<KernelSymbols>,
 }
 
 impl Default for NativeSymbolizer {
@@ -63,6 +74,7 @@ impl NativeSymbolizer {
             maps: HashMap::new(),
             user: HashMap::new(),
             kernel: HashMap::new(),
+            kernel_symbols: None,
         }
     }
 
@@ -160,19 +172,305 @@ impl NativeSymbolizer {
         if let Some(name) = self.kernel.get(&addr) {
             return name.clone();
         }
-        let src = Source::Kernel(Kernel {
-            debug_syms: false,
-            ..Kernel::default()
-        });
-        let name: Arc<str> = match self.symbolizer.symbolize_single(&src, Input::AbsAddr(addr)) {
-            Ok(Symbolized::Sym(sym)) => sym.name.into(),
-            _ => format!("{addr:#x}").into(),
+        let mut symbols = self
+            .kernel_symbols
+            .take()
+            .unwrap_or_else(|| KernelSymbols::core_or_all(KALLSYMS, kallsyms_cache().as_deref()));
+        if !symbols.covers(addr) {
+            symbols = KernelSymbols::all(KALLSYMS);
+        }
+        let name: Arc<str> = match symbols.name(addr) {
+            Some(name) => name.into(),
+            None => format!("{addr:#x}").into(),
         };
+        self.kernel_symbols = Some(symbols);
         if self.kernel.len() >= MAX_CACHED {
             self.kernel.clear();
         }
         self.kernel.insert(addr, name.clone());
         name
+    }
+}
+
+const KALLSYMS: &str = "/proc/kallsyms";
+/// The symbol that ends the core kernel's text.
+const CORE_TEXT_END: &str = "_etext";
+/// First line of a cache file (format: `KernelSymbols::write_cache`).
+const CACHE_MAGIC: &str = "pyspy-bpf kallsyms core text v2";
+
+/// Where this boot's core kernel symbols are cached: `None` without a boot id or a home.
+fn kallsyms_cache() -> Option<PathBuf> {
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let boot_id = boot_id.trim();
+    if boot_id.is_empty() || !boot_id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return None;
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("pyspy-bpf").join(format!("kallsyms-{boot_id}")))
+}
+
+/// Whether a cache file is owned by the user we run as and writable and readable by nobody
+/// else: another user could otherwise plant names, or read the kernel's addresses.
+fn private_to_us(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // `/proc/self` belongs to the process's effective user.
+    let Ok(me) = std::fs::metadata("/proc/self") else {
+        return false;
+    };
+    meta.is_file() && meta.uid() == me.uid() && meta.mode() & 0o077 == 0
+}
+
+/// The running kernel's release (`uname -r`), which a cache file must name.
+fn kernel_release() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Kernel symbols in kallsyms format, sorted by address; an address is named after the
+/// nearest symbol at or below it (as blazesym's kallsyms source did).
+struct KernelSymbols {
+    /// Start addresses, sorted; `names[i]` names `starts[i]`.
+    starts: Vec<Addr>,
+    /// (offset, length) of each name in `text`.
+    names: Vec<(u32, u32)>,
+    /// The text parsed.
+    text: String,
+    /// `Some(end)`: only the core kernel's text below `end`; `None`: all of kallsyms.
+    core_end: Option<Addr>,
+}
+
+impl KernelSymbols {
+    /// The core kernel's text symbols from this boot's cache file, else all of kallsyms
+    /// (whose core part is then written to the cache for the next run).
+    fn core_or_all(kallsyms: &str, cache: Option<&Path>) -> KernelSymbols {
+        let release = kernel_release();
+        if let (Some(cache), Some(release)) = (cache, &release) {
+            if let Some(core) = KernelSymbols::read_cache(cache, release) {
+                return core;
+            }
+        }
+        let all = KernelSymbols::all(kallsyms);
+        if let (Some(cache), Some(release)) = (cache, &release) {
+            if let Err(e) = all.write_cache(cache, release) {
+                log::debug!("not caching kernel symbols in {}: {e}", cache.display());
+            }
+        }
+        all
+    }
+
+    /// Every symbol of `path` (kallsyms). One that cannot be read (no procfs, a sandbox)
+    /// gives an empty table: kernel frames are then shown as addresses.
+    fn all(path: &str) -> KernelSymbols {
+        let started = Instant::now();
+        let text = match std::fs::read(path) {
+            Ok(bytes) => String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            Err(e) => {
+                log::warn!("reading {path}: {e}; kernel frames are shown as addresses");
+                String::new()
+            }
+        };
+        let all = KernelSymbols::parse(text, None);
+        log::debug!(
+            "{path}: {} symbols in {:?}",
+            all.starts.len(),
+            started.elapsed()
+        );
+        all
+    }
+
+    /// The cached core symbols, if `cache` exists, is whole and was written for this kernel
+    /// release.
+    fn read_cache(cache: &Path, release: &str) -> Option<KernelSymbols> {
+        let started = Instant::now();
+        let mut file = std::fs::File::open(cache).ok()?;
+        if !private_to_us(&file.metadata().ok()?) {
+            log::debug!("{}: not ours alone; not used", cache.display());
+            return None;
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).ok()?;
+        // Two header lines, then the tables (see `write_cache`).
+        let mut at = 0;
+        let mut line = || {
+            let len = bytes.get(at..)?.iter().position(|&b| b == b'\n')?;
+            let text = std::str::from_utf8(&bytes[at..at + len]).ok();
+            at += len + 1;
+            text
+        };
+        let (magic, header) = (line()?, line()?);
+        let mut header = header.split_ascii_whitespace();
+        let (cached_release, end, count) = (header.next()?, header.next()?, header.next()?);
+        let end = Addr::from_str_radix(end, 16).ok()?;
+        let count: usize = count.parse().ok()?;
+        if magic != CACHE_MAGIC || cached_release != release {
+            return None;
+        }
+        let starts_len = count.checked_mul(8)?;
+        let names_len = count.checked_mul(8)?;
+        let starts_at = at;
+        let names_at = starts_at.checked_add(starts_len)?;
+        let text_at = names_at.checked_add(names_len)?;
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
+        let half = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap_or_default());
+        let starts: Vec<Addr> = bytes
+            .get(starts_at..names_at)?
+            .chunks_exact(8)
+            .map(word)
+            .collect();
+        let names: Vec<(u32, u32)> = bytes
+            .get(names_at..text_at)?
+            .chunks_exact(8)
+            .map(|e| (half(&e[..4]), half(&e[4..])))
+            .collect();
+        let text = String::from_utf8(bytes.get(text_at..)?.to_vec()).ok()?;
+        // Not torn or foreign: a name per address, each inside the text, addresses sorted.
+        let whole = names.len() == count
+            && starts.len() == count
+            && names.iter().all(|&(off, len)| {
+                text.get(off as usize..(off as usize + len as usize))
+                    .is_some()
+            })
+            && starts.windows(2).all(|w| w[0] <= w[1]);
+        if !whole || starts.is_empty() {
+            return None;
+        }
+        log::debug!(
+            "{}: {} core kernel symbols in {:?}",
+            cache.display(),
+            starts.len(),
+            started.elapsed()
+        );
+        Some(KernelSymbols {
+            starts,
+            names,
+            text,
+            core_end: Some(end),
+        })
+    }
+
+    /// Write the core kernel's symbols (those below `_etext`, outside any module) to `cache`,
+    /// through a temporary file renamed into place (other runs may read it meanwhile). The
+    /// format is ready to use, not to read: after two header lines (`CACHE_MAGIC`; release,
+    /// end address in hex and symbol count), the sorted addresses (u64), each name's (offset,
+    /// length) in the text (u32 pairs), and the text of the names; little-endian.
+    fn write_cache(&self, cache: &Path, release: &str) -> std::io::Result<()> {
+        let Some(end) = self.address_of(CORE_TEXT_END) else {
+            return Ok(());
+        };
+        let mut core: Vec<(Addr, &str)> = Vec::new();
+        for line in self.text.lines() {
+            let mut fields = line.split_ascii_whitespace();
+            let (Some(addr), Some(_), Some(name), None) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
+            else {
+                continue; // a module's symbol (`name [module]`) or a malformed line
+            };
+            if let Ok(addr) = Addr::from_str_radix(addr, 16) {
+                if addr != 0 && addr < end {
+                    core.push((addr, name));
+                }
+            }
+        }
+        // Stable, as in `parse`: aliases keep their order.
+        core.sort_by_key(|&(addr, _)| addr);
+        let mut out = format!("{CACHE_MAGIC}\n{release} {end:x} {}\n", core.len()).into_bytes();
+        let mut text = String::new();
+        let mut names = Vec::with_capacity(core.len() * 8);
+        for &(addr, name) in &core {
+            out.extend_from_slice(&addr.to_le_bytes());
+            let too_big = || std::io::Error::other("kernel symbol names over 4 GiB");
+            let offset = u32::try_from(text.len()).map_err(|_| too_big())?;
+            let len = u32::try_from(name.len()).map_err(|_| too_big())?;
+            names.extend_from_slice(&offset.to_le_bytes());
+            names.extend_from_slice(&len.to_le_bytes());
+            text.push_str(name);
+        }
+        out.extend_from_slice(&names);
+        out.extend_from_slice(text.as_bytes());
+        // Kernel addresses are secret from other users (they undo KASLR): the directory and
+        // the file are ours alone.
+        let dir = cache.parent().unwrap_or(Path::new("."));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let tmp = dir.join(format!(".kallsyms-{}.tmp", std::process::id()));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        std::io::Write::write_all(&mut file, &out)?;
+        drop(file);
+        std::fs::rename(&tmp, cache)
+    }
+
+    /// Index kallsyms-format text (`ADDRESS TYPE NAME [\t[MODULE]]` per line; lines that do
+    /// not parse are skipped, and so are zero addresses, hidden by `kptr_restrict`).
+    fn parse(text: String, core_end: Option<Addr>) -> KernelSymbols {
+        let mut entries: Vec<(Addr, u32, u32)> = Vec::new();
+        for line in text.lines() {
+            let mut fields = line.split_ascii_whitespace();
+            let (Some(addr), Some(_kind), Some(name)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            let Ok(addr) = Addr::from_str_radix(addr, 16) else {
+                continue;
+            };
+            if addr == 0 {
+                continue;
+            }
+            // `name` is a sub-slice of `text`: its offset in it.
+            let offset = name.as_ptr() as usize - text.as_ptr() as usize;
+            let (Ok(offset), Ok(len)) = (u32::try_from(offset), u32::try_from(name.len())) else {
+                continue;
+            };
+            entries.push((addr, offset, len));
+        }
+        // Stable: among symbols at one address (aliases), the first listed wins.
+        entries.sort_by_key(|&(addr, _, _)| addr);
+        KernelSymbols {
+            starts: entries.iter().map(|&(addr, _, _)| addr).collect(),
+            names: entries.iter().map(|&(_, off, len)| (off, len)).collect(),
+            text,
+            core_end,
+        }
+    }
+
+    /// Whether this table can name `addr`: all of kallsyms can try any address; the core
+    /// part only its own text.
+    fn covers(&self, addr: Addr) -> bool {
+        match self.core_end {
+            None => true,
+            Some(end) => self.starts.first().is_some_and(|&first| first <= addr) && addr < end,
+        }
+    }
+
+    /// The symbol at or below `addr` (the first listed of its aliases); `None` below the
+    /// first symbol.
+    fn name(&self, addr: Addr) -> Option<&str> {
+        let after = self.starts.partition_point(|&s| s <= addr);
+        let base = *self.starts.get(after.checked_sub(1)?)?;
+        let first = self.starts.partition_point(|&s| s < base);
+        let (offset, len) = self.names[first];
+        self.text.get(offset as usize..(offset + len) as usize)
+    }
+
+    fn address_of(&self, symbol: &str) -> Option<Addr> {
+        self.names
+            .iter()
+            .position(|&(offset, len)| {
+                self.text.get(offset as usize..(offset + len) as usize) == Some(symbol)
+            })
+            .map(|i| self.starts[i])
     }
 }
 
@@ -238,6 +536,113 @@ mod tests {
         assert_eq!(frames[1].name, "0x10");
         // Cached: the same answer again.
         assert_eq!(s.user_frames(std::process::id(), &[addr])[0], frames[0]);
+    }
+
+    const KALLSYMS_TEXT: &str = "\
+ffffffff81000000 T _stext
+ffffffff81000000 T _text
+ffffffff81000010 T entry_a
+0000000000000000 A hidden
+ffffffff81000100 t after_a
+ffffffff81000200 T _etext
+ffffffff81000300 D some_data
+ffffffffa0000000 t mod_func\t[some_mod]
+garbage
+";
+
+    #[test]
+    fn kernel_symbols_name_the_nearest_symbol_below() {
+        let syms = KernelSymbols::parse(KALLSYMS_TEXT.to_string(), None);
+        assert_eq!(syms.starts.len(), 7);
+        assert_eq!(syms.name(0xffffffff81000000), Some("_stext"));
+        assert_eq!(syms.name(0xffffffff81000008), Some("_stext"));
+        assert_eq!(syms.name(0xffffffff81000010), Some("entry_a"));
+        assert_eq!(syms.name(0xffffffff810000ff), Some("entry_a"));
+        assert_eq!(syms.name(0xffffffff81000100), Some("after_a"));
+        assert_eq!(syms.name(0xffffffffa0000040), Some("mod_func"));
+        assert_eq!(syms.name(0x1000), None);
+        assert!(syms.covers(0x1000));
+        assert_eq!(KernelSymbols::parse(String::new(), None).name(0x1000), None);
+    }
+
+    #[test]
+    fn core_kernel_symbols_are_cached_per_release() {
+        let dir = std::env::temp_dir().join(format!("pyspy-bpf-ksyms-{}", std::process::id()));
+        let kallsyms = dir.join("kallsyms");
+        let cache = dir.join("cache").join("kallsyms-boot");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&kallsyms, KALLSYMS_TEXT).unwrap();
+        let all = KernelSymbols::parse(KALLSYMS_TEXT.to_string(), None);
+        all.write_cache(&cache, "6.1.0-test").unwrap();
+        assert!(KernelSymbols::read_cache(&cache, "6.1.0-other").is_none());
+        let core = KernelSymbols::read_cache(&cache, "6.1.0-test").unwrap();
+        // The core text, without data past `_etext` or modules.
+        assert_eq!(core.core_end, Some(0xffffffff81000200));
+        assert_eq!(core.starts.len(), 4);
+        for addr in [0xffffffff81000008, 0xffffffff81000010, 0xffffffff81000150] {
+            assert!(core.covers(addr));
+            assert_eq!(core.name(addr), all.name(addr), "{addr:#x}");
+        }
+        // A file others may read or write is not used.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |m| std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(m));
+            assert_eq!(
+                std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+            mode(0o644).unwrap();
+            assert!(KernelSymbols::read_cache(&cache, "6.1.0-test").is_none());
+            mode(0o600).unwrap();
+        }
+        // A torn file is not used.
+        let bytes = std::fs::read(&cache).unwrap();
+        std::fs::write(&cache, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(KernelSymbols::read_cache(&cache, "6.1.0-test").is_none());
+        // Beyond it, or below it, all of kallsyms must be read.
+        assert!(!core.covers(0xffffffff81000200));
+        assert!(!core.covers(0xffffffffa0000040));
+        assert!(!core.covers(0xffffffff80000000));
+        // A missing cache: kallsyms is read (and the cache written).
+        std::fs::remove_file(&cache).unwrap();
+        let first = KernelSymbols::core_or_all(kallsyms.to_str().unwrap(), Some(&cache));
+        assert_eq!(first.core_end, None);
+        if kernel_release().is_some() {
+            let second = KernelSymbols::core_or_all(kallsyms.to_str().unwrap(), Some(&cache));
+            assert_eq!(second.core_end, Some(0xffffffff81000200));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn kernel_frames_are_named_from_kallsyms() {
+        // A core kernel text symbol and a module's, when this user may see addresses.
+        let Ok(text) = std::fs::read_to_string(KALLSYMS) else {
+            return;
+        };
+        let symbol = |module: bool| {
+            text.lines().find_map(|l| {
+                let mut f = l.split_ascii_whitespace();
+                let addr = u64::from_str_radix(f.next()?, 16)
+                    .ok()
+                    .filter(|&a| a != 0)?;
+                let kind = f.next()?;
+                let name = f.next()?;
+                (matches!(kind, "T" | "t") && f.next().is_some() == module)
+                    .then(|| (addr, name.to_string()))
+            })
+        };
+        let mut s = NativeSymbolizer::new();
+        for (addr, name) in [symbol(false), symbol(true)].into_iter().flatten() {
+            let named = s.kernel_frames(&[addr]);
+            // Another symbol may share the address (an alias listed earlier).
+            let aliases: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("{addr:016x} ")))
+                .filter_map(|l| l.split_ascii_whitespace().nth(2))
+                .collect();
+            assert!(aliases.contains(&named[0].as_str()), "{named:?} {name}");
+        }
     }
 
     #[test]

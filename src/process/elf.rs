@@ -1,11 +1,21 @@
 //! The few things we need from an ELF binary: selected symbol addresses, its PT_LOAD segments
 //! (to compute the load bias of a mapping) and a scan of its bytes for a version string.
+//!
+//! Only the parts that hold these are read (headers, symbol and string tables, `.rodata` for
+//! the version scan): an interpreter binary is 5-30 MiB, and reading all of it was most of the
+//! cost of attaching to the first process of each interpreter.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use goblin::elf::{program_header::PT_LOAD, Elf};
+use goblin::container::Ctx;
+use goblin::elf::section_header::{SHT_DYNSYM, SHT_SYMTAB};
+use goblin::elf::sym::Symtab;
+use goblin::elf::{program_header::PT_LOAD, Elf, ProgramHeader, SectionHeader};
+use goblin::strtab::Strtab;
 
 use super::maps::MapRange;
 use crate::model::Addr;
@@ -43,6 +53,27 @@ impl ElfImage {
         wanted: &[&str],
         scan_versions_if: fn(&HashMap<String, (u64, u64)>) -> bool,
     ) -> Result<ElfImage, ElfError> {
+        let file = File::open(path).map_err(|source| ElfError::Io {
+            path: path.into(),
+            source,
+        })?;
+        match load_parts(&file, wanted, scan_versions_if) {
+            Ok(Some(image)) => Ok(ElfImage {
+                path: path.into(),
+                ..image
+            }),
+            // No section headers (the tables are then found through the dynamic segment),
+            // or headers that point outside the file: the whole-file parse decides.
+            Ok(None) | Err(_) => ElfImage::load_whole(path, wanted, scan_versions_if),
+        }
+    }
+
+    /// `load` from the whole file read into memory.
+    fn load_whole(
+        path: &Path,
+        wanted: &[&str],
+        scan_versions_if: fn(&HashMap<String, (u64, u64)>) -> bool,
+    ) -> Result<ElfImage, ElfError> {
         let bytes = std::fs::read(path).map_err(|source| ElfError::Io {
             path: path.into(),
             source,
@@ -54,25 +85,9 @@ impl ElfImage {
         let mut symbols = HashMap::new();
         let tables = [(&elf.dynsyms, &elf.dynstrtab), (&elf.syms, &elf.strtab)];
         for (syms, strtab) in tables {
-            for sym in syms.iter() {
-                if sym.st_value == 0 {
-                    continue;
-                }
-                if let Some(name) = strtab.get_at(sym.st_name) {
-                    if wanted.contains(&name) {
-                        symbols
-                            .entry(name.to_string())
-                            .or_insert((sym.st_value, sym.st_size));
-                    }
-                }
-            }
+            keep_wanted(syms, strtab, wanted, &mut symbols);
         }
-        let load_segments = elf
-            .program_headers
-            .iter()
-            .filter(|ph| ph.p_type == PT_LOAD)
-            .map(|ph| (ph.p_offset, ph.p_vaddr))
-            .collect();
+        let load_segments = load_segments(&elf.program_headers);
         drop(elf);
         let versions = if scan_versions_if(&symbols) {
             scan_versions(&bytes)
@@ -110,7 +125,20 @@ impl ElfImage {
         {
             return Ok(image);
         }
+        let started = std::time::Instant::now();
         let image = Arc::new(ElfImage::load(path, wanted, scan_versions_if)?);
+        log::debug!(
+            "{}: {} of {} symbols, version scan {}, in {:?}",
+            path.display(),
+            image.symbols.len(),
+            wanted.len(),
+            if image.versions.is_empty() {
+                "no"
+            } else {
+                "yes"
+            },
+            started.elapsed()
+        );
         if let Ok(mut cache) = CACHE.lock() {
             let map = cache.get_or_insert_with(HashMap::new);
             // Bounded: binaries are few; forget them all if a host has very many.
@@ -149,6 +177,125 @@ impl ElfImage {
             .find(|v| v.0 == major && v.1 == minor)
             .map(|v| v.2)
     }
+}
+
+/// `ElfImage::load` from the parts of `file` it needs. `Ok(None)` when the file has no section
+/// headers; `Err` for anything malformed (the caller then parses the whole file, which reports
+/// the error or copes).
+fn load_parts(
+    file: &File,
+    wanted: &[&str],
+    scan_versions_if: fn(&HashMap<String, (u64, u64)>) -> bool,
+) -> Result<Option<ElfImage>, Box<dyn std::error::Error>> {
+    let size = file.metadata()?.len();
+    let read_at = |offset: u64, len: u64| -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+        if offset.checked_add(len).map_or(true, |end| end > size) {
+            return Err(format!("{len} bytes at {offset:#x} are outside the file").into());
+        }
+        let mut buf = vec![0u8; usize::try_from(len)?];
+        file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    };
+    let header = Elf::parse_header(&read_at(0, size.min(64))?)?;
+    let ctx = Ctx::new(header.container()?, header.endianness()?);
+    if header.e_shoff == 0 || header.e_shnum == 0 {
+        return Ok(None);
+    }
+    let phdrs = read_at(
+        header.e_phoff,
+        u64::from(header.e_phnum) * u64::from(header.e_phentsize),
+    )?;
+    let phdrs = ProgramHeader::parse(&phdrs, 0, usize::from(header.e_phnum), ctx)?;
+    let shdrs = read_at(
+        header.e_shoff,
+        u64::from(header.e_shnum) * u64::from(header.e_shentsize),
+    )?;
+    let shdrs = SectionHeader::parse_from(&shdrs, 0, usize::from(header.e_shnum), ctx)?;
+
+    let mut symbols = HashMap::new();
+    // `.dynsym` first, as the whole-file parse does: where both tables name a symbol, the
+    // dynamic one wins.
+    for kind in [SHT_DYNSYM, SHT_SYMTAB] {
+        let Some(table) = shdrs.iter().find(|sh| sh.sh_type == kind) else {
+            continue;
+        };
+        let names = shdrs
+            .get(table.sh_link as usize)
+            .ok_or("a symbol table links to no string table")?;
+        let syms = read_at(table.sh_offset, table.sh_size)?;
+        let syms = Symtab::parse(&syms, 0, syms.len() / sym_entry_size(ctx), ctx)?;
+        let strings = read_at(names.sh_offset, names.sh_size)?;
+        let strings = Strtab::parse(&strings, 0, strings.len(), 0)?;
+        keep_wanted(&syms, &strings, wanted, &mut symbols);
+    }
+    let versions = if scan_versions_if(&symbols) {
+        // `PY_VERSION` is a string literal, so in `.rodata`; the whole file when that has none.
+        let section_names = shdrs
+            .get(usize::from(header.e_shstrndx))
+            .map(|sh| read_at(sh.sh_offset, sh.sh_size))
+            .transpose()?;
+        let rodata = section_names.as_deref().and_then(|names| {
+            shdrs.iter().find(|sh| {
+                let name = names.get(sh.sh_name..).unwrap_or_default();
+                name.starts_with(b".rodata\0")
+            })
+        });
+        let found = match rodata {
+            Some(sh) => scan_versions(&read_at(sh.sh_offset, sh.sh_size)?),
+            None => Vec::new(),
+        };
+        if found.is_empty() {
+            scan_versions(&read_at(0, size)?)
+        } else {
+            found
+        }
+    } else {
+        Vec::new()
+    };
+    Ok(Some(ElfImage {
+        path: PathBuf::new(),
+        symbols,
+        load_segments: load_segments(&phdrs),
+        versions,
+    }))
+}
+
+/// Size of one symbol table entry: 24 bytes in ELF64, 16 in ELF32.
+fn sym_entry_size(ctx: Ctx) -> usize {
+    if ctx.container.is_big() {
+        24
+    } else {
+        16
+    }
+}
+
+/// Add the symbols of `syms` named in `wanted` to `out` (a name already there is kept).
+fn keep_wanted(
+    syms: &Symtab,
+    strtab: &Strtab,
+    wanted: &[&str],
+    out: &mut HashMap<String, (u64, u64)>,
+) {
+    for sym in syms.iter() {
+        if sym.st_value == 0 {
+            continue;
+        }
+        if let Some(name) = strtab.get_at(sym.st_name) {
+            if wanted.contains(&name) {
+                out.entry(name.to_string())
+                    .or_insert((sym.st_value, sym.st_size));
+            }
+        }
+    }
+}
+
+/// PT_LOAD segments as (file offset, virtual address).
+fn load_segments(phdrs: &[ProgramHeader]) -> Vec<(u64, u64)> {
+    phdrs
+        .iter()
+        .filter(|ph| ph.p_type == PT_LOAD)
+        .map(|ph| (ph.p_offset, ph.p_vaddr))
+        .collect()
 }
 
 /// All `\0M.m.p` literals with M in 2..=3, followed by NUL or a short pre-release tag.
@@ -208,6 +355,41 @@ mod tests {
         let here = finds_symbols_and_bias_of_own_binary as *const () as usize as u64;
         assert!(own.iter().any(|m| m.contains(here)));
         assert_eq!(bias % 4096, 0);
+    }
+
+    #[test]
+    fn reading_parts_finds_what_the_whole_file_parse_finds() {
+        let exe = std::env::current_exe().unwrap();
+        let mut binaries = vec![exe];
+        // An interpreter, stripped or not, when there is one.
+        binaries.extend(
+            ["/usr/bin/python3", "/usr/lib/x86_64-linux-gnu/libc.so.6"]
+                .iter()
+                .map(PathBuf::from)
+                .filter(|p| p.exists()),
+        );
+        let wanted = &[
+            "main",
+            "_PyRuntime",
+            "Py_Version",
+            "malloc",
+            "PyInterpreterState_Head",
+        ];
+        for path in binaries {
+            let parts = ElfImage::load(&path, wanted, |_| true).unwrap();
+            let whole = ElfImage::load_whole(&path, wanted, |_| true).unwrap();
+            assert_eq!(parts.symbols, whole.symbols, "{}", path.display());
+            assert_eq!(
+                parts.load_segments,
+                whole.load_segments,
+                "{}",
+                path.display()
+            );
+            // The `.rodata` scan finds literals the whole-file scan finds.
+            for v in &parts.versions {
+                assert!(whole.versions.contains(v), "{v:?} {}", path.display());
+            }
+        }
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Thread names as `threading` knows them, read from the target's memory without stopping
 //! it: `sys.modules["threading"]._active` maps each thread's ident (its `pthread_t`, the
 //! same value as `PyThreadState.thread_id`) to its `Thread`, whose `_name` (2.7:
-//! `_Thread__name`) is the name. One read of `_active` names every thread of an
-//! interpreter; `ThreadNameCache` does it at most once per new thread, and at most once a
-//! second while some thread's name is still unknown. Threads `threading` does not know
-//! (it is not imported, or C code started the thread) get the OS thread name instead.
+//! `_Thread__name`) is the name. `ThreadNameCache` reads `_active` at most once per new
+//! thread, and at most once a second while some thread's name is still unknown; of what it
+//! read, it decodes only the threads it is asked about (see `Lookup`). Threads `threading`
+//! does not know (it is not imported, or C code started the thread) get the OS thread name
+//! instead.
 
-use std::collections::{HashMap, HashSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::objects::{dict_get_str, dict_items, instance_attr, module_attr, read_int, ObjectError};
@@ -21,16 +23,76 @@ pub const MAX_ACTIVE_THREADS: usize = 16_384;
 const NAME_ATTRS: &[&str] = &["_name", "_Thread__name"];
 /// How long a thread may stay unnamed before `threading._active` is read again.
 pub const RETRY_UNKNOWN: Duration = Duration::from_secs(1);
+/// How long entries read from `_active` may still be decoded for a thread asked about later.
+/// The `int` keys and `Thread` objects of threads that ended since are freed; reading them
+/// soon after keeps that window small (a freed object fails the type checks or gives an ident
+/// nobody asks for; a fresh read is taken after this anyway).
+const ENTRIES_TTL: Duration = RETRY_UNKNOWN;
 
-/// What `threading` calls each thread of the interpreter at `interp`: ident -> name. Empty
-/// when `threading` is not imported. Entries that cannot be read (a thread being torn down
-/// while we look) are skipped; only failing to reach `_active` at all is an error.
-pub fn read_thread_names(
+/// Bytes read at once by `ReadAhead`: a small object's header and, for a short `str`, its
+/// text.
+const READ_AHEAD: usize = 256;
+/// Blocks `ReadAhead` keeps before starting over.
+const READ_AHEAD_BLOCKS: usize = 4096;
+const PAGE: u64 = 4096;
+
+/// Memory read a block at a time, kept for one look at `threading`. Finding `threading` in
+/// `sys.modules` and `_active` in its module dict compares key after key with a string,
+/// several small reads each (type, `tp_flags`, length, text) of which the type's flags are the
+/// same for every key: with each read covering the next `READ_AHEAD` bytes and every block
+/// kept, most of them cost no system call. Blocks never cross a page (a readable address makes
+/// its whole page readable); a block that still cannot be read (a test image's end) falls back
+/// to the exact read. Kept only for one call of `ThreadNameCache::name`: the target runs on.
+struct ReadAhead<'m> {
+    inner: &'m dyn RemoteMemory,
+    blocks: RefCell<BTreeMap<Addr, Vec<u8>>>,
+}
+
+impl<'m> ReadAhead<'m> {
+    fn new(inner: &'m dyn RemoteMemory) -> ReadAhead<'m> {
+        ReadAhead {
+            inner,
+            blocks: RefCell::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl RemoteMemory for ReadAhead<'_> {
+    fn read_into(&self, addr: Addr, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let len = buf.len() as u64;
+        let mut blocks = self.blocks.borrow_mut();
+        if let Some((&start, bytes)) = blocks.range(..=addr).next_back() {
+            let from = addr - start;
+            if from.saturating_add(len) <= bytes.len() as u64 {
+                buf.copy_from_slice(&bytes[from as usize..(from + len) as usize]);
+                return Ok(());
+            }
+        }
+        let page_left = PAGE - addr % PAGE;
+        if len >= READ_AHEAD as u64 || len > page_left {
+            return self.inner.read_into(addr, buf);
+        }
+        let mut block = vec![0u8; (READ_AHEAD as u64).min(page_left) as usize];
+        if self.inner.read_into(addr, &mut block).is_err() {
+            return self.inner.read_into(addr, buf);
+        }
+        buf.copy_from_slice(&block[..buf.len()]);
+        if blocks.len() >= READ_AHEAD_BLOCKS {
+            blocks.clear();
+        }
+        blocks.insert(addr, block);
+        Ok(())
+    }
+}
+
+/// The (ident key, `Thread`) entries of `threading._active` of the interpreter at `interp`,
+/// undecoded. Empty when `threading` is not imported; only failing to reach `_active` at all
+/// is an error.
+pub fn active_entries(
     mem: &dyn RemoteMemory,
     o: &PyOffsets,
     interp: Addr,
-) -> Result<HashMap<u64, String>, ObjectError> {
-    let mut names = HashMap::new();
+) -> Result<Vec<(Addr, Addr)>, ObjectError> {
     let modules_at = interp
         .checked_add(o.interp_modules)
         .ok_or(MemoryError::Null {
@@ -38,26 +100,26 @@ pub fn read_thread_names(
         })?;
     let modules = mem.read_ptr(modules_at, "sys.modules")?;
     let Some(threading) = dict_get_str(mem, o, modules, "threading")? else {
-        return Ok(names);
+        return Ok(Vec::new());
     };
     let Some(active) = module_attr(mem, o, threading, "_active")? else {
-        return Ok(names);
+        return Ok(Vec::new());
     };
-    for (key, thread) in dict_items(mem, o, active)?
-        .into_iter()
-        .take(MAX_ACTIVE_THREADS)
-    {
-        let Some(ident) = read_int(mem, o, key).ok().and_then(ident_from_int) else {
-            continue;
-        };
-        let Ok(Some(name)) = instance_attr(mem, o, thread, NAME_ATTRS) else {
-            continue;
-        };
-        if let Ok(name) = read_py_string(mem, o, name) {
-            names.insert(ident, name);
-        }
-    }
-    Ok(names)
+    let mut entries = dict_items(mem, o, active)?;
+    entries.truncate(MAX_ACTIVE_THREADS);
+    Ok(entries)
+}
+
+/// The ident an `_active` key stands for; `None` for a key that is not a readable `int`.
+fn entry_ident(mem: &dyn RemoteMemory, o: &PyOffsets, key: Addr) -> Option<u64> {
+    read_int(mem, o, key).ok().and_then(ident_from_int)
+}
+
+/// The name of a `threading.Thread` object; `None` when it cannot be read (a thread being
+/// torn down while we look).
+fn thread_object_name(mem: &dyn RemoteMemory, o: &PyOffsets, thread: Addr) -> Option<String> {
+    let name = instance_attr(mem, o, thread, NAME_ATTRS).ok()??;
+    read_py_string(mem, o, name).ok()
 }
 
 /// A thread ident as stored in `PyThreadState.thread_id`: `unsigned long` on 3.x, `long` on
@@ -86,12 +148,45 @@ enum Named {
     Fallback(Option<String>),
 }
 
-/// One read of an interpreter's `threading._active`.
+/// One read of an interpreter's `threading._active`, decoded lazily: the BPF sampler asks
+/// about the one thread it sampled, and decoding every entry (an `int` key and a `Thread`'s
+/// attribute dict each) of a process with many threads cost ~30 reads per thread, the bulk of
+/// attaching to it. Keys are decoded in entry order until the asked ident turns up (the main
+/// thread's comes first), and only the asked thread's name is read.
 #[derive(Debug)]
 struct Lookup {
     at: Instant,
     sample: u64,
-    names: HashMap<u64, String>,
+    /// `_active`'s (key, `Thread`) entries as read.
+    entries: Vec<(Addr, Addr)>,
+    /// How many of `entries` have had their key decoded into `threads`.
+    decoded: usize,
+    /// ident -> `Thread` object, for the keys decoded so far.
+    threads: HashMap<u64, Addr>,
+}
+
+impl Lookup {
+    fn new(at: Instant, sample: u64, entries: Vec<(Addr, Addr)>) -> Lookup {
+        Lookup {
+            at,
+            sample,
+            entries,
+            decoded: 0,
+            threads: HashMap::new(),
+        }
+    }
+
+    /// The `threading` name of the thread `ident`, if `_active` held it when read.
+    fn name(&mut self, mem: &dyn RemoteMemory, o: &PyOffsets, ident: u64) -> Option<String> {
+        while !self.threads.contains_key(&ident) && self.decoded < self.entries.len() {
+            let (key, thread) = self.entries[self.decoded];
+            self.decoded += 1;
+            if let Some(id) = entry_ident(mem, o, key) {
+                self.threads.entry(id).or_insert(thread);
+            }
+        }
+        thread_object_name(mem, o, *self.threads.get(&ident)?)
+    }
 }
 
 /// Thread names of one process, read once per thread and cached (never per sample).
@@ -116,8 +211,8 @@ impl ThreadNameCache {
 
     /// The thread's name: from `threading` if it knows the thread, else `fallback()` (the OS
     /// thread name). Reads `threading._active` only for a thread not seen before (once per
-    /// sample at most, however many new threads it has) or, while this thread is unnamed,
-    /// once per `RETRY_UNKNOWN`.
+    /// sample at most, however many new threads it has, while the read is younger than
+    /// `ENTRIES_TTL`) or, while this thread is unnamed, once per `RETRY_UNKNOWN`.
     pub fn name(
         &mut self,
         mem: &dyn RemoteMemory,
@@ -133,29 +228,25 @@ impl ThreadNameCache {
         let now = Instant::now();
         let stale = match (&known, self.lookups.get(&key.interp)) {
             (_, None) => true,
-            // A new thread: names read earlier in this same sample are current enough.
-            (None, Some(l)) => l.sample != self.sample,
+            // A new thread: entries read earlier in this same sample are current enough.
+            (None, Some(l)) => l.sample != self.sample || now.duration_since(l.at) >= ENTRIES_TTL,
             // Still unnamed: read again once in a while (it may not have registered yet).
             (Some(_), Some(l)) => now.duration_since(l.at) >= RETRY_UNKNOWN,
         };
+        let mem = &ReadAhead::new(mem);
         if stale {
-            let names = read_thread_names(mem, o, key.interp).unwrap_or_else(|e| {
+            let entries = active_entries(mem, o, key.interp).unwrap_or_else(|e| {
                 log::debug!("threading._active of interpreter {:#x}: {e}", key.interp);
-                HashMap::new()
+                Vec::new()
             });
-            let sample = self.sample;
-            let lookup = Lookup {
-                at: now,
-                sample,
-                names,
-            };
-            self.lookups.insert(key.interp, lookup);
+            self.lookups
+                .insert(key.interp, Lookup::new(now, self.sample, entries));
         }
         // The latest read may be newer than this thread's entry (another new thread asked).
-        let found = self
-            .lookups
-            .get(&key.interp)
-            .and_then(|l| l.names.get(&key.ident).cloned());
+        let found = match self.lookups.get_mut(&key.interp) {
+            Some(l) if stale || now.duration_since(l.at) < ENTRIES_TTL => l.name(mem, o, key.ident),
+            _ => None,
+        };
         let named = match (found, known) {
             (Some(name), _) => Named::Threading(name),
             (None, Some(name)) if !stale => return name,
@@ -238,10 +329,13 @@ mod tests {
                 (0x7f12_0000_1000, "名前-2"),
             ];
             let (img, interp) = target(series, &threads);
-            let names = read_thread_names(&img.mem(), &img.o, interp).unwrap();
-            let want: HashMap<u64, String> =
-                threads.iter().map(|&(i, n)| (i, n.to_string())).collect();
-            assert_eq!(names, want, "{series:?}");
+            let mem = img.mem();
+            let mut cache = ThreadNameCache::default();
+            cache.start_sample(threads.iter().map(|&(i, _)| (interp, i)));
+            for (ident, name) in threads {
+                let got = cache.name(&mem, &img.o, key(interp, ident), || None);
+                assert_eq!(got.as_deref(), Some(name), "{series:?}");
+            }
         }
     }
 
@@ -253,9 +347,7 @@ mod tests {
         let modules = img.dict(&[(k, k)]);
         let interp = img.alloc(o.interp_modules as usize + 8);
         img.put(interp + o.interp_modules, modules);
-        assert!(read_thread_names(&img.mem(), &o, interp)
-            .unwrap()
-            .is_empty());
+        assert!(active_entries(&img.mem(), &o, interp).unwrap().is_empty());
     }
 
     fn key(interp: Addr, ident: u64) -> ThreadKey {
@@ -301,16 +393,14 @@ mod tests {
         );
         assert_eq!(cache.lookups[&interp].at, first);
         assert_eq!(fallbacks.get(), 1);
-        // A later read (for another new thread) that names it names it at once.
-        cache
-            .lookups
-            .get_mut(&interp)
-            .unwrap()
-            .names
-            .insert(3, "late".into());
+        // A later read (for another new thread) that names it names it at once: here ident
+        // 3 turns up with thread 2's `Thread` object.
+        let lookup = cache.lookups.get_mut(&interp).unwrap();
+        let thread_2 = lookup.threads[&2];
+        lookup.threads.insert(3, thread_2);
         assert_eq!(
             cache.name(&mem, o, key(interp, 3), fb).as_deref(),
-            Some("late")
+            Some("worker-1")
         );
         assert_eq!(fallbacks.get(), 1);
         // A thread that ended is forgotten; the same ident with another tid is new.
@@ -326,6 +416,36 @@ mod tests {
             Some("MainThread")
         );
         assert!(cache.lookups[&interp].at > first);
+    }
+
+    #[test]
+    fn only_the_asked_threads_are_decoded() {
+        let threads: Vec<(u64, String)> = (1..=20).map(|i| (i, format!("t-{i}"))).collect();
+        let named: Vec<(u64, &str)> = threads.iter().map(|(i, n)| (*i, n.as_str())).collect();
+        let (img, interp) = target((3, 11), &named);
+        let mem = img.mem();
+        let mut cache = ThreadNameCache::default();
+        cache.start_sample(threads.iter().map(|&(i, _)| (interp, i)));
+        // The first entry (the main thread in a real process): one key decoded.
+        assert_eq!(
+            cache.name(&mem, &img.o, key(interp, 1), || None).as_deref(),
+            Some("t-1")
+        );
+        assert_eq!(cache.lookups[&interp].decoded, 1);
+        assert_eq!(
+            cache.name(&mem, &img.o, key(interp, 5), || None).as_deref(),
+            Some("t-5")
+        );
+        assert_eq!(cache.lookups[&interp].decoded, 5);
+        // An ident `_active` does not hold decodes the rest, once.
+        assert_eq!(cache.name(&mem, &img.o, key(interp, 99), || None), None);
+        assert_eq!(cache.lookups[&interp].decoded, 20);
+        assert_eq!(
+            cache
+                .name(&mem, &img.o, key(interp, 20), || None)
+                .as_deref(),
+            Some("t-20")
+        );
     }
 
     #[test]

@@ -48,30 +48,71 @@ pub fn interpreters(
     linked_list(mem, head, o.interp_next, MAX_INTERPRETERS)
 }
 
-/// Every thread state of one interpreter.
+/// Every thread state of one interpreter. Each thread state's `next`, `thread_id` and
+/// `native_thread_id` come from one read of the span that holds them: three reads per thread
+/// made the first look at a process with many threads cost more than the rest of attaching
+/// to it.
 pub fn thread_states(
     mem: &dyn RemoteMemory,
     o: &PyOffsets,
     interp: Addr,
 ) -> Result<Vec<ThreadState>, MemoryError> {
-    let head = mem.read_u64(interp + o.interp_tstate_head)?;
-    let addrs = linked_list(mem, head, o.tstate_next, MAX_THREADS)?;
-    addrs
-        .into_iter()
-        .map(|addr| {
-            let ident = mem.read_u64(addr + o.tstate_thread_id)?;
-            let native_tid = match o.tstate_native_thread_id {
-                Some(off) => Some(mem.read_u64(addr + off)? as u32).filter(|&t| t != 0),
+    let fields = [
+        Some(o.tstate_next),
+        Some(o.tstate_thread_id),
+        o.tstate_native_thread_id,
+    ];
+    let first = fields.iter().flatten().copied().min().unwrap_or(0);
+    let end = fields.iter().flatten().copied().max().unwrap_or(0) + 8;
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    let mut at = mem.read_u64(interp + o.interp_tstate_head)?;
+    while at != 0 && out.len() < MAX_THREADS && seen.insert(at) {
+        let fields = match mem.read_bytes(at + first, (end - first) as usize) {
+            Ok(span) => TstateFields::Span { first, span },
+            // A recording made by field-by-field reads (a snapshot fixture) holds only the
+            // fields; in a live process the field reads fail as the span did.
+            Err(_) => TstateFields::Memory(mem),
+        };
+        let thread = ThreadState {
+            addr: at,
+            interp,
+            ident: fields.u64_at(at, o.tstate_thread_id)?,
+            native_tid: match o.tstate_native_thread_id {
+                Some(off) => Some(fields.u64_at(at, off)? as u32).filter(|&t| t != 0),
                 None => None,
-            };
-            Ok(ThreadState {
-                addr,
-                interp,
-                ident,
-                native_tid,
-            })
-        })
-        .collect()
+            },
+        };
+        at = fields.u64_at(at, o.tstate_next)?;
+        out.push(thread);
+    }
+    Ok(out)
+}
+
+/// Where `thread_states` takes a thread state's fields from.
+enum TstateFields<'m> {
+    /// One read from offset `first` on.
+    Span {
+        first: u64,
+        span: Vec<u8>,
+    },
+    Memory(&'m dyn RemoteMemory),
+}
+
+impl TstateFields<'_> {
+    fn u64_at(&self, tstate: Addr, offset: u64) -> Result<u64, MemoryError> {
+        match self {
+            TstateFields::Span { first, span } => {
+                let at = (offset - first) as usize;
+                Ok(span
+                    .get(at..at + 8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_ne_bytes)
+                    .unwrap_or(0))
+            }
+            TstateFields::Memory(mem) => mem.read_u64(tstate + offset),
+        }
+    }
 }
 
 /// Where the "thread state holding the GIL" lives in this version.
@@ -202,5 +243,67 @@ fn calibrate(mem: &dyn RemoteMemory, idents: &[u64], tids: &[u32]) -> Option<u64
         Some(GLIBC_TID_OFFSET)
     } else {
         candidates.first().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PyVersion;
+    use crate::process::memory::{LocalMemory, ReplayMemory, Snapshot};
+    use crate::python::offsets::offsets_for;
+
+    /// An interpreter at `base` whose list holds two thread states (a second page apart).
+    fn two_threads(o: &PyOffsets) -> LocalMemory {
+        let base: Addr = 0x10_0000;
+        let mut bytes = vec![0u8; 3 * 4096];
+        let mut put = |addr: Addr, v: u64| {
+            let at = (addr - base) as usize;
+            bytes[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+        };
+        let (t1, t2) = (base + 4096, base + 2 * 4096);
+        put(base + o.interp_tstate_head, t1);
+        put(t1 + o.tstate_next, t2);
+        put(t1 + o.tstate_thread_id, 0x7f00_0000_1000);
+        put(t2 + o.tstate_thread_id, 0x7f00_0000_2000);
+        if let Some(off) = o.tstate_native_thread_id {
+            put(t1 + off, 101);
+            put(t2 + off, 102);
+        }
+        LocalMemory { base, bytes }
+    }
+
+    #[test]
+    fn thread_states_from_spans_and_from_recorded_fields() {
+        for series in [(2, 7), (3, 9), (3, 11), (3, 13)] {
+            let o = offsets_for(PyVersion::new(series.0, series.1, 0)).expect("row");
+            let mem = two_threads(&o);
+            let states = thread_states(&mem, &o, mem.base).unwrap();
+            let idents: Vec<u64> = states.iter().map(|t| t.ident).collect();
+            assert_eq!(idents, [0x7f00_0000_1000, 0x7f00_0000_2000], "{series:?}");
+            let tids: Vec<Option<u32>> = states.iter().map(|t| t.native_tid).collect();
+            let want = match o.tstate_native_thread_id {
+                Some(_) => [Some(101), Some(102)],
+                None => [None, None],
+            };
+            assert_eq!(tids, want, "{series:?}");
+            // Only the fields, as a recording of field-by-field reads holds them.
+            let mut regions = vec![(mem.base + o.interp_tstate_head, 8)];
+            for t in &states {
+                regions.push((t.addr + o.tstate_next, 8));
+                regions.push((t.addr + o.tstate_thread_id, 8));
+                if let Some(off) = o.tstate_native_thread_id {
+                    regions.push((t.addr + off, 8));
+                }
+            }
+            let snapshot = Snapshot {
+                regions: regions
+                    .into_iter()
+                    .map(|(a, n)| (a, mem.read_bytes(a, n).unwrap()))
+                    .collect(),
+            };
+            let replay = ReplayMemory::new(snapshot);
+            assert_eq!(thread_states(&replay, &o, mem.base).unwrap(), states);
+        }
     }
 }

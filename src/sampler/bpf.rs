@@ -634,6 +634,7 @@ fn entry_for<'t>(
 
 fn new_entry(pid: u32, raw: &RawSample, attempts: u32) -> Entry {
     let mut retry_soon = false;
+    let mut start_time = None;
     let kind = if pid == 0 || !may_have_become_python(pid) {
         // Reading every distinct binary of a busy host (compilers, test binaries of tens of
         // MiB) to look for CPython's symbols cost most of `--all`'s CPU: only processes that
@@ -642,7 +643,11 @@ fn new_entry(pid: u32, raw: &RawSample, attempts: u32) -> Entry {
         Kind::Native
     } else {
         match PythonProcess::attach(pid) {
-            Ok(p) => Kind::Python(Box::new(p)),
+            Ok(p) => {
+                // Attaching read it already (the process it attached to is the one it saw).
+                start_time = Some(p.start_time);
+                Kind::Python(Box::new(p))
+            }
             Err(e) => {
                 log::debug!("pid {pid} ({}): not profiled as Python: {e}", raw.comm);
                 retry_soon =
@@ -652,7 +657,7 @@ fn new_entry(pid: u32, raw: &RawSample, attempts: u32) -> Entry {
         }
     };
     Entry {
-        start_time: proc::start_time(pid).unwrap_or(0),
+        start_time: start_time.unwrap_or_else(|| proc::start_time(pid).unwrap_or(0)),
         name: if pid == 0 {
             "idle".into()
         } else {
@@ -672,8 +677,15 @@ fn next_serial() -> u64 {
     SERIAL.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Cheap test before re-attaching a known non-Python process: does it now map an interpreter?
+/// Cheap test before attaching to a process, or re-attaching a known non-Python one: does it
+/// (now) map an interpreter? An executable whose path names python is mapped, so it answers
+/// for most Python processes without `/proc/PID/maps`, which costs ~10x more to read (a line
+/// per thread stack; attaching reads it once anyway); embedded interpreters (a `libpython`
+/// loaded by another program) and lib-dynload modules are found in the maps.
 fn may_have_become_python(pid: u32) -> bool {
+    if proc::exe(pid).is_ok_and(|exe| exe.to_string_lossy().contains("python")) {
+        return true;
+    }
     proc::maps(pid)
         .map(|maps| {
             maps.iter().any(|m| {
