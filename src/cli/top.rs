@@ -142,6 +142,7 @@ fn run_all(args: TopArgs, stop: Arc<AtomicBool>) -> anyhow::Result<i32> {
         gil_only: args.gil,
         include_idle: args.idle,
         kernel_stacks: true,
+        thread_names: false,
         native: None,
     };
     let bpf = bpf_source::start(&config)?;

@@ -39,6 +39,15 @@ pub trait RemoteMemory {
     /// Fill `buf` from `addr`, all or nothing.
     fn read_into(&self, addr: Addr, buf: &mut [u8]) -> Result<(), MemoryError>;
 
+    /// Several independent reads, each all or nothing, in as few system calls as the
+    /// implementation can (`ProcessMemory`: one). Results are in the order of `reads`.
+    fn read_many(&self, reads: &mut [(Addr, &mut [u8])]) -> Vec<Result<(), MemoryError>> {
+        reads
+            .iter_mut()
+            .map(|(addr, buf)| self.read_into(*addr, buf))
+            .collect()
+    }
+
     fn read_bytes(&self, addr: Addr, len: usize) -> Result<Vec<u8>, MemoryError> {
         let mut buf = vec![0u8; len];
         self.read_into(addr, &mut buf)?;
@@ -119,7 +128,59 @@ impl ProcessMemory {
     }
 }
 
+/// Most iovecs one `process_vm_readv` takes (`IOV_MAX` on Linux).
+const MAX_IOVECS: usize = 1024;
+
 impl RemoteMemory for ProcessMemory {
+    /// One `process_vm_readv` for up to `MAX_IOVECS` reads. The kernel never splits an iovec
+    /// and stops at the first one it cannot read; the reads after that one are retried one
+    /// by one (they may be fine), so each read's result is its own.
+    #[allow(unsafe_code)]
+    fn read_many(&self, reads: &mut [(Addr, &mut [u8])]) -> Vec<Result<(), MemoryError>> {
+        let mut results = Vec::with_capacity(reads.len());
+        for chunk in reads.chunks_mut(MAX_IOVECS) {
+            let local: Vec<libc::iovec> = chunk
+                .iter_mut()
+                .map(|(_, buf)| libc::iovec {
+                    iov_base: buf.as_mut_ptr().cast(),
+                    iov_len: buf.len(),
+                })
+                .collect();
+            let remote: Vec<libc::iovec> = chunk
+                .iter()
+                .map(|(addr, buf)| libc::iovec {
+                    iov_base: *addr as usize as *mut libc::c_void,
+                    iov_len: buf.len(),
+                })
+                .collect();
+            // SAFETY: each local iovec describes exactly one buffer of `chunk`, all owned
+            // mutably by us for the whole call and distinct; the remote iovecs are only
+            // interpreted by the kernel in the target's address space. `local` and `remote`
+            // have the same length, at most IOV_MAX.
+            let n = unsafe {
+                libc::process_vm_readv(
+                    self.pid as libc::pid_t,
+                    local.as_ptr(),
+                    local.len() as libc::c_ulong,
+                    remote.as_ptr(),
+                    remote.len() as libc::c_ulong,
+                    0,
+                )
+            };
+            let mut done = usize::try_from(n).unwrap_or(0);
+            for (addr, buf) in chunk.iter_mut() {
+                if done >= buf.len() {
+                    done -= buf.len();
+                    results.push(Ok(()));
+                } else {
+                    done = 0;
+                    results.push(self.read_into(*addr, buf));
+                }
+            }
+        }
+        results
+    }
+
     #[allow(unsafe_code)]
     fn read_into(&self, addr: Addr, buf: &mut [u8]) -> Result<(), MemoryError> {
         if buf.is_empty() {
@@ -295,6 +356,27 @@ impl RemoteMemory for LocalMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_many_reads_each_on_its_own_in_one_call() {
+        let a: [u8; 5] = [1, 2, 3, 4, 5];
+        let b: u64 = 0x1122_3344_5566_7788;
+        let mem = ProcessMemory::new(std::process::id());
+        let (mut x, mut y, mut z, mut w) = ([0u8; 5], [0u8; 8], [0u8; 8], [0u8; 3]);
+        let mut reads: Vec<(Addr, &mut [u8])> = vec![
+            (a.as_ptr() as Addr, &mut x),
+            (8, &mut y), // unmapped: fails alone
+            (&b as *const u64 as Addr, &mut z),
+            (a.as_ptr() as Addr + 2, &mut w),
+        ];
+        let results = mem.read_many(&mut reads);
+        assert!(results[0].is_ok() && results[1].is_err());
+        assert!(results[2].is_ok() && results[3].is_ok());
+        assert_eq!(x, a);
+        assert_eq!(u64::from_ne_bytes(z), b);
+        assert_eq!(w, [3, 4, 5]);
+        assert!(mem.read_many(&mut []).is_empty());
+    }
 
     #[test]
     fn replay_serves_recorded_reads_and_rejects_others() {

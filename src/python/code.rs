@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::linetable::line_for;
 use super::offsets::{LineTable, PyOffsets};
 use super::strings::{read_py_bytes, read_py_string, MAX_BYTES_OBJECT};
-use super::walk::{read_struct, StructBytes};
+use super::walk::{read_struct, read_structs, StructBytes};
 use crate::model::{Addr, Frame, PyFrame, RawPyFrame, Reason};
 use crate::process::memory::{MemoryError, RemoteMemory};
 
@@ -43,7 +43,39 @@ impl CodeCache {
 
     /// Resolve one raw frame. Never fails: an unreadable code object becomes `Frame::Unknown`.
     pub fn resolve(&mut self, mem: &dyn RemoteMemory, o: &PyOffsets, raw: RawPyFrame) -> Frame {
-        let info = match self.code_info(mem, o, raw.code_addr) {
+        let header = read_struct(mem, raw.code_addr, &code_fields(o));
+        self.resolve_with_header(mem, o, raw, header)
+    }
+
+    /// Resolve a stack's raw frames, leaf first. The code objects' headers (what tells a
+    /// cached code object from a new one at the same address) are read together, in one
+    /// system call for the whole stack instead of one per frame.
+    pub fn resolve_all(
+        &mut self,
+        mem: &dyn RemoteMemory,
+        o: &PyOffsets,
+        raws: &[RawPyFrame],
+    ) -> Vec<Frame> {
+        let fields = code_fields(o);
+        let addrs: Vec<Addr> = raws.iter().map(|r| r.code_addr).collect();
+        read_structs(mem, &addrs, &fields)
+            .into_iter()
+            .zip(raws)
+            .map(|(header, raw)| self.resolve_with_header(mem, o, *raw, header))
+            .collect()
+    }
+
+    fn resolve_with_header(
+        &mut self,
+        mem: &dyn RemoteMemory,
+        o: &PyOffsets,
+        raw: RawPyFrame,
+        header: Result<StructBytes, MemoryError>,
+    ) -> Frame {
+        let info = match header
+            .map_err(CodeError::from)
+            .and_then(|header| self.code_info(mem, o, raw.code_addr, &header))
+        {
             Ok(info) => info,
             Err(CodeError::NotCode) => return Frame::Unknown(Reason::BadObject),
             Err(CodeError::Memory(_)) => return Frame::Unknown(Reason::ReadFailed),
@@ -62,19 +94,19 @@ impl CodeCache {
         mem: &dyn RemoteMemory,
         o: &PyOffsets,
         addr: Addr,
+        header: &StructBytes,
     ) -> Result<Arc<CodeInfo>, CodeError> {
         // Code objects die and their memory is reused for new ones (module bodies after
         // import, functions made at run time), so a cached entry is trusted only while the
         // object at that address still has the same type, names, file and line table.
-        let header = read_struct(mem, addr, &code_fields(o))?;
-        let fingerprint = Fingerprint::of(&header, o);
+        let fingerprint = Fingerprint::of(header, o);
         if let Some((known, info)) = self.codes.get(&addr) {
             if *known == fingerprint {
                 return Ok(info.clone());
             }
         }
         self.check_is_code(mem, o, fingerprint.type_addr)?;
-        let info = Arc::new(read_code(mem, o, &header)?);
+        let info = Arc::new(read_code(mem, o, header)?);
         if self.codes.len() >= MAX_CACHED_CODES {
             self.codes.clear();
         }

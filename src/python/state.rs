@@ -46,6 +46,22 @@ pub struct StackWithLocals {
 /// One frame's locals, or why they could not be read.
 pub type FrameLocals = Result<Vec<Local>, String>;
 
+/// What `thread_stack_from_bpf` reads beside the frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StackExtras {
+    /// `StackTrace::owns_gil` (a few reads per sample).
+    pub gil: bool,
+    /// `StackTrace::thread_name` (the `threading` name: many reads, once per thread).
+    pub thread_name: bool,
+}
+
+impl StackExtras {
+    pub const ALL: StackExtras = StackExtras {
+        gil: true,
+        thread_name: true,
+    };
+}
+
 /// A stack for `--native`: the trace, `Walk::entry` flags and `Walk::shims` addresses.
 pub type StackWithEntries = (StackTrace, Vec<bool>, Vec<Addr>);
 
@@ -203,17 +219,21 @@ impl PythonProcess {
     /// (`BpfPython::frames`, continued from `next` by reading memory), with its `Walk::entry`
     /// flags and shims; `None` when `tid` is not a thread of the last full read (the caller
     /// reads the stack itself then). The BPF program checked the thread state is `tid`'s.
+    /// `want` says which of the GIL flag and the thread name to read (each costs reads the
+    /// BPF sampler spends per sample or per thread only when they are shown or filtered on);
+    /// what is not wanted is false / `None`.
     pub fn thread_stack_from_bpf(
         &mut self,
         tid: u32,
         frames: &[BpfPyFrame],
         next: Addr,
+        want: StackExtras,
     ) -> Option<StackWithEntries> {
         let t = *self.tstates.get(&tid)?;
         let o = &self.interpreter.offsets;
         let mem: &dyn RemoteMemory = &self.mem;
         let walk = walk_bpf_frames(mem, o, frames, next);
-        Some(self.finish_stack(t, tid, walk))
+        Some(self.finish_stack(t, tid, walk, want))
     }
 
     /// The stack of thread state `t`, if it still belongs to OS thread `tid`, with its
@@ -235,29 +255,35 @@ impl PythonProcess {
             return Ok(None);
         }
         let walk = walk_thread(mem, o, t.addr);
-        Ok(Some(self.finish_stack(t, tid, walk)))
+        Ok(Some(self.finish_stack(t, tid, walk, StackExtras::ALL)))
     }
 
     /// Thread `tid`'s walk resolved into a stack (names, GIL) with its entry flags and shims.
-    fn finish_stack(&mut self, t: ThreadState, tid: u32, walk: Walk) -> StackWithEntries {
+    fn finish_stack(
+        &mut self,
+        t: ThreadState,
+        tid: u32,
+        walk: Walk,
+        want: StackExtras,
+    ) -> StackWithEntries {
         let pid = self.pid;
         let o = &self.interpreter.offsets;
         let mem: &dyn RemoteMemory = &self.mem;
-        let mut frames: Vec<Frame> = walk
-            .frames
-            .iter()
-            .map(|raw| self.codes.resolve(mem, o, *raw))
-            .collect();
+        let mut frames: Vec<Frame> = self.codes.resolve_all(mem, o, &walk.frames);
         if let Some(reason) = walk.truncated {
             frames.push(Frame::Truncated(reason));
         }
-        let owns_gil = gil_holders(mem, o, self.interpreter.gil, &[t.interp]).contains(&t.addr);
+        let owns_gil = want.gil
+            && gil_holders(mem, o, self.interpreter.gil, &[t.interp]).contains(&t.addr);
         let key = ThreadKey {
             interp: t.interp,
             ident: t.ident,
             tid: Some(tid),
         };
-        let thread_name = self.names.name(mem, o, key, || proc::thread_comm(pid, tid));
+        let thread_name = match want.thread_name {
+            true => self.names.name(mem, o, key, || proc::thread_comm(pid, tid)),
+            false => None,
+        };
         let stack = StackTrace {
             pid,
             tid: Some(tid),
@@ -387,11 +413,7 @@ impl PythonProcess {
                     .collect(),
                 None => Vec::new(),
             };
-            let mut frames: Vec<Frame> = walk
-                .frames
-                .iter()
-                .map(|raw| self.codes.resolve(mem, o, *raw))
-                .collect();
+            let mut frames: Vec<Frame> = self.codes.resolve_all(mem, o, &walk.frames);
             if let Some(reason) = walk.truncated {
                 frames.push(Frame::Truncated(reason));
             }

@@ -286,6 +286,41 @@ pub(crate) fn read_struct(
     }
 }
 
+/// `read_struct` for several structs with the same `fields`, in one `read_many` (one system
+/// call for live memory); a struct whose batched read fails gets `read_struct`'s own fallback.
+pub(crate) fn read_structs(
+    mem: &dyn RemoteMemory,
+    addrs: &[Addr],
+    fields: &[u64],
+) -> Vec<Result<StructBytes, MemoryError>> {
+    let end = fields.iter().map(|&f| f as usize + 8).max().unwrap_or(0);
+    if end > MAX_STRUCT_BYTES {
+        return addrs.iter().map(|&a| read_struct(mem, a, fields)).collect();
+    }
+    let mut out: Vec<StructBytes> = addrs
+        .iter()
+        .map(|_| StructBytes {
+            buf: [0; MAX_STRUCT_BYTES],
+        })
+        .collect();
+    let results = {
+        let mut reads: Vec<(Addr, &mut [u8])> = addrs
+            .iter()
+            .zip(out.iter_mut())
+            .map(|(&addr, s)| (addr, &mut s.buf[..end]))
+            .collect();
+        mem.read_many(&mut reads)
+    };
+    out.into_iter()
+        .zip(results)
+        .zip(addrs)
+        .map(|((bytes, result), &addr)| match result {
+            Ok(()) => Ok(bytes),
+            Err(_) => read_struct(mem, addr, fields),
+        })
+        .collect()
+}
+
 fn limit_reached(seen: &mut HashSet<Addr>, frame: Addr, depth: usize) -> Option<Reason> {
     if depth >= MAX_DEPTH {
         Some(Reason::DepthLimit)

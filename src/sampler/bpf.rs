@@ -25,7 +25,7 @@ use crate::native::{symbolize, NativeStats, NativeSymbolizer};
 use crate::process::priority::{set_own_nice, PROFILER_NICE};
 use crate::process::proc;
 use crate::process::regs::{StackCopy, UserRegs};
-use crate::python::state::{SampleError, StackWithEntries};
+use crate::python::state::{SampleError, StackExtras, StackWithEntries};
 use crate::python::PythonProcess;
 use crate::sampler::bpf_layout::layout_for;
 
@@ -52,6 +52,9 @@ pub struct BpfSourceConfig {
     /// Also record the CPUs' idle task.
     pub include_idle: bool,
     pub kernel_stacks: bool,
+    /// Read Python threads' `threading` names (shown with `--threads`); without, a thread is
+    /// named by its `comm`.
+    pub thread_names: bool,
     /// Mixed native + Python stacks (`--native`): copy each user thread's registers and this
     /// many bytes of the top of its stack in BPF (at most `bpf::MAX_USER_STACK_COPY`;
     /// [`DEFAULT_STACK_COPY`]) and unwind them here. `None`: frame-pointer user stacks.
@@ -95,6 +98,8 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// A Python stack read later than this after its sample was taken would describe another
 /// instant: such samples are dropped and counted as stale.
 const MAX_PYTHON_AGE_NS: u64 = 200_000_000;
+/// How often a single target is checked for having exited.
+const ALIVE_CHECK: Duration = Duration::from_millis(100);
 /// Samples the ring-buffer reader may queue ahead of us.
 const QUEUE: usize = 16_384;
 /// The same with `native`, whose samples carry a stack copy each (~16 KiB).
@@ -185,6 +190,7 @@ pub fn run(
     let mut summary = BpfSummary::default();
     let mut registry = WalkRegistry::default();
     let mut children_checked = Instant::now();
+    let mut alive_checked = Instant::now() - ALIVE_CHECK;
     let start = Instant::now();
     let mut last_status = start;
     loop {
@@ -196,9 +202,13 @@ pub fn run(
             break;
         }
         if let Scope::Pid(_) | Scope::Tree(_) = config.scope {
-            if !target_alive() {
-                summary.target_exited = true;
-                break;
+            // A few /proc reads: every few samples would be a third of the per-sample cost.
+            if alive_checked.elapsed() >= ALIVE_CHECK {
+                alive_checked = Instant::now();
+                if !target_alive() {
+                    summary.target_exited = true;
+                    break;
+                }
             }
             if matches!(config.scope, Scope::Tree(_)) && children_checked.elapsed() >= RECHECK {
                 // The BPF program follows the target's descendants by their ancestry; one
@@ -323,7 +333,11 @@ fn to_stack<'t>(
             summary.stale += 1;
             return None;
         }
-        let (read, walked_in_bpf) = read_python(process, raw, summary);
+        let want = StackExtras {
+            gil: config.gil_only,
+            thread_name: config.thread_names,
+        };
+        let (read, walked_in_bpf) = read_python(process, raw, want, summary);
         if let Some(sampler) = bpf {
             if let Err(SampleError::Exited { .. }) = &read {
                 registry.forget(sampler, raw.pid);
@@ -359,6 +373,7 @@ fn to_stack<'t>(
                 stack = StackTrace {
                     active: true,
                     frames,
+                    thread_name: py.thread_name.clone().or(stack.thread_name),
                     ..py
                 };
             }
@@ -413,11 +428,13 @@ fn to_stack<'t>(
 fn read_python(
     process: &mut PythonProcess,
     raw: &RawSample,
+    want: StackExtras,
     summary: &mut BpfSummary,
 ) -> (Result<Option<StackWithEntries>, SampleError>, bool) {
     let why = match raw.python.status {
         BpfPyStatus::Walked | BpfPyStatus::Depth => {
-            match process.thread_stack_from_bpf(raw.tid, &raw.python.frames, raw.python.next) {
+            let (frames, next) = (&raw.python.frames, raw.python.next);
+            match process.thread_stack_from_bpf(raw.tid, frames, next, want) {
                 Some(read) => {
                     summary.python_walked_in_bpf += 1;
                     return (Ok(Some(read)), true);
