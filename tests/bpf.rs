@@ -4,10 +4,9 @@
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use pyspy_bpf::bpf::{BpfConfig, BpfError, BpfSampler, PerfEventKind, COUNTER_NAMES};
+use pyspy_bpf::bpf::{BpfConfig, BpfError, BpfSampler, PerfEventKind, Samples, COUNTER_NAMES};
 use pyspy_bpf::model::{RawSample, StackStatus};
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -71,7 +70,7 @@ impl Drop for Guard {
 }
 
 /// Samples of `pid` until `enough` of them arrived or the time limit passed.
-fn collect_of(rx: &Receiver<RawSample>, pid: u32, enough: usize) -> (Vec<RawSample>, usize) {
+fn collect_of(rx: &mut Samples, pid: u32, enough: usize) -> (Vec<RawSample>, usize) {
     let deadline = Instant::now() + COLLECT_FOR_AT_MOST;
     let mut theirs = Vec::new();
     let mut others = 0;
@@ -119,9 +118,9 @@ fn samples_a_busy_python_process() {
     }
     let mut sampler = BpfSampler::start(&config()).expect("start the BPF sampler");
     let cpus = sampler.cpus().to_vec();
-    let rx = sampler.spawn_reader(16 * 1024).expect("reader");
+    let mut rx = sampler.spawn_reader(16 * 1024).expect("reader");
     let python = Guard::busy_python();
-    let (samples, others) = collect_of(&rx, python.pid(), 200);
+    let (samples, others) = collect_of(&mut rx, python.pid(), 200);
     drop(python);
     let counters = counters_by_name(&sampler.stop().expect("stop"));
 
@@ -169,8 +168,8 @@ fn copies_user_registers_and_stack() {
         ..config()
     })
     .expect("start the BPF sampler with a stack copy");
-    let rx = sampler.spawn_reader(4096).expect("reader");
-    let of = |pid: u32| collect_of(&rx, pid, 50).0;
+    let mut rx = sampler.spawn_reader(4096).expect("reader");
+    let mut of = |pid: u32| collect_of(&mut rx, pid, 50).0;
     let samples: Vec<(&str, Vec<RawSample>)> =
         vec![("python", of(python.pid())), ("dd", of(dd.pid()))];
     drop((python, dd));
@@ -222,8 +221,8 @@ fn target_tgid_keeps_only_that_process_with_kernel_stacks() {
         ..config()
     })
     .expect("start the BPF sampler");
-    let rx = sampler.spawn_reader(16 * 1024).expect("reader");
-    let (samples, others) = collect_of(&rx, dd.pid(), 100);
+    let mut rx = sampler.spawn_reader(16 * 1024).expect("reader");
+    let (samples, others) = collect_of(&mut rx, dd.pid(), 100);
     sampler.stop().expect("stop");
 
     assert_eq!(others, 0, "samples of other processes arrived");
@@ -256,8 +255,8 @@ fn kernel_stacks_can_be_switched_off() {
         ..config()
     })
     .expect("start the BPF sampler");
-    let rx = sampler.spawn_reader(16 * 1024).expect("reader");
-    let (samples, _) = collect_of(&rx, dd.pid(), 50);
+    let mut rx = sampler.spawn_reader(16 * 1024).expect("reader");
+    let (samples, _) = collect_of(&mut rx, dd.pid(), 50);
     sampler.stop().expect("stop");
 
     assert!(samples.len() >= 20, "only {} samples of dd", samples.len());

@@ -5,7 +5,7 @@
 
 mod common;
 
-use anyhow::{ensure, Result};
+use anyhow::ensure;
 use common::*;
 
 const SCRIPT: &str = r#"

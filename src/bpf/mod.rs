@@ -5,7 +5,7 @@
 //! ```no_run
 //! use pyspy_bpf::bpf::{BpfConfig, BpfSampler};
 //! let mut sampler = BpfSampler::start(&BpfConfig::default())?;
-//! let samples = sampler.spawn_reader(4096)?;
+//! let mut samples = sampler.spawn_reader(4096)?;
 //! for sample in samples.iter().take(100) {
 //!     println!("{} {} {} user frames", sample.pid, sample.comm, sample.user.len());
 //! }
@@ -50,7 +50,7 @@ mod sampler;
 
 pub use perf::{monotonic_ns, online_cpus, PerfEventKind};
 pub use python::{BpfFrameModel, PyLayout, PY_FRAME_READ};
-pub use sampler::{BpfConfig, BpfSampler, COUNTER_NAMES, MAX_USER_STACK_COPY};
+pub use sampler::{BpfConfig, BpfSampler, Samples, COUNTER_NAMES, MAX_USER_STACK_COPY};
 
 use std::io;
 

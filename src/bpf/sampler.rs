@@ -1,10 +1,11 @@
 //! Loader of `bpf/sampler.bpf.c`: sets its globals, sizes its ring buffer, loads it, attaches it
 //! to a perf event on every online CPU, reads its records on a thread, and sums its counters.
 
+use std::collections::VecDeque;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, IntoRawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -251,33 +252,37 @@ impl BpfSampler {
         &self.cpus
     }
 
-    /// Start the thread that drains the ring buffer: each record becomes a [`RawSample`] sent on
-    /// a channel of `queue_capacity` samples. When the channel is full the sample is dropped and
-    /// counted (`queue_full`); when the receiver is dropped the thread ends. One reader per
-    /// sampler.
-    pub fn spawn_reader(&mut self, queue_capacity: usize) -> Result<Receiver<RawSample>, BpfError> {
+    /// Start the thread that drains the ring buffer: each record becomes a [`RawSample`],
+    /// handed over in batches (one per poll of the ring buffer: one wakeup of the consumer per
+    /// poll, not per sample). At most `queue_capacity` samples wait in the queue; beyond that
+    /// a batch is dropped and counted (`queue_full`). When the receiver is dropped the thread
+    /// ends. One reader per sampler.
+    pub fn spawn_reader(&mut self, queue_capacity: usize) -> Result<Samples, BpfError> {
         if self.reader.is_some() {
             return Err(BpfError::Config(
                 "the ring-buffer reader is already running".into(),
             ));
         }
-        let (tx, rx) = sync_channel(queue_capacity);
-        let mut forward = Forward {
+        let (tx, rx) = channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let forward = Arc::new(std::sync::Mutex::new(Forward {
             tx,
+            batch: Vec::new(),
+            queued: Arc::clone(&queued),
+            capacity: queue_capacity,
             queue_full: Arc::clone(&self.queue_full),
             bad_records: Arc::clone(&self.bad_records),
             disconnected: false,
-        };
+        }));
         let receiver_gone = Arc::new(AtomicBool::new(false));
-        let gone = Arc::clone(&receiver_gone);
         let mut builder = RingBufferBuilder::new();
+        let collect = Arc::clone(&forward);
         builder
             .add(&self.skel.maps.samples, move |data: &[u8]| {
-                let ret = forward.record(data);
-                if forward.disconnected {
-                    gone.store(true, Ordering::Relaxed);
+                match collect.lock() {
+                    Ok(mut forward) => forward.record(data),
+                    Err(_) => -libc::ECANCELED,
                 }
-                ret
             })
             .map_err(|e| BpfError::libbpf("reading the ring buffer", e))?;
         let ring = builder
@@ -285,13 +290,25 @@ impl BpfSampler {
             .map_err(|e| BpfError::libbpf("reading the ring buffer", e))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = Arc::clone(&stop);
+        let gone = Arc::clone(&receiver_gone);
+        let send = move || match forward.lock() {
+            Ok(mut forward) => {
+                forward.send_batch();
+                if forward.disconnected {
+                    gone.store(true, Ordering::Relaxed);
+                }
+            }
+            Err(_) => gone.store(true, Ordering::Relaxed),
+        };
         let thread = std::thread::Builder::new()
             .name("bpf-ringbuf".into())
             .spawn(move || {
                 while !stop_flag.load(Ordering::Acquire) {
                     // Records come without a wakeup, so a poll that times out has not read
                     // them: consume explicitly after each one.
-                    match ring.poll(POLL_INTERVAL).and_then(|()| ring.consume()) {
+                    let read = ring.poll(POLL_INTERVAL).and_then(|()| ring.consume());
+                    send();
+                    match read {
                         Ok(()) => {}
                         Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => {}
                         Err(e) => {
@@ -301,13 +318,21 @@ impl BpfSampler {
                             return;
                         }
                     }
+                    if receiver_gone.load(Ordering::Relaxed) {
+                        return;
+                    }
                 }
                 // The events are detached: hand over what they wrote before.
                 let _ = ring.consume();
+                send();
             })
             .map_err(|e| BpfError::os("starting the ring-buffer thread", e))?;
         self.reader = Some(Reader { stop, thread });
-        Ok(rx)
+        Ok(Samples {
+            rx,
+            pending: VecDeque::new(),
+            queued,
+        })
     }
 
     /// Let the BPF program walk process `tgid`'s Python frames with `layout` (its threads still
@@ -429,32 +454,96 @@ impl Drop for BpfSampler {
     }
 }
 
-/// The ring-buffer callback's state: decodes records and forwards them.
+/// The ring-buffer callback's state: decodes records into a batch, sent after each poll.
 struct Forward {
-    tx: SyncSender<RawSample>,
+    tx: Sender<Vec<RawSample>>,
+    batch: Vec<RawSample>,
+    /// Samples sent and not yet taken by the receiver (it subtracts what it takes).
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
     queue_full: Arc<AtomicU64>,
     bad_records: Arc<AtomicU64>,
     disconnected: bool,
 }
 
 impl Forward {
-    /// Handle one record; a negative return stops the ring-buffer poll (receiver gone).
+    /// Decode one record into the batch; a negative return stops the poll (receiver gone).
     fn record(&mut self, data: &[u8]) -> i32 {
-        let Some(sample) = decode(data) else {
-            self.bad_records.fetch_add(1, Ordering::Relaxed);
-            return 0;
-        };
-        match self.tx.try_send(sample) {
-            Ok(()) => 0,
-            Err(TrySendError::Full(_)) => {
-                self.queue_full.fetch_add(1, Ordering::Relaxed);
-                0
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.disconnected = true;
-                -libc::ECANCELED
+        if self.disconnected {
+            return -libc::ECANCELED;
+        }
+        match decode(data) {
+            Some(sample) => self.batch.push(sample),
+            None => {
+                self.bad_records.fetch_add(1, Ordering::Relaxed);
             }
         }
+        0
+    }
+
+    /// Hand the batch over, or drop and count it if the queue is full.
+    fn send_batch(&mut self) {
+        if self.batch.is_empty() || self.disconnected {
+            self.batch.clear();
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let n = batch.len();
+        if self.queued.load(Ordering::Acquire) + n > self.capacity {
+            self.queue_full.fetch_add(n as u64, Ordering::Relaxed);
+            return;
+        }
+        self.queued.fetch_add(n, Ordering::AcqRel);
+        if self.tx.send(batch).is_err() {
+            self.disconnected = true;
+        }
+    }
+}
+
+/// The samples of a running [`BpfSampler`], in the order the ring buffer delivered them.
+pub struct Samples {
+    rx: Receiver<Vec<RawSample>>,
+    pending: VecDeque<RawSample>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Samples {
+    /// The next sample, waiting at most `timeout`; `Disconnected` once the reader stopped and
+    /// every sample was taken.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<RawSample, RecvTimeoutError> {
+        if let Some(sample) = self.pending.pop_front() {
+            return Ok(sample);
+        }
+        let batch = self.rx.recv_timeout(timeout)?;
+        self.take(batch);
+        self.pending.pop_front().ok_or(RecvTimeoutError::Timeout)
+    }
+
+    /// The samples already delivered, without waiting.
+    pub fn try_iter(&mut self) -> impl Iterator<Item = RawSample> + '_ {
+        std::iter::from_fn(move || {
+            if self.pending.is_empty() {
+                let batch = self.rx.try_recv().ok()?;
+                self.take(batch);
+            }
+            self.pending.pop_front()
+        })
+    }
+
+    /// Every sample, waiting for each, until the reader stops.
+    pub fn iter(&mut self) -> impl Iterator<Item = RawSample> + '_ {
+        std::iter::from_fn(move || loop {
+            match self.recv_timeout(Duration::from_secs(3600)) {
+                Ok(sample) => return Some(sample),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        })
+    }
+
+    fn take(&mut self, batch: Vec<RawSample>) {
+        self.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+        self.pending.extend(batch);
     }
 }
 

@@ -273,8 +273,8 @@ impl PythonProcess {
         if let Some(reason) = walk.truncated {
             frames.push(Frame::Truncated(reason));
         }
-        let owns_gil = want.gil
-            && gil_holders(mem, o, self.interpreter.gil, &[t.interp]).contains(&t.addr);
+        let owns_gil =
+            want.gil && gil_holders(mem, o, self.interpreter.gil, &[t.interp]).contains(&t.addr);
         let key = ThreadKey {
             interp: t.interp,
             ident: t.ident,

@@ -177,7 +177,7 @@ pub fn run(
     if let Err(e) = set_own_nice(PROFILER_NICE) {
         log::info!("keeping the default CPU priority ({e}); on a saturated host samples may be lost as stale");
     }
-    let samples = sampler.spawn_reader(if config.native.is_some() {
+    let mut samples = sampler.spawn_reader(if config.native.is_some() {
         QUEUE_NATIVE
     } else {
         QUEUE
