@@ -104,16 +104,24 @@ impl NativeSymbolizer {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let host_path = proc::path_in_root(pid, &key.path);
-        let mut elf = Elf::new(&host_path);
-        elf.debug_syms = false;
-        let src = Source::Elf(elf);
-        let name = match self
-            .symbolizer
-            .symbolize_single(&src, Input::FileOffset(file_offset))
-        {
-            Ok(Symbolized::Sym(sym)) => sym.name.into_owned(),
-            _ => format!("{module}+{vaddr_hint:#x}"),
-        };
+        // The symbol tables first (fast, and right for functions with a `.cold` part); DWARF,
+        // in the file or its split debug file (.gnu_debuglink / build id under
+        // /usr/lib/debug), only for what they do not name: static functions of a binary
+        // whose .symtab was stripped.
+        let name = [false, true]
+            .into_iter()
+            .find_map(|debug_syms| {
+                let mut elf = Elf::new(&host_path);
+                elf.debug_syms = debug_syms;
+                match self
+                    .symbolizer
+                    .symbolize_single(&Source::Elf(elf), Input::FileOffset(file_offset))
+                {
+                    Ok(Symbolized::Sym(sym)) => Some(sym.name.into_owned()),
+                    _ => None,
+                }
+            })
+            .unwrap_or_else(|| format!("{module}+{vaddr_hint:#x}"));
         let frame = Arc::new(NativeFrame { name, module });
         if self.user.len() >= MAX_CACHED {
             self.user.clear();
@@ -536,6 +544,73 @@ mod tests {
         assert_eq!(frames[1].name, "0x10");
         // Cached: the same answer again.
         assert_eq!(s.user_frames(std::process::id(), &[addr])[0], frames[0]);
+    }
+
+    /// A static function of a library whose .symtab was stripped, with its DWARF in a split
+    /// debug file found by .gnu_debuglink: named from the DWARF.
+    #[test]
+    #[allow(unsafe_code)]
+    fn static_functions_of_stripped_libraries_are_named_from_split_dwarf() {
+        let dir = std::env::temp_dir().join(format!("pyspy-bpf-dwarf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let src = dir.join("dw.c");
+        let lib = dir.join("libdw.so");
+        std::fs::write(
+            &src,
+            "static int __attribute__((noinline)) hidden_helper(int x) { return x * 7 + 3; }\n\
+             void *helper_address(void) { return (void *)&hidden_helper; }\n",
+        )
+        .expect("write");
+        let run = |cmd: &str, args: &[&std::ffi::OsStr]| {
+            let ok = std::process::Command::new(cmd)
+                .args(args)
+                .current_dir(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "{cmd} failed (build-essential / binutils are required)");
+        };
+        let os = |s: &str| std::ffi::OsString::from(s);
+        run(
+            "cc",
+            &[
+                &os("-shared"),
+                &os("-fPIC"),
+                &os("-g"),
+                &os("-O1"),
+                &os("-o"),
+                lib.as_os_str(),
+                src.as_os_str(),
+            ],
+        );
+        run(
+            "objcopy",
+            &[
+                &os("--only-keep-debug"),
+                lib.as_os_str(),
+                &os("libdw.so.debug"),
+            ],
+        );
+        run("strip", &[&os("--strip-all"), lib.as_os_str()]);
+        run(
+            "objcopy",
+            &[&os("--add-gnu-debuglink=libdw.so.debug"), lib.as_os_str()],
+        );
+
+        let path = std::ffi::CString::new(lib.to_string_lossy().as_bytes()).expect("path");
+        // SAFETY: dlopen of a library we just built (no constructors); dlsym of a function
+        // taking no arguments and returning a pointer, called once.
+        let addr = unsafe {
+            let handle = libc::dlopen(path.as_ptr(), libc::RTLD_NOW);
+            assert!(!handle.is_null(), "dlopen {}", lib.display());
+            let f = libc::dlsym(handle, c"helper_address".as_ptr());
+            assert!(!f.is_null());
+            let f: extern "C" fn() -> *const libc::c_void = std::mem::transmute(f);
+            f() as u64
+        };
+        let frame = NativeSymbolizer::new().user_frames(std::process::id(), &[addr]);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(frame[0].name, "hidden_helper", "{:?}", frame[0]);
+        assert_eq!(frame[0].module, "libdw.so");
     }
 
     const KALLSYMS_TEXT: &str = "\
