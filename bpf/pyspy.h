@@ -141,6 +141,9 @@ struct pyspy_sample {
 	__u32 cpu;
 	__u32 flags;    /* enum pyspy_sample_flag bits */
 	__u64 ktime_ns; /* bpf_ktime_get_ns: CLOCK_MONOTONIC */
+	/* The process's start (its thread group leader's start_time, ns since boot): tells a
+	 * process from an earlier one that had the same pid, at every sample. */
+	__u64 process_start_ns;
 	char comm[PYSPY_COMM_LEN];
 	__u32 kernel_len; /* valid entries in kernel[] */
 	__u32 user_len;   /* valid entries in user[] */

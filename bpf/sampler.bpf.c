@@ -223,6 +223,7 @@ static __always_inline void fill_sample(struct bpf_perf_event_data *ctx, struct 
 	s->cpu = bpf_get_smp_processor_id();
 	s->flags = 0;
 	s->ktime_ns = bpf_ktime_get_ns();
+	s->process_start_ns = BPF_CORE_READ(task, group_leader, start_time);
 	s->kernel_len = 0;
 	s->user_len = 0;
 

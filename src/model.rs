@@ -134,6 +134,9 @@ pub struct RawSample {
     pub cpu: u32,
     /// `CLOCK_MONOTONIC` time of the sample.
     pub ktime_ns: u64,
+    /// When the process started (ns since boot; 0 when unknown): a different value under the
+    /// same pid is another process.
+    pub process_start_ns: u64,
     /// The thread's `comm` (at most 15 bytes; empty when it could not be read).
     pub comm: String,
     /// Kernel stack, leaf first.

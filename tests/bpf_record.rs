@@ -605,3 +605,97 @@ fn record_subprocesses_in_bpf_mode_follows_children_only() {
         outcome.describe()
     );
 }
+
+/// A pid reused by another process during `record --all` never gets the old process's
+/// interpreter, offsets or BPF registration: each sample carries its process's start time, so
+/// the new process is attached afresh at its first sample. The old process runs busy.py on
+/// one interpreter series, the new one switching.py on another, under the same pid (forced
+/// with /proc/sys/kernel/ns_last_pid).
+#[test]
+fn record_all_tells_a_reused_pid_from_the_old_process() {
+    if !require_root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let series = distinct_series(2);
+    assert!(series.len() == 2, "needs two interpreter series");
+    let (old_interp, new_interp) = (&series[0], &series[1]);
+    let dir = TempDir::new("bpf-reuse");
+    let out = dir.join("reuse.txt");
+    let out_s = out.display().to_string();
+    let mut profiler = pyspy_bpf()
+        .args(["record", "--all", "-f", "raw", "-d", "4", "-o", &out_s])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let old = old_interp.start("busy.py", &[]).unwrap();
+    old.wait_ready().unwrap();
+    let pid = old.pid();
+    std::thread::sleep(Duration::from_millis(1200));
+    drop(old); // killed and reaped: the pid is free
+
+    // Ask for the same pid: the next fork gets ns_last_pid + 1 (other forks may race us).
+    let mut reused = None;
+    for _ in 0..50 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1)).unwrap();
+        let run = new_interp.start("switching.py", &[]).unwrap();
+        if run.pid() == pid {
+            reused = Some(run);
+            break;
+        }
+    }
+    let Some(new) = reused else {
+        let _ = profiler.kill();
+        panic!("could not start a process under pid {pid} again");
+    };
+    new.wait_ready().unwrap();
+    let status = profiler.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut profiler.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "record --all failed: {stderr}");
+    drop(new);
+
+    let stacks = read_raw(&out).unwrap();
+    let root_suffix = format!(" ({pid})");
+    let mine: Vec<&RawStack> = stacks
+        .iter()
+        .filter(|s| s.root().is_some_and(|r| r.ends_with(&root_suffix)))
+        .collect();
+    let count = |pred: &dyn Fn(&RawStack) -> bool| -> u64 {
+        mine.iter().filter(|s| pred(s)).map(|s| s.count).sum()
+    };
+    let has = |s: &RawStack, file: &str| s.frames.iter().any(|f| f.contains(file));
+    let old_stacks = count(&|s| has(s, "(busy.py:"));
+    let new_stacks = count(&|s| has(s, "(switching.py:"));
+    let mixed = count(&|s| has(s, "(busy.py:") && has(s, "(switching.py:"));
+    // A sample taken while a process starts or dies may not be readable; the rest must be.
+    let unreadable = count(&|s| {
+        s.frames
+            .iter()
+            .any(|f| f.starts_with("<unknown") || f.starts_with("<truncated"))
+    });
+    let unreadable_lines: Vec<String> = mine
+        .iter()
+        .filter(|s| s.frames.iter().any(|f| f.starts_with("<")))
+        .map(|s| format!("  {} {}", s.count, s.frames.join(";")))
+        .collect();
+    // Each process under its own name: the new one's root names its own interpreter.
+    let new_root_ok = mine
+        .iter()
+        .filter(|s| has(s, "(switching.py:"))
+        .all(|s| s.root().is_some_and(|r| r.contains(&new_interp.series)));
+    assert!(
+        old_stacks >= 3
+            && new_stacks >= 3
+            && mixed == 0
+            && unreadable * 20 <= old_stacks + new_stacks
+            && new_root_ok,
+        "pid {pid}: {old_stacks} samples of the old process (busy.py), {new_stacks} of the new \
+         one (switching.py), {mixed} mixed, {unreadable} unreadable:\n{}\nnew root names {}: \
+         {}\n{stderr}\n{}",
+        unreadable_lines.join("\n"),
+        new_interp.series,
+        new_root_ok,
+        summary(&stacks)
+    );
+}

@@ -629,6 +629,7 @@ fn to_raw_sample(record: &pyspy_sample) -> RawSample {
         tid: record.tid,
         cpu: record.cpu,
         ktime_ns: record.ktime_ns,
+        process_start_ns: record.process_start_ns,
         comm: String::from_utf8_lossy(&comm).into_owned(),
         kernel: stack(&record.kernel, record.kernel_len),
         user: stack(&record.user, record.user_len),

@@ -125,6 +125,9 @@ struct Entry {
     eval: Option<Vec<Range<Addr>>>,
     /// Tells this entry from an earlier one of the same pid (`WalkRegistry`).
     serial: u64,
+    /// The process's start as the BPF program saw it (`RawSample::process_start_ns`; 0:
+    /// unknown, then pid reuse is found by re-reading /proc every `RECHECK`).
+    started_ns: u64,
 }
 
 /// Turns addresses into frames: the symbolizer, and with `native` the unwinder.
@@ -619,6 +622,15 @@ fn entry_for<'t>(
     let pid = raw.pid;
     let needs_attach = match table.get_mut(&pid) {
         None => true,
+        // The sample says when its process started: another process under a reused pid is
+        // caught at its first sample, with no /proc read.
+        Some(e) if e.started_ns != 0 && raw.process_start_ns != e.started_ns => {
+            symbols.symbols.forget(pid);
+            if let Some(unwinder) = symbols.unwinder.as_mut() {
+                unwinder.forget(pid);
+            }
+            true
+        }
         Some(e)
             if e.checked.elapsed()
                 < if e.retry_soon {
@@ -631,7 +643,7 @@ fn entry_for<'t>(
         }
         Some(e) => {
             e.checked = Instant::now();
-            if proc::start_time(pid).is_ok_and(|now| now != e.start_time) {
+            if e.started_ns == 0 && proc::start_time(pid).is_ok_and(|now| now != e.start_time) {
                 symbols.symbols.forget(pid);
                 if let Some(unwinder) = symbols.unwinder.as_mut() {
                     unwinder.forget(pid);
@@ -686,6 +698,7 @@ fn new_entry(pid: u32, raw: &RawSample, attempts: u32) -> Entry {
         attempts,
         eval: None,
         serial: next_serial(),
+        started_ns: raw.process_start_ns,
     }
 }
 
