@@ -386,6 +386,29 @@ impl BpfSampler {
             .map_err(|e| BpfError::libbpf(format!("registering thread {tid} of {tgid}"), e))
     }
 
+    /// [`set_python_thread`](Self::set_python_thread) for many threads in one system call
+    /// (attaching to a process with 50 threads is one update, not 50).
+    pub fn set_python_threads(&self, tgid: u32, threads: &[(u32, u64)]) -> Result<(), BpfError> {
+        if threads.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<u8> = threads
+            .iter()
+            .flat_map(|&(tid, _)| thread_key(tgid, tid))
+            .collect();
+        let values: Vec<u8> = threads
+            .iter()
+            .flat_map(|&(_, tstate)| tstate.to_ne_bytes())
+            .collect();
+        let count = u32::try_from(threads.len())
+            .map_err(|_| BpfError::Config(format!("{} threads in one update", threads.len())))?;
+        self.skel
+            .maps
+            .py_threads
+            .update_batch(&keys, &values, count, MapFlags::ANY, MapFlags::ANY)
+            .map_err(|e| BpfError::libbpf(format!("registering the threads of {tgid}"), e))
+    }
+
     pub fn remove_python_thread(&self, tgid: u32, tid: u32) {
         let _ = self.skel.maps.py_threads.delete(&thread_key(tgid, tid));
     }

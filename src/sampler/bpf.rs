@@ -510,14 +510,23 @@ impl WalkRegistry {
             return;
         }
         let now: HashMap<u32, Addr> = process.thread_state_addrs().collect();
-        for &tid in registered.tids.iter().filter(|t| !now.contains_key(t)) {
+        for &tid in registered.tids.iter().filter(|t| !now.contains_key(*t)) {
             sampler.remove_python_thread(pid, tid);
         }
         registered.tids.clear();
-        for (&tid, &tstate) in &now {
-            match sampler.set_python_thread(pid, tid, tstate) {
-                Ok(()) => registered.tids.push(tid),
-                Err(e) => log::debug!("{e}"),
+        let threads: Vec<(u32, Addr)> = now.into_iter().collect();
+        match sampler.set_python_threads(pid, &threads) {
+            Ok(()) => registered.tids.extend(threads.iter().map(|&(tid, _)| tid)),
+            // One by one then: what fails stays unregistered (its samples are read by user
+            // space and counted as py_no_thread).
+            Err(e) => {
+                log::debug!("{e}");
+                for &(tid, tstate) in &threads {
+                    match sampler.set_python_thread(pid, tid, tstate) {
+                        Ok(()) => registered.tids.push(tid),
+                        Err(e) => log::debug!("{e}"),
+                    }
+                }
             }
         }
         registered.generation = Some(generation);
