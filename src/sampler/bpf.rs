@@ -144,6 +144,9 @@ const RETRY_STARTING: Duration = Duration::from_millis(20);
 
 /// Start the BPF sampler, or say exactly why it cannot run.
 pub fn start(config: &BpfSourceConfig) -> Result<BpfSampler, BpfError> {
+    // On a saturated host, loading and verifying the program at the default priority can take
+    // a second of wall time: the profile would start that much later.
+    raise_priority();
     BpfSampler::start(&BpfConfig {
         rate_hz: config.rate_hz as u64,
         event: config.event,
@@ -164,6 +167,14 @@ pub fn start(config: &BpfSourceConfig) -> Result<BpfSampler, BpfError> {
     })
 }
 
+/// The consumer runs at `PROFILER_NICE` (as root) so that a saturated host does not starve
+/// it (its samples would go stale); this thread and the threads it starts later.
+fn raise_priority() {
+    if let Err(e) = set_own_nice(PROFILER_NICE) {
+        log::info!("keeping the default CPU priority ({e}); on a saturated host samples may be lost as stale");
+    }
+}
+
 /// Consume samples until `stop`, `duration`, or (for a single target) its exit, which
 /// `target_alive` tells (it reaps a child we started). Each stack is handed to `on_stack`
 /// with the name of its process.
@@ -176,10 +187,9 @@ pub fn run(
     mut on_stack: impl FnMut(&StackTrace, &str),
     mut on_status: impl FnMut(&BpfSummary),
 ) -> Result<BpfSummary, BpfError> {
-    // Before the reader thread starts, so that it inherits the priority too.
-    if let Err(e) = set_own_nice(PROFILER_NICE) {
-        log::info!("keeping the default CPU priority ({e}); on a saturated host samples may be lost as stale");
-    }
+    // Again (`start` did it already, for the load), in case the sampler was started on another
+    // thread; before the reader thread starts, so that it inherits the priority too.
+    raise_priority();
     let mut samples = sampler.spawn_reader(if config.native.is_some() {
         QUEUE_NATIVE
     } else {
