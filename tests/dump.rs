@@ -291,7 +291,16 @@ fn dump_threads_json() {
     for_each_interpreter("dump_threads_json", |interp| {
         let child = interp.start("threads.py", &[])?;
         let ids = thread_ids(&child.wait_ready()?)?;
-        let dump = dump_json(child.pid())?;
+        // As in dump_threads_text: the spinner may be taking the GIL back after its "ready".
+        let mut dump = dump_json(child.pid())?;
+        for _ in 0..5 {
+            let holds = dump.thread("worker-1").is_ok_and(|t| t.owns_gil);
+            if interp.is_py2() || holds {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            dump = dump_json(child.pid())?;
+        }
         check_header(&dump, interp)?;
         ensure!(
             dump.threads.len() == 4,
@@ -374,7 +383,17 @@ fn dump_threads_text() {
         let child = interp.start("threads.py", &[])?;
         let ids = thread_ids(&child.wait_ready()?)?;
         let pid = child.pid();
-        let out = pyspy(&["dump", "--pid", &pid.to_string()])?.ok()?;
+        // The spinner wrote "ready" with os.write, which lets go of the GIL: a dump right
+        // after may catch it taking the GIL back. Dump again (a few times) until it holds it.
+        let spinner_header = format!("Thread {} (active, gil)", ids["worker-1"].0);
+        let mut out = pyspy(&["dump", "--pid", &pid.to_string()])?.ok()?;
+        for _ in 0..5 {
+            if interp.is_py2() || out.stdout.contains(&spinner_header) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            out = pyspy(&["dump", "--pid", &pid.to_string()])?.ok()?;
+        }
         let text = out.stdout.as_str();
         let lines: Vec<&str> = text.lines().collect();
         let context = || format!("dump output:\n{}", clip(text, 4000));
