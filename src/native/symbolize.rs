@@ -53,6 +53,7 @@ pub struct NativeSymbolizer {
     /// Per module: whether it has DWARF (its own or a split debug file on this host). Only
     /// those get the DWARF lookup: blazesym costs ~10 MB and most of a sample's time for it.
     dwarf: HashMap<ModuleKey, bool>,
+    use_dwarf: bool,
     kernel: HashMap<Addr, Arc<str>>,
     /// The core kernel's text symbols (cached per boot) until an address outside them needs
     /// all of kallsyms; `None` until the first kernel address is named.
@@ -66,7 +67,15 @@ impl Default for NativeSymbolizer {
 }
 
 impl NativeSymbolizer {
+    /// Symbol tables, and DWARF for what they do not name (`--native`).
     pub fn new() -> Self {
+        Self::with_dwarf(true)
+    }
+
+    /// `with_dwarf(false)`: symbol tables only. Loading a module's DWARF costs tens of
+    /// milliseconds and ~10 MB the first time one of its addresses needs it: worth it for
+    /// `--native`, not for the native frames `record --all` keeps for non-Python processes.
+    pub fn with_dwarf(dwarf: bool) -> Self {
         NativeSymbolizer {
             // DWARF lookups were measured 60x slower and gave a wrong offset for a function
             // with a `.cold` part; the symbol tables alone are right.
@@ -77,6 +86,7 @@ impl NativeSymbolizer {
             maps: HashMap::new(),
             user: HashMap::new(),
             dwarf: HashMap::new(),
+            use_dwarf: dwarf,
             kernel: HashMap::new(),
             kernel_symbols: None,
         }
@@ -112,10 +122,9 @@ impl NativeSymbolizer {
         // in the file or its split debug file (.gnu_debuglink / build id under
         // /usr/lib/debug), only for what they do not name: static functions of a binary
         // whose .symtab was stripped.
-        let dwarf = *self
-            .dwarf
-            .entry(key.clone())
-            .or_insert_with(|| !is_own_executable(&host_path) && has_debug_info(&host_path));
+        let dwarf = *self.dwarf.entry(key.clone()).or_insert_with(|| {
+            self.use_dwarf && !is_own_executable(&host_path) && has_debug_info(&host_path)
+        });
         let name = [false, true]
             .into_iter()
             .filter(|&debug_syms| !debug_syms || dwarf)

@@ -197,7 +197,7 @@ pub fn run(
     })?;
     let mut table: HashMap<u32, Entry> = HashMap::new();
     let mut symbols = Resolver {
-        symbols: NativeSymbolizer::new(),
+        symbols: NativeSymbolizer::with_dwarf(config.native.is_some()),
         unwinder: config.native.map(|_| NativeUnwinder::new()),
     };
     let mut summary = BpfSummary::default();
