@@ -243,10 +243,7 @@ fn native_stack_size_out_of_range_is_refused() {
     ];
     let mut errors = Vec::new();
     let cases: &[(&[&str], &str)] = &[
-        (
-            &["record", "--native", "--native-stack-size", "0"],
-            "4K to",
-        ),
+        (&["record", "--native", "--native-stack-size", "0"], "4K to"),
         (
             &[
                 "record",
