@@ -3,7 +3,7 @@
 use super::*;
 use crate::model::PyVersion;
 use crate::process::memory::LocalMemory;
-use crate::python::offsets::offsets_for;
+use crate::python::offsets::{offsets_for, SUPPORTED_SERIES};
 
 /// A synthetic target address space: objects laid out as a given version would.
 pub(crate) struct Image {
@@ -251,17 +251,7 @@ impl Image {
     }
 }
 
-const ALL: &[(u8, u8)] = &[
-    (2, 7),
-    (3, 8),
-    (3, 9),
-    (3, 10),
-    (3, 11),
-    (3, 12),
-    (3, 13),
-    (3, 14),
-    (3, 15),
-];
+const ALL: &[(u8, u8)] = SUPPORTED_SERIES;
 
 #[test]
 fn digits_decode_to_64_bit_idents_and_beyond() {

@@ -65,30 +65,21 @@ pub fn layout_for(o: &PyOffsets) -> Result<PyLayout, String> {
 mod tests {
     use super::*;
     use crate::model::PyVersion;
-    use crate::python::offsets::offsets_for;
+    use crate::python::offsets::{offsets_for, SUPPORTED_SERIES};
 
     #[test]
     fn every_table_row_converts() {
-        for (major, minor) in [
-            (2, 7),
-            (3, 8),
-            (3, 9),
-            (3, 10),
-            (3, 11),
-            (3, 12),
-            (3, 13),
-            (3, 14),
-            (3, 15),
-        ] {
+        for &(major, minor) in SUPPORTED_SERIES {
             let o = offsets_for(PyVersion::new(major, minor, 0)).expect("a row");
             let layout = layout_for(&o).unwrap_or_else(|e| panic!("{major}.{minor}: {e}"));
-            let expected = match (major, minor) {
-                (2, _) | (3, 8..=10) => BpfFrameModel::FrameObject,
-                (3, 11 | 12) => BpfFrameModel::CFrame,
-                _ => BpfFrameModel::CurrentFrame,
+            let expected = match o.frame_model {
+                FrameModel::FrameObject => BpfFrameModel::FrameObject,
+                FrameModel::CFrame => BpfFrameModel::CFrame,
+                FrameModel::CurrentFrame => BpfFrameModel::CurrentFrame,
             };
             assert_eq!(layout.frame_model, expected, "{major}.{minor}");
-            assert_eq!(layout.frame_is_entry.is_some(), (major, minor) == (3, 11));
+            assert_eq!(layout.frame_is_entry.is_some(), o.iframe_is_entry.is_some());
+            assert!(layout.frame_read().is_some(), "{major}.{minor}");
         }
     }
 }
