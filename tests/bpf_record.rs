@@ -206,25 +206,6 @@ fn record_command_in_bpf_mode() {
     }
 }
 
-fn position(stack: &RawStack, pred: impl Fn(&str) -> bool) -> Option<usize> {
-    stack.frames.iter().position(|f| pred(f))
-}
-
-/// Native roots of a fully unwound stack (main thread, other threads).
-fn rooted(stack: &RawStack) -> bool {
-    stack.root().is_some_and(|r| {
-        [
-            "_start (",
-            "main (",
-            "start_thread (",
-            "clone3 (",
-            "__clone3 (",
-        ]
-        .iter()
-        .any(|p| r.starts_with(p))
-    })
-}
-
 #[test]
 fn record_native_in_bpf_mode_unwinds_to_the_root() {
     if !require_root() {
@@ -259,13 +240,10 @@ fn record_native_in_bpf_mode_unwinds_to_the_root() {
             .iter()
             .filter(|s| position(s, |f| f.contains("(busy.py:")).is_some())
             .collect();
-        let count = |pred: &dyn Fn(&RawStack) -> bool| -> u64 {
-            python.iter().filter(|s| pred(s)).map(|s| s.count).sum()
-        };
-        let all = count(&|_| true);
-        let good_root = count(&|s| rooted(s));
+        let all = count(python.iter().copied(), |_| true);
+        let good_root = count(python.iter().copied(), rooted);
         // main -> level_a -> level_b, root first, under the interpreter's own native frames.
-        let ordered = count(&|s| {
+        let ordered = count(python.iter().copied(), |s| {
             let main = position(s, |f| f.starts_with("main (busy.py"));
             let a = position(s, |f| f.starts_with("level_a (busy.py"));
             let b = position(s, |f| f.starts_with("level_b (busy.py"));
@@ -401,21 +379,14 @@ fn bpf_native_python_and_native_frames_agree_in_every_sample() {
             .and_then(|l| count_after(l, "native: "))
             .unwrap_or(0);
         let in_fn = |name: &str| -> u64 {
-            stacks
-                .iter()
-                .filter(|s| {
-                    s.frames
-                        .iter()
-                        .any(|f| f.starts_with(&format!("{name} (switching.py")))
-                })
-                .map(|s| s.count)
-                .sum()
+            let frame = format!("{name} (switching.py");
+            count(&stacks, |s| {
+                position(s, |f| f.starts_with(&frame)).is_some()
+            })
         };
-        let marked: u64 = stacks
-            .iter()
-            .filter(|s| s.frames.iter().any(|f| f.contains("mismatch")))
-            .map(|s| s.count)
-            .sum();
+        let marked = count(&stacks, |s| {
+            position(s, |f| f.contains("mismatch")).is_some()
+        });
         let (a, b) = (in_fn("func_a"), in_fn("func_b"));
         let ok = matches!((walked, late, mismatches), (Some(w), Some(l), Some(0)) if w >= 100 && l * 10 <= w)
             && marked == late_mismatches
@@ -527,15 +498,11 @@ fn bpf_walk_continues_deep_stacks_and_follows_threads() {
         match outcome.ok() {
             Ok(outcome) => {
                 let stacks = read_raw(&out).unwrap();
-                let spin: u64 = stacks
-                    .iter()
-                    .filter(|s| {
-                        s.root()
-                            .is_some_and(|r| r.contains(&format!("({worker_tid})")))
-                            && s.leaf() == Some(&format!("spin (threads.py:{spin_line})"))
-                    })
-                    .map(|s| s.count)
-                    .sum();
+                let spin = count(&stacks, |s| {
+                    s.root()
+                        .is_some_and(|r| r.contains(&format!("({worker_tid})")))
+                        && s.leaf() == Some(&format!("spin (threads.py:{spin_line})"))
+                });
                 let walked = count_after(
                     &outcome.stderr,
                     "Python stacks walked in BPF at the sample: ",
@@ -582,20 +549,14 @@ fn record_subprocesses_in_bpf_mode_follows_children_only() {
     .unwrap();
     let stacks = read_raw(&out).unwrap();
     let child_root = format!("({child_pid})");
-    let in_child: u64 = stacks
-        .iter()
-        .filter(|s| {
-            s.root().is_some_and(|r| r.ends_with(&child_root))
-                && s.leaf().is_some_and(|l| l.starts_with("level_b (busy.py:"))
-        })
-        .map(|s| s.count)
-        .sum();
+    let in_child = count(&stacks, |s| {
+        s.root().is_some_and(|r| r.ends_with(&child_root))
+            && s.leaf().is_some_and(|l| l.starts_with("level_b (busy.py:"))
+    });
     let other_root = format!("({})", other.pid());
-    let leaked: u64 = stacks
-        .iter()
-        .filter(|s| s.root().is_some_and(|r| r.ends_with(&other_root)))
-        .map(|s| s.count)
-        .sum();
+    let leaked = count(&stacks, |s| {
+        s.root().is_some_and(|r| r.ends_with(&other_root))
+    });
     assert!(
         in_child >= 20 && leaked == 0,
         "{in_child} samples of the child {child_pid} in level_b, {leaked} of the unrelated \
@@ -661,18 +622,18 @@ fn record_all_tells_a_reused_pid_from_the_old_process() {
         .iter()
         .filter(|s| s.root().is_some_and(|r| r.ends_with(&root_suffix)))
         .collect();
-    let count = |pred: &dyn Fn(&RawStack) -> bool| -> u64 {
-        mine.iter().filter(|s| pred(s)).map(|s| s.count).sum()
-    };
-    let has = |s: &RawStack, file: &str| s.frames.iter().any(|f| f.contains(file));
-    let old_stacks = count(&|s| has(s, "(busy.py:"));
-    let new_stacks = count(&|s| has(s, "(switching.py:"));
-    let mixed = count(&|s| has(s, "(busy.py:") && has(s, "(switching.py:"));
+    let has = |s: &RawStack, file: &str| position(s, |f| f.contains(file)).is_some();
+    let old_stacks = count(mine.iter().copied(), |s| has(s, "(busy.py:"));
+    let new_stacks = count(mine.iter().copied(), |s| has(s, "(switching.py:"));
+    let mixed = count(mine.iter().copied(), |s| {
+        has(s, "(busy.py:") && has(s, "(switching.py:")
+    });
     // A sample taken while a process starts or dies may not be readable; the rest must be.
-    let unreadable = count(&|s| {
-        s.frames
-            .iter()
-            .any(|f| f.starts_with("<unknown") || f.starts_with("<truncated"))
+    let unreadable = count(mine.iter().copied(), |s| {
+        position(s, |f| {
+            f.starts_with("<unknown") || f.starts_with("<truncated")
+        })
+        .is_some()
     });
     let unreadable_lines: Vec<String> = mine
         .iter()

@@ -42,30 +42,6 @@ fn record_native_with(
     read_raw(&out)
 }
 
-/// Whether the stack starts at a native root: the program's or a thread's first frame.
-fn rooted(s: &RawStack) -> bool {
-    s.root().is_some_and(|r| {
-        [
-            "_start (",
-            "main (",
-            "start_thread (",
-            "clone3 (",
-            "__clone3 (",
-        ]
-        .iter()
-        .any(|p| r.starts_with(p))
-    })
-}
-
-fn position(stack: &RawStack, pred: impl Fn(&str) -> bool) -> Option<usize> {
-    stack.frames.iter().position(|f| pred(f))
-}
-
-/// Samples of the stacks for which `pred` holds.
-fn count(stacks: &[RawStack], pred: impl Fn(&RawStack) -> bool) -> u64 {
-    stacks.iter().filter(|s| pred(s)).map(|s| s.count).sum()
-}
-
 #[test]
 fn python_calls_c_calls_python_in_true_order() {
     for_each_interpreter("python_calls_c_calls_python_in_true_order", |interp| {

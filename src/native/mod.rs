@@ -2,6 +2,7 @@
 //! (`symbolize`), unwinding a paused thread's stack with `.eh_frame` (`unwind`), and the merge
 //! of native and Python frames (`merge`) for `--native`.
 
+pub mod debug_info;
 pub mod merge;
 pub mod symbolize;
 pub mod unwind;

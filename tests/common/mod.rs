@@ -610,6 +610,39 @@ pub fn read_raw(path: &Path) -> Result<Vec<RawStack>> {
     parse_raw(&text).with_context(|| format!("profile {}:\n{}", path.display(), clip(&text, 3000)))
 }
 
+/// Index (root first) of the first frame of `stack` for which `pred` holds.
+pub fn position(stack: &RawStack, pred: impl Fn(&str) -> bool) -> Option<usize> {
+    stack.frames.iter().position(|f| pred(f))
+}
+
+/// Samples of the stacks for which `pred` holds.
+pub fn count<'a>(
+    stacks: impl IntoIterator<Item = &'a RawStack>,
+    pred: impl Fn(&RawStack) -> bool,
+) -> u64 {
+    stacks
+        .into_iter()
+        .filter(|s| pred(s))
+        .map(|s| s.count)
+        .sum()
+}
+
+/// `--native`: whether the stack starts at a native root, the program's or a thread's first
+/// frame (the unwinder got all the way).
+pub fn rooted(stack: &RawStack) -> bool {
+    stack.root().is_some_and(|r| {
+        [
+            "_start (",
+            "main (",
+            "start_thread (",
+            "clone3 (",
+            "__clone3 (",
+        ]
+        .iter()
+        .any(|p| r.starts_with(p))
+    })
+}
+
 /// Sum of the counts.
 pub fn total(stacks: &[RawStack]) -> u64 {
     stacks.iter().map(|s| s.count).sum()
