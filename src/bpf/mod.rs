@@ -49,7 +49,7 @@ mod python;
 mod sampler;
 
 pub use perf::{monotonic_ns, online_cpus, PerfEventKind};
-pub use python::{BpfFrameModel, PyLayout, PY_FRAME_READ};
+pub use python::{BpfFrameModel, CodeFields, PyLayout, PY_CODE_READ, PY_FRAME_READ};
 pub use sampler::{BpfConfig, BpfSampler, Samples, COUNTER_NAMES, MAX_USER_STACK_COPY};
 
 use std::io;
@@ -65,6 +65,11 @@ pub enum BpfError {
          (e.g. `sudo setcap cap_bpf,cap_perfmon+ep BINARY`)"
     )]
     Permission { step: String },
+    #[error(
+        "{step}: the kernel's BPF verifier refused the program (`RUST_LOG=debug` prints its \
+         log; please report it with `uname -r`); the user-space sampler works without BPF"
+    )]
+    Rejected { step: String },
     #[error(
         "the kernel has no BTF ({KERNEL_BTF} is missing): the BPF sampler needs a kernel built \
          with CONFIG_DEBUG_INFO_BTF=y; the user-space sampler works without it"
@@ -111,6 +116,21 @@ impl BpfError {
         }
     }
 
+    /// Classify a failed load of the BPF program: as root, "permission denied" is the
+    /// verifier's refusal, not a missing privilege.
+    pub(crate) fn load(source: libbpf_rs::Error) -> BpfError {
+        let step = "loading the BPF program";
+        #[allow(unsafe_code)]
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        match source.kind() {
+            libbpf_rs::ErrorKind::PermissionDenied if root => {
+                BpfError::Rejected { step: step.into() }
+            }
+            _ => BpfError::libbpf(step, source),
+        }
+    }
+
     /// Classify a failed system call made during `step`.
     pub(crate) fn os(step: impl Into<String>, source: io::Error) -> BpfError {
         let step = step.into();
@@ -145,6 +165,26 @@ mod tests {
             text.contains("CAP_BPF") && text.contains("CAP_PERFMON"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_refused_load_as_root_names_the_verifier_not_privileges() {
+        let denied = || libbpf_rs::Error::from(io::Error::from_raw_os_error(libc::EACCES));
+        let text = BpfError::load(denied()).to_string();
+        #[allow(unsafe_code)]
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            assert!(
+                text.contains("verifier") && !text.contains("CAP_BPF"),
+                "{text}"
+            );
+        } else {
+            assert!(text.contains("CAP_BPF"), "{text}");
+        }
+        let other = BpfError::load(libbpf_rs::Error::from(io::Error::from_raw_os_error(
+            libc::E2BIG,
+        )));
+        assert!(matches!(other, BpfError::Libbpf { .. }), "{other}");
     }
 
     #[test]
