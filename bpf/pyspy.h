@@ -30,6 +30,12 @@
 /* Bytes of one frame (PyFrameObject / _PyInterpreterFrame) read at once: every field the walk
  * needs lies below this (user space checks before it enables the walk for a process). */
 #define PY_FRAME_READ 128
+/* Bytes of a code object read to fingerprint it (pyspy_py_frame.code_id): every header field
+ * the fingerprint hashes lies below this (a power of two: offsets are masked by it). */
+#define PY_CODE_READ 256
+/* The fingerprint's hash (bpf/sampler.bpf.c code_id; src/python/code.rs mirrors it). */
+#define PY_CODE_ID_SEED 0x70797370795f6964ULL
+#define PY_CODE_ID_MUL 0x9e3779b97f4a7c15ULL
 /* Low bits of pyspy_py_frame.frame (frames are pointer-aligned, so these are free). */
 #define PY_FRAME_SHIM 1  /* an eval-loop entry shim (3.12+): no code, only its address */
 #define PY_FRAME_ENTRY 2 /* 3.11: is_entry was set (the root-most frame of one eval call) */
@@ -124,6 +130,14 @@ struct pyspy_py_layout {
 	__u32 owner_cstack;	    /* owner values of shim frames; PY_NO_FIELD: none */
 	__u32 owner_interpreter;
 	__u64 code_tag_mask;	    /* bits of f_executable that are tags, not address (3.14+) */
+	/* The code object fields the fingerprint hashes (pyspy_py_frame.code_id), read as 8 bytes
+	 * each (firstlineno: its low 4). code_read: bytes to read, 0 = no fingerprints. */
+	__u32 code_read;
+	__u32 code_type;	/* ob_type */
+	__u32 code_name;	/* co_qualname where the version has it, else co_name */
+	__u32 code_filename;
+	__u32 code_linetable;	/* co_linetable / co_lnotab */
+	__u32 code_firstlineno;
 };
 
 /* One frame the BPF walk recorded. */
@@ -131,6 +145,7 @@ struct pyspy_py_frame {
 	__u64 frame; /* the frame's address | PY_FRAME_SHIM / PY_FRAME_ENTRY */
 	__u64 code;  /* the code object (tag bits cleared); 0 for a shim */
 	__u64 instr; /* f_lasti (<= 3.10) or the instruction pointer (3.11+) */
+	__u64 code_id; /* fingerprint of the code object's header; 0: not read */
 };
 
 /* One ring-buffer record: one perf event firing on one CPU. Stacks are copied in whole (no

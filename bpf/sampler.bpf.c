@@ -26,6 +26,9 @@ const volatile bool kernel_stacks = true; /* record kernel stacks */
 /* Pages of user stack copied per sample of a user thread (struct pyspy_native_sample): 0 = no
  * copy, else 2..MAX_USER_STACK_PAGES (the first page is copied from sp up only). */
 const volatile __u32 user_stack_pages = 0;
+/* Walk Python frames with a bounded loop even where bpf_loop exists (tests cover that path on
+ * kernels that have bpf_loop; it is what kernels before 5.17 run). */
+const volatile bool bounded_python_walk = false;
 
 /* task_struct.flags: a kernel thread (no user stack). */
 #define PF_KTHREAD 0x00200000
@@ -78,9 +81,11 @@ struct {
 /* Ancestors looked at to decide whether a process descends from target_tgid. */
 #define MAX_ANCESTRY 16
 
-/* Scratch space for one frame's bytes (too large for the BPF stack next to the rest). */
+/* Scratch space for one frame's and one code object's bytes (too large for the BPF stack next
+ * to the rest). Each part has 8 bytes of slack past its masked offsets. */
 struct py_frame_buf {
 	__u8 bytes[PY_FRAME_READ + 8];
+	__u8 code[PY_CODE_READ + 8];
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -120,15 +125,118 @@ static __always_inline __u8 field_u8(struct py_frame_buf *buf, __u32 off)
 	return buf->bytes[off & (PY_FRAME_READ - 1)];
 }
 
+/* A field of the code object bytes in buf (as field_u64). */
+static __always_inline __u64 code_u64(struct py_frame_buf *buf, __u32 off)
+{
+	return *(__u64 *)&buf->code[off & (PY_CODE_READ - 1)];
+}
+
+static __always_inline __u64 code_id_mix(__u64 h, __u64 v)
+{
+	h = (h ^ v) * PY_CODE_ID_MUL;
+	return h ^ (h >> 29);
+}
+
+/* The code object's fingerprint (struct pyspy_py_frame.code_id): a hash of the header fields
+ * that tell it from another code object later at the same address. User space computes the
+ * same hash from the header it cached (src/python/code.rs, CodeId), so a known code object
+ * costs it no read. 0: not read (user space reads the header itself). */
+static __always_inline __u64 code_id(struct pyspy_py_layout *layout, struct py_frame_buf *buf,
+				     __u64 code)
+{
+	__u32 size = layout->code_read;
+	__u64 h = PY_CODE_ID_SEED;
+
+	if (code == 0 || size == 0 || size > PY_CODE_READ)
+		return 0;
+	if (bpf_probe_read_user(buf->code, size, (void *)code) != 0)
+		return 0;
+	h = code_id_mix(h, code_u64(buf, layout->code_type));
+	h = code_id_mix(h, code_u64(buf, layout->code_name));
+	h = code_id_mix(h, code_u64(buf, layout->code_filename));
+	h = code_id_mix(h, code_u64(buf, layout->code_linetable));
+	h = code_id_mix(h, (__u32)code_u64(buf, layout->code_firstlineno));
+	return h ? h : 1;
+}
+
+/* The state of one Python walk, shared by its steps. */
+struct py_walk {
+	struct pyspy_sample *s;
+	struct pyspy_py_layout *layout;
+	struct py_frame_buf *buf;
+	__u64 frame; /* the next frame to read; 0: the walk reached the root */
+	__u32 size;  /* bytes of a frame to read */
+	__u32 failed;
+};
+
+/* Frame i of the walk: recorded in s->py[i]. Returns 1 to stop (root reached, depth full or a
+ * read failed), 0 to go on; the signature is bpf_loop's callback. */
+static __always_inline long py_walk_step_inline(__u32 i, struct py_walk *w)
+{
+	struct pyspy_py_layout *layout = w->layout;
+	struct py_frame_buf *buf = w->buf;
+	struct pyspy_py_frame *f;
+	__u64 frame = w->frame, code, instr;
+	__u32 owner, size = w->size, idx;
+
+	if (frame == 0 || i >= MAX_PY_DEPTH)
+		return 1;
+	if (size > PY_FRAME_READ)
+		size = PY_FRAME_READ;
+	if (bpf_probe_read_user(buf->bytes, size, (void *)frame) != 0) {
+		w->failed = 1;
+		return 1;
+	}
+	/* Masked as well as checked: the compiler would otherwise index with a copy of i the check
+	 * did not bound (the verifier then refuses the access); the barrier keeps the mask. */
+	idx = i;
+	barrier_var(idx);
+	f = &w->s->py[idx & (MAX_PY_DEPTH - 1)];
+	code = field_u64(buf, layout->frame_code) & ~layout->code_tag_mask;
+	if (layout->frame_model == PY_MODEL_FRAME_OBJECT) {
+		/* f_lasti is an int; a frame that has not started has -1. */
+		instr = (__s32)field_u64(buf, layout->frame_instr);
+		if ((__s64)instr < 0)
+			instr = 0;
+		f->frame = frame | PY_FRAME_ENTRY;
+	} else {
+		instr = field_u64(buf, layout->frame_instr);
+		owner = field_u8(buf, layout->frame_owner);
+		if (owner == layout->owner_cstack || owner == layout->owner_interpreter) {
+			f->frame = frame | PY_FRAME_SHIM;
+			code = 0;
+			instr = 0;
+		} else if (layout->frame_is_entry != PY_NO_FIELD &&
+			   field_u8(buf, layout->frame_is_entry) != 0) {
+			f->frame = frame | PY_FRAME_ENTRY;
+		} else {
+			f->frame = frame;
+		}
+	}
+	w->frame = field_u64(buf, layout->frame_previous);
+	f->code = code;
+	f->instr = instr;
+	f->code_id = code_id(layout, buf, code);
+	w->s->py_len = i + 1;
+	return 0;
+}
+
+static long py_walk_step(__u32 i, void *w)
+{
+	return py_walk_step_inline(i, w);
+}
+
 /* The Python frames of the sampled thread, leaf first, into s->py (see enum pyspy_py_status).
- * The walk mirrors src/python/walk.rs, which finishes it (py_next) or replaces it (failures). */
+ * The walk mirrors src/python/walk.rs, which finishes it (py_next) or replaces it (failures).
+ * With bpf_loop (Linux 5.17+) the verifier checks one step instead of MAX_PY_DEPTH unrolled
+ * ones: loading the program costs ~30 ms less CPU, paid by every run. Older kernels (and
+ * bounded_python_walk, which tests set to cover this path) take a bounded loop. */
 static __always_inline void walk_python(struct task_struct *task, struct pyspy_sample *s)
 {
 	struct pyspy_py_layout *layout;
-	struct py_frame_buf *buf;
-	__u64 key, *tstate_p, tstate, thread_id, frame, code, instr;
-	__u32 zero = 0, tgid = s->tgid, i, size, owner;
-	long err;
+	struct py_walk w = {};
+	__u64 key, *tstate_p, tstate, thread_id, frame;
+	__u32 zero = 0, tgid = s->tgid, i;
 
 	s->py_status = PY_NOT_WALKED;
 	s->py_len = 0;
@@ -159,51 +267,30 @@ static __always_inline void walk_python(struct task_struct *task, struct pyspy_s
 				(void *)(frame + layout->cframe_current_frame)) != 0)
 		goto read_failed;
 
-	buf = bpf_map_lookup_elem(&py_scratch, &zero);
-	if (!buf)
+	w.buf = bpf_map_lookup_elem(&py_scratch, &zero);
+	if (!w.buf)
 		goto read_failed;
-	size = layout->frame_read;
-	if (size == 0 || size > PY_FRAME_READ)
-		size = PY_FRAME_READ;
-	for (i = 0; i < MAX_PY_DEPTH; i++) {
-		if (frame == 0) {
-			s->py_status = PY_WALKED;
-			return;
+	w.s = s;
+	w.layout = layout;
+	w.frame = frame;
+	w.size = layout->frame_read;
+	if (w.size == 0 || w.size > PY_FRAME_READ)
+		w.size = PY_FRAME_READ;
+	if (!bounded_python_walk && bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop)) {
+		bpf_loop(MAX_PY_DEPTH, py_walk_step, &w, 0);
+	} else {
+		for (i = 0; i < MAX_PY_DEPTH; i++) {
+			if (py_walk_step_inline(i, &w))
+				break;
 		}
-		err = bpf_probe_read_user(buf->bytes, size, (void *)frame);
-		if (err != 0)
-			goto read_failed;
-		code = field_u64(buf, layout->frame_code) & ~layout->code_tag_mask;
-		if (layout->frame_model == PY_MODEL_FRAME_OBJECT) {
-			/* f_lasti is an int; a frame that has not started has -1. */
-			instr = (__s32)field_u64(buf, layout->frame_instr);
-			if ((__s64)instr < 0)
-				instr = 0;
-			s->py[i].frame = frame | PY_FRAME_ENTRY;
-		} else {
-			instr = field_u64(buf, layout->frame_instr);
-			owner = field_u8(buf, layout->frame_owner);
-			if (owner == layout->owner_cstack || owner == layout->owner_interpreter) {
-				s->py[i].frame = frame | PY_FRAME_SHIM;
-				code = 0;
-				instr = 0;
-			} else if (layout->frame_is_entry != PY_NO_FIELD &&
-				   field_u8(buf, layout->frame_is_entry) != 0) {
-				s->py[i].frame = frame | PY_FRAME_ENTRY;
-			} else {
-				s->py[i].frame = frame;
-			}
-		}
-		s->py[i].code = code;
-		s->py[i].instr = instr;
-		s->py_len = i + 1;
-		frame = field_u64(buf, layout->frame_previous);
 	}
-	if (frame == 0) {
+	if (w.failed)
+		goto read_failed;
+	if (w.frame == 0) {
 		s->py_status = PY_WALKED;
 	} else {
 		s->py_status = PY_DEPTH;
-		s->py_next = frame;
+		s->py_next = w.frame;
 	}
 	return;
 

@@ -42,6 +42,9 @@ pub struct RawPyFrame {
     /// Position of the current instruction: a byte offset (<= 3.9), a code-unit index (3.10)
     /// or the instruction pointer (3.11+). Interpreted only by the version's line table.
     pub instr: u64,
+    /// The code object's fingerprint as the BPF program read it at the sample
+    /// (`BpfPyFrame::code_id`); 0 when not read (the code cache then reads the header).
+    pub code_id: u64,
 }
 
 /// A resolved Python frame.
@@ -205,6 +208,9 @@ pub struct BpfPyFrame {
     pub shim: bool,
     /// 3.11's `is_entry`; always set on <= 3.10, where every frame is its own eval call.
     pub entry: bool,
+    /// A hash of the code object's header fields that tell it from a later code object at
+    /// the same address (`python::code::CodeId`); 0 when the program did not read them.
+    pub code_id: u64,
 }
 
 /// The user registers a native unwind starts from (x86-64), as the BPF sampler captured them.

@@ -523,6 +523,86 @@ fn bpf_walk_continues_deep_stacks_and_follows_threads() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// The Python walk in BPF, by both of its loops (bpf_loop, and the bounded loop kernels before
+/// 5.17 run, forced with PYSPY_BPF_BOUNDED_WALK=1), on every interpreter: the stacks are
+/// busy.py's own, and the code objects are recognised from the fingerprint the program reads
+/// (user space reads a code object only the first time it sees it).
+#[test]
+fn bpf_walk_loops_and_code_fingerprints_on_every_interpreter() {
+    if !require_root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let busy_line = line_of("busy.py", "busy");
+    let call_b = line_of("busy.py", "call_b");
+    let mut failures = Vec::new();
+    for interp in interpreters() {
+        let target = interp.start("busy.py", &[]).unwrap();
+        target.wait_ready().unwrap();
+        let pid = target.pid().to_string();
+        for bounded in ["0", "1"] {
+            let dir = TempDir::new("bpf-fingerprint");
+            let out = dir.join("busy.txt");
+            let out_s = out.display().to_string();
+            let outcome = run(
+                pyspy_bpf()
+                    .env("PYSPY_BPF_BOUNDED_WALK", bounded)
+                    .env("RUST_LOG", "pyspy_bpf=info")
+                    .args([
+                        "record", "--mode", "bpf", "-f", "raw", "-d", "1.5", "-o", &out_s, "--pid",
+                        &pid,
+                    ]),
+                RUN_TIMEOUT,
+            )
+            .unwrap();
+            let label = format!("{} (bounded walk: {bounded})", interp.label());
+            let outcome = match outcome.ok() {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    failures.push(format!("{label}: {e}"));
+                    continue;
+                }
+            };
+            let stacks = read_raw(&out).unwrap();
+            let all = total(&stacks);
+            let leaf = format!("level_b (busy.py:{busy_line})");
+            let caller = format!("level_a (busy.py:{call_b})");
+            let good = count(&stacks, |s| {
+                s.leaf() == Some(&leaf)
+                    && s.frames.len() >= 2
+                    && s.frames[s.frames.len() - 2] == caller
+            });
+            let walked = count_after(
+                &outcome.stderr,
+                "Python stacks walked in BPF at the sample: ",
+            );
+            let known = count_after(&outcome.stderr, "INFO  pyspy_bpf::sampler::bpf] ");
+            let resolved = count_after(&outcome.stderr, " of ");
+            let fingerprinted =
+                matches!((known, resolved), (Some(k), Some(r)) if r > 0 && k * 10 >= r * 8);
+            if all < 30
+                || good * 10 < all * 9
+                || walked.is_none_or(|w| w * 10 < all * 9)
+                || !fingerprinted
+            {
+                failures.push(format!(
+                    "{label}: {good} of {all} stacks end in {caller};{leaf}, {walked:?} walked \
+                     in BPF, {known:?} of {resolved:?} frames known by fingerprint\n{}\n{}",
+                    summary(&stacks),
+                    outcome.describe()
+                ));
+            } else {
+                eprintln!(
+                    "{label}: {good} of {all} stacks right, {} of {} frames by fingerprint",
+                    known.unwrap_or(0),
+                    resolved.unwrap_or(0)
+                );
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
 /// `--mode bpf -s`: the BPF program follows the target's descendants by their ancestry, so a
 /// child started by the target is recorded under its own `name (pid)` root, and an unrelated
 /// busy process is not.

@@ -30,11 +30,50 @@ pub struct PyLayout {
     pub owner_cstack: Option<u8>,
     pub owner_interpreter: Option<u8>,
     pub code_tag_mask: u64,
+    /// The code object fields the program fingerprints each frame's code object by.
+    pub code: CodeFields,
+}
+
+/// Offsets in the code object of the header fields `pyspy_py_frame.code_id` hashes (the ones
+/// `python::code` tells code objects apart by).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodeFields {
+    pub type_: u32,
+    /// `co_qualname` where the version has it, else `co_name`.
+    pub name: u32,
+    pub filename: u32,
+    pub linetable: u32,
+    pub firstlineno: u32,
+}
+
+impl CodeFields {
+    /// Bytes of a code object to read: up to the end of the furthest field (read as 8 bytes),
+    /// or `None` when one lies beyond what the program reads (it then sends no fingerprints
+    /// and user space reads the headers itself).
+    pub fn read_len(&self) -> Option<u32> {
+        let fields = [
+            self.type_,
+            self.name,
+            self.filename,
+            self.linetable,
+            self.firstlineno,
+        ];
+        let end = fields
+            .iter()
+            .map(|f| f.checked_add(8))
+            .collect::<Option<Vec<u32>>>()?
+            .into_iter()
+            .max()?;
+        (end <= PY_CODE_READ).then_some(end)
+    }
 }
 
 /// Bytes of a frame the BPF program reads at once (`PY_FRAME_READ`): every frame field must
 /// end within them.
 pub const PY_FRAME_READ: u32 = 128;
+
+/// Bytes of a code object the BPF program reads at most to fingerprint it (`PY_CODE_READ`).
+pub const PY_CODE_READ: u32 = 256;
 
 impl PyLayout {
     /// Bytes of a frame to read: up to the end of the furthest field (read as 8 bytes), or
@@ -71,7 +110,29 @@ mod tests {
             owner_cstack: Some(3),
             owner_interpreter: None,
             code_tag_mask: 0,
+            code: CodeFields {
+                type_: 8,
+                name: 120,
+                filename: 112,
+                linetable: 136,
+                firstlineno: 68,
+            },
         }
+    }
+
+    #[test]
+    fn code_read_covers_every_field_and_refuses_far_ones() {
+        assert_eq!(layout().code.read_len(), Some(144));
+        let far = CodeFields {
+            linetable: 250,
+            ..layout().code
+        };
+        assert_eq!(far.read_len(), None);
+        let overflow = CodeFields {
+            name: u32::MAX,
+            ..layout().code
+        };
+        assert_eq!(overflow.read_len(), None);
     }
 
     #[test]

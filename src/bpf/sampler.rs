@@ -74,7 +74,11 @@ pub const COUNTER_NAMES: [&str; generated::ERROR_NAMES.len() + 2] = {
 /// How long the reader thread waits for records before checking whether to stop.
 /// The BPF program submits records without waking us (unless they pile up: see
 /// `wakeup_flag` in sampler.bpf.c), so this is also the longest a record waits to be read.
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
+const POLL_INTERVAL: Duration = Duration::from_millis(25);
+
+/// Set to 1, the BPF program walks Python frames with its bounded loop (what kernels without
+/// bpf_loop, before 5.17, run) instead of bpf_loop: tests cover that path with it.
+pub const BOUNDED_WALK_ENV: &str = "PYSPY_BPF_BOUNDED_WALK";
 
 /// Settings of one BPF sampling run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,15 +201,15 @@ impl BpfSampler {
         rodata.skip_idle = !config.include_idle;
         rodata.kernel_stacks = config.kernel_stacks;
         rodata.user_stack_pages = config.copy_user_stack.map_or(0, user_stack_pages);
+        // The Python walk's fallback for kernels without bpf_loop, forced on for tests.
+        rodata.bounded_python_walk = std::env::var_os(BOUNDED_WALK_ENV).is_some_and(|v| v == "1");
         let ringbuf_bytes = u32::try_from(config.ringbuf_bytes)
             .map_err(|_| BpfError::Config("ring buffer too large".into()))?;
         open.maps
             .samples
             .set_max_entries(ringbuf_bytes)
             .map_err(|e| BpfError::libbpf("sizing the ring buffer", e))?;
-        let skel = open
-            .load()
-            .map_err(|e| BpfError::libbpf("loading the BPF program", e))?;
+        let skel = open.load().map_err(BpfError::load)?;
 
         let cpus = perf::online_cpus().map_err(|e| BpfError::os("listing online CPUs", e))?;
         let mut links = Vec::with_capacity(cpus.len());
@@ -362,6 +366,12 @@ impl BpfSampler {
             owner_cstack: layout.owner_cstack.map_or(PY_NO_FIELD, u32::from),
             owner_interpreter: layout.owner_interpreter.map_or(PY_NO_FIELD, u32::from),
             code_tag_mask: layout.code_tag_mask,
+            code_read: layout.code.read_len().unwrap_or(0),
+            code_type: layout.code.type_,
+            code_name: layout.code.name,
+            code_filename: layout.code.filename,
+            code_linetable: layout.code.linetable,
+            code_firstlineno: layout.code.firstlineno,
         };
         self.skel
             .maps
@@ -675,8 +685,8 @@ fn thread_key(tgid: u32, tid: u32) -> [u8; 8] {
 
 fn layout_bytes(layout: &pyspy_py_layout) -> &[u8] {
     #[allow(unsafe_code)]
-    // SAFETY: pyspy_py_layout is a #[repr(C)] struct of twelve u32 and one u64 (no padding: every
-    // byte is initialized); the slice borrows it for its lifetime.
+    // SAFETY: pyspy_py_layout is a #[repr(C)] struct of twelve u32, one u64 and six u32 (no
+    // padding: every byte is initialized); the slice borrows it for its lifetime.
     unsafe {
         std::slice::from_raw_parts(
             (layout as *const pyspy_py_layout).cast::<u8>(),
@@ -704,6 +714,7 @@ fn python_part(record: &pyspy_sample) -> BpfPython {
             instr: f.instr,
             shim: f.frame & PY_FRAME_SHIM != 0,
             entry: f.frame & PY_FRAME_ENTRY != 0,
+            code_id: f.code_id,
         })
         .collect();
     BpfPython {
@@ -823,7 +834,8 @@ mod tests {
                 code: 0xa000,
                 instr: 0xa040,
                 shim: false,
-                entry: true
+                entry: true,
+                code_id: 0,
             }
         );
         assert!(python.frames[1].shim && python.frames[1].frame == 0x2000);

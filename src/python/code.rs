@@ -2,6 +2,7 @@
 //! so it is read once per (process, address) and cached; only the line is computed per sample.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::linetable::line_for;
@@ -13,6 +14,19 @@ use crate::process::memory::{MemoryError, RemoteMemory};
 
 /// Code objects cached per process before the cache is cleared (a bound on memory).
 const MAX_CACHED_CODES: usize = 100_000;
+
+/// Frames `resolve_all` resolved, and those of them known from the BPF program's fingerprint
+/// without a read (process-wide: `record` logs them at the end of a BPF run).
+static FRAMES_RESOLVED: AtomicU64 = AtomicU64::new(0);
+static FRAMES_BY_FINGERPRINT: AtomicU64 = AtomicU64::new(0);
+
+/// (frames known by fingerprint, frames resolved) since the program started.
+pub fn fingerprint_stats() -> (u64, u64) {
+    (
+        FRAMES_BY_FINGERPRINT.load(Ordering::Relaxed),
+        FRAMES_RESOLVED.load(Ordering::Relaxed),
+    )
+}
 
 /// What we keep of a code object.
 #[derive(Debug)]
@@ -47,22 +61,41 @@ impl CodeCache {
         self.resolve_with_header(mem, o, raw, header)
     }
 
-    /// Resolve a stack's raw frames, leaf first. The code objects' headers (what tells a
-    /// cached code object from a new one at the same address) are read together, in one
-    /// system call for the whole stack instead of one per frame.
+    /// Resolve a stack's raw frames, leaf first. A frame whose `code_id` (the fingerprint the
+    /// BPF program read at the sample) matches the cached code object's needs no read; the
+    /// other code objects' headers (what tells a cached code object from a new one at the same
+    /// address) are read together, in one system call for the whole stack.
     pub fn resolve_all(
         &mut self,
         mem: &dyn RemoteMemory,
         o: &PyOffsets,
         raws: &[RawPyFrame],
     ) -> Vec<Frame> {
-        let fields = code_fields(o);
-        let addrs: Vec<Addr> = raws.iter().map(|r| r.code_addr).collect();
-        read_structs(mem, &addrs, &fields)
-            .into_iter()
-            .zip(raws)
-            .map(|(header, raw)| self.resolve_with_header(mem, o, *raw, header))
+        let mut out: Vec<Option<Frame>> =
+            raws.iter().map(|raw| self.resolve_known(o, raw)).collect();
+        let unknown: Vec<usize> = (0..raws.len()).filter(|&i| out[i].is_none()).collect();
+        FRAMES_RESOLVED.fetch_add(raws.len() as u64, Ordering::Relaxed);
+        FRAMES_BY_FINGERPRINT.fetch_add((raws.len() - unknown.len()) as u64, Ordering::Relaxed);
+        if !unknown.is_empty() {
+            let fields = code_fields(o);
+            let addrs: Vec<Addr> = unknown.iter().map(|&i| raws[i].code_addr).collect();
+            for (header, &i) in read_structs(mem, &addrs, &fields).into_iter().zip(&unknown) {
+                out[i] = Some(self.resolve_with_header(mem, o, raws[i], header));
+            }
+        }
+        out.into_iter()
+            .map(|f| f.unwrap_or(Frame::Unknown(Reason::ReadFailed)))
             .collect()
+    }
+
+    /// The frame of a cached code object whose fingerprint the BPF program read (`code_id`)
+    /// and found unchanged; `None` to read its header.
+    fn resolve_known(&self, o: &PyOffsets, raw: &RawPyFrame) -> Option<Frame> {
+        if raw.code_id == 0 {
+            return None;
+        }
+        let (known, info) = self.codes.get(&raw.code_addr)?;
+        (known.code_id() == raw.code_id).then(|| frame_of(o, info, *raw))
     }
 
     fn resolve_with_header(
@@ -80,13 +113,7 @@ impl CodeCache {
             Err(CodeError::NotCode) => return Frame::Unknown(Reason::BadObject),
             Err(CodeError::Memory(_)) => return Frame::Unknown(Reason::ReadFailed),
         };
-        let line = line_of(o, &info, raw).unwrap_or(0);
-        Frame::Python(PyFrame {
-            function: info.function.clone(),
-            filename: info.filename.clone(),
-            line,
-            first_line: info.first_line,
-        })
+        frame_of(o, &info, raw)
     }
 
     fn code_info(
@@ -169,7 +196,35 @@ struct Fingerprint {
     first_line: i32,
 }
 
+/// `PY_CODE_ID_SEED` and `PY_CODE_ID_MUL` in bpf/pyspy.h.
+const CODE_ID_SEED: u64 = 0x7079_7370_795f_6964;
+const CODE_ID_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+
 impl Fingerprint {
+    /// The hash of these fields the BPF program computes from the code object's header
+    /// (`code_id` in bpf/sampler.bpf.c, same fields in the same order): equal ids say the code
+    /// object at the address is still the one cached, without reading it.
+    fn code_id(&self) -> u64 {
+        let mix = |h: u64, v: u64| {
+            let h = (h ^ v).wrapping_mul(CODE_ID_MUL);
+            h ^ (h >> 29)
+        };
+        let h = [
+            self.type_addr,
+            self.name,
+            self.filename,
+            self.line_table,
+            u64::from(self.first_line as u32),
+        ]
+        .into_iter()
+        .fold(CODE_ID_SEED, mix);
+        if h == 0 {
+            1
+        } else {
+            h
+        }
+    }
+
     fn of(header: &StructBytes, o: &PyOffsets) -> Fingerprint {
         Fingerprint {
             type_addr: header.u64(o.object_type),
@@ -201,6 +256,16 @@ fn read_code(
     })
 }
 
+/// The frame `raw` is, in code object `info`.
+fn frame_of(o: &PyOffsets, info: &CodeInfo, raw: RawPyFrame) -> Frame {
+    Frame::Python(PyFrame {
+        function: info.function.clone(),
+        filename: info.filename.clone(),
+        line: line_of(o, info, raw).unwrap_or(0),
+        first_line: info.first_line,
+    })
+}
+
 /// The line of the frame's current instruction.
 fn line_of(o: &PyOffsets, info: &CodeInfo, raw: RawPyFrame) -> Option<u32> {
     let position = match o.line_table {
@@ -212,4 +277,123 @@ fn line_of(o: &PyOffsets, info: &CodeInfo, raw: RawPyFrame) -> Option<u32> {
         _ => raw.instr,
     };
     line_for(o.line_table, &info.line_table, info.first_line, position)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::process::memory::LocalMemory;
+    use crate::python::objects::tests::Image;
+
+    /// Memory that counts its reads.
+    struct Counting {
+        inner: LocalMemory,
+        reads: Cell<usize>,
+    }
+
+    impl RemoteMemory for Counting {
+        fn read_into(&self, addr: Addr, buf: &mut [u8]) -> Result<(), MemoryError> {
+            self.reads.set(self.reads.get() + 1);
+            self.inner.read_into(addr, buf)
+        }
+    }
+
+    /// A 3.11 image with one code object `work` of `app.py` (line 7), and its address.
+    fn image_with_code() -> (Image, Addr) {
+        let mut img = Image::new((3, 11));
+        let o = img.o.clone();
+        let code_type = img.alloc(512);
+        let type_name = img.alloc(16);
+        let i = (type_name - img.base) as usize;
+        img.bytes[i..i + 5].copy_from_slice(b"code\0");
+        img.put(code_type + o.type_name, type_name);
+        let (name, filename) = (img.string("work"), img.string("app.py"));
+        let code = img.alloc(512);
+        img.put(code + o.object_type, code_type);
+        img.put(code + o.code_name, name);
+        img.put(code + o.code_qualname.expect("3.11 has co_qualname"), name);
+        img.put(code + o.code_filename, filename);
+        img.put(code + o.code_firstlineno, 7);
+        (img, code)
+    }
+
+    #[test]
+    fn a_matching_fingerprint_spares_the_read_and_a_stale_one_does_not() {
+        let (img, code) = image_with_code();
+        let o = img.o.clone();
+        let mem = Counting {
+            inner: img.mem(),
+            reads: Cell::new(0),
+        };
+        let mut cache = CodeCache::default();
+        let raw = |code_id| RawPyFrame {
+            code_addr: code,
+            instr: 0,
+            code_id,
+        };
+        let function = |frames: Vec<Frame>| match &frames[..] {
+            [Frame::Python(f)] => f.function.clone(),
+            other => panic!("{other:?}"),
+        };
+        // First sight: read (the BPF program's id is not trusted for an uncached address).
+        assert_eq!(function(cache.resolve_all(&mem, &o, &[raw(5)])), "work");
+        let first = mem.reads.get();
+        assert!(first > 0);
+        let header = read_struct(&mem, code, &code_fields(&o)).unwrap();
+        let id = Fingerprint::of(&header, &o).code_id();
+        assert_ne!(id, 0);
+        mem.reads.set(0);
+        // The id the program computed from the same header: no read at all.
+        assert_eq!(function(cache.resolve_all(&mem, &o, &[raw(id)])), "work");
+        assert_eq!(mem.reads.get(), 0);
+        // Another id (a new code object at this address) or none: the header is read.
+        assert_eq!(
+            function(cache.resolve_all(&mem, &o, &[raw(id ^ 1)])),
+            "work"
+        );
+        assert!(mem.reads.get() > 0);
+        mem.reads.set(0);
+        assert_eq!(function(cache.resolve_all(&mem, &o, &[raw(0)])), "work");
+        assert!(mem.reads.get() > 0);
+    }
+
+    #[test]
+    fn the_fingerprint_covers_every_field() {
+        let base = Fingerprint {
+            type_addr: 1,
+            name: 2,
+            filename: 3,
+            line_table: 4,
+            first_line: 5,
+        };
+        let variants = [
+            Fingerprint {
+                type_addr: 9,
+                ..base
+            },
+            Fingerprint { name: 9, ..base },
+            Fingerprint {
+                filename: 9,
+                ..base
+            },
+            Fingerprint {
+                line_table: 9,
+                ..base
+            },
+            Fingerprint {
+                first_line: 9,
+                ..base
+            },
+            Fingerprint {
+                first_line: -1,
+                ..base
+            },
+        ];
+        for v in variants {
+            assert_ne!(v.code_id(), base.code_id(), "{v:?}");
+            assert_ne!(v.code_id(), 0);
+        }
+    }
 }

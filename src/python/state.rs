@@ -158,14 +158,21 @@ impl PythonProcess {
     }
 
     /// The stack of the one thread with OS thread id `tid`, which is known to be on a CPU
-    /// (the BPF sampler just sampled it); `None` if it has no Python thread state.
-    pub fn thread_stack(&mut self, tid: u32) -> Result<Option<StackTrace>, SampleError> {
+    /// (the BPF sampler just sampled it), with the eval-loop boundaries and entry shims of
+    /// `stacks_with_entries`; `None` if it has no Python thread state. `want` as in
+    /// `thread_stack_from_bpf`: a process's first read would otherwise look up every
+    /// thread's `threading` name (a hundred reads) for a profile that does not show them.
+    pub fn thread_stack_with_entries(
+        &mut self,
+        tid: u32,
+        want: StackExtras,
+    ) -> Result<Option<StackWithEntries>, SampleError> {
         let fresh = self
             .tstates_read_at
             .is_some_and(|at| at.elapsed() < TSTATE_MAP_TTL);
         if let (true, Some(&t)) = (fresh, self.tstates.get(&tid)) {
-            if let Some((stack, _, _)) = self.one_thread(t, tid)? {
-                return Ok(Some(stack));
+            if let Some(read) = self.one_thread(t, tid, want)? {
+                return Ok(Some(read));
             }
         }
         // Unknown thread, a thread state that moved on, or time for a refresh: read them all.
@@ -174,34 +181,11 @@ impl PythonProcess {
             include_idle: true,
             gil_only: false,
         };
-        Ok(self
-            .read_threads(all, |_| true, |t| t == Some(tid), None)?
-            .pop()
-            .map(|s| s.trace))
-    }
-
-    /// `thread_stack` for BPF `--native`: with the eval-loop boundaries and entry shims of
-    /// `stacks_with_entries`.
-    pub fn thread_stack_with_entries(
-        &mut self,
-        tid: u32,
-    ) -> Result<Option<StackWithEntries>, SampleError> {
-        let fresh = self
-            .tstates_read_at
-            .is_some_and(|at| at.elapsed() < TSTATE_MAP_TTL);
-        if let (true, Some(&t)) = (fresh, self.tstates.get(&tid)) {
-            if let Some(read) = self.one_thread(t, tid)? {
-                return Ok(Some(read));
-            }
-        }
-        self.tstates_read_at = Some(Instant::now());
-        let all = StackOptions {
-            include_idle: true,
-            gil_only: false,
-        };
-        Ok(self
-            .read_threads_with_entries(all, |_| true, |t| t == Some(tid))?
-            .pop())
+        let read = self.read_threads_full(all, |_| true, |t| t == Some(tid), None, want)?;
+        Ok(read
+            .into_iter()
+            .map(|(trace, (entry, shims), _)| (trace, entry, shims))
+            .next())
     }
 
     /// The OS thread id -> thread-state address of every thread seen by the last full read
@@ -242,6 +226,7 @@ impl PythonProcess {
         &mut self,
         t: ThreadState,
         tid: u32,
+        want: StackExtras,
     ) -> Result<Option<StackWithEntries>, SampleError> {
         let o = &self.interpreter.offsets;
         let mem: &dyn RemoteMemory = &self.mem;
@@ -255,7 +240,7 @@ impl PythonProcess {
             return Ok(None);
         }
         let walk = walk_thread(mem, o, t.addr);
-        Ok(Some(self.finish_stack(t, tid, walk, StackExtras::ALL)))
+        Ok(Some(self.finish_stack(t, tid, walk, want)))
     }
 
     /// Thread `tid`'s walk resolved into a stack (names, GIL) with its entry flags and shims.
@@ -316,7 +301,7 @@ impl PythonProcess {
         select: impl Fn(Option<u32>) -> bool,
         locals: Option<ReprLimits>,
     ) -> Result<Vec<StackWithLocals>, SampleError> {
-        let read = self.read_threads_full(opts, is_running, select, locals)?;
+        let read = self.read_threads_full(opts, is_running, select, locals, StackExtras::ALL)?;
         Ok(read
             .into_iter()
             .map(|(trace, _, locals)| StackWithLocals { trace, locals })
@@ -329,7 +314,7 @@ impl PythonProcess {
         is_running: impl Fn(u32) -> bool,
         select: impl Fn(Option<u32>) -> bool,
     ) -> Result<Vec<StackWithEntries>, SampleError> {
-        let read = self.read_threads_full(opts, is_running, select, None)?;
+        let read = self.read_threads_full(opts, is_running, select, None, StackExtras::ALL)?;
         Ok(read
             .into_iter()
             .map(|(trace, (entry, shims), _)| (trace, entry, shims))
@@ -337,7 +322,8 @@ impl PythonProcess {
     }
 
     /// Each selected thread's stack, its `Walk::entry` flags and (with `locals`) the locals
-    /// of each Python frame.
+    /// of each Python frame; the GIL flag and thread names only as `want` asks (`gil_only`
+    /// reads the GIL anyway).
     #[allow(clippy::type_complexity)]
     fn read_threads_full(
         &mut self,
@@ -345,6 +331,7 @@ impl PythonProcess {
         is_running: impl Fn(u32) -> bool,
         select: impl Fn(Option<u32>) -> bool,
         locals: Option<ReprLimits>,
+        want: StackExtras,
     ) -> Result<Vec<(StackTrace, (Vec<bool>, Vec<Addr>), Vec<FrameLocals>)>, SampleError> {
         let pid = self.pid;
         let o = &self.interpreter.offsets;
@@ -360,7 +347,10 @@ impl PythonProcess {
         for &interp in &interps {
             threads.extend(thread_states(mem, o, interp).map_err(lost)?);
         }
-        let holders = gil_holders(mem, o, self.interpreter.gil, &interps);
+        let holders = match want.gil || opts.gil_only {
+            true => gil_holders(mem, o, self.interpreter.gil, &interps),
+            false => Vec::new(),
+        };
         let os_tids = proc::threads(pid).map_err(|_| SampleError::Exited { pid })?;
         let need_mapping: Vec<u64> = threads
             .iter()
@@ -422,9 +412,12 @@ impl PythonProcess {
                 ident: t.ident,
                 tid,
             };
-            let thread_name = self
-                .names
-                .name(mem, o, key, || tid.and_then(|t| proc::thread_comm(pid, t)));
+            let thread_name = match want.thread_name {
+                true => self
+                    .names
+                    .name(mem, o, key, || tid.and_then(|t| proc::thread_comm(pid, t))),
+                false => None,
+            };
             let stack = StackTrace {
                 pid,
                 tid,

@@ -64,6 +64,7 @@ pub fn walk_bpf_frames(
             instr: f.instr,
             shim: f.shim,
             entry: f.entry,
+            code_id: f.code_id,
         };
         if let Err(reason) = builder.push(f.frame, read) {
             builder.walk.truncated = Some(reason);
@@ -97,6 +98,8 @@ struct FrameRead {
     shim: bool,
     /// The root-most frame of its eval-loop call (3.11 `is_entry`; every frame on <= 3.10).
     entry: bool,
+    /// `RawPyFrame::code_id` (BPF reads only).
+    code_id: u64,
 }
 
 /// Builds a `Walk` frame by frame, leaf first, from reads of target memory or from the BPF
@@ -133,6 +136,7 @@ impl<'o> Builder<'o> {
             self.walk.frames.push(RawPyFrame {
                 code_addr: f.code,
                 instr: f.instr,
+                code_id: f.code_id,
             });
             if self.keep_addrs {
                 self.walk.frame_addrs.push(frame);
@@ -191,6 +195,7 @@ fn read_frame_object(
         instr: f.i32(lasti).max(0) as u64,
         shim: false,
         entry: true,
+        code_id: 0,
     };
     Ok((read, f.u64(back)))
 }
@@ -219,6 +224,7 @@ fn read_interpreter_frame(
         instr: f.u64(instr),
         shim: Some(owner) == o.owner_cstack || Some(owner) == o.owner_interpreter,
         entry: o.iframe_is_entry.is_some() && f.u8(is_entry) != 0,
+        code_id: 0,
     };
     Ok((read, f.u64(previous)))
 }
@@ -375,6 +381,7 @@ mod tests {
             instr: code + 0x40,
             shim,
             entry: false,
+            code_id: 0,
         }
     }
 

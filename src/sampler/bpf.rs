@@ -275,6 +275,11 @@ pub fn run(
     }
     summary.processes = table.len();
     summary.lost = losses(counters, summary.stale);
+    let (known, resolved) = crate::python::code::fingerprint_stats();
+    log::info!(
+        "{known} of {resolved} Python frames resolved from the BPF program's code fingerprint \
+         (no read of the code object)"
+    );
     Ok(summary)
 }
 
@@ -469,7 +474,7 @@ fn read_python(
         Some((_, n)) => *n += 1,
         None => summary.python_read_late.push((why, 1)),
     }
-    (process.thread_stack_with_entries(raw.tid), false)
+    (process.thread_stack_with_entries(raw.tid, want), false)
 }
 
 fn kernel_frames(raw: &RawSample, symbols: &mut Resolver) -> Vec<Frame> {

@@ -2,7 +2,7 @@
 //! `_Py_DebugOffsets` where the interpreter has them) become the BPF program's
 //! `pyspy_py_layout`, so the walk in BPF and the walk in `python::walk` use the same numbers.
 
-use crate::bpf::{BpfFrameModel, PyLayout};
+use crate::bpf::{BpfFrameModel, CodeFields, PyLayout};
 use crate::python::offsets::{FrameModel, PyOffsets};
 
 /// The layout the BPF program walks this version with, or why it cannot (the sample then keeps
@@ -14,6 +14,14 @@ pub fn layout_for(o: &PyOffsets) -> Result<PyLayout, String> {
         u32::try_from(value).map_err(|_| format!("{name} offset {value} is out of range"))
     };
     let small = |value: u64, name: &str| field(Some(value), name);
+    // The fields `python::code` fingerprints a code object by, in the same order.
+    let code = CodeFields {
+        type_: small(o.object_type, "object.ob_type")?,
+        name: small(o.code_qualname.unwrap_or(o.code_name), "code.co_qualname")?,
+        filename: small(o.code_filename, "code.co_filename")?,
+        linetable: small(o.code_linetable, "code.co_linetable")?,
+        firstlineno: small(o.code_firstlineno, "code.co_firstlineno")?,
+    };
     let layout = match o.frame_model {
         FrameModel::FrameObject => PyLayout {
             frame_model: BpfFrameModel::FrameObject,
@@ -28,6 +36,7 @@ pub fn layout_for(o: &PyOffsets) -> Result<PyLayout, String> {
             owner_cstack: None,
             owner_interpreter: None,
             code_tag_mask: 0,
+            code,
         },
         FrameModel::CFrame | FrameModel::CurrentFrame => PyLayout {
             frame_model: if o.frame_model == FrameModel::CFrame {
@@ -53,6 +62,7 @@ pub fn layout_for(o: &PyOffsets) -> Result<PyLayout, String> {
             owner_cstack: o.owner_cstack,
             owner_interpreter: o.owner_interpreter,
             code_tag_mask: o.executable_tag_mask,
+            code,
         },
     };
     if layout.frame_read().is_none() {
@@ -80,6 +90,7 @@ mod tests {
             assert_eq!(layout.frame_model, expected, "{major}.{minor}");
             assert_eq!(layout.frame_is_entry.is_some(), o.iframe_is_entry.is_some());
             assert!(layout.frame_read().is_some(), "{major}.{minor}");
+            assert!(layout.code.read_len().is_some(), "{major}.{minor}");
         }
     }
 }
