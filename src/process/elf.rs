@@ -39,6 +39,9 @@ pub struct ElfImage {
     pub symbols: HashMap<String, (u64, u64)>,
     /// PT_LOAD segments as (file offset, virtual address).
     pub load_segments: Vec<(u64, u64)>,
+    /// The entry point as linked (`e_entry`): with the process's `AT_ENTRY` it gives the load
+    /// bias of its executable without reading `/proc/PID/maps`.
+    pub entry: u64,
     /// Every NUL-delimited `MAJOR.MINOR.PATCH` literal (2.x/3.x) found in the file.
     versions: Vec<(u8, u8, u8)>,
 }
@@ -88,6 +91,7 @@ impl ElfImage {
             keep_wanted(syms, strtab, wanted, &mut symbols);
         }
         let load_segments = load_segments(&elf.program_headers);
+        let entry = elf.entry;
         drop(elf);
         let versions = if scan_versions_if(&symbols) {
             scan_versions(&bytes)
@@ -98,6 +102,7 @@ impl ElfImage {
             path: path.into(),
             symbols,
             load_segments,
+            entry,
             versions,
         })
     }
@@ -256,6 +261,7 @@ fn load_parts(
         path: PathBuf::new(),
         symbols,
         load_segments: load_segments(&phdrs),
+        entry: header.e_entry,
         versions,
     }))
 }
@@ -355,6 +361,9 @@ mod tests {
         let here = finds_symbols_and_bias_of_own_binary as *const () as usize as u64;
         assert!(own.iter().any(|m| m.contains(here)));
         assert_eq!(bias % 4096, 0);
+        // The same bias from the entry point (AT_ENTRY), without the maps.
+        let entry = crate::process::proc::entry_point(std::process::id()).unwrap();
+        assert_eq!(entry.wrapping_sub(img.entry), bias);
     }
 
     #[test]
@@ -385,6 +394,8 @@ mod tests {
                 "{}",
                 path.display()
             );
+            assert_eq!(parts.entry, whole.entry, "{}", path.display());
+            assert_ne!(parts.entry, 0, "{}", path.display());
             // The `.rodata` scan finds literals the whole-file scan finds.
             for v in &parts.versions {
                 assert!(whole.versions.contains(v), "{v:?} {}", path.display());
@@ -398,6 +409,7 @@ mod tests {
             path: "x".into(),
             symbols: HashMap::new(),
             load_segments: vec![],
+            entry: 0,
             versions: scan_versions(b"junk\x003.9.2.1\x00\x003.9.12\x00more"),
         };
         assert_eq!(img.find_version_patch(3, 9), Some(12));

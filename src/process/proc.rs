@@ -46,6 +46,25 @@ pub fn exe(pid: u32) -> Result<PathBuf, ProcError> {
     std::fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| classify(pid, "exe", e))
 }
 
+/// The runtime address of the executable's entry point (`AT_ENTRY` in `/proc/PID/auxv`, a
+/// few hundred bytes): minus the ELF's `e_entry`, the executable's load bias.
+pub fn entry_point(pid: u32) -> Result<u64, ProcError> {
+    const AT_ENTRY: u64 = 9;
+    let raw = std::fs::read(format!("/proc/{pid}/auxv")).map_err(|e| classify(pid, "auxv", e))?;
+    raw.chunks_exact(16)
+        .map(|pair| {
+            let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]));
+            (word(&pair[..8]), word(&pair[8..]))
+        })
+        .find(|&(key, _)| key == AT_ENTRY)
+        .map(|(_, value)| value)
+        .ok_or_else(|| ProcError::Io {
+            pid,
+            what: "auxv",
+            source: std::io::ErrorKind::InvalidData.into(),
+        })
+}
+
 /// A path of the target's mount namespace, reachable from ours through `/proc/PID/root`.
 pub fn path_in_root(pid: u32, path: &Path) -> PathBuf {
     let relative = path.strip_prefix("/").unwrap_or(path);
