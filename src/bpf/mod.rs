@@ -50,7 +50,10 @@ mod sampler;
 
 pub use perf::{monotonic_ns, online_cpus, PerfEventKind};
 pub use python::{BpfFrameModel, CodeFields, PyLayout, PY_CODE_READ, PY_FRAME_READ};
-pub use sampler::{BpfConfig, BpfSampler, Samples, COUNTER_NAMES, MAX_USER_STACK_COPY};
+pub use sampler::{
+    ringbuf_bytes_for, BpfConfig, BpfSampler, Samples, COUNTER_NAMES, MAX_PYTHON_THREADS,
+    MAX_USER_STACK_COPY,
+};
 
 use std::io;
 

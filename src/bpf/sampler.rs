@@ -95,9 +95,12 @@ pub struct BpfConfig {
     pub kernel_stacks: bool,
     /// Also record samples of the idle task (pid 0).
     pub include_idle: bool,
-    /// Size of the ring buffer in bytes: a power of two and a multiple of the page size. Each
-    /// record takes a little over 2 KiB; the default (8 MiB) holds about 4000.
+    /// Size of the ring buffer in bytes: a power of two and a multiple of the page size
+    /// ([`ringbuf_bytes_for`] sizes it for a run).
     pub ringbuf_bytes: usize,
+    /// Entries of the `py_threads` map (threads whose Python frames the program walks); its
+    /// memory is allocated when the program loads. Threads beyond it are read by user space.
+    pub python_threads: u32,
     /// Copy at least this many bytes of a user thread's stack (from its stack pointer up), with
     /// its user registers, into each of its samples, for unwinding in user space (`--native`):
     /// whole pages, up to [`MAX_USER_STACK_COPY`]; `None` copies nothing. The record grows by
@@ -115,9 +118,35 @@ impl Default for BpfConfig {
             kernel_stacks: true,
             include_idle: false,
             ringbuf_bytes: 8 << 20,
+            python_threads: MAX_PYTHON_THREADS,
             copy_user_stack: None,
         }
     }
+}
+
+/// The most `py_threads` entries (64 bytes each, allocated at load).
+pub const MAX_PYTHON_THREADS: u32 = 65_536;
+
+/// A ring buffer for a run of `cpus` CPUs at `rate_hz`, with records that copy
+/// `copy_user_stack` bytes of stack: room for what they write in `RINGBUF_SECONDS` (the
+/// reader drains it every few milliseconds; the margin is for a reader kept off the CPU), at
+/// least 1 MiB, at most 1 GiB. The kernel allocates and zeroes it at load: the old fixed
+/// 8 MiB (64 MiB with --native) cost 4 ms of CPU per run on a 2-CPU host that fills 80 KiB of
+/// it in that time.
+pub fn ringbuf_bytes_for(cpus: usize, rate_hz: u64, copy_user_stack: Option<usize>) -> usize {
+    const RINGBUF_SECONDS: f64 = 0.25;
+    let record = match copy_user_stack {
+        Some(bytes) => STACK_OFFSET + user_stack_pages(bytes) as usize * STACK_PAGE,
+        None => std::mem::size_of::<pyspy_sample>(),
+    };
+    // A record also carries an 8-byte header and is rounded up to 8 bytes.
+    let per_second = cpus as f64 * rate_hz as f64 * (record + 16) as f64;
+    let wanted = (per_second * RINGBUF_SECONDS).min((1u64 << 30) as f64) as usize;
+    wanted
+        .max(record * 16)
+        .max(1 << 20)
+        .next_power_of_two()
+        .min(1 << 30)
 }
 
 impl BpfConfig {
@@ -209,6 +238,10 @@ impl BpfSampler {
             .samples
             .set_max_entries(ringbuf_bytes)
             .map_err(|e| BpfError::libbpf("sizing the ring buffer", e))?;
+        open.maps
+            .py_threads
+            .set_max_entries(config.python_threads.clamp(1, MAX_PYTHON_THREADS))
+            .map_err(|e| BpfError::libbpf("sizing the Python thread map", e))?;
         let skel = open.load().map_err(BpfError::load)?;
 
         let cpus = perf::online_cpus().map_err(|e| BpfError::os("listing online CPUs", e))?;
@@ -755,6 +788,30 @@ fn page_size() -> usize {
 mod tests {
     use super::*;
     use skel::types::pyspy_error;
+
+    #[test]
+    fn ring_buffers_grow_with_cpus_rate_and_records() {
+        let small = ringbuf_bytes_for(2, 100, None);
+        assert_eq!(small, 1 << 20);
+        // 128 CPUs at 1 kHz write ~130 MB in a quarter second.
+        let big = ringbuf_bytes_for(128, 1000, None);
+        assert!(big.is_power_of_two());
+        assert!(big >= 128 * 1000 * std::mem::size_of::<pyspy_sample>() / 4);
+        assert!(big < 128 * 1000 * std::mem::size_of::<pyspy_sample>());
+        assert_eq!(ringbuf_bytes_for(100_000, 100_000, None), 1 << 30);
+        // --native records carry their stack copy: at least 16 of the largest fit.
+        let native = ringbuf_bytes_for(1, 1, Some(MAX_USER_STACK_COPY));
+        assert!(native >= 16 * (STACK_OFFSET + MAX_STACK_PAGES * STACK_PAGE));
+        assert!(ringbuf_bytes_for(2, 100, Some(16 << 10)) > small);
+        for bytes in [small, big, native] {
+            let config = BpfConfig {
+                ringbuf_bytes: bytes,
+                copy_user_stack: Some(MAX_USER_STACK_COPY),
+                ..BpfConfig::default()
+            };
+            assert!(config.validate().is_ok(), "{bytes}");
+        }
+    }
 
     #[test]
     fn counter_names_come_from_the_c_enum() {

@@ -65,6 +65,17 @@ pub fn entry_point(pid: u32) -> Result<u64, ProcError> {
         })
 }
 
+/// Threads on the host now (the total of `/proc/loadavg`'s "running/total" field).
+pub fn host_threads() -> Option<u32> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace()
+        .nth(3)?
+        .split_once('/')?
+        .1
+        .parse()
+        .ok()
+}
+
 /// A path of the target's mount namespace, reachable from ours through `/proc/PID/root`.
 pub fn path_in_root(pid: u32, path: &Path) -> PathBuf {
     let relative = path.strip_prefix("/").unwrap_or(path);
@@ -171,6 +182,7 @@ mod tests {
         assert!(start_time(me).unwrap() > 0);
         assert!(threads(me).unwrap().contains(&me));
         assert!(!maps(me).unwrap().is_empty());
+        assert!(host_threads().unwrap() >= threads(me).unwrap().len() as u32);
         // The thread running this test is, by definition, running.
         let link = std::fs::read_link("/proc/thread-self").unwrap();
         let tid: u32 = link.file_name().unwrap().to_str().unwrap().parse().unwrap();

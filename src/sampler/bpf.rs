@@ -17,7 +17,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
-use crate::bpf::{monotonic_ns, BpfConfig, BpfError, BpfSampler, PerfEventKind};
+use crate::bpf::{
+    monotonic_ns, online_cpus, ringbuf_bytes_for, BpfConfig, BpfError, BpfSampler, PerfEventKind,
+    MAX_PYTHON_THREADS,
+};
 use crate::model::{Addr, BpfPyStatus, Frame, RawSample, StackTrace};
 use crate::native::merge::{self, NativeSlot};
 use crate::native::unwind::{NativeStack, NativeUnwinder};
@@ -104,8 +107,6 @@ const ALIVE_CHECK: Duration = Duration::from_millis(100);
 const QUEUE: usize = 16_384;
 /// The same with `native`, whose samples carry a stack copy each (~16 KiB).
 const QUEUE_NATIVE: usize = 2_048;
-/// Ring buffer with `native`: records are ~10x larger.
-const RINGBUF_NATIVE: usize = 64 << 20;
 
 enum Kind {
     Python(Box<PythonProcess>),
@@ -158,13 +159,26 @@ pub fn start(config: &BpfSourceConfig) -> Result<BpfSampler, BpfError> {
         kernel_stacks: config.kernel_stacks,
         include_idle: config.include_idle,
         copy_user_stack: config.native,
-        ringbuf_bytes: if config.native.is_some() {
-            RINGBUF_NATIVE
-        } else {
-            BpfConfig::default().ringbuf_bytes
-        },
-        ..BpfConfig::default()
+        ringbuf_bytes: ringbuf_bytes_for(
+            online_cpus().map_or(1, |cpus| cpus.len()),
+            config.rate_hz as u64,
+            config.native,
+        ),
+        python_threads: python_thread_slots(),
     })
+}
+
+/// `py_threads` entries for this host: twice the threads it runs now (any of them may be
+/// Python's, and more may start), at least 4096. The map's memory is allocated at load:
+/// 65536 entries (4 MiB) cost ~3 ms of CPU per run. Threads beyond it are read by user
+/// space, and counted (`py_no_thread`).
+fn python_thread_slots() -> u32 {
+    proc::host_threads()
+        .map_or(MAX_PYTHON_THREADS, |n| {
+            n.saturating_mul(2).clamp(4096, MAX_PYTHON_THREADS)
+        })
+        .next_power_of_two()
+        .min(MAX_PYTHON_THREADS)
 }
 
 /// The consumer runs at `PROFILER_NICE` (as root) so that a saturated host does not starve
