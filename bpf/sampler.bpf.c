@@ -26,9 +26,17 @@ const volatile bool kernel_stacks = true; /* record kernel stacks */
 /* Pages of user stack copied per sample of a user thread (struct pyspy_native_sample): 0 = no
  * copy, else 2..MAX_USER_STACK_PAGES (the first page is copied from sp up only). */
 const volatile __u32 user_stack_pages = 0;
-/* Walk Python frames with a bounded loop even where bpf_loop exists (tests cover that path on
- * kernels that have bpf_loop; it is what kernels before 5.17 run). */
-const volatile bool bounded_python_walk = false;
+/* Walk Python frames under bpf_loop (Linux 5.17+; user space probes for it, and tests turn it
+ * off to cover the bounded loop older kernels run). */
+const volatile bool use_bpf_loop = false;
+
+/* x86-64 registers as the ptrace ABI lays them out (struct pt_regs in asm/ptrace.h; also the
+ * start of struct bpf_perf_event_data). The layout is fixed, so they are read without CO-RE,
+ * which would cost the loader a search of the kernel's BTF per struct. */
+struct pyspy_x86_regs {
+	__u64 r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di, orig_ax;
+	__u64 ip, cs, flags, sp, ss;
+};
 
 /* task_struct.flags: a kernel thread (no user stack). */
 #define PF_KTHREAD 0x00200000
@@ -229,8 +237,8 @@ static long py_walk_step(__u32 i, void *w)
 /* The Python frames of the sampled thread, leaf first, into s->py (see enum pyspy_py_status).
  * The walk mirrors src/python/walk.rs, which finishes it (py_next) or replaces it (failures).
  * With bpf_loop (Linux 5.17+) the verifier checks one step instead of MAX_PY_DEPTH unrolled
- * ones: loading the program costs ~30 ms less CPU, paid by every run. Older kernels (and
- * bounded_python_walk, which tests set to cover this path) take a bounded loop. */
+ * ones: loading the program costs ~30 ms less CPU, paid by every run. Older kernels take a
+ * bounded loop (tests force it with use_bpf_loop off). */
 static __always_inline void walk_python(struct task_struct *task, struct pyspy_sample *s)
 {
 	struct pyspy_py_layout *layout;
@@ -276,7 +284,7 @@ static __always_inline void walk_python(struct task_struct *task, struct pyspy_s
 	w.size = layout->frame_read;
 	if (w.size == 0 || w.size > PY_FRAME_READ)
 		w.size = PY_FRAME_READ;
-	if (!bounded_python_walk && bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop)) {
+	if (use_bpf_loop) {
 		bpf_loop(MAX_PY_DEPTH, py_walk_step, &w, 0);
 	} else {
 		for (i = 0; i < MAX_PY_DEPTH; i++) {
@@ -391,7 +399,7 @@ static __always_inline void sample_native(struct bpf_perf_event_data *ctx, struc
 					  __u32 tgid, __u32 tid)
 {
 	struct pyspy_native_sample *n;
-	struct pt_regs *regs;
+	struct pyspy_x86_regs *sampled, *regs;
 	__u64 page, first;
 	__u32 i;
 
@@ -408,15 +416,19 @@ static __always_inline void sample_native(struct bpf_perf_event_data *ctx, struc
 	n->stack_len = 0;
 	n->stack_pages = user_stack_pages;
 
-	if ((ctx->regs.csx & 3) == 3) {
-		n->ip = ctx->regs.ip;
-		n->sp = ctx->regs.sp;
-		n->bp = ctx->regs.bp;
+	sampled = (struct pyspy_x86_regs *)ctx;
+	if ((sampled->cs & 3) == 3) {
+		n->ip = sampled->ip;
+		n->sp = sampled->sp;
+		n->bp = sampled->bp;
 	} else {
-		regs = (struct pt_regs *)bpf_task_pt_regs(task);
-		n->ip = BPF_CORE_READ(regs, ip);
-		n->sp = BPF_CORE_READ(regs, sp);
-		n->bp = BPF_CORE_READ(regs, bp);
+		regs = (struct pyspy_x86_regs *)bpf_task_pt_regs(task);
+		n->ip = 0;
+		n->sp = 0;
+		n->bp = 0;
+		bpf_probe_read_kernel(&n->ip, sizeof(n->ip), &regs->ip);
+		bpf_probe_read_kernel(&n->sp, sizeof(n->sp), &regs->sp);
+		bpf_probe_read_kernel(&n->bp, sizeof(n->bp), &regs->bp);
 	}
 	if (n->sp == 0) {
 		n->sample.flags |= SAMPLE_REGS_FAILED;

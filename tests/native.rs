@@ -101,6 +101,56 @@ fn c_extension_work_shows_under_its_python_caller() {
     });
 }
 
+/// BPF samples taken in the kernel: their user part starts from the registers saved on entry
+/// to the kernel, so the system call's kernel frames sit leafward of libc's read, under the
+/// Python caller, and the unwind still reaches the program's root. (The user-space sampler
+/// reads kernel frames only for threads that sleep, with `--idle`.)
+#[test]
+fn kernel_time_shows_under_the_system_call_and_its_caller() {
+    if !is_root() {
+        assert!(!in_ci(), "CI must run the BPF tests as root");
+        eprintln!("skipped: the BPF sampler needs root");
+        return;
+    }
+    for_each_interpreter(
+        "kernel_time_shows_under_the_system_call_and_its_caller",
+        |interp| {
+            let line = line_of("native_read_zero.py", "read");
+            let caller = format!("read_loop (native_read_zero.py:{line})");
+            {
+                let mode = "bpf";
+                let stacks =
+                    record_native_with(interp, "native_read_zero.py", "2", &["--mode", mode])?;
+                let in_kernel = |s: &RawStack| s.leaf().is_some_and(|f| f.ends_with("_[k]"));
+                let kernel_total = count(&stacks, in_kernel);
+                let good = count(&stacks, |s| {
+                    let py = position(s, |f| *f == caller);
+                    // libc's read (libpthread's on older glibc, as 2.7's and 3.9's builds link it).
+                    let read = position(s, |f| {
+                        f.contains("read") && (f.contains("(libc") || f.contains("(libpthread"))
+                    });
+                    let kernel = position(s, |f| f.ends_with("_[k]"));
+                    in_kernel(s)
+                        && rooted(s)
+                        && matches!((py, read, kernel), (Some(p), Some(r), Some(k)) if p < r && r < k)
+                });
+                ensure!(
+                    kernel_total >= 20,
+                    "{mode}: too few samples in the kernel: {}",
+                    summary(&stacks)
+                );
+                ensure!(
+                    good * 100 >= kernel_total * 80,
+                    "{mode}: {good} of {kernel_total} kernel samples show root -> {caller} -> \
+                     libc read -> kernel: {}",
+                    summary(&stacks)
+                );
+            }
+            Ok(())
+        },
+    );
+}
+
 #[test]
 fn unwinding_reaches_the_root_without_frame_pointers() {
     for_each_interpreter(
