@@ -3,6 +3,7 @@
 //! of native and Python frames (`merge`) for `--native`.
 
 pub mod debug_info;
+pub mod kallsyms;
 pub mod merge;
 pub mod symbolize;
 pub mod unwind;
