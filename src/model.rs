@@ -73,6 +73,9 @@ pub enum Reason {
     /// `--native`: the eval-loop frames of the native stack and the Python stack's eval-loop
     /// calls did not pair up one to one.
     NativeMismatch,
+    /// The code object the BPF program saw at the sample was freed and its memory holds
+    /// another object by the time user space read it (a short-lived function).
+    Replaced,
 }
 
 impl Reason {
@@ -83,6 +86,7 @@ impl Reason {
             Reason::ReadFailed => "read failed",
             Reason::BadObject => "bad object",
             Reason::NativeMismatch => "native/python mismatch",
+            Reason::Replaced => "code object gone",
         }
     }
 }

@@ -233,7 +233,7 @@ impl BpfSampler {
         // The Python walk's loop: bpf_loop where the kernel has it (a probe load of ~0.2 ms;
         // a CO-RE check in the program cost a search of the kernel's BTF, ~1 ms), unless a
         // test forces the bounded loop of older kernels.
-        rodata.use_bpf_loop = !std::env::var_os(BOUNDED_WALK_ENV).is_some_and(|v| v == "1")
+        rodata.use_bpf_loop = std::env::var_os(BOUNDED_WALK_ENV).is_none_or(|v| v != "1")
             && ProgramType::PerfEvent
                 .is_helper_supported(libbpf_rs::libbpf_sys::BPF_FUNC_loop)
                 .unwrap_or(false);

@@ -80,12 +80,43 @@ impl CodeCache {
             let fields = code_fields(o);
             let addrs: Vec<Addr> = unknown.iter().map(|&i| raws[i].code_addr).collect();
             for (header, &i) in read_structs(mem, &addrs, &fields).into_iter().zip(&unknown) {
-                out[i] = Some(self.resolve_with_header(mem, o, raws[i], header));
+                out[i] = Some(self.resolve_read(mem, o, raws[i], header));
             }
         }
         out.into_iter()
             .map(|f| f.unwrap_or(Frame::Unknown(Reason::ReadFailed)))
             .collect()
+    }
+
+    /// A frame whose code object's header was read now. When the BPF program fingerprinted
+    /// the object at the sample and the header read now does not match, the object died and
+    /// its memory was reused since (a function that lived a few milliseconds): naming the
+    /// frame after whatever lives there now would be wrong.
+    fn resolve_read(
+        &mut self,
+        mem: &dyn RemoteMemory,
+        o: &PyOffsets,
+        raw: RawPyFrame,
+        header: Result<StructBytes, MemoryError>,
+    ) -> Frame {
+        if raw.code_id != 0 {
+            if let Ok(h) = &header {
+                if Fingerprint::of(h, o).code_id() != raw.code_id {
+                    return Frame::Unknown(Reason::Replaced);
+                }
+            }
+        }
+        let frame = self.resolve_with_header(mem, o, raw, header);
+        // The names and line table were read after the header: if the object died meanwhile,
+        // they may belong to its successor. Its header still matching says it did not.
+        if raw.code_id != 0 && matches!(frame, Frame::Python(_)) {
+            let now = read_struct(mem, raw.code_addr, &code_fields(o));
+            if !now.is_ok_and(|h| Fingerprint::of(&h, o).code_id() == raw.code_id) {
+                self.codes.remove(&raw.code_addr);
+                return Frame::Unknown(Reason::Replaced);
+            }
+        }
+        frame
     }
 
     /// The frame of a cached code object whose fingerprint the BPF program read (`code_id`)
@@ -337,26 +368,29 @@ mod tests {
             [Frame::Python(f)] => f.function.clone(),
             other => panic!("{other:?}"),
         };
-        // First sight: read (the BPF program's id is not trusted for an uncached address).
-        assert_eq!(function(cache.resolve_all(&mem, &o, &[raw(5)])), "work");
-        let first = mem.reads.get();
-        assert!(first > 0);
         let header = read_struct(&mem, code, &code_fields(&o)).unwrap();
         let id = Fingerprint::of(&header, &o).code_id();
         assert_ne!(id, 0);
         mem.reads.set(0);
+        // First sight: read (the BPF program's id is not trusted for an uncached address).
+        assert_eq!(function(cache.resolve_all(&mem, &o, &[raw(id)])), "work");
+        assert!(mem.reads.get() > 0);
+        mem.reads.set(0);
         // The id the program computed from the same header: no read at all.
         assert_eq!(function(cache.resolve_all(&mem, &o, &[raw(id)])), "work");
         assert_eq!(mem.reads.get(), 0);
-        // Another id (a new code object at this address) or none: the header is read.
-        assert_eq!(
-            function(cache.resolve_all(&mem, &o, &[raw(id ^ 1)])),
-            "work"
-        );
-        assert!(mem.reads.get() > 0);
-        mem.reads.set(0);
+        // No id (a frame user space walked itself): the header is read, the cache kept.
         assert_eq!(function(cache.resolve_all(&mem, &o, &[raw(0)])), "work");
         assert!(mem.reads.get() > 0);
+        // Another id: the object the program saw is not the one there now. The frame is not
+        // named after whatever lives at the address.
+        mem.reads.set(0);
+        let frames = cache.resolve_all(&mem, &o, &[raw(id ^ 1)]);
+        assert!(mem.reads.get() > 0);
+        assert!(
+            matches!(frames[..], [Frame::Unknown(Reason::Replaced)]),
+            "{frames:?}"
+        );
     }
 
     #[test]

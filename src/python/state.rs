@@ -188,6 +188,22 @@ impl PythonProcess {
             .next())
     }
 
+    /// Read the thread list (no stacks, names or GIL), so that `thread_state_addrs` knows
+    /// every thread before any of them is sampled.
+    pub fn read_thread_list(&mut self) -> Result<(), SampleError> {
+        self.tstates_read_at = Some(Instant::now());
+        let all = StackOptions {
+            include_idle: true,
+            gil_only: false,
+        };
+        let none = StackExtras {
+            gil: false,
+            thread_name: false,
+        };
+        self.read_threads_full(all, |_| true, |_| false, None, none)
+            .map(|_| ())
+    }
+
     /// The OS thread id -> thread-state address of every thread seen by the last full read
     /// (what the BPF program needs to walk a thread's frames itself).
     pub fn thread_state_addrs(&self) -> impl Iterator<Item = (u32, Addr)> + '_ {

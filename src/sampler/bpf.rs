@@ -216,6 +216,9 @@ pub fn run(
     };
     let mut summary = BpfSummary::default();
     let mut registry = WalkRegistry::default();
+    if let Scope::Pid(pid) | Scope::Tree(pid) = config.scope {
+        register_target(pid, &sampler, &mut table, &mut registry);
+    }
     let mut children_checked = Instant::now();
     let mut alive_checked = Instant::now() - ALIVE_CHECK;
     let start = Instant::now();
@@ -295,6 +298,26 @@ pub fn run(
          (no read of the code object)"
     );
     Ok(summary)
+}
+
+/// The one target (`--pid`, `-- CMD`): attached and handed to the BPF program before its
+/// first sample, so that every sample of it is walked in BPF at its instant (otherwise the
+/// first samples are read by user space later, when short-lived code may be gone).
+fn register_target(
+    pid: u32,
+    sampler: &BpfSampler,
+    table: &mut HashMap<u32, Entry>,
+    registry: &mut WalkRegistry,
+) {
+    let comm = proc::comm(pid).unwrap_or_default();
+    let mut entry = new_entry(pid, &comm, 0, 1);
+    if let Kind::Python(process) = &mut entry.kind {
+        match process.read_thread_list() {
+            Ok(()) => registry.sync(sampler, pid, entry.serial, process),
+            Err(e) => log::debug!("pid {pid}: {e}"),
+        }
+    }
+    table.insert(pid, entry);
 }
 
 /// The non-zero BPF counters plus our own count of stale Python samples.
@@ -607,12 +630,25 @@ fn entry_for<'t>(
     };
     if needs_attach {
         let attempts = table.get(&pid).map_or(0, |e| e.attempts);
-        table.insert(pid, new_entry(pid, raw, attempts + 1));
+        table.insert(
+            pid,
+            new_entry(pid, &raw.comm, raw.process_start_ns, attempts + 1),
+        );
     }
-    table.entry(pid).or_insert_with(|| new_entry(pid, raw, 1))
+    let entry = table
+        .entry(pid)
+        .or_insert_with(|| new_entry(pid, &raw.comm, raw.process_start_ns, 1));
+    if entry.started_ns == 0 {
+        // Registered before its first sample (`register_target`): from now on the samples
+        // tell a reused pid.
+        entry.started_ns = raw.process_start_ns;
+    }
+    entry
 }
 
-fn new_entry(pid: u32, raw: &RawSample, attempts: u32) -> Entry {
+/// The entry of process `pid` (`comm`: its name if /proc no longer has it; `started_ns`:
+/// its start as the BPF program saw it, 0 if unknown), attached if it is Python.
+fn new_entry(pid: u32, comm: &str, started_ns: u64, attempts: u32) -> Entry {
     let mut retry_soon = false;
     let mut start_time = None;
     let kind = if pid == 0 || !may_have_become_python(pid) {
@@ -629,7 +665,7 @@ fn new_entry(pid: u32, raw: &RawSample, attempts: u32) -> Entry {
                 Kind::Python(Box::new(p))
             }
             Err(e) => {
-                log::debug!("pid {pid} ({}): not profiled as Python: {e}", raw.comm);
+                log::debug!("pid {pid} ({comm}): not profiled as Python: {e}");
                 retry_soon =
                     attempts < MAX_QUICK_RETRIES && e.is_transient() && may_have_become_python(pid);
                 Kind::Native
@@ -641,7 +677,7 @@ fn new_entry(pid: u32, raw: &RawSample, attempts: u32) -> Entry {
         name: if pid == 0 {
             "idle".into()
         } else {
-            proc::comm(pid).unwrap_or_else(|_| raw.comm.clone())
+            proc::comm(pid).unwrap_or_else(|_| comm.to_string())
         },
         kind,
         checked: Instant::now(),
@@ -649,7 +685,7 @@ fn new_entry(pid: u32, raw: &RawSample, attempts: u32) -> Entry {
         attempts,
         eval: None,
         serial: next_serial(),
-        started_ns: raw.process_start_ns,
+        started_ns,
     }
 }
 
