@@ -14,12 +14,7 @@ use common::*;
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn require_root() -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(!in_ci(), "CI must run the BPF tests as root");
-    eprintln!("skipped: the BPF sampler needs root");
-    false
+    bpf_test_can_run("bpf_record")
 }
 
 /// Pick up to `n` interpreters of different series (static flavour), newest first.

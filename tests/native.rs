@@ -107,9 +107,7 @@ fn c_extension_work_shows_under_its_python_caller() {
 /// reads kernel frames only for threads that sleep, with `--idle`.)
 #[test]
 fn kernel_time_shows_under_the_system_call_and_its_caller() {
-    if !is_root() {
-        assert!(!in_ci(), "CI must run the BPF tests as root");
-        eprintln!("skipped: the BPF sampler needs root");
+    if !bpf_test_can_run("kernel_time_shows_under_the_system_call_and_its_caller") {
         return;
     }
     for_each_interpreter(

@@ -506,9 +506,7 @@ fn target_exit_ends_text_mode() {
 /// function listed with that program's pid.
 #[test]
 fn all_processes_with_bpf() {
-    if !is_root() {
-        assert!(!in_ci(), "CI must run the BPF tests as root");
-        eprintln!("top --all: skipped, the BPF sampler needs root");
+    if !bpf_test_can_run("top --all") {
         return;
     }
     let interp = interpreters()

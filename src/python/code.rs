@@ -99,22 +99,21 @@ impl CodeCache {
         raw: RawPyFrame,
         header: Result<StructBytes, MemoryError>,
     ) -> Frame {
-        if raw.code_id != 0 {
-            if let Ok(h) = &header {
-                if Fingerprint::of(h, o).code_id() != raw.code_id {
-                    return Frame::Unknown(Reason::Replaced);
-                }
-            }
+        if raw.code_id == 0 {
+            return self.resolve_with_header(mem, o, raw, header);
+        }
+        let sampled = |h: &StructBytes| Fingerprint::of(h, o).code_id() == raw.code_id;
+        if header.as_ref().is_ok_and(|h| !sampled(h)) {
+            return Frame::Unknown(Reason::Replaced);
         }
         let frame = self.resolve_with_header(mem, o, raw, header);
         // The names and line table were read after the header: if the object died meanwhile,
         // they may belong to its successor. Its header still matching says it did not.
-        if raw.code_id != 0 && matches!(frame, Frame::Python(_)) {
-            let now = read_struct(mem, raw.code_addr, &code_fields(o));
-            if !now.is_ok_and(|h| Fingerprint::of(&h, o).code_id() == raw.code_id) {
-                self.codes.remove(&raw.code_addr);
-                return Frame::Unknown(Reason::Replaced);
-            }
+        if matches!(frame, Frame::Python(_))
+            && !read_struct(mem, raw.code_addr, &code_fields(o)).is_ok_and(|h| sampled(&h))
+        {
+            self.codes.remove(&raw.code_addr);
+            return Frame::Unknown(Reason::Replaced);
         }
         frame
     }

@@ -687,6 +687,17 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok()
 }
 
+/// Whether a test of the BPF sampler can run (as root); outside CI it is skipped with a line
+/// saying so, while in CI, which runs as root, not being root fails the test.
+pub fn bpf_test_can_run(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(!in_ci(), "{test}: CI must run the BPF tests as root");
+    eprintln!("{test}: skipped, the BPF sampler needs root");
+    false
+}
+
 /// Sends SIGKILL to `pid` (for processes the test did not spawn itself, e.g. grandchildren).
 pub fn kill_pid(pid: u32) {
     let _ = Command::new("kill")
