@@ -1,0 +1,296 @@
+//! Decoding of the sampler's ring-buffer records (`struct pyspy_sample`, and
+//! `struct pyspy_native_sample` with `--native`) into `RawSample`s. Records are untrusted
+//! bytes: every length is clamped, and a record too short for what its flags say is dropped.
+
+use super::skel::types::{
+    pyspy_native_sample, pyspy_py_status as py_status, pyspy_sample, pyspy_sample_flag as flag,
+};
+use super::{STACK_OFFSET, STACK_PAGE};
+use crate::model::{BpfPyFrame, BpfPyStatus, BpfPython, RawSample, SampleRegs, StackStatus};
+
+/// `PY_FRAME_SHIM`, `PY_FRAME_ENTRY`, `PY_FRAME_FLAGS` (bpf/pyspy.h): low bits of a recorded
+/// frame address.
+const PY_FRAME_SHIM: u64 = 1;
+const PY_FRAME_ENTRY: u64 = 2;
+const PY_FRAME_FLAGS: u64 = 7;
+
+/// One ring-buffer record as the generated `pyspy_sample`, or `None` when it is too short.
+fn read_record(data: &[u8]) -> Option<pyspy_sample> {
+    if data.len() < std::mem::size_of::<pyspy_sample>() {
+        return None;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: `data` holds at least size_of::<pyspy_sample>() bytes (checked above), read
+    // unaligned; pyspy_sample is a #[repr(C)] struct of integers and integer arrays, for which
+    // every bit pattern is a valid value.
+    let record = unsafe { std::ptr::read_unaligned(data.as_ptr().cast::<pyspy_sample>()) };
+    Some(record)
+}
+
+/// One record, or `None` when it is too short for its header or for what its flags say.
+pub(super) fn decode(data: &[u8]) -> Option<RawSample> {
+    let record = read_record(data)?;
+    let mut sample = to_raw_sample(&record);
+    if record.flags & flag::SAMPLE_NATIVE.0 != 0 {
+        let (regs, stack) = native_part(data, record.flags)?;
+        sample.user_regs = regs;
+        sample.user_stack = stack;
+    }
+    Some(sample)
+}
+
+/// The registers and the stack copy (from sp up) of a `pyspy_native_sample` record; `None`
+/// when the record is too short for its header.
+fn native_part(data: &[u8], flags: u32) -> Option<(Option<SampleRegs>, Vec<u8>)> {
+    use std::mem::offset_of;
+    let u64_at = |at: usize| -> Option<u64> {
+        Some(u64::from_ne_bytes(data.get(at..at + 8)?.try_into().ok()?))
+    };
+    let u32_at = |at: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(data.get(at..at + 4)?.try_into().ok()?))
+    };
+    let regs = SampleRegs {
+        ip: u64_at(offset_of!(pyspy_native_sample, ip))?,
+        sp: u64_at(offset_of!(pyspy_native_sample, sp))?,
+        bp: u64_at(offset_of!(pyspy_native_sample, bp))?,
+    };
+    let stack_len = u32_at(offset_of!(pyspy_native_sample, stack_len))? as usize;
+    let copy = data.get(STACK_OFFSET..).unwrap_or_default();
+    if flags & flag::SAMPLE_REGS_FAILED.0 != 0 {
+        return Some((None, Vec::new()));
+    }
+    // stack[] mirrors the pages from the one holding sp: the valid bytes start at sp's offset.
+    let first = (regs.sp % STACK_PAGE as u64) as usize;
+    let end = stack_len.min(copy.len());
+    let stack = copy.get(first..end).unwrap_or_default().to_vec();
+    Some((Some(regs), stack))
+}
+
+fn to_raw_sample(record: &pyspy_sample) -> RawSample {
+    let has = |bit: flag| record.flags & bit.0 != 0;
+    let stack = |frames: &[u64], len: u32| frames[..(len as usize).min(frames.len())].to_vec();
+    let status = |failed: flag, full: flag, off: Option<flag>| {
+        if off.is_some_and(has) {
+            StackStatus::NotCollected
+        } else if has(failed) {
+            StackStatus::Failed
+        } else if has(full) {
+            StackStatus::DepthLimit
+        } else {
+            StackStatus::Collected
+        }
+    };
+    let comm: Vec<u8> = record
+        .comm
+        .iter()
+        .map(|&c| c as u8)
+        .take_while(|&c| c != 0)
+        .collect();
+    RawSample {
+        pid: record.tgid,
+        tid: record.tid,
+        cpu: record.cpu,
+        ktime_ns: record.ktime_ns,
+        process_start_ns: record.process_start_ns,
+        comm: String::from_utf8_lossy(&comm).into_owned(),
+        kernel: stack(&record.kernel, record.kernel_len),
+        user: stack(&record.user, record.user_len),
+        kernel_status: status(
+            flag::SAMPLE_KSTACK_FAILED,
+            flag::SAMPLE_KSTACK_FULL,
+            Some(flag::SAMPLE_KSTACK_OFF),
+        ),
+        user_status: status(flag::SAMPLE_USTACK_FAILED, flag::SAMPLE_USTACK_FULL, None),
+        user_regs: None,
+        user_stack: Vec::new(),
+        python: python_part(record),
+    }
+}
+
+/// The record's Python walk (`walk_python` in sampler.bpf.c).
+fn python_part(record: &pyspy_sample) -> BpfPython {
+    let status = match record.py_status {
+        s if s == py_status::PY_WALKED.0 => BpfPyStatus::Walked,
+        s if s == py_status::PY_DEPTH.0 => BpfPyStatus::Depth,
+        s if s == py_status::PY_NO_THREAD.0 => BpfPyStatus::NoThread,
+        s if s == py_status::PY_THREAD_MISMATCH.0 => BpfPyStatus::ThreadMismatch,
+        s if s == py_status::PY_READ_FAILED.0 => BpfPyStatus::ReadFailed,
+        _ => BpfPyStatus::NotWalked,
+    };
+    let len = (record.py_len as usize).min(record.py.len());
+    let frames = record.py[..len]
+        .iter()
+        .map(|f| BpfPyFrame {
+            frame: f.frame & !PY_FRAME_FLAGS,
+            code: f.code,
+            instr: f.instr,
+            shim: f.frame & PY_FRAME_SHIM != 0,
+            entry: f.frame & PY_FRAME_ENTRY != 0,
+            code_id: f.code_id,
+        })
+        .collect();
+    BpfPython {
+        status,
+        frames,
+        next: if status == BpfPyStatus::Depth {
+            record.py_next
+        } else {
+            0
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::user_stack_pages;
+    use super::*;
+
+    fn record() -> pyspy_sample {
+        let mut record = pyspy_sample {
+            tgid: 42,
+            tid: 43,
+            cpu: 1,
+            ktime_ns: 123_456,
+            kernel_len: 2,
+            user_len: 3,
+            ..Default::default()
+        };
+        for (dst, src) in record.comm.iter_mut().zip(b"python3\0junk") {
+            *dst = *src as i8;
+        }
+        record.kernel[..3].copy_from_slice(&[0xffff_ffff_8100_0001, 0xffff_ffff_8100_0002, 0xdead]);
+        record.user[..4].copy_from_slice(&[0x1, 0x2, 0x3, 0xdead]);
+        record
+    }
+
+    #[test]
+    fn decodes_a_record() {
+        let sample = to_raw_sample(&record());
+        assert_eq!((sample.pid, sample.tid, sample.cpu), (42, 43, 1));
+        assert_eq!(sample.ktime_ns, 123_456);
+        assert_eq!(sample.comm, "python3");
+        assert_eq!(
+            sample.kernel,
+            [0xffff_ffff_8100_0001, 0xffff_ffff_8100_0002]
+        );
+        assert_eq!(sample.user, [0x1, 0x2, 0x3]);
+        assert_eq!(sample.kernel_status, StackStatus::Collected);
+        assert_eq!(sample.user_status, StackStatus::Collected);
+    }
+
+    #[test]
+    fn decodes_the_python_walk() {
+        let mut r = record();
+        assert_eq!(to_raw_sample(&r).python, BpfPython::default());
+        r.py_status = py_status::PY_DEPTH.0;
+        r.py_len = 3;
+        r.py_next = 0x7000;
+        r.py[0].frame = 0x1000 | PY_FRAME_ENTRY;
+        r.py[0].code = 0xa000;
+        r.py[0].instr = 0xa040;
+        r.py[1].frame = 0x2000 | PY_FRAME_SHIM;
+        r.py[2].frame = 0x3000;
+        r.py[2].code = 0xb000;
+        let python = to_raw_sample(&r).python;
+        assert_eq!(python.status, BpfPyStatus::Depth);
+        assert_eq!(python.next, 0x7000);
+        assert_eq!(python.frames.len(), 3);
+        assert_eq!(
+            python.frames[0],
+            BpfPyFrame {
+                frame: 0x1000,
+                code: 0xa000,
+                instr: 0xa040,
+                shim: false,
+                entry: true,
+                code_id: 0,
+            }
+        );
+        assert!(python.frames[1].shim && python.frames[1].frame == 0x2000);
+        assert!(!python.frames[2].shim && !python.frames[2].entry);
+        // A length past the array is clamped; `next` only counts with PY_DEPTH.
+        r.py_status = py_status::PY_READ_FAILED.0;
+        r.py_len = u32::MAX;
+        let python = to_raw_sample(&r).python;
+        assert_eq!(python.status, BpfPyStatus::ReadFailed);
+        assert_eq!(python.frames.len(), r.py.len());
+        assert_eq!(python.next, 0);
+        r.py_status = 999;
+        assert_eq!(to_raw_sample(&r).python.status, BpfPyStatus::NotWalked);
+    }
+
+    #[test]
+    fn flags_become_stack_status() {
+        let mut r = record();
+        r.flags = flag::SAMPLE_KSTACK_OFF.0 | flag::SAMPLE_USTACK_FAILED.0;
+        let sample = to_raw_sample(&r);
+        assert_eq!(sample.kernel_status, StackStatus::NotCollected);
+        assert_eq!(sample.user_status, StackStatus::Failed);
+        r.flags = flag::SAMPLE_KSTACK_FULL.0 | flag::SAMPLE_USTACK_FULL.0;
+        let sample = to_raw_sample(&r);
+        assert_eq!(sample.kernel_status, StackStatus::DepthLimit);
+        assert_eq!(sample.user_status, StackStatus::DepthLimit);
+    }
+
+    #[test]
+    fn lengths_are_clamped_and_short_records_rejected() {
+        let mut r = record();
+        r.user_len = 10_000;
+        assert_eq!(to_raw_sample(&r).user.len(), r.user.len());
+        assert!(decode(&[0u8; 16]).is_none());
+        let bytes = vec![0u8; std::mem::size_of::<pyspy_sample>() + 8];
+        let sample = decode(&bytes[8..]).expect("a zeroed record decodes");
+        assert_eq!((sample.pid, sample.comm.as_str()), (0, ""));
+        assert!(sample.kernel.is_empty() && sample.user.is_empty());
+    }
+
+    #[test]
+    fn decodes_a_record_with_a_stack_copy() {
+        let mut native = Box::new(pyspy_native_sample {
+            sample: record(),
+            ip: 0x40_1000,
+            sp: 0x7ffc_0000_1ff0,
+            bp: 0x7ffc_0000_2000,
+            stack_len: 2 * STACK_PAGE as u32,
+            stack_pages: 2,
+            ..Default::default()
+        });
+        native.sample.flags = flag::SAMPLE_NATIVE.0;
+        native.stack[0xff0..0xff8].copy_from_slice(&0x1234u64.to_ne_bytes());
+        let len = STACK_OFFSET + 2 * STACK_PAGE;
+        let sample = decode(bytes_of(&native, len)).expect("decodes");
+        assert_eq!(sample.comm, "python3");
+        let regs = sample.user_regs.expect("registers");
+        assert_eq!(
+            (regs.ip, regs.sp, regs.bp),
+            (0x40_1000, 0x7ffc_0000_1ff0, 0x7ffc_0000_2000)
+        );
+        // From sp (0xff0 into its page) to the end of the second page.
+        assert_eq!(sample.user_stack.len(), 0x10 + STACK_PAGE);
+        assert_eq!(sample.user_stack[..8], 0x1234u64.to_ne_bytes());
+        // A failed copy: registers, no stack; failed registers: neither.
+        native.stack_len = 0;
+        native.sample.flags |= flag::SAMPLE_USTACK_COPY_FAILED.0;
+        let sample = decode(bytes_of(&native, len)).expect("decodes");
+        assert!(sample.user_regs.is_some() && sample.user_stack.is_empty());
+        native.sample.flags = flag::SAMPLE_NATIVE.0 | flag::SAMPLE_REGS_FAILED.0;
+        let sample = decode(bytes_of(&native, len)).expect("decodes");
+        assert!(sample.user_regs.is_none() && sample.user_stack.is_empty());
+        // A record flagged native but cut short is rejected; a plain record has neither.
+        let short = std::mem::size_of::<pyspy_sample>();
+        assert!(decode(bytes_of(&native, short)).is_none());
+        native.sample.flags = 0;
+        let plain = decode(bytes_of(&native, std::mem::size_of::<pyspy_sample>()));
+        assert!(plain.is_some_and(|s| s.user_regs.is_none()));
+        assert_eq!(user_stack_pages(16 * 1024), 5);
+        assert_eq!(user_stack_pages(1), 2);
+    }
+
+    fn bytes_of(native: &pyspy_native_sample, len: usize) -> &[u8] {
+        #[allow(unsafe_code)]
+        // SAFETY: a plain #[repr(C)] struct of integers, at least `len` bytes long.
+        unsafe {
+            std::slice::from_raw_parts((native as *const pyspy_native_sample).cast::<u8>(), len)
+        }
+    }
+}
