@@ -109,7 +109,7 @@ fn number(text: &str) -> u64 {
 fn table_matches_the_real_headers() {
     let series = provisioned_series();
     if series.is_empty() {
-        return missing("no provisioned interpreters (run ../shared/pythons/provision)");
+        return missing("no provisioned interpreters (run tools/pythons/provision)");
     }
     if !have_compiler() {
         return missing("no C compiler to build tools/offsets/probe.c");

@@ -178,7 +178,7 @@ pub fn scripts_dir() -> PathBuf {
         .join("scripts")
 }
 
-/// Interpreters from `$PYTHONS_DIR/index.tsv` (written by ../shared/pythons/provision) plus the
+/// Interpreters from `$PYTHONS_DIR/index.tsv` (written by tools/pythons/provision) plus the
 /// system's own `/usr/bin/python3`. In CI (`CI=true`) an empty list is an error, never a skip.
 /// `PYSPY_TEST_ONLY=3.11,2.7` restricts the list to those series (for local debugging).
 pub fn interpreters() -> Vec<Interpreter> {
@@ -213,7 +213,7 @@ pub fn interpreters() -> Vec<Interpreter> {
     }
     if found.is_empty() && std::env::var("CI").is_ok() {
         panic!(
-            "no interpreters found: run ../shared/pythons/provision (CI must not skip these tests)"
+            "no interpreters found: run tools/pythons/provision (CI must not skip these tests)"
         );
     }
     found
@@ -247,7 +247,7 @@ where
 {
     let interps = interpreters();
     if interps.is_empty() {
-        eprintln!("{test}: no interpreters provisioned; nothing to check (run ../shared/pythons/provision)");
+        eprintln!("{test}: no interpreters provisioned; nothing to check (run tools/pythons/provision)");
         return;
     }
     let jobs = std::env::var("PYSPY_TEST_JOBS")

@@ -5,7 +5,7 @@
 #   probe.sh --all             every series in the index, each block headed by `# series X.Y`
 #
 # The index is $PYTHONS_DIR/index.tsv (default ~/.cache/pythons), written by
-# ../shared/pythons/provision. Its include_dir, root and core_defines columns give the headers
+# tools/pythons/provision. Its include_dir, root and core_defines columns give the headers
 # and the defines the interpreter was built with. Always probe with those: Debian builds 3.14+
 # with -D_Py_TIER2=3 -D_Py_JIT, which change struct sizes (3.15's PyThreadState grows by 8
 # bytes), though none of the offsets printed today. Output: `name value` lines, see probe.c.
@@ -20,7 +20,7 @@ cc="${CC:-gcc}"
 die() { echo "probe.sh: $*" >&2; exit 1; }
 
 [ $# -eq 1 ] || die "usage: probe.sh SERIES | --all"
-[ -r "$index" ] || die "no index at $index: run ../shared/pythons/provision"
+[ -r "$index" ] || die "no index at $index: run tools/pythons/provision"
 command -v "$cc" >/dev/null || die "no C compiler ($cc)"
 
 # One line of the index per series (flavours share their headers).
