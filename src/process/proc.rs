@@ -1,5 +1,5 @@
 //! Small readers of `/proc/PID/*`: existence, exe, command line, start time, threads and
-//! their scheduler state and names.
+//! their scheduler state, names and ids in the PID namespaces they belong to.
 
 use std::path::{Path, PathBuf};
 
@@ -139,6 +139,22 @@ pub fn threads(pid: u32) -> Result<Vec<u32>, ProcError> {
     Ok(tids)
 }
 
+/// Thread `tid`'s ids in every PID namespace it belongs to, from the namespace of our `/proc`
+/// inward (`NSpid:` in `/proc/PID/task/TID/status`, Linux 4.1+): one id for a thread of our
+/// own namespace; in a container, the host id first and the container's own id last. `None`
+/// when the kernel does not say (no `NSpid:` line).
+pub fn ns_tids(pid: u32, tid: u32) -> Result<Option<Vec<u32>>, ProcError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+        .map_err(|e| classify(pid, "task/TID/status", e))?;
+    Ok(parse_nspid(&status))
+}
+
+fn parse_nspid(status: &str) -> Option<Vec<u32>> {
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    let ids: Option<Vec<u32>> = line.split_whitespace().map(|s| s.parse().ok()).collect();
+    ids.filter(|ids| !ids.is_empty())
+}
+
 /// Whether the thread is running or runnable (`R`): what py-spy calls active. Any other state
 /// (sleeping, disk wait, stopped) is idle. An unreadable thread counts as idle.
 pub fn thread_is_running(pid: u32, tid: u32) -> bool {
@@ -176,6 +192,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn nspid_lines() {
+        let status = "Name:\tpython3\nTgid:\t17332\nNSpid:\t17340\t12\t3\nNSsid:\t1\n";
+        assert_eq!(parse_nspid(status), Some(vec![17340, 12, 3]));
+        assert_eq!(parse_nspid("NSpid:\t4021\n"), Some(vec![4021]));
+        assert_eq!(parse_nspid("Name:\tx\nPid:\t5\n"), None);
+        assert_eq!(parse_nspid("NSpid:\t5\tjunk\n"), None);
+        assert_eq!(parse_nspid("NSpid:\n"), None);
+    }
+
+    #[test]
     fn reads_own_process() {
         let me = std::process::id();
         assert!(exists(me));
@@ -187,6 +213,7 @@ mod tests {
         let link = std::fs::read_link("/proc/thread-self").unwrap();
         let tid: u32 = link.file_name().unwrap().to_str().unwrap().parse().unwrap();
         assert!(thread_is_running(me, tid));
+        assert_eq!(ns_tids(me, tid).unwrap(), Some(vec![tid]));
         assert!(matches!(
             start_time(u32::MAX - 1),
             Err(ProcError::NotFound { .. })
