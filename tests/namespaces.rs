@@ -39,11 +39,13 @@ impl NsTarget {
     }
 
     /// `busy.py` in a container-like root: a new mount and PID namespace whose root (after
-    /// `pivot_root`) holds the interpreter's provisioned root at `/opt/py` — a path that does
+    /// `pivot_root`, or `chroot` inside the new mount namespace) holds the interpreter's provisioned root at `/opt/py` — a path that does
     /// not exist on the host — and the test scripts at `/mnt`. (The provisioned binaries
     /// name their loader and libraries by their host paths, so the root is mounted there too;
-    /// the executable itself is started as `/opt/py/...`.)
-    fn start_in_root(interp: &Interpreter) -> Result<NsTarget> {
+    /// the executable itself is started as `/opt/py/...`.) After a `chroot` (not a pivot) the
+    /// maps name files relative to the mount namespace's root, not the process's: paths that
+    /// do not lead to the file under `/proc/PID/root`.
+    fn start_in_root(interp: &Interpreter, root_change: RootChange) -> Result<NsTarget> {
         let provisioned = interp
             .path
             .ancestors()
@@ -73,10 +75,14 @@ impl NsTarget {
             std::fs::create_dir_all(&d).with_context(|| format!("mkdir {}", d.display()))?;
         }
         let q = |p: &Path| format!("'{}'", p.display());
+        let enter = match root_change {
+            RootChange::Pivot => "cd {r}; pivot_root . old; exec",
+            RootChange::Chroot => "exec chroot {r}",
+        };
         let script = format!(
             "set -e; mount --bind {r} {r}; mount --bind {p} {r}/opt/py; mount --bind {p} {same}; \
-             mount --bind {scripts} {r}/mnt; cd {r}; pivot_root . old; \
-             exec {exe} {flag} /mnt/busy.py",
+             mount --bind {scripts} {r}/mnt; {enter} {exe} {flag} /mnt/busy.py",
+            enter = enter.replace("{r}", &q(&root)),
             r = q(&root),
             p = q(&provisioned),
             same = q(&same_path),
@@ -192,6 +198,15 @@ impl Drop for NsTarget {
         let _ = self.unshare.0.kill();
         let _ = self.unshare.0.wait();
     }
+}
+
+/// How `NsTarget::start_in_root` enters its root.
+#[derive(Debug, Clone, Copy)]
+enum RootChange {
+    /// As container runtimes do: the mount namespace's root is the process's root.
+    Pivot,
+    /// The process's root is a directory of its mount namespace.
+    Chroot,
 }
 
 fn parse_nspid(status: &str) -> Option<Vec<u32>> {
@@ -588,18 +603,29 @@ fn container_root_files_through_proc_root() {
             // separate root to mount.
             return Ok(());
         }
-        let target = NsTarget::start_in_root(interp)?;
+        for root_change in [RootChange::Pivot, RootChange::Chroot] {
+            in_root(interp, root_change)
+                .with_context(|| format!("root entered with {root_change:?}"))?;
+        }
+        Ok(())
+    });
+}
+
+/// `container_root_files_through_proc_root` for one way of entering the root.
+fn in_root(interp: &Interpreter, root_change: RootChange) -> Result<()> {
+    {
+        let target = NsTarget::start_in_root(interp, root_change)?;
         target.wait_ready()?;
         let pid = target.host_pid.to_string();
         let exe = std::fs::read_link(format!("/proc/{pid}/exe"))?;
         ensure!(
-            exe.starts_with("/opt/py") && !exe.exists(),
+            exe.to_string_lossy().contains("/opt/py/usr/bin/") && !exe.exists(),
             "the target's executable {} should exist only in its namespace",
             exe.display()
         );
         let dump = dump_json(target.host_pid)?;
         ensure!(
-            dump.executable.starts_with("/opt/py/"),
+            Path::new(&dump.executable) == exe,
             "dump's executable: {}",
             dump.executable
         );
@@ -631,6 +657,6 @@ fn container_root_files_through_proc_root() {
             "bpf --native: {named} busy samples rooted with a named Py_BytesMain frame:\n{}",
             summary(&stacks)
         );
-        Ok(())
-    });
+    }
+    Ok(())
 }

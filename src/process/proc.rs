@@ -82,6 +82,35 @@ pub fn path_in_root(pid: u32, path: &Path) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/root")).join(relative)
 }
 
+/// The file mapped at `m` in `pid`, as a path we can open: the mapped path under
+/// `/proc/PID/root` when that is the very file mapped (same inode), else
+/// `/proc/PID/map_files/START-END`, the kernel's link to the mapped file itself (root only).
+/// Maps name files relative to the target's mount namespace, which is not its root when it
+/// was chrooted inside that namespace, and a file replaced since it was mapped (an upgrade)
+/// is no longer at its path at all.
+pub fn mapped_file(pid: u32, m: &MapRange) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let path = m.pathname.as_deref()?;
+    let in_root = path_in_root(pid, path);
+    if std::fs::metadata(&in_root).is_ok_and(|meta| meta.ino() == m.inode) {
+        return Some(in_root);
+    }
+    let link = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end));
+    match std::fs::metadata(&link) {
+        Ok(_) => Some(link),
+        Err(_) => Some(in_root),
+    }
+}
+
+/// `mapped_file` for the first mapping of `path` in `maps`; the path under `/proc/PID/root`
+/// when it is not mapped.
+pub fn file_in_maps(pid: u32, maps: &[MapRange], path: &Path) -> PathBuf {
+    maps.iter()
+        .find(|m| m.pathname.as_deref() == Some(path))
+        .and_then(|m| mapped_file(pid, m))
+        .unwrap_or_else(|| path_in_root(pid, path))
+}
+
 pub fn cmdline(pid: u32) -> Result<Vec<String>, ProcError> {
     let raw =
         std::fs::read(format!("/proc/{pid}/cmdline")).map_err(|e| classify(pid, "cmdline", e))?;
