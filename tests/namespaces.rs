@@ -665,3 +665,55 @@ fn in_root(interp: &Interpreter, root_change: RootChange) -> Result<()> {
     }
     Ok(())
 }
+
+/// A user-space `record` of a process whose only thread sleeps: no samples, which it says
+/// in a warning with the hint (`--idle`); with `--idle` the sleeping thread is recorded
+/// under its host tid at the sleeping line.
+#[test]
+fn sleeping_target_warns_then_idle_records_it() {
+    if !can_run("sleeping_target_warns_then_idle_records_it") {
+        return;
+    }
+    for_each_interpreter("sleeping_target_warns_then_idle_records_it", |interp| {
+        let target = NsTarget::start(interp, "sleeper.py", &[])?;
+        target.wait_ready()?;
+        let pid = target.host_pid;
+        // Asleep in time.sleep (not still on its way there) before recording.
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while proc_state(pid) != Some('S') {
+            ensure!(Instant::now() < deadline, "pid {pid} never slept");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let pid_s = pid.to_string();
+        let (stacks, stderr) = record(&["--mode", "userspace", "-p", &pid_s], "1")?;
+        ensure!(
+            total(&stacks) == 0,
+            "samples of a sleeping process:\n{}",
+            summary(&stacks)
+        );
+        ensure!(
+            stderr.contains("warning: no samples in")
+                && stderr.contains(&format!("of process {pid}"))
+                && stderr.contains("--idle"),
+            "no warning with a hint:\n{stderr}"
+        );
+        let (stacks, stderr) = record(&["--mode", "userspace", "--idle", "-t", "-p", &pid_s], "1")?;
+        let leaf = format!(
+            "wait_forever (sleeper.py:{})",
+            line_of(scripts_dir().join("sleeper.py"), "sleep")
+        );
+        let good = count(&stacks, |s| {
+            s.leaf() == Some(leaf.as_str())
+                && s.root().is_some_and(|r| {
+                    r.starts_with("thread \"") && r.ends_with(&format!(" ({pid})"))
+                })
+        });
+        ensure!(
+            good >= 5 && good == total(&stacks) && !stderr.contains("warning"),
+            "--idle: {good} of {} samples at {leaf} under the host tid {pid}:\n{}\n{stderr}",
+            total(&stacks),
+            summary(&stacks)
+        );
+        Ok(())
+    });
+}
