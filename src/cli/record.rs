@@ -225,6 +225,25 @@ fn record_userspace(
         summary.late,
         summary.elapsed.as_secs_f64()
     );
+    let untranslated = sampler.root().untranslated_tids();
+    if untranslated > 0 {
+        eprintln!(
+            "pyspy-bpf: warning: {untranslated} thread states held a thread id that is no thread of process {pid} in its PID namespace; those threads were recorded without a tid"
+        );
+    }
+    if profile.total_samples() == 0 && summary.ticks > 0 {
+        eprintln!(
+            "pyspy-bpf: warning: no samples in {} reads of process {pid}: {}",
+            summary.ticks,
+            if args.gil {
+                "no Python thread held the GIL at any read (the program sleeps or waits in C code that released it); without --gil every running thread is recorded"
+            } else if args.idle {
+                "no Python thread could be read (RUST_LOG=debug says why)"
+            } else {
+                "none of its Python threads was running on a CPU at any read (the program sleeps or waits); --idle records idle threads too"
+            }
+        );
+    }
     Ok(exit_status(
         args,
         summary.ended == EndReason::TargetExited,

@@ -114,7 +114,10 @@ impl NativeSymbolizer {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let host_path = proc::path_in_root(pid, &key.path);
+        let host_path = match self.maps.get(&pid) {
+            Some(known) => proc::file_in_maps(pid, &known.maps, &key.path),
+            None => proc::path_in_root(pid, &key.path),
+        };
         // The symbol tables first (fast, and right for functions with a `.cold` part); DWARF,
         // in the file or its split debug file (.gnu_debuglink / build id under
         // /usr/lib/debug), only for what they do not name: static functions of a binary
@@ -220,10 +223,13 @@ impl NativeSymbolizer {
 /// also has the `.cold` parts). Asked once per process, so the eval loop is recognised by
 /// address range instead of by name in every frame.
 pub fn function_ranges(pid: u32, binary: &std::path::Path, names: &[&str]) -> Vec<Range<Addr>> {
-    let Ok(image) = ElfImage::load(&proc::path_in_root(pid, binary), names, |_| false) else {
+    let Ok(maps) = proc::maps(pid) else {
         return Vec::new();
     };
-    let maps = proc::maps(pid).unwrap_or_default();
+    let Ok(image) = ElfImage::load(&proc::file_in_maps(pid, &maps, binary), names, |_| false)
+    else {
+        return Vec::new();
+    };
     let mappings: Vec<&MapRange> = maps
         .iter()
         .filter(|m| m.pathname.as_deref() == Some(binary))

@@ -269,7 +269,11 @@ fn build_modules(pid: u32, maps: &[MapRange]) -> (UnwinderX86_64<Section>, Vec<R
         if !mappings.iter().any(|m| m.executable) {
             continue;
         }
-        let Some(file) = module_file(&proc::path_in_root(pid, path)) else {
+        let Some(file) = mappings
+            .first()
+            .and_then(|m| proc::mapped_file(pid, m))
+            .and_then(|local| module_file(&local))
+        else {
             continue;
         };
         // One module per load bias: a file is usually mapped once, by the loader, but some

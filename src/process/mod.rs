@@ -1,12 +1,13 @@
 //! Everything about a target process that comes from the kernel: `/proc` files, its memory
 //! mappings, its binaries (read through `/proc/PID/root` so processes in containers work)
-//! and its memory.
+//! and its memory, and its thread ids in its own PID namespace (`pidns.rs`).
 
 pub mod elf;
 pub mod kstack;
 pub mod maps;
 pub mod memory;
 pub mod pause;
+pub mod pidns;
 pub mod priority;
 pub mod proc;
 pub mod regs;

@@ -1,5 +1,5 @@
 //! Small readers of `/proc/PID/*`: existence, exe, command line, start time, threads and
-//! their scheduler state and names.
+//! their scheduler state, names and ids in the PID namespaces they belong to.
 
 use std::path::{Path, PathBuf};
 
@@ -82,6 +82,35 @@ pub fn path_in_root(pid: u32, path: &Path) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/root")).join(relative)
 }
 
+/// The file mapped at `m` in `pid`, as a path we can open: the mapped path under
+/// `/proc/PID/root` when that is the very file mapped (same inode), else
+/// `/proc/PID/map_files/START-END`, the kernel's link to the mapped file itself (root only).
+/// Maps name files relative to the target's mount namespace, which is not its root when it
+/// was chrooted inside that namespace, and a file replaced since it was mapped (an upgrade)
+/// is no longer at its path at all.
+pub fn mapped_file(pid: u32, m: &MapRange) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let path = m.pathname.as_deref()?;
+    let in_root = path_in_root(pid, path);
+    if std::fs::metadata(&in_root).is_ok_and(|meta| meta.ino() == m.inode) {
+        return Some(in_root);
+    }
+    let link = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end));
+    match std::fs::metadata(&link) {
+        Ok(_) => Some(link),
+        Err(_) => Some(in_root),
+    }
+}
+
+/// `mapped_file` for the first mapping of `path` in `maps`; the path under `/proc/PID/root`
+/// when it is not mapped.
+pub fn file_in_maps(pid: u32, maps: &[MapRange], path: &Path) -> PathBuf {
+    maps.iter()
+        .find(|m| m.pathname.as_deref() == Some(path))
+        .and_then(|m| mapped_file(pid, m))
+        .unwrap_or_else(|| path_in_root(pid, path))
+}
+
 pub fn cmdline(pid: u32) -> Result<Vec<String>, ProcError> {
     let raw =
         std::fs::read(format!("/proc/{pid}/cmdline")).map_err(|e| classify(pid, "cmdline", e))?;
@@ -139,6 +168,22 @@ pub fn threads(pid: u32) -> Result<Vec<u32>, ProcError> {
     Ok(tids)
 }
 
+/// Thread `tid`'s ids in every PID namespace it belongs to, from the namespace of our `/proc`
+/// inward (`NSpid:` in `/proc/PID/task/TID/status`, Linux 4.1+): one id for a thread of our
+/// own namespace; in a container, the host id first and the container's own id last. `None`
+/// when the kernel does not say (no `NSpid:` line).
+pub fn ns_tids(pid: u32, tid: u32) -> Result<Option<Vec<u32>>, ProcError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+        .map_err(|e| classify(pid, "task/TID/status", e))?;
+    Ok(parse_nspid(&status))
+}
+
+fn parse_nspid(status: &str) -> Option<Vec<u32>> {
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    let ids: Option<Vec<u32>> = line.split_whitespace().map(|s| s.parse().ok()).collect();
+    ids.filter(|ids| !ids.is_empty())
+}
+
 /// Whether the thread is running or runnable (`R`): what py-spy calls active. Any other state
 /// (sleeping, disk wait, stopped) is idle. An unreadable thread counts as idle.
 pub fn thread_is_running(pid: u32, tid: u32) -> bool {
@@ -176,6 +221,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn nspid_lines() {
+        let status = "Name:\tpython3\nTgid:\t17332\nNSpid:\t17340\t12\t3\nNSsid:\t1\n";
+        assert_eq!(parse_nspid(status), Some(vec![17340, 12, 3]));
+        assert_eq!(parse_nspid("NSpid:\t4021\n"), Some(vec![4021]));
+        assert_eq!(parse_nspid("Name:\tx\nPid:\t5\n"), None);
+        assert_eq!(parse_nspid("NSpid:\t5\tjunk\n"), None);
+        assert_eq!(parse_nspid("NSpid:\n"), None);
+    }
+
+    #[test]
     fn reads_own_process() {
         let me = std::process::id();
         assert!(exists(me));
@@ -187,6 +242,7 @@ mod tests {
         let link = std::fs::read_link("/proc/thread-self").unwrap();
         let tid: u32 = link.file_name().unwrap().to_str().unwrap().parse().unwrap();
         assert!(thread_is_running(me, tid));
+        assert_eq!(ns_tids(me, tid).unwrap(), Some(vec![tid]));
         assert!(matches!(
             start_time(u32::MAX - 1),
             Err(ProcError::NotFound { .. })

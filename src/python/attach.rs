@@ -126,7 +126,7 @@ pub fn locate(pid: u32) -> Result<Interpreter, AttachError> {
 
     let maps = proc::maps(pid)?;
     for binary in candidate_binaries(&maps, &exe) {
-        let local = proc::path_in_root(pid, &binary);
+        let local = proc::file_in_maps(pid, &maps, &binary);
         let image = match ElfImage::load_cached(&local, SYMBOLS, needs_version_scan) {
             Ok(image) => image,
             Err(e) => {

@@ -15,6 +15,7 @@ use super::threads::{gil_holders, interpreters, thread_states, ThreadState, TidR
 use super::walk::{walk_bpf_frames, walk_thread, walk_thread_with_addrs, Walk};
 use crate::model::{Addr, BpfPyFrame, Frame, PyVersion, StackTrace};
 use crate::process::memory::{MemoryError, ProcessMemory, RemoteMemory};
+use crate::process::pidns::TidNamespace;
 use crate::process::proc;
 
 /// Which threads a caller wants.
@@ -76,6 +77,10 @@ pub struct PythonProcess {
     mem: ProcessMemory,
     codes: CodeCache,
     tids: TidResolver,
+    /// The target's own thread ids (what its thread states hold) <-> the host's.
+    ns: TidNamespace,
+    /// Thread states whose thread id named no thread of the process (see `untranslated_tids`).
+    untranslated: u64,
     names: ThreadNameCache,
     /// OS tid -> thread state, from the last full read: lets `thread_stack` walk only the
     /// sampled thread instead of every thread of the process.
@@ -103,6 +108,8 @@ impl PythonProcess {
             mem: ProcessMemory::new(pid),
             codes: CodeCache::default(),
             tids: TidResolver::default(),
+            ns: TidNamespace::of(pid)?,
+            untranslated: 0,
             names: ThreadNameCache::default(),
             tstates: HashMap::new(),
             tstates_read_at: None,
@@ -123,6 +130,19 @@ impl PythonProcess {
 
     pub fn memory(&self) -> &ProcessMemory {
         &self.mem
+    }
+
+    /// Whether the process lives in a PID namespace of its own (a container): its thread
+    /// states hold its own thread ids, which every stack translates to the host's.
+    pub fn in_pid_namespace(&self) -> bool {
+        self.ns.is_nested()
+    }
+
+    /// Thread states read whose thread id was no thread of the process (in its namespace,
+    /// translated to the host's): such a thread is shown without a tid, and cannot be walked
+    /// in BPF. A thread that ends between the two reads counts too.
+    pub fn untranslated_tids(&self) -> u64 {
+        self.untranslated
     }
 
     /// Every selected thread's stack, leaf first. Per-thread trouble becomes a truncated stack;
@@ -246,8 +266,12 @@ impl PythonProcess {
     ) -> Result<Option<StackWithEntries>, SampleError> {
         let o = &self.interpreter.offsets;
         let mem: &dyn RemoteMemory = &self.mem;
+        // `tid` is the host's id; the thread state holds the target's own (`t.native_tid`,
+        // read with it), which differ in a container.
         let still_ours = match o.tstate_native_thread_id {
-            Some(off) => mem.read_u64(t.addr + off).is_ok_and(|v| v as u32 == tid),
+            Some(off) => mem
+                .read_u64(t.addr + off)
+                .is_ok_and(|v| t.native_tid == Some(v as u32)),
             None => mem
                 .read_u64(t.addr + o.tstate_thread_id)
                 .is_ok_and(|v| v == t.ident),
@@ -373,12 +397,23 @@ impl PythonProcess {
             .map(|t| t.ident)
             .collect();
         // The OS thread list (a directory read, ~70 us for 50 threads) only for versions
-        // whose thread states do not say their OS thread id.
+        // whose thread states do not say their OS thread id, or for a process in a PID
+        // namespace of its own, whose ids (in thread states and in `struct pthread`) are
+        // translated to the host's through each thread's `NSpid:` (read once per thread).
+        let os_tids = if need_mapping.is_empty() && !self.ns.is_nested() {
+            Vec::new()
+        } else {
+            proc::threads(pid).map_err(|_| SampleError::Exited { pid })?
+        };
+        self.ns.update(&os_tids);
         let mapped = if need_mapping.is_empty() {
             HashMap::new()
         } else {
-            let os_tids = proc::threads(pid).map_err(|_| SampleError::Exited { pid })?;
-            self.tids.resolve(mem, &need_mapping, &os_tids)
+            let own_tids: Vec<u32> = os_tids
+                .iter()
+                .filter_map(|&tid| self.ns.to_inner(tid))
+                .collect();
+            self.tids.resolve(mem, &need_mapping, &own_tids)
         };
 
         self.names
@@ -391,7 +426,11 @@ impl PythonProcess {
             if opts.gil_only && !owns_gil {
                 continue;
             }
-            let tid = t.native_tid.or_else(|| mapped.get(&t.ident).copied());
+            let own_tid = t.native_tid.or_else(|| mapped.get(&t.ident).copied());
+            let tid = own_tid.and_then(|own| self.ns.to_host(own));
+            if own_tid.is_some() && tid.is_none() {
+                self.untranslated += 1;
+            }
             if let Some(tid) = tid {
                 self.tstates.insert(tid, t);
             }
