@@ -277,3 +277,190 @@ fn all_without_bpf_privileges() {
     )
     .unwrap();
 }
+
+/// `sh -c 'echo $$ > PIDFILE; exec ARGV'`: the pid of a command the profiler starts is
+/// written before the program runs, so a test can check it is gone afterwards.
+fn command_with_pidfile(pidfile: &std::path::Path, argv: &[String]) -> Vec<String> {
+    let quoted: Vec<String> = argv
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect();
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "echo $$ > '{}'; exec {}",
+            pidfile.display(),
+            quoted.join(" ")
+        ),
+    ]
+}
+
+/// The pid in `pidfile`, which must be gone (killed and reaped) now that the profiler exited;
+/// `what` describes the profiler's run for the failure message.
+fn ensure_child_gone(pidfile: &std::path::Path, what: &str) -> Result<()> {
+    let text = std::fs::read_to_string(pidfile)
+        .with_context(|| format!("the command never started:\n{what}"))?;
+    let pid: u32 = text.trim().parse().context("pidfile")?;
+    let state = proc_state(pid);
+    if state.is_some() {
+        kill_pid(pid);
+    }
+    ensure!(
+        state.is_none(),
+        "the started command (pid {pid}) outlived the profiler (state {state:?}):\n{what}"
+    );
+    Ok(())
+}
+
+/// Bad numbers for every numeric option of every verb: rejected by the command line parser
+/// (exit 2, a message naming the accepted range) before anything starts: the `-- command`
+/// never runs. `nan`, `inf`, negatives and `1e300` used to panic after sampling started.
+#[test]
+fn numeric_options_are_checked_before_anything_starts() {
+    let dir = TempDir::new("numbers");
+    let marker = dir.join("started");
+    let out = dir.join("x.txt").display().to_string();
+    let cmd = [
+        "--",
+        "sh",
+        "-c",
+        &format!("touch '{}'; exec sleep 30", marker.display()),
+    ];
+    let record = |opt: &[&str]| {
+        let mut a = vec!["record", "-f", "raw", "-o", &out];
+        a.extend_from_slice(opt);
+        a.extend_from_slice(&cmd);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let top = |opt: &[&str]| {
+        let mut a = vec!["top"];
+        a.extend_from_slice(opt);
+        a.extend_from_slice(&cmd);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let dump = |opt: &[&str]| {
+        let mut a = vec!["dump"];
+        a.extend_from_slice(opt);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    // (arguments, words the message must contain)
+    let cases: Vec<(Vec<String>, &[&str])> = vec![
+        (record(&["-d", "nan"]), &["--duration", "0.01 to 31536000"]),
+        (record(&["-d", "inf"]), &["--duration", "0.01 to 31536000"]),
+        (record(&["-d=-1"]), &["--duration", "0.01 to 31536000"]),
+        (
+            record(&["-d", "1e300"]),
+            &["--duration", "0.01 to 31536000"],
+        ),
+        (record(&["-d", "0"]), &["--duration", "0.01 to 31536000"]),
+        (record(&["-r", "0"]), &["--rate", "at least 1"]),
+        (record(&["-r", "1e9"]), &["--rate", "maximum, 10000"]),
+        (record(&["-r", "10001"]), &["--rate", "maximum, 10000"]),
+        (
+            record(&["-r", "18446744073709551616"]),
+            &["--rate", "maximum, 10000"],
+        ),
+        (record(&["-r", "nan"]), &["--rate", "1 to 10000"]),
+        (
+            record(&["--native", "--native-stack-size", "1e9"]),
+            &["--native-stack-size", "not a size"],
+        ),
+        (top(&["-r", "0"]), &["--rate", "at least 1"]),
+        (top(&["-r", "1e9"]), &["--rate", "maximum, 10000"]),
+        (top(&["--delay", "0"]), &["--delay", "0.01 to 86400"]),
+        (top(&["--delay", "nan"]), &["--delay", "0.01 to 86400"]),
+        (top(&["--delay", "inf"]), &["--delay", "0.01 to 86400"]),
+        (top(&["--delay=-1"]), &["--delay", "0.01 to 86400"]),
+        (
+            top(&["--native", "--native-stack-size", "99999999999999999999"]),
+            &["--native-stack-size", "not a size"],
+        ),
+        (dump(&["--pid", "0"]), &["--pid", "1 to 4194304"]),
+        (dump(&["--pid", "99999999"]), &["--pid", "1 to 4194304"]),
+        (
+            dump(&["--pid", "1", "--native", "--native-stack-size=-1"]),
+            &["--native-stack-size"],
+        ),
+        (
+            ["record", "-f", "raw", "-o", &out, "--pid", "0"]
+                .map(String::from)
+                .to_vec(),
+            &["--pid", "1 to 4194304"],
+        ),
+    ];
+    let mut errors = Vec::new();
+    for (args, words) in &cases {
+        let result = run(pyspy_bpf().args(args), RUN_TIMEOUT)
+            .and_then(|o| o.no_panic())
+            .and_then(|o| {
+                ensure!(
+                    o.status.code() == Some(2),
+                    "expected a usage error (exit 2):\n{}",
+                    o.describe()
+                );
+                for w in *words {
+                    ensure!(o.stderr.contains(w), "no {w:?} in:\n{}", o.describe());
+                }
+                ensure!(
+                    !marker.exists(),
+                    "the command was started:\n{}",
+                    o.describe()
+                );
+                Ok(())
+            });
+        if let Err(e) = result {
+            errors.push(format!("{args:?}: {e:#}"));
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n\n"));
+}
+
+/// An error after the `-- command` was started (an option the chosen sampler lacks, an output
+/// file that cannot be created) ends with a clean `Error:` line and kills and reaps the
+/// command: no orphan keeps running.
+#[test]
+fn errors_after_starting_a_command_leave_no_child() {
+    let interp = interpreters().into_iter().next();
+    let Some(interp) = interp else {
+        eprintln!("errors_after_starting_a_command_leave_no_child: no interpreters");
+        return;
+    };
+    let dir = TempDir::new("orphans");
+    let busy = interp.argv(&scripts_dir().join("busy.py"), &[]);
+    let ok_out = dir.join("x.txt").display().to_string();
+    let missing_out = dir.join("no/such/dir/x.txt").display().to_string();
+    let mut cases: Vec<(Vec<&str>, &[&str])> = vec![(
+        vec!["record", "-f", "raw", "-d", "0.5", "-o", &missing_out],
+        &["no/such/dir"],
+    )];
+    if is_root() {
+        cases.push((
+            vec![
+                "record",
+                "--mode",
+                "bpf",
+                "--blocking",
+                "-f",
+                "raw",
+                "-o",
+                &ok_out,
+            ],
+            &["--blocking"],
+        ));
+    }
+    let mut errors = Vec::new();
+    for (i, (args, words)) in cases.iter().enumerate() {
+        let pidfile = dir.join(&format!("pid{i}"));
+        let mut cmd = pyspy_bpf();
+        cmd.args(args)
+            .arg("--")
+            .args(command_with_pidfile(&pidfile, &busy));
+        let result =
+            expect_error(&mut cmd, words).and_then(|line| ensure_child_gone(&pidfile, &line));
+        if let Err(e) = result {
+            errors.push(format!("{args:?}: {e:#}"));
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n\n"));
+}

@@ -6,6 +6,7 @@ use std::io::Write as _;
 
 use serde::Serialize;
 
+use super::signals;
 use super::stack_size::{self, Copier};
 use super::DumpArgs;
 use crate::model::Frame;
@@ -45,6 +46,9 @@ struct DumpFrame {
 }
 
 pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
+    // A dump takes milliseconds, but may pause the target: SIGINT/SIGTERM/SIGHUP then wait for
+    // it to be resumed and the dump printed, rather than end us in the middle.
+    let _stop = signals::stop_flag()?;
     let native_stack = stack_size::bytes_for(args.native_stack_size, Copier::Userspace)?;
     let mut pids = vec![args.pid];
     if args.subprocesses {
