@@ -141,7 +141,10 @@ fn permission_denied() {
             vec!["dump", "--pid", &pid],
             vec!["record", "-f", "raw", "-o", &out, "-d", "1", "--pid", &pid],
         ] {
-            if let Err(e) = expect_error(&mut as_nobody(&bin, &args), &["permission"]) {
+            if let Err(e) = expect_error(
+                &mut as_nobody(&bin, &args),
+                &["permission", "belongs to root", "nobody", "CAP_SYS_PTRACE"],
+            ) {
                 errors.push(format!("{e:#}"));
             }
         }
@@ -268,14 +271,19 @@ fn all_without_bpf_privileges() {
     let dir = TempDir::new("nobody-all");
     let (bin, out_dir) = binary_for_nobody(&dir);
     let out = out_dir.join("all.txt").display().to_string();
-    expect_error(
-        &mut as_nobody(
-            &bin,
-            &["record", "--all", "-f", "raw", "-d", "1", "-o", &out],
-        ),
-        &["CAP_BPF", "CAP_PERFMON"],
-    )
-    .unwrap();
+    let mut cmd = as_nobody(
+        &bin,
+        &["record", "--all", "-f", "raw", "-d", "1", "-o", &out],
+    );
+    let line = expect_error(&mut cmd, &["CAP_BPF", "CAP_PERFMON"]).unwrap();
+    // libbpf's own warnings ("Couldn't load trivial BPF program...") go to the debug log.
+    let out = run(&mut cmd, RUN_TIMEOUT).unwrap();
+    assert_eq!(
+        out.stderr.lines().next(),
+        Some(line.as_str()),
+        "the error is not the first line:\n{}",
+        out.describe()
+    );
 }
 
 /// `sh -c 'echo $$ > PIDFILE; exec ARGV'`: the pid of a command the profiler starts is
@@ -463,4 +471,239 @@ fn errors_after_starting_a_command_leave_no_child() {
         }
     }
     assert!(errors.is_empty(), "{}", errors.join("\n\n"));
+}
+
+/// A kernel thread (kthreadd is pid 2 on a host; containers may not see any): said to be one,
+/// by name, not "not found".
+#[test]
+fn pid_is_a_kernel_thread() {
+    let kthread = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| p > 1)
+        .find(|&p| {
+            // PF_KTHREAD in the flags (field 9 of /proc/PID/stat).
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let flags: u64 = s
+                        .rsplit_once(')')?
+                        .1
+                        .split_whitespace()
+                        .nth(6)?
+                        .parse()
+                        .ok()?;
+                    Some(flags & 0x0020_0000 != 0)
+                })
+                .unwrap_or(false)
+        });
+    let Some(pid) = kthread else {
+        eprintln!("pid_is_a_kernel_thread: no kernel thread visible here (a pid namespace)");
+        return;
+    };
+    let name = comm(pid).expect("comm");
+    let dir = TempDir::new("kthread");
+    let out = dir.join("x.txt").display().to_string();
+    let pid = pid.to_string();
+    let mut errors = Vec::new();
+    for args in [
+        vec!["dump", "--pid", &pid],
+        vec!["record", "-f", "raw", "-o", &out, "-d", "1", "--pid", &pid],
+        vec!["top", "--pid", &pid],
+    ] {
+        if let Err(e) = expect_error(
+            pyspy_bpf().args(&args),
+            &[&format!(
+                "PID {pid} is a kernel thread ({name}), not a Python process"
+            )],
+        ) {
+            errors.push(format!("{e:#}"));
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+/// A target traced by another tracer (as by strace or gdb): pausing it (--blocking, --native)
+/// says who traces it and that reading without pausing works; and reading without pausing
+/// does work.
+#[test]
+fn pid_traced_by_another_tracer() {
+    for_each_interpreter("pid_traced_by_another_tracer", |interp| {
+        if interp.is_py2() {
+            // tracer.py is Python 3; the target's version does not matter to it.
+            return Ok(());
+        }
+        let target = interp.start("busy.py", &[])?;
+        target.wait_ready()?;
+        let pid = target.pid().to_string();
+        let tracer = interp.start("tracer.py", &[&pid])?;
+        tracer.wait_ready()?;
+        let tracer_pid = tracer.pid().to_string();
+        let dir = TempDir::new("traced");
+        let out = dir.join("x.txt").display().to_string();
+        let words = [
+            "cannot pause".to_string(),
+            format!("traced by {tracer_pid} ("),
+            "reading without pausing it still works".to_string(),
+        ];
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let mut errors = Vec::new();
+        for args in [
+            vec!["dump", "--blocking", "--pid", &pid],
+            vec!["dump", "--native", "--pid", &pid],
+            vec![
+                "record",
+                "--blocking",
+                "-f",
+                "raw",
+                "-o",
+                &out,
+                "-d",
+                "1",
+                "--pid",
+                &pid,
+            ],
+        ] {
+            if let Err(e) = expect_error(pyspy_bpf().args(&args), &words) {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        let dump = pyspy(&["dump", "--pid", &pid])?.ok()?;
+        if !dump.stdout.contains("level_b") {
+            errors.push(format!(
+                "dump without --blocking failed:\n{}",
+                dump.describe()
+            ));
+        }
+        ensure!(errors.is_empty(), "{}", errors.join("\n"));
+        Ok(())
+    });
+}
+
+/// The system interpreter, which `nobody` can run (the provisioned ones live under root's
+/// home), or None.
+fn system_interpreter() -> Option<Interpreter> {
+    interpreters().into_iter().find(|i| i.flavour == "system")
+}
+
+/// busy.py copied where `nobody` can read it.
+fn busy_for_nobody(dir: &TempDir) -> PathBuf {
+    let script = dir.join("busy.py");
+    std::fs::copy(scripts_dir().join("busy.py"), &script).expect("copy busy.py");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    script
+}
+
+/// Root whose capabilities lack CAP_SYS_PTRACE (as in a container that dropped it), reading
+/// another user's process: the error says exactly that, and does not tell root to run as
+/// root.
+#[test]
+fn root_without_cap_sys_ptrace() {
+    if !is_root() {
+        assert!(!in_ci(), "CI must run the tests as root");
+        eprintln!("root_without_cap_sys_ptrace: skipped, needs root");
+        return;
+    }
+    let Some(python) = system_interpreter() else {
+        assert!(!in_ci(), "CI needs /usr/bin/python3 for this test");
+        eprintln!("root_without_cap_sys_ptrace: skipped, no /usr/bin/python3");
+        return;
+    };
+    let dir = TempDir::new("noptrace");
+    let (bin, out_dir) = binary_for_nobody(&dir);
+    let script = busy_for_nobody(&dir);
+    let target = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(&python.path)
+        .arg(&script)
+        .stdout(std::process::Stdio::null())
+        .current_dir("/")
+        .spawn()
+        .expect("start python as nobody");
+    let target = ChildGuard(target);
+    let pid = target.pid().to_string();
+    // Wait until the exec happened: the pid then shows python, owned by nobody.
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    while !comm(target.pid()).is_some_and(|c| c.starts_with("python")) {
+        assert!(std::time::Instant::now() < deadline, "python did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = out_dir.join("x.txt").display().to_string();
+    let mut errors = Vec::new();
+    for args in [
+        vec!["dump", "--pid", &pid],
+        vec!["record", "-f", "raw", "-o", &out, "-d", "1", "--pid", &pid],
+    ] {
+        let mut cmd = Command::new("setpriv");
+        cmd.arg("--bounding-set=-sys_ptrace").arg(&bin).args(&args);
+        match expect_error(&mut cmd, &["permission", "root but without CAP_SYS_PTRACE"]) {
+            Ok(line)
+                if ["run as root,", "run as root or", "needs root"]
+                    .iter()
+                    .any(|advice| line.contains(advice)) =>
+            {
+                errors.push(format!("root is told to run as root: {line}"))
+            }
+            Ok(_) => {}
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+/// `record -- python` as `nobody`, `auto` mode: one line says why the user-space sampler is
+/// used (the BPF sampler needs CAP_BPF + CAP_PERFMON), with no libbpf warnings before it, and
+/// the recording works.
+#[test]
+fn fallback_notice_as_nobody() {
+    if !is_root() {
+        assert!(!in_ci(), "CI must run the tests as root");
+        eprintln!("fallback_notice_as_nobody: skipped, needs root to run the profiler as `nobody`");
+        return;
+    }
+    let Some(python) = system_interpreter() else {
+        assert!(!in_ci(), "CI needs /usr/bin/python3 for this test");
+        eprintln!("fallback_notice_as_nobody: skipped, no /usr/bin/python3");
+        return;
+    };
+    let dir = TempDir::new("nobody-fallback");
+    let (bin, out_dir) = binary_for_nobody(&dir);
+    let script = busy_for_nobody(&dir).display().to_string();
+    let profile = out_dir.join("x.txt");
+    let profile_s = profile.display().to_string();
+    let python = python.path.display().to_string();
+    let out = run(
+        &mut as_nobody(
+            &bin,
+            &[
+                "record", "-f", "raw", "-o", &profile_s, "--", &python, &script, "2",
+            ],
+        ),
+        RUN_TIMEOUT,
+    )
+    .unwrap()
+    .ok()
+    .unwrap();
+    let first = out.stderr.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with("pyspy-bpf: using the user-space sampler:")
+            && first.contains("CAP_BPF")
+            && first.contains("CAP_PERFMON"),
+        "the first line is not the fall-back notice:\n{}",
+        out.describe()
+    );
+    assert!(
+        !out.stderr.contains("libbpf"),
+        "libbpf's own lines reached stderr:\n{}",
+        out.describe()
+    );
+    let stacks = read_raw(&profile).unwrap();
+    assert!(
+        stacks
+            .iter()
+            .any(|s| s.leaf().is_some_and(|l| l.starts_with("level_b (busy.py:"))),
+        "{}\n{}",
+        summary(&stacks),
+        out.describe()
+    );
 }
