@@ -282,3 +282,56 @@ fn sigterm_ends_top_and_reaps_its_command() {
     );
     ensure_gone(&pidfile, &stderr).unwrap();
 }
+
+/// The terminal closing under `record` (an ssh session dropped: the pty hangs up, SIGHUP,
+/// then every write to it fails): the profile is still written. `record` runs under
+/// `script`, which owns the pty; killing `script` hangs it up.
+#[test]
+fn terminal_hangup_writes_the_profile() {
+    let Some(interp) = interpreters().into_iter().next() else {
+        eprintln!("terminal_hangup: no interpreters");
+        return;
+    };
+    let target = interp.start("busy.py", &[]).unwrap();
+    target.wait_ready().unwrap();
+    let pid = target.pid().to_string();
+    let dir = TempDir::new("hangup");
+    let out = dir.join("profile.txt");
+    let line = format!(
+        "stty cols 120 rows 30; exec '{}' record -f raw -d 60 -o '{}' --pid {pid}",
+        env!("CARGO_BIN_EXE_pyspy-bpf"),
+        out.display()
+    );
+    let script = ChildGuard(
+        std::process::Command::new("script")
+            .args(["-qfec", &line, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start script"),
+    );
+    // `record` prints its progress line to the terminal meanwhile.
+    std::thread::sleep(Duration::from_millis(2500));
+    let profiler: u32 =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", script.pid()))
+            .expect("script's children")
+            .split_whitespace()
+            .next()
+            .expect("script runs the profiler")
+            .parse()
+            .expect("a pid");
+    assert_eq!(comm(profiler).as_deref(), Some("pyspy-bpf"));
+    drop(script); // SIGKILL: the pty's master closes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while proc_state(profiler).is_some_and(|s| s != 'Z') {
+        assert!(
+            Instant::now() < deadline,
+            "the profiler did not end after the hangup"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stacks = read_raw(&out).expect("no profile after the hangup");
+    let n = samples_at_busy_leaf(&stacks);
+    assert!(n >= 3, "{n} samples in level_b:\n{}", summary(&stacks));
+}

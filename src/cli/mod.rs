@@ -1,5 +1,21 @@
 //! The command line: clap definitions and dispatch to `record` and `dump`.
 
+/// `eprintln!`/`eprint!` for every verb, ignoring write errors: after SIGHUP the terminal may
+/// be gone (writes fail with EIO), and `std`'s versions would panic there, before the profile
+/// collected so far is written. (Defined before the modules, so it shadows `std`'s in them.)
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+macro_rules! eprint {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod dump;
 mod mode;
 mod numbers;
