@@ -4,6 +4,7 @@
 
 pub mod bpf;
 pub mod cli;
+pub mod escape;
 pub mod frames;
 pub mod model;
 pub mod native;

@@ -8,7 +8,9 @@ fn main() {
     match pyspy_bpf::cli::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            // Errors quote names from the target (its exe, a tracer's name): printed escaped.
+            let message = format!("{e:#}");
+            eprintln!("Error: {}", pyspy_bpf::escape::printable(&message));
             std::process::exit(1);
         }
     }

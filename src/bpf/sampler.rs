@@ -636,17 +636,23 @@ fn layout_bytes(layout: &pyspy_py_layout) -> &[u8] {
     }
 }
 
-/// Send libbpf's messages (verifier logs, warnings) to `log` instead of stderr.
+/// Send libbpf's messages (verifier logs, warnings) to `log` at debug level instead of
+/// stderr: a failed load already ends in one `Error:` line or a fall-back notice that says
+/// what to do, and libbpf's own lines before it ("Couldn't load trivial BPF program. Make
+/// sure your kernel supports BPF ...") would only mislead. `RUST_LOG=debug` shows them all,
+/// the verifier log included.
 fn route_libbpf_logs() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         fn print(level: libbpf_rs::PrintLevel, message: String) {
             let message = message.trim_end();
-            match level {
-                libbpf_rs::PrintLevel::Warn => log::warn!("libbpf: {message}"),
-                libbpf_rs::PrintLevel::Info => log::info!("libbpf: {message}"),
-                libbpf_rs::PrintLevel::Debug => log::debug!("libbpf: {message}"),
-            }
+            let message = message.strip_prefix("libbpf: ").unwrap_or(message);
+            let level = match level {
+                libbpf_rs::PrintLevel::Warn => "warn",
+                libbpf_rs::PrintLevel::Info => "info",
+                libbpf_rs::PrintLevel::Debug => "debug",
+            };
+            log::debug!("libbpf {level}: {message}");
         }
         libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, print)));
     });

@@ -6,8 +6,10 @@ use std::io::Write as _;
 
 use serde::Serialize;
 
+use super::signals;
 use super::stack_size::{self, Copier};
 use super::DumpArgs;
+use crate::escape::printable;
 use crate::model::Frame;
 use crate::native::NativeReader;
 use crate::process::pause::Paused;
@@ -45,6 +47,9 @@ struct DumpFrame {
 }
 
 pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
+    // A dump takes milliseconds, but may pause the target: SIGINT/SIGTERM/SIGHUP then wait for
+    // it to be resumed and the dump printed, rather than end us in the middle.
+    let _stop = signals::stop_flag()?;
     let native_stack = stack_size::bytes_for(args.native_stack_size, Copier::Userspace)?;
     let mut pids = vec![args.pid];
     if args.subprocesses {
@@ -201,10 +206,22 @@ fn frame_json(frame: &Frame) -> serde_json::Value {
     }
 }
 
+/// The text form, for a terminal: every name and value that comes from the target is
+/// escaped (`printable`), so control characters in it cannot drive the terminal.
 fn render_text(d: &ProcessDump) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "Process {}: {}", d.pid, d.cmdline.join(" "));
-    let _ = writeln!(out, "Python v{} ({})", d.version, d.executable);
+    let _ = writeln!(
+        out,
+        "Process {}: {}",
+        d.pid,
+        printable(&d.cmdline.join(" "))
+    );
+    let _ = writeln!(
+        out,
+        "Python v{} ({})",
+        printable(&d.version),
+        printable(&d.executable)
+    );
     for t in &d.threads {
         let tid = t
             .tid
@@ -219,21 +236,31 @@ fn render_text(d: &ProcessDump) -> String {
         let _ = writeln!(
             out,
             "\nThread {tid} ({state}) \"{}\"",
-            t.name.as_deref().unwrap_or("?")
+            printable(t.name.as_deref().unwrap_or("?"))
         );
         for DumpFrame { frame: f, locals } in &t.frames {
             let _ = match f {
-                Frame::Python(f) => writeln!(out, "    {} ({}:{})", f.function, f.filename, f.line),
-                Frame::Native(f) if f.module.is_empty() => writeln!(out, "    {} (native)", f.name),
-                Frame::Native(f) => writeln!(out, "    {} ({})", f.name, f.module),
-                Frame::Kernel(name) => writeln!(out, "    {name} (kernel)"),
+                Frame::Python(f) => writeln!(
+                    out,
+                    "    {} ({}:{})",
+                    printable(&f.function),
+                    printable(&f.filename),
+                    f.line
+                ),
+                Frame::Native(f) if f.module.is_empty() => {
+                    writeln!(out, "    {} (native)", printable(&f.name))
+                }
+                Frame::Native(f) => {
+                    writeln!(out, "    {} ({})", printable(&f.name), printable(&f.module))
+                }
+                Frame::Kernel(name) => writeln!(out, "    {} (kernel)", printable(name)),
                 Frame::Truncated(r) => writeln!(out, "    <truncated: {}>", r.as_str()),
                 Frame::Unknown(r) => writeln!(out, "    <unknown frame: {}>", r.as_str()),
             };
             match locals {
                 Some(Ok(locals)) => render_locals(&mut out, locals),
                 Some(Err(e)) => {
-                    let _ = writeln!(out, "        <locals unavailable: {e}>");
+                    let _ = writeln!(out, "        <locals unavailable: {}>", printable(e));
                 }
                 None => {}
             }
@@ -244,6 +271,11 @@ fn render_text(d: &ProcessDump) -> String {
 
 fn render_locals(out: &mut String, locals: &[Local]) {
     for l in locals {
-        let _ = writeln!(out, "        {} = {}", l.name, l.repr);
+        let _ = writeln!(
+            out,
+            "        {} = {}",
+            printable(&l.name),
+            printable(&l.repr)
+        );
     }
 }

@@ -1,8 +1,26 @@
 //! The command line: clap definitions and dispatch to `record` and `dump`.
 
+/// `eprintln!`/`eprint!` for every verb, ignoring write errors: after SIGHUP the terminal may
+/// be gone (writes fail with EIO), and `std`'s versions would panic there, before the profile
+/// collected so far is written. (Defined before the modules, so it shadows `std`'s in them.)
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+macro_rules! eprint {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod dump;
 mod mode;
+mod numbers;
 mod record;
+mod signals;
 mod stack_size;
 mod target;
 mod top;
@@ -36,7 +54,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct TargetArgs {
     /// PID of a running Python process.
-    #[arg(short, long, conflicts_with = "command")]
+    #[arg(short, long, conflicts_with = "command", value_parser = numbers::pid)]
     pub pid: Option<u32>,
     /// Every process on the machine (needs the BPF sampler: root, or CAP_BPF + CAP_PERFMON).
     #[arg(short, long, conflicts_with_all = ["pid", "command"])]
@@ -57,10 +75,10 @@ pub struct RecordArgs {
     #[arg(short, long, default_value = "flamegraph")]
     pub format: Format,
     /// Samples per second.
-    #[arg(short, long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(short, long, default_value_t = 100, value_parser = numbers::rate)]
     pub rate: u32,
     /// Seconds to record (default: until the program exits or Ctrl-C).
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = numbers::duration)]
     pub duration: Option<f64>,
     /// Include idle threads (not running on a CPU).
     #[arg(long)]
@@ -114,7 +132,7 @@ pub struct RecordArgs {
 #[derive(Debug, Args)]
 pub struct DumpArgs {
     /// PID of a running Python process.
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = numbers::pid)]
     pub pid: u32,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -143,7 +161,7 @@ pub struct TopArgs {
     #[command(flatten)]
     pub target: TargetArgs,
     /// Samples per second.
-    #[arg(short, long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(short, long, default_value_t = 100, value_parser = numbers::rate)]
     pub rate: u32,
     /// Include idle threads (not running on a CPU).
     #[arg(long)]
@@ -161,7 +179,7 @@ pub struct TopArgs {
     #[arg(long)]
     pub blocking: bool,
     /// Seconds between refreshes of the display.
-    #[arg(long, default_value_t = 1.0, value_parser = top::parse_delay)]
+    #[arg(long, default_value_t = 1.0, value_parser = numbers::delay)]
     pub delay: f64,
     /// Include native (C) frames, merged with the Python ones (pauses the target per sample).
     #[arg(long, conflicts_with = "all")]

@@ -5,16 +5,15 @@
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::Child;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use super::mode::{self, Chosen};
+use super::signals;
 use super::stack_size::{self, Copier};
-use super::target::{self, child_alive, finish_child, Target};
+use super::target::{self, child_alive, finish_child, StartedChild, Target};
 use super::RecordArgs;
 use crate::bpf::BpfSampler;
 use crate::frames::{profile_frames, FrameOptions};
@@ -39,12 +38,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         )?),
         false => None,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
-            .context("cannot install the Ctrl-C handler")?;
-    }
+    let stop = signals::stop_flag()?;
     // Attach first, whatever the sampler: a pid that is not Python is an error either way.
     let (process, mut child) = match args.target.all {
         true => (None, None),
@@ -139,7 +133,7 @@ fn record_userspace(
     args: &RecordArgs,
     process: PythonProcess,
     native_stack: Option<usize>,
-    child: &mut Option<Child>,
+    child: &mut Option<StartedChild>,
     stop: &AtomicBool,
     output_path: &Path,
 ) -> anyhow::Result<i32> {
@@ -256,7 +250,7 @@ fn record_bpf(
     sampler: BpfSampler,
     config: &BpfSourceConfig,
     process: Option<&PythonProcess>,
-    child: &mut Option<Child>,
+    child: &mut Option<StartedChild>,
     stop: &AtomicBool,
     output_path: &Path,
 ) -> anyhow::Result<i32> {

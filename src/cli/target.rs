@@ -15,25 +15,39 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Target {
     pub process: PythonProcess,
     /// Set when we started the program ourselves.
-    pub child: Option<Child>,
+    pub child: Option<StartedChild>,
+}
+
+/// A program we started (`-- command`). It never outlives the profiler: dropping it (on
+/// every path out of a verb, errors and panics included) kills it if it still runs and reaps
+/// it.
+#[derive(Debug)]
+pub struct StartedChild(Child);
+
+impl StartedChild {
+    /// Whether it still runs (reaping it if it has exited).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for StartedChild {
+    fn drop(&mut self) {
+        if self.is_running() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
 }
 
 /// Whether a program we started still runs (reaping it if it has exited); true without one.
-pub fn child_alive(child: &mut Option<Child>) -> bool {
-    match child {
-        Some(c) => matches!(c.try_wait(), Ok(None)),
-        None => true,
-    }
+pub fn child_alive(child: &mut Option<StartedChild>) -> bool {
+    child.as_mut().is_none_or(StartedChild::is_running)
 }
 
 /// Stop a program we started that outlived the recording, and reap it.
-pub fn finish_child(child: &mut Option<Child>) {
-    if let Some(mut c) = child.take() {
-        if matches!(c.try_wait(), Ok(None)) {
-            let _ = c.kill();
-        }
-        let _ = c.wait();
-    }
+pub fn finish_child(child: &mut Option<StartedChild>) {
+    drop(child.take());
 }
 
 /// Attach to `--pid`, or start the command and attach to it.
@@ -47,21 +61,18 @@ pub fn resolve(args: &TargetArgs) -> anyhow::Result<Target> {
             child: None,
         }),
         (None, [program, rest @ ..]) => {
-            let mut child = Command::new(program)
-                .args(rest)
-                .spawn()
-                .with_context(|| format!("cannot start {program}"))?;
-            match attach_started(&mut child, program) {
-                Ok(process) => Ok(Target {
-                    process,
-                    child: Some(child),
-                }),
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    Err(e)
-                }
-            }
+            let mut child = StartedChild(
+                Command::new(program)
+                    .args(rest)
+                    .spawn()
+                    .with_context(|| format!("cannot start {program}"))?,
+            );
+            // On an error the guard kills and reaps the program.
+            let process = attach_started(&mut child.0, program)?;
+            Ok(Target {
+                process,
+                child: Some(child),
+            })
         }
         (None, []) => bail!("nothing to profile: give --pid PID, --all, or a command after --"),
     }

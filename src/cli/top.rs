@@ -2,15 +2,16 @@
 //! screen on a terminal, or as plain-text snapshots when stdout is not one.
 
 use std::io::IsTerminal;
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 
+use super::signals;
 use super::stack_size::{self, Copier};
-use super::{target, TopArgs};
+use super::target::{self, StartedChild};
+use super::TopArgs;
 use crate::bpf::PerfEventKind;
 use crate::native::NativeReader;
 use crate::process::pause::Paused;
@@ -22,23 +23,8 @@ use crate::top::{self, lock, Live, Watched};
 /// Exit status when the process given by `--pid` exited while `top` watched it (as `record`).
 const EXIT_TARGET_GONE: i32 = 2;
 
-/// `--delay`: a positive number of seconds.
-pub fn parse_delay(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(d) if d.is_finite() && (0.01..=86_400.0).contains(&d) => Ok(d),
-        _ => Err(format!(
-            "{s:?} is not a refresh interval in seconds (0.01 to 86400)"
-        )),
-    }
-}
-
 pub fn run(args: TopArgs) -> anyhow::Result<i32> {
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
-            .context("cannot install the Ctrl-C handler")?;
-    }
+    let stop = signals::stop_flag()?;
     if args.target.all {
         return run_all(args, stop);
     }
@@ -73,7 +59,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
         subprocesses: args.subprocesses,
     };
     let shared = Live::shared(args.subprocesses);
-    let child: Option<Arc<Mutex<Child>>> = target.child.map(|c| Arc::new(Mutex::new(c)));
+    let child: Option<Arc<Mutex<StartedChild>>> = target.child.map(|c| Arc::new(Mutex::new(c)));
 
     let sampler = {
         let shared = shared.clone();
@@ -93,10 +79,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
                     None,
                     &stop,
                     || match &child {
-                        Some(c) => matches!(
-                            c.lock().unwrap_or_else(|p| p.into_inner()).try_wait(),
-                            Ok(None)
-                        ),
+                        Some(c) => c.lock().unwrap_or_else(|p| p.into_inner()).is_running(),
                         None => true,
                     },
                     |stacks| lock(&shared).add(stacks),
@@ -112,16 +95,10 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
     // Read before stopping: killing a program we started must not count as it exiting.
     let ended = lock(&shared).ended;
     stop.store(true, Ordering::Relaxed);
-    if let Some(child) = child {
-        // A program we started does not outlive its profiler.
-        let mut child = child.lock().unwrap_or_else(|p| p.into_inner());
-        if matches!(child.try_wait(), Ok(None)) {
-            let _ = child.kill();
-        }
-        let _ = child.wait();
-    }
-    // Joining makes sure a `--blocking` target is resumed before we exit.
+    // Joining makes sure a `--blocking` target is resumed before we exit; dropping the last
+    // handle on a program we started then kills and reaps it.
     let _ = sampler.join();
+    drop(child);
     shown?;
     if ended == Some(EndReason::TargetExited) {
         eprintln!("pyspy-bpf: process {pid} exited");

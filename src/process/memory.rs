@@ -20,7 +20,7 @@ pub enum MemoryError {
     },
     #[error("process {pid} no longer exists")]
     Gone { pid: u32 },
-    #[error("permission denied reading memory of pid {pid} (needs root or CAP_SYS_PTRACE)")]
+    #[error("permission denied reading memory of pid {pid}: {}", super::access::why_denied(*pid))]
     Permission { pid: u32 },
     #[error("null pointer dereference at {what}")]
     Null { what: &'static str },

@@ -2,6 +2,7 @@
 //! mappings, its binaries (read through `/proc/PID/root` so processes in containers work)
 //! and its memory, and its thread ids in its own PID namespace (`pidns.rs`).
 
+pub mod access;
 pub mod elf;
 pub mod kstack;
 pub mod maps;

@@ -4,7 +4,7 @@
 
 #[derive(Debug, thiserror::Error)]
 pub enum PauseError {
-    #[error("cannot pause process {pid}: permission denied (needs root or CAP_SYS_PTRACE; check /proc/sys/kernel/yama/ptrace_scope)")]
+    #[error("cannot pause process {pid}: {}", super::access::why_no_ptrace(*pid))]
     Permission { pid: u32 },
     #[error("cannot pause process {pid}: {source}")]
     Io { pid: u32, source: std::io::Error },

@@ -9,7 +9,9 @@ use super::maps::{parse_maps, MapRange};
 pub enum ProcError {
     #[error("process {pid} not found (no such process)")]
     NotFound { pid: u32 },
-    #[error("permission denied reading /proc/{pid}/{what}: run as root or with CAP_SYS_PTRACE (the target belongs to another user)")]
+    #[error("PID {pid} is a kernel thread ({name}), not a Python process")]
+    KernelThread { pid: u32, name: String },
+    #[error("permission denied reading /proc/{pid}/{what}: {}", super::access::why_denied(*pid))]
     Permission { pid: u32, what: &'static str },
     #[error("reading /proc/{pid}/{what}: {source}")]
     Io {
@@ -26,7 +28,11 @@ fn read_proc(pid: u32, what: &'static str) -> Result<String, ProcError> {
 
 fn classify(pid: u32, what: &'static str, source: std::io::Error) -> ProcError {
     match source.kind() {
-        std::io::ErrorKind::NotFound => ProcError::NotFound { pid },
+        // A kernel thread has a /proc entry but no `exe` (and empty maps).
+        std::io::ErrorKind::NotFound => match super::access::kernel_thread(pid) {
+            Some(name) => ProcError::KernelThread { pid, name },
+            None => ProcError::NotFound { pid },
+        },
         std::io::ErrorKind::PermissionDenied => ProcError::Permission { pid, what },
         _ if source.raw_os_error() == Some(libc::ESRCH) => ProcError::NotFound { pid },
         _ => ProcError::Io { pid, what, source },

@@ -6,6 +6,7 @@ use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use crate::escape::printable;
 use crate::frames::shorten_filename;
 use crate::model::{Frame, StackTrace};
 
@@ -115,10 +116,12 @@ pub struct Row {
 
 impl Row {
     /// `function (file:line)`.
+    /// `function (file:line)` as shown on a terminal: names from the target are escaped.
     pub fn label(&self) -> String {
+        let function = printable(&self.function);
         match &self.location {
-            Some(loc) => format!("{} ({loc})", self.function),
-            None => self.function.clone(),
+            Some(loc) => format!("{function} ({})", printable(loc)),
+            None => function.into_owned(),
         }
     }
 }

@@ -1,0 +1,116 @@
+//! Value parsers for the numeric options (`--rate`, `--duration`, `--delay`, `--pid`): each
+//! rejects what cannot be used (NaN, infinities, negatives, zero, absurd sizes) with a message
+//! naming the accepted range, so nothing starts on a value that would fail later.
+
+/// The highest `--rate`: above it the per-sample work costs more CPU than the profiled program
+/// gets, and one sample every 100 µs is finer than a Python line takes.
+pub const MAX_RATE_HZ: u32 = 10_000;
+/// The longest `--duration`: a year. Longer spans are typos, and `Duration` cannot hold
+/// seconds beyond ~5.8e11 years at all.
+pub const MAX_DURATION_SECS: f64 = 365.0 * 86_400.0;
+/// The shortest `--duration`: one 100 Hz sample period.
+pub const MIN_DURATION_SECS: f64 = 0.01;
+/// `--delay` bounds: a refresh faster than 10 ms only burns CPU; a day is already odd.
+pub const MIN_DELAY_SECS: f64 = 0.01;
+pub const MAX_DELAY_SECS: f64 = 86_400.0;
+/// The kernel's `PID_MAX_LIMIT` on 64-bit: no pid is larger.
+pub const MAX_PID: u32 = 4 * 1024 * 1024;
+
+/// `--rate`: samples per second, 1 to `MAX_RATE_HZ`.
+pub fn rate(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<u32>() {
+        return match n {
+            0 => Err("the rate must be at least 1 sample per second".into()),
+            n if n > MAX_RATE_HZ => Err(format!(
+                "{n} samples per second is above the maximum, {MAX_RATE_HZ}"
+            )),
+            n => Ok(n),
+        };
+    }
+    // `1e9`, `20000.0`, `-1`: say what is wrong with the number, not only that it is not one.
+    match t.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > MAX_RATE_HZ as f64 => Err(format!(
+            "{s} samples per second is above the maximum, {MAX_RATE_HZ}"
+        )),
+        Ok(x) if x.is_finite() && x < 1.0 => {
+            Err("the rate must be at least 1 sample per second".into())
+        }
+        _ => Err(format!(
+            "{s:?} is not a whole number of samples per second (1 to {MAX_RATE_HZ})"
+        )),
+    }
+}
+
+/// `--duration`: seconds, `MIN_DURATION_SECS` to `MAX_DURATION_SECS`.
+pub fn duration(s: &str) -> Result<f64, String> {
+    seconds(s, MIN_DURATION_SECS, MAX_DURATION_SECS, "a duration")
+}
+
+/// `--delay`: seconds between refreshes, `MIN_DELAY_SECS` to `MAX_DELAY_SECS`.
+pub fn delay(s: &str) -> Result<f64, String> {
+    seconds(s, MIN_DELAY_SECS, MAX_DELAY_SECS, "a refresh interval")
+}
+
+fn seconds(s: &str, min: f64, max: f64, what: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && (min..=max).contains(&x) => Ok(x),
+        _ => Err(format!("{s:?} is not {what} in seconds ({min} to {max})")),
+    }
+}
+
+/// `--pid`: a process id, 1 to `MAX_PID` (0 is not a process; pids above the limit do not
+/// exist on any kernel).
+pub fn pid(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(p) if (1..=MAX_PID).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a process id (1 to {MAX_PID})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(rate("1"), Ok(1));
+        assert_eq!(rate("10000"), Ok(10_000));
+        assert!(rate("0").unwrap_err().contains("at least 1"));
+        assert!(rate("10001").unwrap_err().contains("maximum, 10000"));
+        assert!(rate("1e9").unwrap_err().contains("maximum, 10000"));
+        assert!(rate("99999999999999").unwrap_err().contains("maximum"));
+        assert!(rate("-1").unwrap_err().contains("at least 1"));
+        assert!(rate("nan").is_err());
+        assert!(rate("inf").is_err());
+        assert!(rate("fast").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("1.5"), Ok(1.5));
+        assert_eq!(duration("31536000"), Ok(MAX_DURATION_SECS));
+        for bad in [
+            "nan", "NaN", "inf", "-inf", "-1", "0", "1e300", "31536001", "", "x",
+        ] {
+            let e = duration(bad).unwrap_err();
+            assert!(e.contains("0.01 to 31536000"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn delays() {
+        assert_eq!(delay("0.5"), Ok(0.5));
+        for bad in ["0", "nan", "inf", "-1", "1e300"] {
+            assert!(delay(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pids() {
+        assert_eq!(pid("1"), Ok(1));
+        for bad in ["0", "-5", "4194305", "99999999999", "x", "1.5"] {
+            assert!(pid(bad).is_err(), "{bad}");
+        }
+    }
+}
