@@ -28,10 +28,11 @@ pub enum SafeFsError {
     /// The path is not one we may trust with private data; `why` says which part and why.
     #[error("{path}: {why}")]
     Untrusted { path: PathBuf, why: String },
-    #[error("{path}: {source}")]
+    /// (Not a `#[source]`: the message already holds it.)
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Every name tried for a new file existed already.
     #[error("{dir}: {stem}{ext} and {tries} other names taken")]
@@ -47,7 +48,7 @@ impl SafeFsError {
     fn io(path: impl Into<PathBuf>, errno: Errno) -> SafeFsError {
         SafeFsError::Io {
             path: path.into(),
-            source: errno.into(),
+            error: errno.into(),
         }
     }
 
@@ -60,7 +61,7 @@ impl SafeFsError {
 
     /// Whether the error is only that the path does not exist.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, SafeFsError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+        matches!(self, SafeFsError::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound)
     }
 }
 
@@ -308,9 +309,9 @@ impl NewFile {
         if !is_one_component(name) {
             return Err(SafeFsError::io(target, Errno::INVAL));
         }
-        self.file.sync_all().map_err(|source| SafeFsError::Io {
+        self.file.sync_all().map_err(|error| SafeFsError::Io {
             path: self.path(),
-            source,
+            error,
         })?;
         rustix::fs::renameat(&*self.dir, &self.name, &*self.dir, name)
             .map_err(|e| SafeFsError::io(target, e))?;

@@ -2,6 +2,7 @@
 
 mod dump;
 mod mode;
+mod output_file;
 mod record;
 mod stack_size;
 mod target;
@@ -50,7 +51,7 @@ pub struct TargetArgs {
 pub struct RecordArgs {
     #[command(flatten)]
     pub target: TargetArgs,
-    /// Output file (default: NAME-PID.svg/.json/.txt in the current directory).
+    /// Output file (default: a new NAME-PID-TIME.svg/.json/.txt in the current directory).
     #[arg(short, long)]
     pub output: Option<std::path::PathBuf>,
     /// Output format.
