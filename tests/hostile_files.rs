@@ -63,11 +63,13 @@ fn victim_untouched(victim: &Path) -> Result<()> {
         "{}: no longer a root-owned 0600 file: {meta:?}",
         victim.display()
     );
-    let text = std::fs::read_to_string(victim)?;
+    let bytes = std::fs::read(victim)?;
     ensure!(
-        text == PRECIOUS,
-        "{} was overwritten: {text:?}",
-        victim.display()
+        bytes == PRECIOUS.as_bytes(),
+        "{} was overwritten: {} bytes, starting {:?}",
+        victim.display(),
+        bytes.len(),
+        String::from_utf8_lossy(&bytes[..bytes.len().min(60)])
     );
     Ok(())
 }
@@ -428,8 +430,8 @@ fn kernel_symbol_cache_only_in_a_directory_of_our_own() {
                 false => record(&theirs, None, Some(&cache_dir))?,
                 true => record(&home, Some(&theirs), Some(&cache_dir))?,
             };
-            warned(&o, "uid 65534")?;
             victim_untouched(&victim)?;
+            warned(&o, "uid 65534")?;
             for entry in entries(&cache_dir) {
                 let path = cache_dir.join(&entry);
                 ensure!(
