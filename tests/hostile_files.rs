@@ -223,7 +223,7 @@ fn hostile_process_names_do_not_choose_where_the_profile_goes() {
             let pid_s = pid.to_string();
             let out = run(
                 pyspy_bpf()
-                    .args(["record", "-d", "1", "-f", "raw", "--pid", &pid_s])
+                    .args(["record", "-d", "2", "-f", "raw", "--pid", &pid_s])
                     .current_dir(&work),
                 RUN_TIMEOUT,
             )?
@@ -608,7 +608,7 @@ fn explicit_output_is_written_as_asked() {
         run(
             pyspy_bpf()
                 .args([
-                    "record", "-d", "1", "-f", "raw", "-o", output, "--pid", &pid,
+                    "record", "-d", "2", "-f", "raw", "-o", output, "--pid", &pid,
                 ])
                 .current_dir(dir.path()),
             RUN_TIMEOUT,
