@@ -12,5 +12,6 @@ pub mod output;
 pub mod process;
 pub mod profile;
 pub mod python;
+pub mod safe_fs;
 pub mod sampler;
 pub mod top;

@@ -19,6 +19,7 @@ macro_rules! eprint {
 mod dump;
 mod mode;
 mod numbers;
+mod output_file;
 mod record;
 mod signals;
 mod stack_size;
@@ -68,7 +69,7 @@ pub struct TargetArgs {
 pub struct RecordArgs {
     #[command(flatten)]
     pub target: TargetArgs,
-    /// Output file (default: NAME-PID.svg/.json/.txt in the current directory).
+    /// Output file (default: a new NAME-PID-TIME.svg/.json/.txt in the current directory).
     #[arg(short, long)]
     pub output: Option<std::path::PathBuf>,
     /// Output format.

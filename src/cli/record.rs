@@ -3,14 +3,12 @@
 //! user-space sampler (one process tree), chosen by `--mode`.
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::io::IsTerminal;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use anyhow::Context;
-
 use super::mode::{self, Chosen};
+use super::output_file::Output;
 use super::signals;
 use super::stack_size::{self, Copier};
 use super::target::{self, child_alive, finish_child, StartedChild, Target};
@@ -38,6 +36,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         )?),
         false => None,
     };
+    // Where the profile goes, claimed before anything starts: a place that cannot be written
+    // fails now, not once the recording is done (and before a `-- cmd` is started).
+    let output = Output::claim(args.output.as_deref(), &args.target, args.format)?;
     let stop = signals::stop_flag()?;
     // Attach first, whatever the sampler: a pid that is not Python is an error either way.
     let (process, mut child) = match args.target.all {
@@ -76,10 +77,6 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         None
     };
     let chosen = mode::choose(args.mode, args.target.all, userspace_only, &bpf_config);
-    let output_path = args
-        .output
-        .clone()
-        .unwrap_or_else(|| default_output(root, args.format));
     let result = chosen.and_then(|chosen| match (chosen, process) {
         (Chosen::Bpf(sampler), process) => record_bpf(
             &args,
@@ -88,7 +85,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
             process.as_ref(),
             &mut child,
             &stop,
-            &output_path,
+            output,
         ),
         (Chosen::Userspace, Some(process)) => record_userspace(
             &args,
@@ -103,7 +100,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
             },
             &mut child,
             &stop,
-            &output_path,
+            output,
         ),
         (Chosen::Userspace, None) => anyhow::bail!("--all needs the BPF sampler"),
     });
@@ -135,7 +132,7 @@ fn record_userspace(
     native_stack: Option<usize>,
     child: &mut Option<StartedChild>,
     stop: &AtomicBool,
-    output_path: &Path,
+    output: Output,
 ) -> anyhow::Result<i32> {
     let pid = process.pid;
     if args.blocking || args.native {
@@ -210,7 +207,7 @@ fn record_userspace(
         duration_secs: summary.elapsed.as_secs_f64(),
         errors: summary.errors,
     };
-    write_profile(args, &profile, &meta, output_path)?;
+    write_profile(args, &profile, &meta, output)?;
     eprintln!(
         "pyspy-bpf: {} samples in {} reads, {} errors, {} late ticks, {:.1}s",
         profile.total_samples(),
@@ -252,7 +249,7 @@ fn record_bpf(
     process: Option<&PythonProcess>,
     child: &mut Option<StartedChild>,
     stop: &AtomicBool,
-    output_path: &Path,
+    output: Output,
 ) -> anyhow::Result<i32> {
     let what = match process {
         Some(p) => format!("process {} (Python {})", p.pid, p.version()),
@@ -315,7 +312,7 @@ fn record_bpf(
         duration_secs: summary.elapsed.as_secs_f64(),
         errors: summary.python_errors + summary.lost.iter().map(|(_, n)| n).sum::<u64>(),
     };
-    write_profile(args, &profile, &meta, output_path)?;
+    write_profile(args, &profile, &meta, output)?;
     eprintln!(
         "pyspy-bpf: {} samples ({} of Python processes, {} Python read errors) from {} processes, {:.1}s",
         profile.total_samples(),
@@ -363,13 +360,10 @@ fn write_profile(
     args: &RecordArgs,
     profile: &Profile,
     meta: &ProfileMeta,
-    path: &Path,
+    destination: Output,
 ) -> anyhow::Result<()> {
-    let mut file =
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    output::write(args.format, profile, meta, &mut file)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.flush()?;
+    let path = destination.path().to_path_buf();
+    destination.write(|out| output::write(args.format, profile, meta, out))?;
     eprintln!("pyspy-bpf: wrote {} ({})", path.display(), args.format);
     Ok(())
 }
@@ -382,15 +376,5 @@ fn exit_status(args: &RecordArgs, target_exited: bool, pid: u32) -> i32 {
         EXIT_TARGET_GONE
     } else {
         0
-    }
-}
-
-fn default_output(pid: Option<u32>, format: output::Format) -> PathBuf {
-    match pid {
-        Some(pid) => {
-            let name = proc::comm(pid).unwrap_or_else(|_| "python".into());
-            PathBuf::from(format!("{name}-{pid}.{}", format.extension()))
-        }
-        None => PathBuf::from(format!("pyspy-bpf-all.{}", format.extension())),
     }
 }

@@ -6,11 +6,13 @@
 //! outside the core kernel's text (a module, a BPF program). The cache is mapped and searched
 //! as it lies on disk (`CachedSymbols`): loading it costs microseconds.
 
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::sync::Once;
 use std::time::Instant;
 
 use crate::model::Addr;
+use crate::safe_fs::{Dir, SafeFsError};
 
 pub(crate) const KALLSYMS: &str = "/proc/kallsyms";
 /// The symbol that ends the core kernel's text.
@@ -18,29 +20,65 @@ const CORE_TEXT_END: &str = "_etext";
 /// First line of a cache file (format: `ParsedSymbols::core_table`); v3 adds the text length.
 const CACHE_MAGIC: &str = "pyspy-bpf kallsyms core text v3";
 
+/// Where this boot's core kernel symbols are cached: `file` in `base` (`$XDG_CACHE_HOME`,
+/// else `$HOME`) / `sub` (`pyspy-bpf`, `.cache/pyspy-bpf`). `base` must exist; `sub` is
+/// created. The directory is used only if it is private to us (`Dir::private`).
+#[derive(Debug, Clone)]
+pub(crate) struct CacheLocation {
+    pub(crate) base: PathBuf,
+    pub(crate) sub: PathBuf,
+    pub(crate) file: String,
+}
+
+impl CacheLocation {
+    fn path(&self) -> PathBuf {
+        self.base.join(&self.sub).join(&self.file)
+    }
+}
+
 /// Where this boot's core kernel symbols are cached: `None` without a boot id or a home.
-pub(crate) fn kallsyms_cache() -> Option<PathBuf> {
+pub(crate) fn kallsyms_cache() -> Option<CacheLocation> {
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
     let boot_id = boot_id.trim();
     if boot_id.is_empty() || !boot_id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
         return None;
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
+    let file = format!("kallsyms-{boot_id}");
+    let xdg = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("pyspy-bpf").join(format!("kallsyms-{boot_id}")))
+        .filter(|p| p.is_absolute());
+    let (base, sub) = match xdg {
+        Some(xdg) => (xdg, PathBuf::from("pyspy-bpf")),
+        None => (
+            PathBuf::from(std::env::var_os("HOME")?),
+            PathBuf::from(".cache/pyspy-bpf"),
+        ),
+    };
+    Some(CacheLocation { base, sub, file })
 }
 
-/// Whether a cache file is owned by the user we run as and writable and readable by nobody
-/// else: another user could otherwise plant names, or read the kernel's addresses.
-fn private_to_us(meta: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    // `/proc/self` belongs to the process's effective user.
-    let Ok(me) = std::fs::metadata("/proc/self") else {
-        return false;
-    };
-    meta.is_file() && meta.uid() == me.uid() && meta.mode() & 0o077 == 0
+/// The cache's directory, if it is private to us. Otherwise the cache is not used, and one
+/// warning per run says why: a `HOME` that another user controls (`sudo -E`, a service's
+/// shared home) must not let them choose the file root writes, nor read the kernel's
+/// addresses, which undo KASLR.
+fn cache_dir(cache: &CacheLocation) -> Option<Dir> {
+    match Dir::private(&cache.base, &cache.sub) {
+        Ok(dir) => Some(dir),
+        Err(e) if e.is_not_found() => {
+            log::debug!("kernel symbol cache not used: {e}");
+            None
+        }
+        Err(e) => {
+            static WARNED: Once = Once::new();
+            WARNED.call_once(|| {
+                log::warn!(
+                    "kernel symbol cache {} not used: {e}; reading {KALLSYMS} instead",
+                    cache.path().display()
+                )
+            });
+            None
+        }
+    }
 }
 
 /// The running kernel's release (`uname -r`), which a cache file must name.
@@ -63,17 +101,21 @@ pub(crate) enum KernelSymbols {
 impl KernelSymbols {
     /// The core kernel's text symbols from this boot's cache file, else all of kallsyms
     /// (whose core part is then written to the cache for the next run).
-    pub(crate) fn core_or_all(kallsyms: &str, cache: Option<&Path>) -> KernelSymbols {
+    pub(crate) fn core_or_all(kallsyms: &str, cache: Option<&CacheLocation>) -> KernelSymbols {
         let release = kernel_release();
-        if let (Some(cache), Some(release)) = (cache, &release) {
-            if let Some(core) = KernelSymbols::read_cache(cache, release) {
+        let dir = match (cache, &release) {
+            (Some(cache), Some(_)) => cache_dir(cache).map(|dir| (dir, cache.file.as_str())),
+            _ => None,
+        };
+        if let (Some((dir, file)), Some(release)) = (&dir, &release) {
+            if let Some(core) = KernelSymbols::read_cache(dir, file, release) {
                 return core;
             }
         }
         let all = KernelSymbols::all(kallsyms);
-        if let (Some(cache), Some(release)) = (cache, &release) {
-            if let Err(e) = all.write_cache(cache, release) {
-                log::debug!("not caching kernel symbols in {}: {e}", cache.display());
+        if let (Some((dir, file)), Some(release)) = (&dir, &release) {
+            if let Err(e) = all.write_cache(dir, file, release) {
+                log::debug!("not caching kernel symbols: {e}");
             }
         }
         all
@@ -100,26 +142,26 @@ impl KernelSymbols {
         KernelSymbols::All(all)
     }
 
-    /// The cached core symbols, if `cache` exists, is ours alone, is whole and was written
-    /// for this kernel release.
-    fn read_cache(cache: &Path, release: &str) -> Option<KernelSymbols> {
+    /// The cached core symbols, if `file` exists in `dir`, is ours alone, is whole and was
+    /// written for this kernel release.
+    fn read_cache(dir: &Dir, file: &str, release: &str) -> Option<KernelSymbols> {
         let started = Instant::now();
-        let core = CachedSymbols::open(cache, release)?;
+        let core = CachedSymbols::open(dir, file, release)?;
         log::debug!(
-            "{}: {} core kernel symbols in {:?}",
-            cache.display(),
+            "{}/{file}: {} core kernel symbols in {:?}",
+            dir.path().display(),
             core.count,
             started.elapsed()
         );
         Some(KernelSymbols::Core(core))
     }
 
-    /// Write the core kernel's symbols to `cache` (format: `ParsedSymbols::core_table`). A
-    /// table read from the cache is there already.
-    fn write_cache(&self, cache: &Path, release: &str) -> std::io::Result<()> {
+    /// Write the core kernel's symbols to `file` in `dir` (format:
+    /// `ParsedSymbols::core_table`). A table read from the cache is there already.
+    fn write_cache(&self, dir: &Dir, file: &str, release: &str) -> Result<(), CacheError> {
         match self {
             KernelSymbols::All(all) => match all.core_table(release)? {
-                Some(table) => write_private(cache, &table),
+                Some(table) => write_private(dir, file, &table),
                 None => Ok(()), // no `_etext`: no core text to cache
             },
             KernelSymbols::Core(_) => Ok(()),
@@ -305,27 +347,27 @@ impl ParsedSymbols {
     }
 }
 
-/// Write `bytes` to `cache` through a temporary file renamed into place: other runs may
-/// have the old file open or mapped, and keep reading it whole (a rename swaps the name, not
-/// the file), and none ever sees a partly written one. The cache is never written in place.
-fn write_private(cache: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    // Kernel addresses are secret from other users (they undo KASLR): the directory and
-    // the file are ours alone.
-    let dir = cache.parent().unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let tmp = dir.join(format!(".kallsyms-{}.tmp", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    std::io::Write::write_all(&mut file, bytes)?;
-    drop(file);
-    std::fs::rename(&tmp, cache)
+/// Why the cache was not written.
+#[derive(Debug, thiserror::Error)]
+enum CacheError {
+    #[error(transparent)]
+    Fs(#[from] SafeFsError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Write `bytes` to `file` in `dir` through a new temporary file (`.kallsyms-PID.tmp`,
+/// created 0600 where nothing was, never through a symlink) renamed into place: other runs
+/// may have the old file open or mapped, and keep reading it whole (a rename swaps the name,
+/// not the file), and none ever sees a partly written one. The cache is never written in
+/// place.
+fn write_private(dir: &Dir, file: &str, bytes: &[u8]) -> Result<(), CacheError> {
+    // Kernel addresses are secret from other users (they undo KASLR): the file is ours
+    // alone, in a directory that is ours alone (`Dir::private`).
+    let mut tmp = dir.create_temp("kallsyms", 0o600)?;
+    std::io::Write::write_all(tmp.file(), bytes)?;
+    tmp.rename_onto(OsStr::new(file))?;
+    Ok(())
 }
 
 /// The core kernel's symbols in a cache file (format: `ParsedSymbols::core_table`), used as
@@ -346,18 +388,20 @@ pub(crate) struct CachedSymbols {
 }
 
 impl CachedSymbols {
-    /// The cache file at `cache`, if it is ours alone, was written for `release` and is
-    /// whole.
-    fn open(cache: &Path, release: &str) -> Option<CachedSymbols> {
-        let file = std::fs::File::open(cache).ok()?;
+    /// The cache file `name` in `dir`, if it is ours alone (a regular file, not a symlink,
+    /// owned by us, 0600), was written for `release` and is whole.
+    fn open(dir: &Dir, name: &str, release: &str) -> Option<CachedSymbols> {
+        let file = match dir.open_private_file(name) {
+            Ok(file) => file?,
+            Err(e) => {
+                log::warn!("kernel symbol cache not used: {e}");
+                return None;
+            }
+        };
         let meta = file.metadata().ok()?;
-        if !private_to_us(&meta) {
-            log::debug!("{}: not ours alone; not used", cache.display());
-            return None;
-        }
         let len = usize::try_from(meta.len()).ok()?;
         let file = Mapping::new(&file, len)
-            .map_err(|e| log::debug!("mapping {}: {e}; not used", cache.display()))
+            .map_err(|e| log::debug!("mapping {name}: {e}; not used"))
             .ok()?;
         CachedSymbols::from_file(file, release)
     }
@@ -479,7 +523,7 @@ impl Mapping {
     fn bytes(&self) -> &[u8] {
         // SAFETY: `ptr` maps `len` readable bytes until `drop`, which cannot run while this
         // borrow lives. They stay as they were when mapped: the file is ours alone
-        // (`private_to_us`), and we never write it in place nor truncate it (`write_private`
+        // (`Dir::open_private_file`), and we never write it in place nor truncate it (`write_private`
         // writes a new file and renames it over the old one, whose inode our mapping keeps),
         // so no access past its end can fault (SIGBUS) and no byte changes under the borrow.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
@@ -500,6 +544,23 @@ impl Drop for Mapping {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    impl KernelSymbols {
+        /// `read_cache` of the file at `cache`.
+        fn read_cache_at(cache: &Path, release: &str) -> Option<KernelSymbols> {
+            let dir = Dir::open(cache.parent()?).ok()?;
+            KernelSymbols::read_cache(&dir, cache.file_name()?.to_str()?, release)
+        }
+
+        /// `write_cache` to the file at `cache`, its directory created.
+        fn write_cache_at(&self, cache: &Path, release: &str) -> Result<(), CacheError> {
+            let parent = cache.parent().unwrap();
+            std::fs::create_dir_all(parent)?;
+            let name = cache.file_name().unwrap().to_str().unwrap();
+            self.write_cache(&Dir::open(parent)?, name, release)
+        }
+    }
 
     const KALLSYMS_TEXT: &str = "\
 ffffffff81000000 T _stext
@@ -536,9 +597,9 @@ garbage
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(&kallsyms, KALLSYMS_TEXT).unwrap();
         let all = KernelSymbols::parse(KALLSYMS_TEXT.to_string());
-        all.write_cache(&cache, "6.1.0-test").unwrap();
-        assert!(KernelSymbols::read_cache(&cache, "6.1.0-other").is_none());
-        let core = KernelSymbols::read_cache(&cache, "6.1.0-test").unwrap();
+        all.write_cache_at(&cache, "6.1.0-test").unwrap();
+        assert!(KernelSymbols::read_cache_at(&cache, "6.1.0-other").is_none());
+        let core = KernelSymbols::read_cache_at(&cache, "6.1.0-test").unwrap();
         // The core text, without data past `_etext` or modules.
         assert_eq!(core.core_end(), Some(0xffffffff81000200));
         assert_eq!(core.len(), 4);
@@ -555,23 +616,29 @@ garbage
                 0o600
             );
             mode(0o644).unwrap();
-            assert!(KernelSymbols::read_cache(&cache, "6.1.0-test").is_none());
+            assert!(KernelSymbols::read_cache_at(&cache, "6.1.0-test").is_none());
             mode(0o600).unwrap();
         }
         // A torn file is not used.
         let bytes = std::fs::read(&cache).unwrap();
         std::fs::write(&cache, &bytes[..bytes.len() - 3]).unwrap();
-        assert!(KernelSymbols::read_cache(&cache, "6.1.0-test").is_none());
+        assert!(KernelSymbols::read_cache_at(&cache, "6.1.0-test").is_none());
         // Beyond it, or below it, all of kallsyms must be read.
         assert!(!core.covers(0xffffffff81000200));
         assert!(!core.covers(0xffffffffa0000040));
         assert!(!core.covers(0xffffffff80000000));
         // A missing cache: kallsyms is read (and the cache written).
         std::fs::remove_file(&cache).unwrap();
-        let first = KernelSymbols::core_or_all(kallsyms.to_str().unwrap(), Some(&cache));
+        let location = CacheLocation {
+            base: dir.clone(),
+            sub: PathBuf::from("cache"),
+            file: "kallsyms-boot".to_string(),
+        };
+        assert_eq!(location.path(), cache);
+        let first = KernelSymbols::core_or_all(kallsyms.to_str().unwrap(), Some(&location));
         assert_eq!(first.core_end(), None);
         if kernel_release().is_some() {
-            let second = KernelSymbols::core_or_all(kallsyms.to_str().unwrap(), Some(&cache));
+            let second = KernelSymbols::core_or_all(kallsyms.to_str().unwrap(), Some(&location));
             assert_eq!(second.core_end(), Some(0xffffffff81000200));
         }
         std::fs::remove_dir_all(&dir).unwrap();
@@ -582,7 +649,7 @@ garbage
         let dir = std::env::temp_dir().join(format!("pyspy-bpf-{name}-{}", std::process::id()));
         let cache = dir.join("kallsyms-boot");
         let all = KernelSymbols::parse(KALLSYMS_TEXT.to_string());
-        all.write_cache(&cache, "6.1.0-test").unwrap();
+        all.write_cache_at(&cache, "6.1.0-test").unwrap();
         (dir, cache)
     }
 
@@ -603,7 +670,7 @@ garbage
             let mut bytes = good.clone();
             edit(&mut bytes);
             std::fs::write(&cache, &bytes).unwrap();
-            let core = KernelSymbols::read_cache(&cache, "6.1.0-test").expect("header intact");
+            let core = KernelSymbols::read_cache_at(&cache, "6.1.0-test").expect("header intact");
             addrs.map(|a| core.name(a).map(str::to_string))
         };
         // Offsets and lengths far past the text, up to overflowing `offset + len`.
@@ -644,7 +711,7 @@ garbage
         let read_with = |header: &str, tail: &[u8]| {
             let bytes = [header.as_bytes(), &good[starts_at..], tail].concat();
             std::fs::write(&cache, bytes).unwrap();
-            KernelSymbols::read_cache(&cache, "6.1.0-test").is_some()
+            KernelSymbols::read_cache_at(&cache, "6.1.0-test").is_some()
         };
         let fields = |count: &str, text_len: &str| {
             format!("{CACHE_MAGIC}\n6.1.0-test ffffffff81000200 {count} {text_len}\n")
@@ -670,7 +737,7 @@ garbage
     #[test]
     fn cached_lookups_below_the_first_symbol_and_from_etext_on() {
         let (dir, cache) = cache_of_test_symbols("ksyms-edges");
-        let core = KernelSymbols::read_cache(&cache, "6.1.0-test").unwrap();
+        let core = KernelSymbols::read_cache_at(&cache, "6.1.0-test").unwrap();
         let all = KernelSymbols::parse(KALLSYMS_TEXT.to_string());
         // Below `_stext`: no name, and kallsyms is not asked either (it has none there).
         assert!(!core.covers(0xffffffff80ffffff));

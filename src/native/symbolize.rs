@@ -201,7 +201,7 @@ impl NativeSymbolizer {
         let mut symbols = self
             .kernel_symbols
             .take()
-            .unwrap_or_else(|| KernelSymbols::core_or_all(KALLSYMS, kallsyms_cache().as_deref()));
+            .unwrap_or_else(|| KernelSymbols::core_or_all(KALLSYMS, kallsyms_cache().as_ref()));
         if !symbols.covers(addr) {
             symbols = KernelSymbols::all(KALLSYMS);
         }

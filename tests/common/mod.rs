@@ -212,9 +212,7 @@ pub fn interpreters() -> Vec<Interpreter> {
         found.retain(|i| only.split(',').any(|s| s == i.series || s == i.flavour));
     }
     if found.is_empty() && std::env::var("CI").is_ok() {
-        panic!(
-            "no interpreters found: run tools/pythons/provision (CI must not skip these tests)"
-        );
+        panic!("no interpreters found: run tools/pythons/provision (CI must not skip these tests)");
     }
     found
 }
@@ -247,7 +245,9 @@ where
 {
     let interps = interpreters();
     if interps.is_empty() {
-        eprintln!("{test}: no interpreters provisioned; nothing to check (run tools/pythons/provision)");
+        eprintln!(
+            "{test}: no interpreters provisioned; nothing to check (run tools/pythons/provision)"
+        );
         return;
     }
     let jobs = std::env::var("PYSPY_TEST_JOBS")
