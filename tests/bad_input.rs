@@ -437,12 +437,14 @@ fn errors_after_starting_a_command_leave_no_child() {
     let dir = TempDir::new("orphans");
     let busy = interp.argv(&scripts_dir().join("busy.py"), &[]);
     let ok_out = dir.join("x.txt").display().to_string();
-    let missing_out = dir.join("no/such/dir/x.txt").display().to_string();
-    let mut cases: Vec<(Vec<&str>, &[&str])> = vec![(
-        vec!["record", "-f", "raw", "-d", "0.5", "-o", &missing_out],
-        &["no/such/dir"],
-    )];
-    if is_root() {
+    // (An output path that cannot be written is refused before the command starts: see
+    // tests/hostile_files.rs. The errors here come after it started.)
+    let mut cases: Vec<(Vec<&str>, &[&str])> = Vec::new();
+    if !is_root() {
+        eprintln!("errors_after_starting_a_command_leave_no_child: needs root for --mode bpf; not checked");
+        return;
+    }
+    {
         cases.push((
             vec![
                 "record",
