@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use super::offsets::{FrameModel, PyOffsets};
+use super::strings::{is_live_refcnt, is_object_addr, refcnt_offset};
 use crate::model::{Addr, BpfPyFrame, RawPyFrame, Reason};
 use crate::process::memory::{MemoryError, RemoteMemory};
 
@@ -126,6 +127,13 @@ impl<'o> Builder<'o> {
         if let Some(reason) = limit_reached(&mut self.seen, frame, self.walk.frames.len()) {
             return Err(reason);
         }
+        // A frame that is not where frames live, or whose code pointer cannot be an object,
+        // is not a frame: the chain led into freed or foreign memory (a frame freed while a
+        // running process was read). Following it would only add garbage frames, so the
+        // walk stops here.
+        if frame % 8 != 0 || (f.code != 0 && !is_object_addr(f.code)) {
+            return Err(Reason::BadObject);
+        }
         if f.shim {
             self.walk.shims.push(frame);
             // The shim sits rootward of the first frame its eval-loop call ran.
@@ -189,7 +197,15 @@ fn read_frame_object(
     let (Some(back), Some(code), Some(lasti)) = (o.frame_back, o.frame_code, o.frame_lasti) else {
         return Err(Reason::BadObject);
     };
-    let f = read_struct(mem, frame, &[back, code, lasti]).map_err(|_| Reason::ReadFailed)?;
+    let refcnt = refcnt_offset(o);
+    let f =
+        read_struct(mem, frame, &[refcnt, back, code, lasti]).map_err(|_| Reason::ReadFailed)?;
+    // A frame object is an object: one freed since (the thread returned from it) has a
+    // reference count of 0, or is on a free list, linked through `f_back` (2.7-3.9) into more
+    // dead frames whose code objects are gone too.
+    if !is_live_refcnt(f.u64(refcnt)) {
+        return Err(Reason::BadObject);
+    }
     let read = FrameRead {
         code: f.u64(code),
         instr: f.i32(lasti).max(0) as u64,
@@ -219,6 +235,11 @@ fn read_interpreter_frame(
     let f = read_struct(mem, frame, &[code, previous, instr, owner, is_entry])
         .map_err(|_| Reason::ReadFailed)?;
     let owner = f.u8(owner);
+    // `enum _frameowner` has values 0..=4 in every version (thread, generator, frame object,
+    // C stack, interpreter): anything else is not a live frame.
+    if owner > 4 {
+        return Err(Reason::BadObject);
+    }
     let read = FrameRead {
         code: f.u64(code) & !o.executable_tag_mask,
         instr: f.u64(instr),

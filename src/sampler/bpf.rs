@@ -28,6 +28,7 @@ use crate::native::{symbolize, NativeStats, NativeSymbolizer};
 use crate::process::priority::{set_own_nice, PROFILER_NICE};
 use crate::process::proc;
 use crate::process::regs::{StackCopy, UserRegs};
+use crate::python::code::FrameErrors;
 use crate::python::state::{SampleError, StackExtras, StackWithEntries};
 use crate::python::PythonProcess;
 use crate::sampler::bpf_registry::WalkRegistry;
@@ -75,8 +76,11 @@ pub struct BpfSummary {
     /// Samples of Python (or not yet known) processes handled too late to read their Python
     /// stack truthfully (the consumer fell behind); dropped, not given another instant's frames.
     pub stale: u64,
-    /// Samples of Python processes whose Python stack could not be read.
+    /// Samples of Python processes whose Python stack could not be read, or had frames that
+    /// could not be (`python_frames_rejected`).
     pub python_errors: u64,
+    /// The Python frames given as unknown or cut short, by reason.
+    pub python_frames_rejected: FrameErrors,
     /// Python stacks whose frames the BPF program walked at the sample's instant.
     pub python_walked_in_bpf: u64,
     /// Python stacks read by user space after the sample instead, and why (the BPF walk's
@@ -348,6 +352,9 @@ fn handle(
 ) {
     if let Some((stack, name)) = to_stack(raw, config, table, symbols, bpf, registry, summary) {
         summary.samples += 1;
+        if summary.python_frames_rejected.count(&stack.frames) {
+            summary.python_errors += 1;
+        }
         on_stack(&stack, name);
     }
 }
