@@ -441,6 +441,58 @@ mod tests {
     }
 
     #[test]
+    fn a_walk_stops_at_a_frame_that_is_not_a_live_frame() {
+        // 3.13: the second frame's owner is no `_frameowner`; then its code pointer is odd.
+        let (mut mem, o) = chain();
+        mem.bytes[0x100 + 70] = 9;
+        let walk = walk_thread_from(&mem, &o, BASE);
+        assert_eq!(codes(&walk), [0xa000]);
+        assert_eq!(walk.truncated, Some(Reason::BadObject));
+        let (mut mem, o) = chain();
+        mem.bytes[0x100..0x108].copy_from_slice(&0xb003u64.to_ne_bytes());
+        let walk = walk_thread_from(&mem, &o, BASE);
+        assert_eq!(codes(&walk), [0xa000]);
+        assert_eq!(walk.truncated, Some(Reason::BadObject));
+
+        // 3.9: `PyFrameObject`s; the second was freed (reference count 0) and links on into
+        // the free list: nothing past the first frame is read as a frame.
+        let o = offsets_for(PyVersion::new(3, 9, 0)).expect("3.9 row");
+        let (back, code) = (o.frame_back.expect("f_back"), o.frame_code.expect("f_code"));
+        let mut bytes = vec![0u8; 0x300];
+        for (i, (refcnt, code_addr)) in [(1u64, 0xa000u64), (0, 0xb000), (1, 0xc000)]
+            .into_iter()
+            .enumerate()
+        {
+            let at = i * 0x100;
+            let put = |bytes: &mut Vec<u8>, off: u64, v: u64| {
+                let off = at + off as usize;
+                bytes[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+            };
+            put(&mut bytes, 0, refcnt);
+            put(&mut bytes, code, code_addr);
+            put(
+                &mut bytes,
+                back,
+                if i < 2 {
+                    BASE + (i as u64 + 1) * 0x100
+                } else {
+                    0
+                },
+            );
+        }
+        let mem = LocalMemory { base: BASE, bytes };
+        let walk = walk_thread_from(&mem, &o, BASE);
+        assert_eq!(codes(&walk), [0xa000]);
+        assert_eq!(walk.truncated, Some(Reason::BadObject));
+    }
+
+    fn walk_thread_from(mem: &LocalMemory, o: &PyOffsets, frame: Addr) -> Walk {
+        let mut b = Builder::new(o, false);
+        b.continue_from(mem, frame);
+        b.finish()
+    }
+
+    #[test]
     fn bpf_frames_that_loop_or_continue_into_garbage_are_cut_short() {
         let (mem, o) = chain();
         let looped = [bpf_frame(0, 0xa000, false), bpf_frame(0, 0xa000, false)];
