@@ -46,8 +46,25 @@ pub struct FrameErrors {
 }
 
 impl FrameErrors {
-    /// Count the rejected frames of one stack; whether it had any.
+    /// Count the rejected frames of one stack of Python frames; whether it had any.
     pub fn count(&mut self, frames: &[Frame]) -> bool {
+        self.count_where(frames, rejected)
+    }
+
+    /// `count` for a stack whose Python frames were merged with native ones (`--native` in
+    /// user space): a native unwind that could not read on ends in the same
+    /// `Truncated(ReadFailed)` as a Python walk, so that one reason is not counted there.
+    pub fn count_merged(&mut self, frames: &[Frame]) -> bool {
+        self.count_where(frames, |f| {
+            rejected(f).filter(|_| *f != Frame::Truncated(Reason::ReadFailed))
+        })
+    }
+
+    fn count_where(
+        &mut self,
+        frames: &[Frame],
+        rejected: impl Fn(&Frame) -> Option<Reason>,
+    ) -> bool {
         let mut any = false;
         for reason in frames.iter().filter_map(rejected) {
             any = true;
@@ -509,6 +526,38 @@ mod tests {
         assert!(
             matches!(frames[..], [Frame::Unknown(Reason::Replaced)]),
             "{frames:?}"
+        );
+    }
+
+    #[test]
+    fn rejected_frames_are_counted_by_reason_and_a_depth_cut_is_not() {
+        let py = Frame::Python(PyFrame {
+            function: "f".into(),
+            filename: "f.py".into(),
+            line: 1,
+            first_line: 1,
+        });
+        let mut errors = FrameErrors::default();
+        assert!(!errors.count(&[py.clone(), Frame::Truncated(Reason::DepthLimit)]));
+        assert!(errors.count(&[Frame::Unknown(Reason::Replaced), py.clone()]));
+        let cut = [
+            Frame::Unknown(Reason::Replaced),
+            Frame::Unknown(Reason::BadObject),
+            Frame::Truncated(Reason::ReadFailed),
+        ];
+        assert!(errors.count(&cut));
+        assert_eq!(errors.stacks, 2);
+        assert_eq!(
+            errors.describe().as_deref(),
+            Some("code object gone=2, bad object=1, read failed=1")
+        );
+        // Beside native frames, a read-failed cut may be the native unwind's own.
+        let mut merged = FrameErrors::default();
+        assert!(!merged.count_merged(&[py, Frame::Truncated(Reason::ReadFailed)]));
+        assert!(merged.count_merged(&cut));
+        assert_eq!(
+            merged.describe().as_deref(),
+            Some("code object gone=1, bad object=1")
         );
     }
 

@@ -352,9 +352,6 @@ fn handle(
 ) {
     if let Some((stack, name)) = to_stack(raw, config, table, symbols, bpf, registry, summary) {
         summary.samples += 1;
-        if summary.python_frames_rejected.count(&stack.frames) {
-            summary.python_errors += 1;
-        }
         on_stack(&stack, name);
     }
 }
@@ -409,6 +406,10 @@ fn to_stack<'t>(
         }
         match read {
             Ok(Some((py, entries, shims))) if !py.frames.is_empty() => {
+                // The Python frames alone (a native unwind's truncation is not a read error).
+                if summary.python_frames_rejected.count(&py.frames) {
+                    summary.python_errors += 1;
+                }
                 let frames = match &unwound {
                     Some(native) => {
                         let eval = entry.eval.get_or_insert_with(|| {

@@ -146,9 +146,11 @@ impl UserspaceSampler {
                 Ok(stacks) => {
                     summary.samples += stacks.len() as u64;
                     for stack in &stacks {
-                        if summary.frames_rejected.count(&stack.frames) {
-                            summary.errors += 1;
-                        }
+                        let rejected = match self.native {
+                            Some(_) => summary.frames_rejected.count_merged(&stack.frames),
+                            None => summary.frames_rejected.count(&stack.frames),
+                        };
+                        summary.errors += u64::from(rejected);
                     }
                     on_stacks(&stacks);
                 }
