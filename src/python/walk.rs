@@ -41,12 +41,22 @@ pub fn walk_thread_with_addrs(mem: &dyn RemoteMemory, o: &PyOffsets, tstate: Add
 }
 
 fn walk(mem: &dyn RemoteMemory, o: &PyOffsets, tstate: Addr, keep_addrs: bool) -> Walk {
-    let mut builder = Builder::new(o, keep_addrs);
-    match first_frame(mem, o, tstate) {
-        Ok(first) => builder.continue_from(mem, first),
-        Err(_) => builder.walk.truncated = Some(Reason::ReadFailed),
+    let once = || {
+        let mut builder = Builder::new(o, keep_addrs);
+        match first_frame(mem, o, tstate) {
+            Ok(first) => builder.continue_from(mem, first),
+            Err(_) => builder.walk.truncated = Some(Reason::ReadFailed),
+        }
+        builder.finish()
+    };
+    let walk = once();
+    // A running thread returns from functions all the time: the frame the thread state named
+    // a moment ago may be freed by the time it is read (a dead leaf is no frame at all). The
+    // thread state names its current frame again; a second dead leaf stays an error.
+    if walk.frames.is_empty() && walk.truncated == Some(Reason::BadObject) {
+        return once();
     }
-    builder.finish()
+    walk
 }
 
 /// The walk of a thread whose frames the BPF program read at sample time (`frames`, leaf
