@@ -235,6 +235,9 @@ fn record_userspace(
             }
         );
     }
+    if let Some(rejected) = summary.frames_rejected.describe() {
+        eprintln!("pyspy-bpf: Python frames rejected: {rejected}");
+    }
     Ok(exit_status(
         args,
         summary.ended == EndReason::TargetExited,
@@ -321,6 +324,9 @@ fn record_bpf(
         summary.processes,
         summary.elapsed.as_secs_f64()
     );
+    if let Some(rejected) = summary.python_frames_rejected.describe() {
+        eprintln!("pyspy-bpf: Python frames rejected: {rejected}");
+    }
     if !summary.lost.is_empty() {
         let lost: Vec<String> = summary
             .lost

@@ -7,13 +7,20 @@ use std::sync::Arc;
 
 use super::linetable::line_for;
 use super::offsets::{LineTable, PyOffsets};
-use super::strings::{read_py_bytes, read_py_string, MAX_BYTES_OBJECT};
+use super::strings::{
+    is_live_refcnt, is_object_addr, read_name, read_py_bytes, refcnt_offset, NameError,
+    MAX_BYTES_OBJECT,
+};
 use super::walk::{read_struct, read_structs, StructBytes};
 use crate::model::{Addr, Frame, PyFrame, RawPyFrame, Reason};
 use crate::process::memory::{MemoryError, RemoteMemory};
 
 /// Code objects cached per process before the cache is cleared (a bound on memory).
 const MAX_CACHED_CODES: usize = 100_000;
+
+/// Largest `co_firstlineno` (and line) we believe: CPython stores lines as C ints, but no
+/// source file has 16 million lines; a larger value is garbage.
+const MAX_LINE: u32 = 1 << 24;
 
 /// Frames `resolve_all` resolved, and those of them known from the BPF program's fingerprint
 /// without a read (process-wide: `record` logs them at the end of a BPF run).
@@ -26,6 +33,74 @@ pub fn fingerprint_stats() -> (u64, u64) {
         FRAMES_BY_FINGERPRINT.load(Ordering::Relaxed),
         FRAMES_RESOLVED.load(Ordering::Relaxed),
     )
+}
+
+/// Python frames a sampler rejected (unknown, or a stack cut short by a failure), by reason,
+/// and the stacks that had any: the end-of-run summary counts them as Python read errors.
+#[derive(Debug, Clone, Default)]
+pub struct FrameErrors {
+    /// Stacks with at least one rejected frame.
+    pub stacks: u64,
+    /// Rejected frames per `Reason::as_str`, in the order first seen.
+    pub frames: Vec<(&'static str, u64)>,
+}
+
+impl FrameErrors {
+    /// Count the rejected frames of one stack of Python frames; whether it had any.
+    pub fn count(&mut self, frames: &[Frame]) -> bool {
+        self.count_where(frames, rejected)
+    }
+
+    /// `count` for a stack whose Python frames were merged with native ones (`--native` in
+    /// user space): a native unwind that could not read on ends in the same
+    /// `Truncated(ReadFailed)` as a Python walk, so that one reason is not counted there.
+    pub fn count_merged(&mut self, frames: &[Frame]) -> bool {
+        self.count_where(frames, |f| {
+            rejected(f).filter(|_| *f != Frame::Truncated(Reason::ReadFailed))
+        })
+    }
+
+    fn count_where(
+        &mut self,
+        frames: &[Frame],
+        rejected: impl Fn(&Frame) -> Option<Reason>,
+    ) -> bool {
+        let mut any = false;
+        for reason in frames.iter().filter_map(rejected) {
+            any = true;
+            let name = reason.as_str();
+            match self.frames.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, count)) => *count += 1,
+                None => self.frames.push((name, 1)),
+            }
+        }
+        self.stacks += u64::from(any);
+        any
+    }
+
+    /// `reason=count, ...`, or `None` when nothing was rejected.
+    pub fn describe(&self) -> Option<String> {
+        (!self.frames.is_empty()).then(|| {
+            let parts: Vec<String> = self
+                .frames
+                .iter()
+                .map(|(name, n)| format!("{name}={n}"))
+                .collect();
+            parts.join(", ")
+        })
+    }
+}
+
+/// Why `frame` is a Python frame the reader could not give, if it is one: every
+/// `Frame::Unknown`, and a stack cut short by anything but its depth limit (the only cut that
+/// is not an error) or a `--native` mismatch (counted on its own).
+pub fn rejected(frame: &Frame) -> Option<Reason> {
+    match frame {
+        Frame::Unknown(reason) => Some(*reason),
+        Frame::Truncated(Reason::DepthLimit | Reason::NativeMismatch) => None,
+        Frame::Truncated(reason) => Some(*reason),
+        _ => None,
+    }
 }
 
 /// What we keep of a code object.
@@ -44,6 +119,8 @@ pub struct CodeCache {
     codes: HashMap<Addr, (Fingerprint, Arc<CodeInfo>)>,
     /// Type objects already checked to be `code` (there is one per process, in practice).
     code_types: HashSet<Addr>,
+    /// Type objects already checked to be `str` (likewise).
+    str_types: HashSet<Addr>,
 }
 
 impl CodeCache {
@@ -140,7 +217,10 @@ impl CodeCache {
             .and_then(|header| self.code_info(mem, o, raw.code_addr, &header))
         {
             Ok(info) => info,
-            Err(CodeError::NotCode) => return Frame::Unknown(Reason::BadObject),
+            Err(CodeError::NotCode | CodeError::BadName) => {
+                return Frame::Unknown(Reason::BadObject)
+            }
+            Err(CodeError::Freed) => return Frame::Unknown(Reason::Replaced),
             Err(CodeError::Memory(_)) => return Frame::Unknown(Reason::ReadFailed),
         };
         frame_of(o, &info, raw)
@@ -162,8 +242,14 @@ impl CodeCache {
                 return Ok(info.clone());
             }
         }
+        // (A cached entry is served even when the object has been freed since, as long as its
+        // memory was not reused: the fingerprint says it is the object that was cached.)
+        // Freed, not cached: its names may be freed too, or reused by other strings.
+        if !is_live_refcnt(header.u64(refcnt_offset(o))) {
+            return Err(CodeError::Freed);
+        }
         self.check_is_code(mem, o, fingerprint.type_addr)?;
-        let info = Arc::new(read_code(mem, o, header)?);
+        let info = Arc::new(self.read_code(mem, o, header)?);
         if self.codes.len() >= MAX_CACHED_CODES {
             self.codes.clear();
         }
@@ -182,6 +268,9 @@ impl CodeCache {
         if self.code_types.contains(&ty) {
             return Ok(());
         }
+        if !is_object_addr(ty) {
+            return Err(CodeError::NotCode);
+        }
         let name_ptr = mem.read_u64(ty + o.type_name)?;
         if mem.read_c_string(name_ptr, 16)? == "code" {
             self.code_types.insert(ty);
@@ -190,11 +279,65 @@ impl CodeCache {
             Err(CodeError::NotCode)
         }
     }
+
+    /// What we keep of the code object whose header is `header`, every part validated: a
+    /// name and a file name that are live `str`s of printable text, a first line in range.
+    fn read_code(
+        &mut self,
+        mem: &dyn RemoteMemory,
+        o: &PyOffsets,
+        header: &StructBytes,
+    ) -> Result<CodeInfo, CodeError> {
+        let first_line = u32::try_from(header.i32(o.code_firstlineno))
+            .ok()
+            .filter(|&line| line <= MAX_LINE)
+            .ok_or(CodeError::BadName)?;
+        let name_field = o.code_qualname.unwrap_or(o.code_name);
+        let str_types = &mut self.str_types;
+        let mut is_str = |ty: Addr| -> Result<bool, MemoryError> {
+            if str_types.contains(&ty) {
+                return Ok(true);
+            }
+            let name_ptr = mem.read_u64(ty + o.type_name)?;
+            let is_str = mem.read_c_string(name_ptr, 16)? == "str";
+            if is_str {
+                str_types.insert(ty);
+            }
+            Ok(is_str)
+        };
+        let function = read_name(mem, o, header.u64(name_field), &mut is_str)?;
+        let filename = read_name(mem, o, header.u64(o.code_filename), &mut is_str)?;
+        let table_addr = header.u64(o.code_linetable);
+        // A missing line table costs the line number, not the frame.
+        let line_table = read_py_bytes(mem, o, table_addr, MAX_BYTES_OBJECT).unwrap_or_default();
+        Ok(CodeInfo {
+            function,
+            filename,
+            first_line,
+            line_table,
+        })
+    }
 }
 
+/// Why a code object could not be resolved (each becomes a `Frame::Unknown` reason).
 enum CodeError {
+    /// Its type is not `code`.
     NotCode,
+    /// Its name, file name or first line is not one a code object has.
+    BadName,
+    /// It, or its name, was freed (not yet reused).
+    Freed,
     Memory(#[allow(dead_code)] MemoryError),
+}
+
+impl From<NameError> for CodeError {
+    fn from(e: NameError) -> Self {
+        match e {
+            NameError::Memory(e) => CodeError::Memory(e),
+            NameError::Freed(_) => CodeError::Freed,
+            NameError::Invalid { .. } => CodeError::BadName,
+        }
+    }
 }
 
 impl From<MemoryError> for CodeError {
@@ -206,6 +349,7 @@ impl From<MemoryError> for CodeError {
 /// The fields of `PyCodeObject` we read, as offsets.
 fn code_fields(o: &PyOffsets) -> Vec<u64> {
     let mut fields = vec![
+        refcnt_offset(o),
         o.object_type,
         o.code_name,
         o.code_filename,
@@ -266,32 +410,15 @@ impl Fingerprint {
     }
 }
 
-fn read_code(
-    mem: &dyn RemoteMemory,
-    o: &PyOffsets,
-    header: &StructBytes,
-) -> Result<CodeInfo, MemoryError> {
-    let name_field = o.code_qualname.unwrap_or(o.code_name);
-    let function = read_py_string(mem, o, header.u64(name_field))?;
-    let filename = read_py_string(mem, o, header.u64(o.code_filename))?;
-    let first_line = header.i32(o.code_firstlineno).max(0) as u32;
-    let table_addr = header.u64(o.code_linetable);
-    // A missing line table costs the line number, not the frame.
-    let line_table = read_py_bytes(mem, o, table_addr, MAX_BYTES_OBJECT).unwrap_or_default();
-    Ok(CodeInfo {
-        function,
-        filename,
-        first_line,
-        line_table,
-    })
-}
-
 /// The frame `raw` is, in code object `info`.
 fn frame_of(o: &PyOffsets, info: &CodeInfo, raw: RawPyFrame) -> Frame {
     Frame::Python(PyFrame {
         function: info.function.clone(),
         filename: info.filename.clone(),
-        line: line_of(o, info, raw).unwrap_or(0),
+        // A line beyond any source file says the table or position was not this code's.
+        line: line_of(o, info, raw)
+            .filter(|&line| line <= MAX_LINE)
+            .unwrap_or(0),
         first_line: info.first_line,
     })
 }
@@ -340,7 +467,17 @@ mod tests {
         img.bytes[i..i + 5].copy_from_slice(b"code\0");
         img.put(code_type + o.type_name, type_name);
         let (name, filename) = (img.string("work"), img.string("app.py"));
+        // Live objects (a reference each) whose string type is named `str`.
+        let str_name = img.alloc(16);
+        let i = (str_name - img.base) as usize;
+        img.bytes[i..i + 4].copy_from_slice(b"str\0");
+        let str_type = img.bytes[(name + o.object_type - img.base) as usize..][..8].to_vec();
+        let str_type = u64::from_ne_bytes(str_type.try_into().expect("8 bytes"));
+        img.put(str_type + o.type_name, str_name);
         let code = img.alloc(512);
+        for object in [name, filename, code] {
+            img.put(object + refcnt_offset(&o), 1);
+        }
         img.put(code + o.object_type, code_type);
         img.put(code + o.code_name, name);
         img.put(code + o.code_qualname.expect("3.11 has co_qualname"), name);
@@ -389,6 +526,38 @@ mod tests {
         assert!(
             matches!(frames[..], [Frame::Unknown(Reason::Replaced)]),
             "{frames:?}"
+        );
+    }
+
+    #[test]
+    fn rejected_frames_are_counted_by_reason_and_a_depth_cut_is_not() {
+        let py = Frame::Python(PyFrame {
+            function: "f".into(),
+            filename: "f.py".into(),
+            line: 1,
+            first_line: 1,
+        });
+        let mut errors = FrameErrors::default();
+        assert!(!errors.count(&[py.clone(), Frame::Truncated(Reason::DepthLimit)]));
+        assert!(errors.count(&[Frame::Unknown(Reason::Replaced), py.clone()]));
+        let cut = [
+            Frame::Unknown(Reason::Replaced),
+            Frame::Unknown(Reason::BadObject),
+            Frame::Truncated(Reason::ReadFailed),
+        ];
+        assert!(errors.count(&cut));
+        assert_eq!(errors.stacks, 2);
+        assert_eq!(
+            errors.describe().as_deref(),
+            Some("code object gone=2, bad object=1, read failed=1")
+        );
+        // Beside native frames, a read-failed cut may be the native unwind's own.
+        let mut merged = FrameErrors::default();
+        assert!(!merged.count_merged(&[py, Frame::Truncated(Reason::ReadFailed)]));
+        assert!(merged.count_merged(&cut));
+        assert_eq!(
+            merged.describe().as_deref(),
+            Some("code object gone=1, bad object=1")
         );
     }
 

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use super::offsets::{FrameModel, PyOffsets};
+use super::strings::{is_live_refcnt, is_object_addr, refcnt_offset};
 use crate::model::{Addr, BpfPyFrame, RawPyFrame, Reason};
 use crate::process::memory::{MemoryError, RemoteMemory};
 
@@ -40,12 +41,22 @@ pub fn walk_thread_with_addrs(mem: &dyn RemoteMemory, o: &PyOffsets, tstate: Add
 }
 
 fn walk(mem: &dyn RemoteMemory, o: &PyOffsets, tstate: Addr, keep_addrs: bool) -> Walk {
-    let mut builder = Builder::new(o, keep_addrs);
-    match first_frame(mem, o, tstate) {
-        Ok(first) => builder.continue_from(mem, first),
-        Err(_) => builder.walk.truncated = Some(Reason::ReadFailed),
+    let once = || {
+        let mut builder = Builder::new(o, keep_addrs);
+        match first_frame(mem, o, tstate) {
+            Ok(first) => builder.continue_from(mem, first),
+            Err(_) => builder.walk.truncated = Some(Reason::ReadFailed),
+        }
+        builder.finish()
+    };
+    let walk = once();
+    // A running thread returns from functions all the time: the frame the thread state named
+    // a moment ago may be freed by the time it is read (a dead leaf is no frame at all). The
+    // thread state names its current frame again; a second dead leaf stays an error.
+    if walk.frames.is_empty() && walk.truncated == Some(Reason::BadObject) {
+        return once();
     }
-    builder.finish()
+    walk
 }
 
 /// The walk of a thread whose frames the BPF program read at sample time (`frames`, leaf
@@ -126,6 +137,13 @@ impl<'o> Builder<'o> {
         if let Some(reason) = limit_reached(&mut self.seen, frame, self.walk.frames.len()) {
             return Err(reason);
         }
+        // A frame that is not where frames live, or whose code pointer cannot be an object,
+        // is not a frame: the chain led into freed or foreign memory (a frame freed while a
+        // running process was read). Following it would only add garbage frames, so the
+        // walk stops here.
+        if frame % 8 != 0 || (f.code != 0 && !is_object_addr(f.code)) {
+            return Err(Reason::BadObject);
+        }
         if f.shim {
             self.walk.shims.push(frame);
             // The shim sits rootward of the first frame its eval-loop call ran.
@@ -189,7 +207,15 @@ fn read_frame_object(
     let (Some(back), Some(code), Some(lasti)) = (o.frame_back, o.frame_code, o.frame_lasti) else {
         return Err(Reason::BadObject);
     };
-    let f = read_struct(mem, frame, &[back, code, lasti]).map_err(|_| Reason::ReadFailed)?;
+    let refcnt = refcnt_offset(o);
+    let f =
+        read_struct(mem, frame, &[refcnt, back, code, lasti]).map_err(|_| Reason::ReadFailed)?;
+    // A frame object is an object: one freed since (the thread returned from it) has a
+    // reference count of 0, or is on a free list, linked through `f_back` (2.7-3.9) into more
+    // dead frames whose code objects are gone too.
+    if !is_live_refcnt(f.u64(refcnt)) {
+        return Err(Reason::BadObject);
+    }
     let read = FrameRead {
         code: f.u64(code),
         instr: f.i32(lasti).max(0) as u64,
@@ -219,6 +245,11 @@ fn read_interpreter_frame(
     let f = read_struct(mem, frame, &[code, previous, instr, owner, is_entry])
         .map_err(|_| Reason::ReadFailed)?;
     let owner = f.u8(owner);
+    // `enum _frameowner` has values 0..=4 in every version (thread, generator, frame object,
+    // C stack, interpreter): anything else is not a live frame.
+    if owner > 4 {
+        return Err(Reason::BadObject);
+    }
     let read = FrameRead {
         code: f.u64(code) & !o.executable_tag_mask,
         instr: f.u64(instr),
@@ -417,6 +448,58 @@ mod tests {
         assert_eq!(codes(&read), codes(&whole));
         assert_eq!(read.entry, whole.entry);
         assert_eq!(read.shims, whole.shims);
+    }
+
+    #[test]
+    fn a_walk_stops_at_a_frame_that_is_not_a_live_frame() {
+        // 3.13: the second frame's owner is no `_frameowner`; then its code pointer is odd.
+        let (mut mem, o) = chain();
+        mem.bytes[0x100 + 70] = 9;
+        let walk = walk_thread_from(&mem, &o, BASE);
+        assert_eq!(codes(&walk), [0xa000]);
+        assert_eq!(walk.truncated, Some(Reason::BadObject));
+        let (mut mem, o) = chain();
+        mem.bytes[0x100..0x108].copy_from_slice(&0xb003u64.to_ne_bytes());
+        let walk = walk_thread_from(&mem, &o, BASE);
+        assert_eq!(codes(&walk), [0xa000]);
+        assert_eq!(walk.truncated, Some(Reason::BadObject));
+
+        // 3.9: `PyFrameObject`s; the second was freed (reference count 0) and links on into
+        // the free list: nothing past the first frame is read as a frame.
+        let o = offsets_for(PyVersion::new(3, 9, 0)).expect("3.9 row");
+        let (back, code) = (o.frame_back.expect("f_back"), o.frame_code.expect("f_code"));
+        let mut bytes = vec![0u8; 0x300];
+        for (i, (refcnt, code_addr)) in [(1u64, 0xa000u64), (0, 0xb000), (1, 0xc000)]
+            .into_iter()
+            .enumerate()
+        {
+            let at = i * 0x100;
+            let put = |bytes: &mut Vec<u8>, off: u64, v: u64| {
+                let off = at + off as usize;
+                bytes[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+            };
+            put(&mut bytes, 0, refcnt);
+            put(&mut bytes, code, code_addr);
+            put(
+                &mut bytes,
+                back,
+                if i < 2 {
+                    BASE + (i as u64 + 1) * 0x100
+                } else {
+                    0
+                },
+            );
+        }
+        let mem = LocalMemory { base: BASE, bytes };
+        let walk = walk_thread_from(&mem, &o, BASE);
+        assert_eq!(codes(&walk), [0xa000]);
+        assert_eq!(walk.truncated, Some(Reason::BadObject));
+    }
+
+    fn walk_thread_from(mem: &LocalMemory, o: &PyOffsets, frame: Addr) -> Walk {
+        let mut b = Builder::new(o, false);
+        b.continue_from(mem, frame);
+        b.finish()
     }
 
     #[test]

@@ -28,6 +28,7 @@ use crate::native::{symbolize, NativeStats, NativeSymbolizer};
 use crate::process::priority::{set_own_nice, PROFILER_NICE};
 use crate::process::proc;
 use crate::process::regs::{StackCopy, UserRegs};
+use crate::python::code::FrameErrors;
 use crate::python::state::{SampleError, StackExtras, StackWithEntries};
 use crate::python::PythonProcess;
 use crate::sampler::bpf_registry::WalkRegistry;
@@ -75,8 +76,11 @@ pub struct BpfSummary {
     /// Samples of Python (or not yet known) processes handled too late to read their Python
     /// stack truthfully (the consumer fell behind); dropped, not given another instant's frames.
     pub stale: u64,
-    /// Samples of Python processes whose Python stack could not be read.
+    /// Samples of Python processes whose Python stack could not be read, or had frames that
+    /// could not be (`python_frames_rejected`).
     pub python_errors: u64,
+    /// The Python frames given as unknown or cut short, by reason.
+    pub python_frames_rejected: FrameErrors,
     /// Python stacks whose frames the BPF program walked at the sample's instant.
     pub python_walked_in_bpf: u64,
     /// Python stacks read by user space after the sample instead, and why (the BPF walk's
@@ -402,6 +406,10 @@ fn to_stack<'t>(
         }
         match read {
             Ok(Some((py, entries, shims))) if !py.frames.is_empty() => {
+                // The Python frames alone (a native unwind's truncation is not a read error).
+                if summary.python_frames_rejected.count(&py.frames) {
+                    summary.python_errors += 1;
+                }
                 let frames = match &unwound {
                     Some(native) => {
                         let eval = entry.eval.get_or_insert_with(|| {

@@ -11,6 +11,7 @@ use crate::native::{NativeReader, NativeStats};
 use crate::process::kstack::{self, KernelStack};
 use crate::process::pause::Paused;
 use crate::process::proc;
+use crate::python::code::FrameErrors;
 use crate::python::state::SampleError;
 use crate::python::{PythonProcess, StackOptions};
 
@@ -37,8 +38,11 @@ pub struct RunSummary {
     pub ticks: u64,
     /// Stacks recorded.
     pub samples: u64,
-    /// Ticks on which reading a process failed.
+    /// Ticks on which reading a process failed, plus stacks with Python frames that could not
+    /// be read (`frames_rejected`).
     pub errors: u64,
+    /// The Python frames given as unknown or cut short, by reason.
+    pub frames_rejected: FrameErrors,
     /// Ticks that came late by more than one interval (the profiler could not keep up).
     pub late: u64,
     pub elapsed: Duration,
@@ -109,6 +113,7 @@ impl UserspaceSampler {
             ticks: 0,
             samples: 0,
             errors: 0,
+            frames_rejected: FrameErrors::default(),
             late: 0,
             elapsed: Duration::ZERO,
             ended: EndReason::Interrupted,
@@ -140,6 +145,13 @@ impl UserspaceSampler {
             match self.sample_tree() {
                 Ok(stacks) => {
                     summary.samples += stacks.len() as u64;
+                    for stack in &stacks {
+                        let rejected = match self.native {
+                            Some(_) => summary.frames_rejected.count_merged(&stack.frames),
+                            None => summary.frames_rejected.count(&stack.frames),
+                        };
+                        summary.errors += u64::from(rejected);
+                    }
                     on_stacks(&stacks);
                 }
                 Err(SampleError::Exited { .. }) => {
