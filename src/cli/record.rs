@@ -311,6 +311,19 @@ fn record_bpf(
         summary.processes,
         summary.elapsed.as_secs_f64()
     );
+    // One parseable line: a long host-wide run must not keep what exited.
+    eprintln!(
+        "pyspy-bpf: processes: attached {} ({} Python), dropped after exit {}, live at end {}",
+        summary.processes_attached,
+        summary.python_attached,
+        summary.processes_dropped,
+        summary.processes
+    );
+    let evicted = crate::byte_lru::evictions::nonzero();
+    if !evicted.is_empty() {
+        let evicted: Vec<String> = evicted.iter().map(|(n, c)| format!("{n}={c}")).collect();
+        eprintln!("pyspy-bpf: cache evictions: {}", evicted.join(", "));
+    }
     if !summary.lost.is_empty() {
         let lost: Vec<String> = summary
             .lost
