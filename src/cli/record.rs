@@ -225,6 +225,15 @@ fn record_userspace(
         summary.late,
         summary.elapsed.as_secs_f64()
     );
+    if args.subprocesses {
+        eprintln!(
+            "pyspy-bpf: processes: attached {} ({} Python), dropped after exit {}, live at end {}",
+            summary.children_attached + 1,
+            summary.children_attached + 1,
+            summary.children_dropped,
+            summary.children + 1
+        );
+    }
     Ok(exit_status(
         args,
         summary.ended == EndReason::TargetExited,
