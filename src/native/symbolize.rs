@@ -485,6 +485,58 @@ mod tests {
         assert_eq!(frame[0].module, "libdw.so");
     }
 
+    /// blazesym keeps a descriptor per file it symbolized; forgetting the process whose
+    /// `/proc/PID/root` it was opened through closes it.
+    #[test]
+    fn forgetting_a_process_closes_the_files_opened_for_it() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = child.id();
+        let sleep_text = || {
+            proc::maps(pid).ok()?.into_iter().find(|m| {
+                m.executable
+                    && m.pathname
+                        .as_ref()
+                        .is_some_and(|p| p.file_name().is_some_and(|n| n == "sleep"))
+            })
+        };
+        // Until the child has exec'd sleep.
+        let mut text = None;
+        for _ in 0..500 {
+            text = sleep_text();
+            if text.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let text = text.expect("sleep's text mapping");
+        let file = std::fs::canonicalize(text.pathname.clone().unwrap()).expect("sleep's path");
+        let open_to_file = || {
+            std::fs::read_dir("/proc/self/fd")
+                .expect("own fds")
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|target| *target == file)
+                .count()
+        };
+        let before = open_to_file();
+        let mut s = NativeSymbolizer::with_dwarf(false);
+        let frames = s.user_frames(pid, &[text.start + 0x40]);
+        assert_eq!(frames[0].module, "sleep", "{frames:?}");
+        assert_eq!((s.open_files(), s.processes()), (1, 1));
+        assert_eq!(open_to_file(), before + 1, "blazesym holds the file open");
+        s.forget(pid);
+        assert_eq!((s.open_files(), s.processes()), (0, 0));
+        assert_eq!(
+            open_to_file(),
+            before,
+            "closed once the process is forgotten"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     #[test]
     fn kernel_frames_are_named_from_kallsyms() {
         // A core kernel text symbol and a module's, when this user may see addresses.
