@@ -140,6 +140,11 @@ impl NativeSymbolizer {
             .len()
     }
 
+    /// Bytes of resolved names kept (user, kernel), as the caches count them.
+    pub fn cache_bytes(&self) -> (usize, usize) {
+        (self.user.bytes(), self.kernel.bytes())
+    }
+
     /// Module files blazesym has open now.
     pub fn open_files(&self) -> usize {
         self.files.len()

@@ -321,6 +321,13 @@ pub fn run(
     }
     summary.processes = table.len();
     summary.lost = losses(counters, summary.stale);
+    let (user_bytes, kernel_bytes) = symbols.symbols.cache_bytes();
+    log::info!(
+        "symbol caches: {user_bytes} bytes of user names, {kernel_bytes} of kernel names, \
+         {} files open for {} processes",
+        symbols.symbols.open_files(),
+        symbols.symbols.processes()
+    );
     let (known, resolved) = crate::python::code::fingerprint_stats();
     log::info!(
         "{known} of {resolved} Python frames resolved from the BPF program's code fingerprint \
