@@ -126,7 +126,8 @@ setsid bash -c '
     # 0.2 to 1.5 s of work.
     "$py" "$script" "0.$(( RANDOM % 8 + 2 ))$(( RANDOM % 10 ))" >/dev/null 2>&1 &
     [[ $(( RANDOM % 3 )) == 0 ]] && "$py" "$script" 1.$(( RANDOM % 5 )) >/dev/null 2>&1 &
-    i=$(( i + 1 )); n=$(( n + 1 )); echo $n >"$counter"
+    i=$(( i + 1 )); n=$(( n + 1 ))
+    echo $n >"$counter.tmp" && mv "$counter.tmp" "$counter"  # never read half-written
     sleep "$every"
   done' soak-short "${pythons[*]}" "$WORK/short.py" "$SPAWN_EVERY" "$CONCURRENT" "$WORK/spawned" &
 LOAD_PIDS+=($!)
