@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 
 pub mod bpf;
+pub mod byte_lru;
 pub mod cli;
 pub mod escape;
 pub mod frames;

@@ -118,7 +118,7 @@ fn samples_a_busy_python_process() {
     }
     let mut sampler = BpfSampler::start(&config()).expect("start the BPF sampler");
     let cpus = sampler.cpus().to_vec();
-    let mut rx = sampler.spawn_reader(16 * 1024).expect("reader");
+    let mut rx = sampler.spawn_reader(32 << 20).expect("reader");
     let python = Guard::busy_python();
     let (samples, others) = collect_of(&mut rx, python.pid(), 200);
     drop(python);
@@ -168,7 +168,7 @@ fn copies_user_registers_and_stack() {
         ..config()
     })
     .expect("start the BPF sampler with a stack copy");
-    let mut rx = sampler.spawn_reader(4096).expect("reader");
+    let mut rx = sampler.spawn_reader(64 << 20).expect("reader");
     let mut of = |pid: u32| collect_of(&mut rx, pid, 50).0;
     let samples: Vec<(&str, Vec<RawSample>)> =
         vec![("python", of(python.pid())), ("dd", of(dd.pid()))];
@@ -221,7 +221,7 @@ fn target_tgid_keeps_only_that_process_with_kernel_stacks() {
         ..config()
     })
     .expect("start the BPF sampler");
-    let mut rx = sampler.spawn_reader(16 * 1024).expect("reader");
+    let mut rx = sampler.spawn_reader(32 << 20).expect("reader");
     let (samples, others) = collect_of(&mut rx, dd.pid(), 100);
     sampler.stop().expect("stop");
 
@@ -255,7 +255,7 @@ fn kernel_stacks_can_be_switched_off() {
         ..config()
     })
     .expect("start the BPF sampler");
-    let mut rx = sampler.spawn_reader(16 * 1024).expect("reader");
+    let mut rx = sampler.spawn_reader(32 << 20).expect("reader");
     let (samples, _) = collect_of(&mut rx, dd.pid(), 50);
     sampler.stop().expect("stop");
 

@@ -5,7 +5,7 @@
 //! ```no_run
 //! use pyspy_bpf::bpf::{BpfConfig, BpfSampler};
 //! let mut sampler = BpfSampler::start(&BpfConfig::default())?;
-//! let mut samples = sampler.spawn_reader(4096)?;
+//! let mut samples = sampler.spawn_reader(8 << 20)?; // bytes of samples queued at most
 //! for sample in samples.iter().take(100) {
 //!     println!("{} {} {} user frames", sample.pid, sample.comm, sample.user.len());
 //! }

@@ -46,7 +46,7 @@ const MAX_STACK_PAGES: usize =
 pub const MAX_USER_STACK_COPY: usize = (MAX_STACK_PAGES - 1) * STACK_PAGE;
 
 mod record;
-use record::decode;
+use record::{decode, sample_bytes};
 
 /// Counters kept in user space, after the BPF ones.
 const QUEUE_FULL: &str = "queue_full";
@@ -291,10 +291,11 @@ impl BpfSampler {
 
     /// Start the thread that drains the ring buffer: each record becomes a [`RawSample`],
     /// handed over in batches (one per poll of the ring buffer: one wakeup of the consumer per
-    /// poll, not per sample). At most `queue_capacity` samples wait in the queue; beyond that
-    /// a batch is dropped and counted (`queue_full`). When the receiver is dropped the thread
-    /// ends. One reader per sampler.
-    pub fn spawn_reader(&mut self, queue_capacity: usize) -> Result<Samples, BpfError> {
+    /// poll, not per sample). At most `queue_bytes` of samples (as decoded, stack copies
+    /// included: see `sample_bytes`) wait in the queue; beyond that a batch is dropped and
+    /// counted (`queue_full`). When the receiver is dropped the thread ends. One reader per
+    /// sampler.
+    pub fn spawn_reader(&mut self, queue_bytes: usize) -> Result<Samples, BpfError> {
         if self.reader.is_some() {
             return Err(BpfError::Config(
                 "the ring-buffer reader is already running".into(),
@@ -305,8 +306,9 @@ impl BpfSampler {
         let forward = Arc::new(std::sync::Mutex::new(Forward {
             tx,
             batch: Vec::new(),
+            batch_bytes: 0,
             queued: Arc::clone(&queued),
-            capacity: queue_capacity,
+            capacity: queue_bytes,
             queue_full: Arc::clone(&self.queue_full),
             bad_records: Arc::clone(&self.bad_records),
             disconnected: false,
@@ -522,10 +524,14 @@ impl Drop for BpfSampler {
 
 /// The ring-buffer callback's state: decodes records into a batch, sent after each poll.
 struct Forward {
-    tx: Sender<Vec<RawSample>>,
+    tx: Sender<(Vec<RawSample>, usize)>,
     batch: Vec<RawSample>,
-    /// Samples sent and not yet taken by the receiver (it subtracts what it takes).
+    /// Bytes of `batch`.
+    batch_bytes: usize,
+    /// Bytes of the samples sent and not yet taken by the receiver (it subtracts what it
+    /// takes).
     queued: Arc<AtomicUsize>,
+    /// Bound on `queued`, in bytes.
     capacity: usize,
     queue_full: Arc<AtomicU64>,
     bad_records: Arc<AtomicU64>,
@@ -539,7 +545,10 @@ impl Forward {
             return -libc::ECANCELED;
         }
         match decode(data) {
-            Some(sample) => self.batch.push(sample),
+            Some(sample) => {
+                self.batch_bytes += sample_bytes(&sample);
+                self.batch.push(sample);
+            }
             None => {
                 self.bad_records.fetch_add(1, Ordering::Relaxed);
             }
@@ -549,18 +558,19 @@ impl Forward {
 
     /// Hand the batch over, or drop and count it if the queue is full.
     fn send_batch(&mut self) {
+        let bytes = std::mem::take(&mut self.batch_bytes);
         if self.batch.is_empty() || self.disconnected {
             self.batch.clear();
             return;
         }
         let batch = std::mem::take(&mut self.batch);
-        let n = batch.len();
-        if self.queued.load(Ordering::Acquire) + n > self.capacity {
-            self.queue_full.fetch_add(n as u64, Ordering::Relaxed);
+        if self.queued.load(Ordering::Acquire) + bytes > self.capacity {
+            self.queue_full
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
             return;
         }
-        self.queued.fetch_add(n, Ordering::AcqRel);
-        if self.tx.send(batch).is_err() {
+        self.queued.fetch_add(bytes, Ordering::AcqRel);
+        if self.tx.send((batch, bytes)).is_err() {
             self.disconnected = true;
         }
     }
@@ -568,7 +578,7 @@ impl Forward {
 
 /// The samples of a running [`BpfSampler`], in the order the ring buffer delivered them.
 pub struct Samples {
-    rx: Receiver<Vec<RawSample>>,
+    rx: Receiver<(Vec<RawSample>, usize)>,
     pending: VecDeque<RawSample>,
     queued: Arc<AtomicUsize>,
 }
@@ -607,8 +617,8 @@ impl Samples {
         })
     }
 
-    fn take(&mut self, batch: Vec<RawSample>) {
-        self.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+    fn take(&mut self, (batch, bytes): (Vec<RawSample>, usize)) {
+        self.queued.fetch_sub(bytes, Ordering::AcqRel);
         self.pending.extend(batch);
     }
 }
@@ -713,6 +723,70 @@ mod tests {
             [QUEUE_FULL, BAD_RECORD]
         );
         assert!(COUNTER_NAMES.iter().all(|n| !n.is_empty()));
+    }
+
+    /// The queue is bounded by the bytes its samples hold: one sample with a 60 KiB stack
+    /// copy fills what a hundred without one fit in, and what does not fit is counted.
+    #[test]
+    fn the_queue_is_bounded_in_bytes() {
+        let (tx, rx) = channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let queue_full = Arc::new(AtomicU64::new(0));
+        let plain = RawSample {
+            pid: 1,
+            tid: 1,
+            cpu: 0,
+            ktime_ns: 0,
+            process_start_ns: 0,
+            comm: String::new(),
+            kernel: Vec::new(),
+            user: vec![0x1000; 127],
+            kernel_status: crate::model::StackStatus::NotCollected,
+            user_status: crate::model::StackStatus::Collected,
+            user_regs: None,
+            user_stack: Vec::new(),
+            python: Default::default(),
+        };
+        let copy = RawSample {
+            user_stack: vec![0; 60 << 10],
+            ..plain.clone()
+        };
+        let capacity = 100 * sample_bytes(&plain);
+        assert!(sample_bytes(&copy) > capacity / 2 && sample_bytes(&copy) < capacity);
+        let mut forward = Forward {
+            tx,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            queued: Arc::clone(&queued),
+            capacity,
+            queue_full: Arc::clone(&queue_full),
+            bad_records: Arc::default(),
+            disconnected: false,
+        };
+        let mut send = |samples: &[&RawSample]| {
+            for s in samples {
+                forward.batch_bytes += sample_bytes(s);
+                forward.batch.push((*s).clone());
+            }
+            forward.send_batch();
+        };
+        send(&[&copy]);
+        // A second copy would pass the bound: dropped and counted, not queued.
+        send(&[&copy]);
+        assert_eq!(queue_full.load(Ordering::Relaxed), 1);
+        assert!(queued.load(Ordering::Relaxed) <= capacity);
+        let mut samples = Samples {
+            rx,
+            pending: VecDeque::new(),
+            queued: Arc::clone(&queued),
+        };
+        assert_eq!(samples.try_iter().count(), 1);
+        assert_eq!(queued.load(Ordering::Relaxed), 0);
+        // Taken: room again, for 99 samples without a copy in one batch but not 101.
+        send(&[&plain; 99]);
+        send(&[&plain; 101]);
+        assert_eq!(queue_full.load(Ordering::Relaxed), 102);
+        assert_eq!(samples.try_iter().count(), 99);
     }
 
     #[test]

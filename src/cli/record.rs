@@ -238,6 +238,15 @@ fn record_userspace(
     if let Some(rejected) = summary.frames_rejected.describe() {
         eprintln!("pyspy-bpf: Python frames rejected: {rejected}");
     }
+    if args.subprocesses {
+        eprintln!(
+            "pyspy-bpf: processes: attached {} ({} Python), dropped after exit {}, live at end {}",
+            summary.children_attached + 1,
+            summary.children_attached + 1,
+            summary.children_dropped,
+            summary.children + 1
+        );
+    }
     Ok(exit_status(
         args,
         summary.ended == EndReason::TargetExited,
@@ -326,6 +335,19 @@ fn record_bpf(
     );
     if let Some(rejected) = summary.python_frames_rejected.describe() {
         eprintln!("pyspy-bpf: Python frames rejected: {rejected}");
+    }
+    // One parseable line: a long host-wide run must not keep what exited.
+    eprintln!(
+        "pyspy-bpf: processes: attached {} ({} Python), dropped after exit {}, live at end {}",
+        summary.processes_attached,
+        summary.python_attached,
+        summary.processes_dropped,
+        summary.processes
+    );
+    let evicted = crate::byte_lru::evictions::nonzero();
+    if !evicted.is_empty() {
+        let evicted: Vec<String> = evicted.iter().map(|(n, c)| format!("{n}={c}")).collect();
+        eprintln!("pyspy-bpf: cache evictions: {}", evicted.join(", "));
     }
     if !summary.lost.is_empty() {
         let lost: Vec<String> = summary

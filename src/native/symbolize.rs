@@ -6,9 +6,14 @@
 //! after the process has exited. Addresses that do not resolve become `module+0xoffset` (or
 //! the bare address outside any file): they never vanish.
 //!
+//! Everything is bounded for long host-wide runs: resolved names by their bytes, the files
+//! blazesym keeps open and mapped by their size (least recently used evicted, and a process's
+//! paths released when it is forgotten), so memory and descriptors do not grow with the
+//! processes seen.
+//!
 //! Kernel addresses are named by `kallsyms::KernelSymbols`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::PathBuf;
 
@@ -17,9 +22,11 @@ use super::kallsyms::{kallsyms_cache, KernelSymbols, KALLSYMS};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use blazesym::symbolize::evict::{self, Evict};
 use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 
+use crate::byte_lru::{evictions, ByteLru};
 use crate::model::{Addr, NativeFrame};
 use crate::process::elf::ElfImage;
 use crate::process::maps::MapRange;
@@ -27,8 +34,15 @@ use crate::process::proc;
 
 /// How often a process's maps may be re-read when an address is not covered.
 const MAPS_REFRESH: Duration = Duration::from_millis(200);
-/// Bound on cached symbols before the caches are cleared.
-const MAX_CACHED: usize = 500_000;
+/// Bound on the resolved user-space names kept (by their bytes).
+const MAX_SYMBOL_BYTES: usize = 32 << 20;
+/// Bound on the resolved kernel names kept.
+const MAX_KERNEL_SYMBOL_BYTES: usize = 8 << 20;
+/// Bound on the files blazesym keeps open and mapped, by their cost (`file_bytes`): each
+/// holds a descriptor, a mapping and its parsed symbol tables (at most 512 files).
+const MAX_OPEN_FILE_BYTES: usize = 256 << 20;
+/// Bookkeeping per cached name besides its strings (map slot, `Arc`, key).
+const SYMBOL_OVERHEAD: usize = 96;
 
 /// A module as the cache knows it: the file's identity in the target's mount namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -43,15 +57,25 @@ struct ProcessMaps {
     read_at: Instant,
 }
 
+/// A module file blazesym has open: through which paths (`/proc/PID/root/...`, one per
+/// process that used it) and whether it has DWARF.
+struct OpenFile {
+    paths: HashSet<PathBuf>,
+    /// Whether it has DWARF (its own or a split debug file on this host). Only those get the
+    /// DWARF lookup: blazesym costs ~10 MB and most of a sample's time for it.
+    dwarf: bool,
+}
+
 pub struct NativeSymbolizer {
     symbolizer: Symbolizer,
     maps: HashMap<u32, ProcessMaps>,
-    user: HashMap<(ModuleKey, u64), Arc<NativeFrame>>,
-    /// Per module: whether it has DWARF (its own or a split debug file on this host). Only
-    /// those get the DWARF lookup: blazesym costs ~10 MB and most of a sample's time for it.
-    dwarf: HashMap<ModuleKey, bool>,
+    user: ByteLru<(ModuleKey, u64), Arc<NativeFrame>>,
+    /// The files blazesym holds (a descriptor and a mapping each), by size.
+    files: ByteLru<ModuleKey, OpenFile>,
+    /// The paths each process had blazesym open, released when it is forgotten.
+    paths_of: HashMap<u32, HashSet<(ModuleKey, PathBuf)>>,
     use_dwarf: bool,
-    kernel: HashMap<Addr, Arc<str>>,
+    kernel: ByteLru<Addr, Arc<str>>,
     /// The core kernel's text symbols (cached per boot) until an address outside them needs
     /// all of kallsyms; `None` until the first kernel address is named.
     kernel_symbols: Option<KernelSymbols>,
@@ -81,17 +105,71 @@ impl NativeSymbolizer {
                 .enable_inlined_fns(false)
                 .build(),
             maps: HashMap::new(),
-            user: HashMap::new(),
-            dwarf: HashMap::new(),
+            user: ByteLru::new(MAX_SYMBOL_BYTES),
+            files: ByteLru::new(MAX_OPEN_FILE_BYTES),
+            paths_of: HashMap::new(),
             use_dwarf: dwarf,
-            kernel: HashMap::new(),
+            kernel: ByteLru::new(MAX_KERNEL_SYMBOL_BYTES),
             kernel_symbols: None,
         }
     }
 
-    /// Forget a process (it exited or its pid was reused).
+    /// Forget a process (it exited or its pid was reused): its maps, and the files blazesym
+    /// opened through its `/proc/PID/root` (a file another process still uses stays open
+    /// through that process's path). The names resolved stay cached, by module.
     pub fn forget(&mut self, pid: u32) {
         self.maps.remove(&pid);
+        for (key, path) in self.paths_of.remove(&pid).unwrap_or_default() {
+            self.release(&path);
+            let unused = self.files.peek_mut(&key).is_some_and(|file| {
+                file.paths.remove(&path);
+                file.paths.is_empty()
+            });
+            if unused {
+                self.files.remove(&key);
+            }
+        }
+    }
+
+    /// Processes whose state is kept (maps or open paths).
+    pub fn processes(&self) -> usize {
+        self.maps
+            .keys()
+            .chain(self.paths_of.keys())
+            .collect::<HashSet<_>>()
+            .len()
+    }
+
+    /// Bytes of resolved names kept (user, kernel), as the caches count them.
+    pub fn cache_bytes(&self) -> (usize, usize) {
+        (self.user.bytes(), self.kernel.bytes())
+    }
+
+    /// Module files blazesym has open now.
+    pub fn open_files(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Let blazesym close and unmap `path` (it keeps a file open while any path names it).
+    fn release(&mut self, path: &std::path::Path) {
+        if let Err(e) = self.symbolizer.evict(&Evict::Elf(evict::Elf::new(path))) {
+            log::debug!("releasing {}: {e}", path.display());
+        }
+    }
+
+    /// Remember `file` as open (evicting the least recently used files past the bound).
+    fn keep_file(&mut self, key: ModuleKey, file: OpenFile, bytes: usize) {
+        for (old, gone) in self.files.insert(key, file, bytes) {
+            evictions::SYMBOL_FILES.add(1);
+            for path in gone.paths {
+                self.release(&path);
+                if let Some(pid) = pid_of(&path) {
+                    if let Some(set) = self.paths_of.get_mut(&pid) {
+                        set.remove(&(old.clone(), path));
+                    }
+                }
+            }
+        }
     }
 
     /// Resolve user-space addresses of `pid`, leaf first.
@@ -118,13 +196,14 @@ impl NativeSymbolizer {
             Some(known) => proc::file_in_maps(pid, &known.maps, &key.path),
             None => proc::path_in_root(pid, &key.path),
         };
+        let known = self.files.get(&key).map(|f| f.dwarf);
+        let dwarf = known.unwrap_or_else(|| {
+            self.use_dwarf && !is_own_executable(&host_path) && has_debug_info(&host_path)
+        });
         // The symbol tables first (fast, and right for functions with a `.cold` part); DWARF,
         // in the file or its split debug file (.gnu_debuglink / build id under
         // /usr/lib/debug), only for what they do not name: static functions of a binary
         // whose .symtab was stripped.
-        let dwarf = *self.dwarf.entry(key.clone()).or_insert_with(|| {
-            self.use_dwarf && !is_own_executable(&host_path) && has_debug_info(&host_path)
-        });
         let name = [false, true]
             .into_iter()
             .filter(|&debug_syms| !debug_syms || dwarf)
@@ -140,12 +219,30 @@ impl NativeSymbolizer {
                 }
             })
             .unwrap_or_else(|| format!("{module}+{vaddr_hint:#x}"));
+        self.note_open(pid, &key, host_path, dwarf);
+        let bytes = name.len() + module.len() + key.path.as_os_str().len() + SYMBOL_OVERHEAD;
         let frame = Arc::new(NativeFrame { name, module });
-        if self.user.len() >= MAX_CACHED {
-            self.user.clear();
-        }
-        self.user.insert((key, file_offset), frame.clone());
+        let evicted = self.user.insert((key, file_offset), frame.clone(), bytes);
+        evictions::SYMBOLS.add(evicted.len() as u64);
         (*frame).clone()
+    }
+
+    /// blazesym now holds `host_path` (module `key`) open for `pid`: account for it.
+    fn note_open(&mut self, pid: u32, key: &ModuleKey, host_path: PathBuf, dwarf: bool) {
+        self.paths_of
+            .entry(pid)
+            .or_default()
+            .insert((key.clone(), host_path.clone()));
+        if let Some(file) = self.files.get_mut(key) {
+            file.paths.insert(host_path);
+            return;
+        }
+        let bytes = file_bytes(&host_path);
+        let file = OpenFile {
+            paths: HashSet::from([host_path]),
+            dwarf,
+        };
+        self.keep_file(key.clone(), file, bytes);
     }
 
     /// The module and file offset of `addr` in `pid`, re-reading the maps (rate-limited) when
@@ -210,10 +307,10 @@ impl NativeSymbolizer {
             None => format!("{addr:#x}").into(),
         };
         self.kernel_symbols = Some(symbols);
-        if self.kernel.len() >= MAX_CACHED {
-            self.kernel.clear();
-        }
-        self.kernel.insert(addr, name.clone());
+        let evicted = self
+            .kernel
+            .insert(addr, name.clone(), name.len() + SYMBOL_OVERHEAD);
+        evictions::SYMBOLS.add(evicted.len() as u64);
         name
     }
 }
@@ -243,6 +340,27 @@ pub fn function_ranges(pid: u32, binary: &std::path::Path, names: &[&str]) -> Ve
         .filter(|&&(_, size)| size > 0)
         .map(|&(addr, size)| bias.wrapping_add(addr)..bias.wrapping_add(addr + size))
         .collect()
+}
+
+/// What keeping `path` open costs, roughly: blazesym maps it whole but touches (and parses)
+/// only its symbol tables, so a big binary's size (a test binary with DWARF, rustc's driver:
+/// hundreds of MiB) is counted up to a cap; a small library costs at least a floor (its
+/// descriptor and bookkeeping), which also bounds the files held open.
+fn file_bytes(path: &std::path::Path) -> usize {
+    const FLOOR: usize = 512 << 10;
+    const CAP: usize = 32 << 20;
+    std::fs::metadata(path).map_or(FLOOR, |m| (m.len() as usize).clamp(FLOOR, CAP))
+}
+
+/// The pid of a `/proc/PID/root/...` path.
+fn pid_of(path: &std::path::Path) -> Option<u32> {
+    path.strip_prefix("/proc")
+        .ok()?
+        .iter()
+        .next()?
+        .to_str()?
+        .parse()
+        .ok()
 }
 
 fn find(maps: &[MapRange], addr: Addr) -> Option<(ModuleKey, u64, u64)> {
@@ -376,6 +494,58 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(frame[0].name, "hidden_helper", "{:?}", frame[0]);
         assert_eq!(frame[0].module, "libdw.so");
+    }
+
+    /// blazesym keeps a descriptor per file it symbolized; forgetting the process whose
+    /// `/proc/PID/root` it was opened through closes it.
+    #[test]
+    fn forgetting_a_process_closes_the_files_opened_for_it() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = child.id();
+        let sleep_text = || {
+            proc::maps(pid).ok()?.into_iter().find(|m| {
+                m.executable
+                    && m.pathname
+                        .as_ref()
+                        .is_some_and(|p| p.file_name().is_some_and(|n| n == "sleep"))
+            })
+        };
+        // Until the child has exec'd sleep.
+        let mut text = None;
+        for _ in 0..500 {
+            text = sleep_text();
+            if text.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let text = text.expect("sleep's text mapping");
+        let file = std::fs::canonicalize(text.pathname.clone().unwrap()).expect("sleep's path");
+        let open_to_file = || {
+            std::fs::read_dir("/proc/self/fd")
+                .expect("own fds")
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|target| *target == file)
+                .count()
+        };
+        let before = open_to_file();
+        let mut s = NativeSymbolizer::with_dwarf(false);
+        let frames = s.user_frames(pid, &[text.start + 0x40]);
+        assert_eq!(frames[0].module, "sleep", "{frames:?}");
+        assert_eq!((s.open_files(), s.processes()), (1, 1));
+        assert_eq!(open_to_file(), before + 1, "blazesym holds the file open");
+        s.forget(pid);
+        assert_eq!((s.open_files(), s.processes()), (0, 0));
+        assert_eq!(
+            open_to_file(),
+            before,
+            "closed once the process is forgotten"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     #[test]

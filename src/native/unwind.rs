@@ -15,6 +15,7 @@ use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder};
 use goblin::elf::{program_header::PT_LOAD, Elf};
 
+use crate::byte_lru::{evictions, ByteLru};
 use crate::model::{Addr, Reason};
 use crate::process::maps::MapRange;
 use crate::process::proc;
@@ -26,8 +27,9 @@ pub const DEFAULT_STACK_BYTES: usize = 256 * 1024;
 pub const MAX_NATIVE_DEPTH: usize = 2048;
 /// How often a process's module list may be rebuilt when an address is outside it.
 const MODULES_REFRESH: Duration = Duration::from_millis(200);
-/// Bound on the module files whose sections are kept.
-const MAX_CACHED_FILES: usize = 512;
+/// Bound on the unwind sections kept across processes (libpython's `.eh_frame` + header is
+/// ~1 MiB, libc's ~0.3 MiB); the least recently used module files go first.
+const MAX_CACHED_SECTION_BYTES: usize = 64 << 20;
 
 /// Bytes of one section, shared by every process that maps the file.
 #[derive(Debug, Clone, Default)]
@@ -58,26 +60,38 @@ type FileKey = (u64, u64, u64, i64);
 
 fn module_file(path: &Path) -> Option<Arc<ModuleFile>> {
     use std::os::unix::fs::MetadataExt;
-    static CACHE: Mutex<Option<HashMap<FileKey, Arc<ModuleFile>>>> = Mutex::new(None);
+    static CACHE: Mutex<Option<ByteLru<FileKey, Arc<ModuleFile>>>> = Mutex::new(None);
     let meta = std::fs::metadata(path).ok()?;
     let key = (meta.dev(), meta.ino(), meta.size(), meta.mtime());
     if let Some(hit) = CACHE
         .lock()
         .ok()
-        .and_then(|c| c.as_ref()?.get(&key).cloned())
+        .and_then(|mut c| c.as_mut()?.get(&key).cloned())
     {
         return Some(hit);
     }
     // A file that cannot be parsed is cached as empty: framehop then falls back to rbp.
     let parsed = Arc::new(parse_module_file(path).unwrap_or_default());
     if let Ok(mut cache) = CACHE.lock() {
-        let map = cache.get_or_insert_with(HashMap::new);
-        if map.len() >= MAX_CACHED_FILES {
-            map.clear();
-        }
-        map.insert(key, parsed.clone());
+        let map = cache.get_or_insert_with(|| ByteLru::new(MAX_CACHED_SECTION_BYTES));
+        // (Processes still unwinding with an evicted module keep their `Arc`s until their
+        // module list is rebuilt or they exit.)
+        let evicted = map.insert(key, parsed.clone(), parsed.heap_bytes());
+        evictions::UNWIND_MODULES.add(evicted.len() as u64);
     }
     Some(parsed)
+}
+
+impl ModuleFile {
+    /// The bytes it holds: its sections.
+    fn heap_bytes(&self) -> usize {
+        let section = |s: Option<&Section>| s.map_or(0, |s| s.len());
+        std::mem::size_of::<Self>()
+            + section(self.eh_frame.as_ref().map(|(_, s)| s))
+            + section(self.eh_frame_hdr.as_ref().map(|(_, s)| s))
+            + section(self.debug_frame.as_ref())
+            + self.load_segments.len() * 16
+    }
 }
 
 fn parse_module_file(path: &Path) -> Option<ModuleFile> {

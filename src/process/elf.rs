@@ -18,7 +18,12 @@ use goblin::elf::{program_header::PT_LOAD, Elf, ProgramHeader, SectionHeader};
 use goblin::strtab::Strtab;
 
 use super::maps::MapRange;
+use crate::byte_lru::{evictions, ByteLru};
 use crate::model::Addr;
+
+/// Bound on the parsed images kept across processes (they hold only the symbols asked for:
+/// a few KiB each).
+const MAX_CACHED_IMAGE_BYTES: usize = 8 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ElfError {
@@ -116,8 +121,8 @@ impl ElfImage {
         scan_versions_if: fn(&HashMap<String, (u64, u64)>) -> bool,
     ) -> Result<Arc<ElfImage>, ElfError> {
         use std::os::unix::fs::MetadataExt;
-        static CACHE: Mutex<Option<HashMap<(u64, u64, u64, i64), Arc<ElfImage>>>> =
-            Mutex::new(None);
+        type Key = (u64, u64, u64, i64);
+        static CACHE: Mutex<Option<ByteLru<Key, Arc<ElfImage>>>> = Mutex::new(None);
         let meta = std::fs::metadata(path).map_err(|source| ElfError::Io {
             path: path.into(),
             source,
@@ -126,7 +131,7 @@ impl ElfImage {
         if let Some(image) = CACHE
             .lock()
             .ok()
-            .and_then(|c| c.as_ref()?.get(&key).cloned())
+            .and_then(|mut c| c.as_mut()?.get(&key).cloned())
         {
             return Ok(image);
         }
@@ -145,14 +150,27 @@ impl ElfImage {
             started.elapsed()
         );
         if let Ok(mut cache) = CACHE.lock() {
-            let map = cache.get_or_insert_with(HashMap::new);
-            // Bounded: binaries are few; forget them all if a host has very many.
-            if map.len() >= 256 {
-                map.clear();
-            }
-            map.insert(key, image.clone());
+            // Bounded in bytes: a long host-wide run meets many binaries (each version of
+            // each interpreter, every embedding program); the least recently used go.
+            let map = cache.get_or_insert_with(|| ByteLru::new(MAX_CACHED_IMAGE_BYTES));
+            let evicted = map.insert(key, image.clone(), image.heap_bytes());
+            evictions::ELF_IMAGES.add(evicted.len() as u64);
         }
         Ok(image)
+    }
+
+    /// What the image holds in memory, roughly (the cache's unit).
+    pub fn heap_bytes(&self) -> usize {
+        const PER_ENTRY: usize = 64; // hash map slot + String header + (u64, u64)
+        std::mem::size_of::<Self>()
+            + self.path.as_os_str().len()
+            + self
+                .symbols
+                .keys()
+                .map(|name| name.len() + PER_ENTRY)
+                .sum::<usize>()
+            + self.load_segments.len() * 16
+            + self.versions.len() * 3
     }
 
     pub fn symbol(&self, name: &str) -> Option<u64> {

@@ -32,6 +32,7 @@ use crate::python::code::FrameErrors;
 use crate::python::state::{SampleError, StackExtras, StackWithEntries};
 use crate::python::PythonProcess;
 use crate::sampler::bpf_registry::WalkRegistry;
+use crate::sampler::exit_sweep::ExitSweep;
 
 /// Which processes a BPF run records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +91,14 @@ pub struct BpfSummary {
     /// a later instant than their native part); `native.mismatched` counts the others.
     pub mismatched_read_late: u64,
     pub lost: Vec<(&'static str, u64)>,
+    /// Processes in the table now (live at the end of the run).
     pub processes: usize,
+    /// Processes attached over the run (each pid, and each reuse of it, once; a process that
+    /// became Python once more), and how many of those were Python.
+    pub processes_attached: u64,
+    pub python_attached: u64,
+    /// Processes whose state was dropped because they exited (or their pid was reused).
+    pub processes_dropped: u64,
     pub elapsed: Duration,
     pub interrupted: bool,
     /// The single target (`Scope::Pid`/`Tree`) exited.
@@ -107,10 +115,10 @@ const RECHECK: Duration = Duration::from_secs(1);
 const MAX_PYTHON_AGE_NS: u64 = 200_000_000;
 /// How often a single target is checked for having exited.
 const ALIVE_CHECK: Duration = Duration::from_millis(100);
-/// Samples the ring-buffer reader may queue ahead of us.
-const QUEUE: usize = 16_384;
-/// The same with `native`, whose samples carry a stack copy each (~16 KiB).
-const QUEUE_NATIVE: usize = 2_048;
+/// Bytes of samples the ring-buffer reader may queue ahead of us: ~16K samples of frame
+/// pointer stacks (~2 KiB each), ~1.5K with `native`, whose samples carry a stack copy each
+/// (16 KiB by default, up to 60 KiB): a bound in bytes holds whatever the samples carry.
+const QUEUE_BYTES: usize = 32 << 20;
 
 enum Kind {
     Python(Box<PythonProcess>),
@@ -133,6 +141,12 @@ struct Entry {
     /// The process's start as the BPF program saw it (`RawSample::process_start_ns`; 0:
     /// unknown, then pid reuse is found by re-reading /proc every `RECHECK`).
     started_ns: u64,
+}
+
+impl Entry {
+    fn is_python(&self) -> bool {
+        matches!(self.kind, Kind::Python(_))
+    }
 }
 
 /// Turns addresses into frames: the symbolizer, and with `native` the unwinder.
@@ -208,11 +222,7 @@ pub fn run(
     // Again (`start` did it already, for the load), in case the sampler was started on another
     // thread; before the reader thread starts, so that it inherits the priority too.
     raise_priority();
-    let mut samples = sampler.spawn_reader(if config.native.is_some() {
-        QUEUE_NATIVE
-    } else {
-        QUEUE
-    })?;
+    let mut samples = sampler.spawn_reader(QUEUE_BYTES)?;
     let mut table: HashMap<u32, Entry> = HashMap::new();
     let mut symbols = Resolver {
         symbols: NativeSymbolizer::with_dwarf(config.native.is_some()),
@@ -222,7 +232,10 @@ pub fn run(
     let mut registry = WalkRegistry::default();
     if let Scope::Pid(pid) | Scope::Tree(pid) = config.scope {
         register_target(pid, &sampler, &mut table, &mut registry);
+        summary.processes_attached += 1;
+        summary.python_attached += table.get(&pid).map_or(0, |e| e.is_python() as u64);
     }
+    let mut sweep = ExitSweep::default();
     let mut children_checked = Instant::now();
     let mut alive_checked = Instant::now() - ALIVE_CHECK;
     let start = Instant::now();
@@ -254,6 +267,22 @@ pub fn run(
                 }
                 children_checked = Instant::now();
             }
+        }
+        let exited = sweep.due(|| table.iter().map(|(&pid, e)| (pid, e.start_time)).collect());
+        for pid in exited {
+            // The single target's exit ends the run (`target_alive`); the idle task stays.
+            if pid == 0 || matches!(config.scope, Scope::Pid(p) | Scope::Tree(p) if p == pid) {
+                continue;
+            }
+            drop_process(
+                pid,
+                config.scope,
+                &mut table,
+                &mut symbols,
+                &sampler,
+                &mut registry,
+            );
+            summary.processes_dropped += 1;
         }
         match samples.recv_timeout(Duration::from_millis(100)) {
             Ok(raw) => handle(
@@ -301,6 +330,14 @@ pub fn run(
         "{known} of {resolved} Python frames resolved from the BPF program's code fingerprint \
          (no read of the code object)"
     );
+    // (After the line above: tests read it as the first of this module's.)
+    let (user_bytes, kernel_bytes) = symbols.symbols.cache_bytes();
+    log::info!(
+        "symbol caches: user names {user_bytes} bytes, kernel names {kernel_bytes} bytes, \
+         {} files open, for {} processes",
+        symbols.symbols.open_files(),
+        symbols.symbols.processes()
+    );
     Ok(summary)
 }
 
@@ -322,6 +359,28 @@ fn register_target(
         }
     }
     table.insert(pid, entry);
+}
+
+/// Process `pid` exited: drop everything kept for it (its attached interpreter and code
+/// caches with its entry; its layout and threads in the BPF maps, and its membership of the
+/// followed tree; its symbolizer and unwinder state).
+fn drop_process(
+    pid: u32,
+    scope: Scope,
+    table: &mut HashMap<u32, Entry>,
+    symbols: &mut Resolver,
+    sampler: &BpfSampler,
+    registry: &mut WalkRegistry,
+) {
+    table.remove(&pid);
+    registry.forget(sampler, pid);
+    if let Scope::Tree(_) = scope {
+        sampler.remove_child(pid);
+    }
+    symbols.symbols.forget(pid);
+    if let Some(unwinder) = symbols.unwinder.as_mut() {
+        unwinder.forget(pid);
+    }
 }
 
 /// The non-zero BPF counters plus our own count of stale Python samples.
@@ -373,7 +432,7 @@ fn to_stack<'t>(
         summary.stale += 1;
         return None;
     }
-    let entry = entry_for(table, symbols, raw);
+    let entry = entry_for(table, symbols, raw, summary);
     let unwound = unwind(raw, symbols, summary);
     let mut stack = StackTrace {
         pid: raw.pid,
@@ -600,6 +659,7 @@ fn entry_for<'t>(
     table: &'t mut HashMap<u32, Entry>,
     symbols: &mut Resolver,
     raw: &RawSample,
+    summary: &mut BpfSummary,
 ) -> &'t mut Entry {
     let pid = raw.pid;
     let needs_attach = match table.get_mut(&pid) {
@@ -638,10 +698,14 @@ fn entry_for<'t>(
     };
     if needs_attach {
         let attempts = table.get(&pid).map_or(0, |e| e.attempts);
-        table.insert(
-            pid,
-            new_entry(pid, &raw.comm, raw.process_start_ns, attempts + 1),
-        );
+        let was = table.get(&pid).map(|e| (e.start_time, e.is_python()));
+        let entry = new_entry(pid, &raw.comm, raw.process_start_ns, attempts + 1);
+        // A retry of the same process (not Python yet) is not another process.
+        let same = was.is_some_and(|(t, _)| t != 0 && t == entry.start_time);
+        summary.processes_attached += u64::from(!same);
+        summary.python_attached +=
+            u64::from(entry.is_python() && !(same && was.is_some_and(|(_, py)| py)));
+        table.insert(pid, entry);
     }
     let entry = table
         .entry(pid)

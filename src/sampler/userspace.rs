@@ -47,6 +47,11 @@ pub struct RunSummary {
     pub late: u64,
     pub elapsed: Duration,
     pub ended: EndReason,
+    /// `--subprocesses`: children attached, and dropped again because they exited (or their
+    /// pid was reused); `children` of them are still attached.
+    pub children_attached: u64,
+    pub children_dropped: u64,
+    pub children: usize,
 }
 
 pub struct UserspaceSampler {
@@ -59,6 +64,8 @@ pub struct UserspaceSampler {
     rng: u64,
     /// `--native`: unwinds each paused thread and merges its native and Python frames.
     native: Option<NativeReader>,
+    children_attached: u64,
+    children_dropped: u64,
 }
 
 /// How often `--subprocesses` looks for new children.
@@ -78,6 +85,8 @@ impl UserspaceSampler {
             last_child_scan: None,
             rng: seed | 1,
             native: None,
+            children_attached: 0,
+            children_dropped: 0,
         }
     }
 
@@ -117,6 +126,9 @@ impl UserspaceSampler {
             late: 0,
             elapsed: Duration::ZERO,
             ended: EndReason::Interrupted,
+            children_attached: 0,
+            children_dropped: 0,
+            children: 0,
         };
         let mut last_status = start;
         loop {
@@ -166,11 +178,19 @@ impl UserspaceSampler {
             if last_status.elapsed() >= Duration::from_millis(250) {
                 last_status = Instant::now();
                 summary.elapsed = start.elapsed();
+                self.count_children(&mut summary);
                 on_status(&summary);
             }
         }
         summary.elapsed = start.elapsed();
+        self.count_children(&mut summary);
         summary
+    }
+
+    fn count_children(&self, summary: &mut RunSummary) {
+        summary.children_attached = self.children_attached;
+        summary.children_dropped = self.children_dropped;
+        summary.children = self.children.len();
     }
 
     /// The interval scaled by a random factor in [0.9, 1.1).
@@ -197,13 +217,19 @@ impl UserspaceSampler {
                 }
             }
             for pid in gone {
-                self.children.remove(&pid);
-                if let Some(native) = self.native.as_mut() {
-                    native.forget(pid);
-                }
+                self.drop_child(pid);
             }
         }
         Ok(stacks)
+    }
+
+    fn drop_child(&mut self, pid: u32) {
+        if self.children.remove(&pid).is_some() {
+            self.children_dropped += 1;
+        }
+        if let Some(native) = self.native.as_mut() {
+            native.forget(pid);
+        }
     }
 
     fn refresh_children(&mut self) {
@@ -215,8 +241,17 @@ impl UserspaceSampler {
         }
         self.last_child_scan = Some(Instant::now());
         let pids = proc::descendants(self.root.pid);
-        self.children
-            .retain(|pid, p| pids.contains(pid) && p.is_same_process());
+        // Children that exited (or whose pid now names another process): their caches and
+        // native state go with them.
+        let gone: Vec<u32> = self
+            .children
+            .iter()
+            .filter(|(pid, p)| !pids.contains(pid) || !p.is_same_process())
+            .map(|(&pid, _)| pid)
+            .collect();
+        for pid in gone {
+            self.drop_child(pid);
+        }
         self.not_python.retain(|pid, _| pids.contains(pid));
         for pid in pids {
             if self.children.contains_key(&pid) {
@@ -233,6 +268,7 @@ impl UserspaceSampler {
             match PythonProcess::attach(pid) {
                 Ok(p) => {
                     self.children.insert(pid, p);
+                    self.children_attached += 1;
                 }
                 Err(e) => {
                     log::debug!("subprocess {pid} not profiled: {e}");

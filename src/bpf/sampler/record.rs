@@ -41,6 +41,16 @@ pub(super) fn decode(data: &[u8]) -> Option<RawSample> {
 
 /// The registers and the stack copy (from sp up) of a `pyspy_native_sample` record; `None`
 /// when the record is too short for its header.
+/// What a decoded sample holds in memory (the unit of the queue's bound): a sample with a
+/// 60 KiB stack copy costs that much more than one without.
+pub(super) fn sample_bytes(sample: &RawSample) -> usize {
+    std::mem::size_of::<RawSample>()
+        + sample.comm.capacity()
+        + (sample.kernel.capacity() + sample.user.capacity()) * std::mem::size_of::<u64>()
+        + sample.user_stack.capacity()
+        + sample.python.frames.capacity() * std::mem::size_of::<BpfPyFrame>()
+}
+
 fn native_part(data: &[u8], flags: u32) -> Option<(Option<SampleRegs>, Vec<u8>)> {
     use std::mem::offset_of;
     let u64_at = |at: usize| -> Option<u64> {
