@@ -286,41 +286,6 @@ fn all_without_bpf_privileges() {
     );
 }
 
-/// `sh -c 'echo $$ > PIDFILE; exec ARGV'`: the pid of a command the profiler starts is
-/// written before the program runs, so a test can check it is gone afterwards.
-fn command_with_pidfile(pidfile: &std::path::Path, argv: &[String]) -> Vec<String> {
-    let quoted: Vec<String> = argv
-        .iter()
-        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
-        .collect();
-    vec![
-        "sh".into(),
-        "-c".into(),
-        format!(
-            "echo $$ > '{}'; exec {}",
-            pidfile.display(),
-            quoted.join(" ")
-        ),
-    ]
-}
-
-/// The pid in `pidfile`, which must be gone (killed and reaped) now that the profiler exited;
-/// `what` describes the profiler's run for the failure message.
-fn ensure_child_gone(pidfile: &std::path::Path, what: &str) -> Result<()> {
-    let text = std::fs::read_to_string(pidfile)
-        .with_context(|| format!("the command never started:\n{what}"))?;
-    let pid: u32 = text.trim().parse().context("pidfile")?;
-    let state = proc_state(pid);
-    if state.is_some() {
-        kill_pid(pid);
-    }
-    ensure!(
-        state.is_none(),
-        "the started command (pid {pid}) outlived the profiler (state {state:?}):\n{what}"
-    );
-    Ok(())
-}
-
 /// Bad numbers for every numeric option of every verb: rejected by the command line parser
 /// (exit 2, a message naming the accepted range) before anything starts: the `-- command`
 /// never runs. `nan`, `inf`, negatives and `1e300` used to panic after sampling started.
@@ -440,8 +405,10 @@ fn errors_after_starting_a_command_leave_no_child() {
     // (An output path that cannot be written is refused before the command starts: see
     // tests/hostile_files.rs. The errors here come after it started.)
     let mut cases: Vec<(Vec<&str>, &[&str])> = Vec::new();
-    if !is_root() {
-        eprintln!("errors_after_starting_a_command_leave_no_child: needs root for --mode bpf; not checked");
+    if !root_test_can_run(
+        "errors_after_starting_a_command_leave_no_child",
+        "its errors come from --mode bpf, which needs root",
+    ) {
         return;
     }
     {
@@ -466,8 +433,8 @@ fn errors_after_starting_a_command_leave_no_child() {
         cmd.args(args)
             .arg("--")
             .args(command_with_pidfile(&pidfile, &busy));
-        let result =
-            expect_error(&mut cmd, words).and_then(|line| ensure_child_gone(&pidfile, &line));
+        let result = expect_error(&mut cmd, words)
+            .and_then(|line| ensure_started_command_gone(&pidfile, &line));
         if let Err(e) = result {
             errors.push(format!("{args:?}: {e:#}"));
         }

@@ -25,12 +25,7 @@ const PRECIOUS: &str = "root's secret, not to be touched\n";
 /// Whether a test that plants files as `nobody` and profiles as root can run: as root; in
 /// CI, which runs as root, not being root fails the test.
 fn can_run_as_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(!in_ci(), "{test}: CI must run these tests as root");
-    eprintln!("{test}: skipped, needs root (the attacks are planted as nobody)");
-    false
+    root_test_can_run(test, "needs root (the attacks are planted as nobody)")
 }
 
 /// A Python 3 interpreter (the attacks do not depend on the version).

@@ -114,37 +114,6 @@ fn samples_at_busy_leaf(stacks: &[RawStack]) -> u64 {
         .sum()
 }
 
-/// `sh -c 'echo $$ > PIDFILE; exec ARGV'`: the started command's pid, known before it runs.
-fn with_pidfile(pidfile: &std::path::Path, argv: &[String]) -> Vec<String> {
-    let quoted: Vec<String> = argv.iter().map(|a| format!("'{a}'")).collect();
-    vec![
-        "sh".into(),
-        "-c".into(),
-        format!(
-            "echo $$ > '{}'; exec {}",
-            pidfile.display(),
-            quoted.join(" ")
-        ),
-    ]
-}
-
-/// The pid written to `pidfile` must be gone: killed and reaped by the profiler.
-fn ensure_gone(pidfile: &std::path::Path, what: &str) -> Result<()> {
-    let pid: u32 = std::fs::read_to_string(pidfile)
-        .with_context(|| format!("{what}: the command never started"))?
-        .trim()
-        .parse()?;
-    let state = proc_state(pid);
-    if state.is_some() {
-        kill_pid(pid);
-    }
-    ensure!(
-        state.is_none(),
-        "{what}: the started command (pid {pid}) outlived the profiler (state {state:?})"
-    );
-    Ok(())
-}
-
 /// SIGTERM (`kill`, service managers) and SIGHUP (a closed terminal) end a recording like
 /// Ctrl-C: exit 0 and the profile collected so far, in both samplers. The signals do not
 /// depend on the interpreter: one is enough.
@@ -207,7 +176,7 @@ fn sigterm_with_a_started_command_writes_the_profile_and_reaps_it() {
         let mut args: Vec<String> = ["record", "--mode", mode, "-f", "raw", "-o", &out_s, "--"]
             .map(String::from)
             .to_vec();
-        args.extend(with_pidfile(&pidfile, &busy));
+        args.extend(command_with_pidfile(&pidfile, &busy));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let result = signal_after(&args, "TERM", Duration::from_millis(2500)).and_then(
             |(status, _, stderr)| {
@@ -215,7 +184,7 @@ fn sigterm_with_a_started_command_writes_the_profile_and_reaps_it() {
                 let stacks = read_raw(&out).with_context(|| format!("no profile:\n{stderr}"))?;
                 let n = samples_at_busy_leaf(&stacks);
                 ensure!(n >= 3, "{n} samples in level_b:\n{}", summary(&stacks));
-                ensure_gone(&pidfile, &stderr)
+                ensure_started_command_gone(&pidfile, &stderr)
             },
         );
         if let Err(e) = result {
@@ -243,7 +212,7 @@ fn timeout_leaves_a_complete_profile() {
         .args(["record", "-f", "raw", "-o"])
         .arg(&out)
         .arg("--")
-        .args(with_pidfile(&pidfile, &busy));
+        .args(command_with_pidfile(&pidfile, &busy));
     let result = run(&mut cmd, RUN_TIMEOUT).unwrap();
     // timeout(1) exits 124 when it had to send its signal.
     assert_eq!(result.status.code(), Some(124), "{}", result.describe());
@@ -256,7 +225,7 @@ fn timeout_leaves_a_complete_profile() {
     let stacks = read_raw(&out).with_context(|| result.describe()).unwrap();
     let n = samples_at_busy_leaf(&stacks);
     assert!(n >= 3, "{n} samples in level_b:\n{}", summary(&stacks));
-    ensure_gone(&pidfile, &result.describe()).unwrap();
+    ensure_started_command_gone(&pidfile, &result.describe()).unwrap();
 }
 
 /// SIGTERM to `top -- COMMAND` (plain-text snapshots, stdout is not a terminal): exit 0 after
@@ -271,7 +240,7 @@ fn sigterm_ends_top_and_reaps_its_command() {
     let pidfile = dir.join("pid");
     let busy = interp.argv(&scripts_dir().join("busy.py"), &[]);
     let mut args: Vec<String> = ["top", "--delay", "0.5", "--"].map(String::from).to_vec();
-    args.extend(with_pidfile(&pidfile, &busy));
+    args.extend(command_with_pidfile(&pidfile, &busy));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (status, stdout, stderr) =
         signal_after(&args, "TERM", Duration::from_millis(2500)).unwrap();
@@ -280,7 +249,7 @@ fn sigterm_ends_top_and_reaps_its_command() {
         stdout.contains("level_b"),
         "no level_b in top's snapshots:\n{stdout}\n{stderr}"
     );
-    ensure_gone(&pidfile, &stderr).unwrap();
+    ensure_started_command_gone(&pidfile, &stderr).unwrap();
 }
 
 /// The terminal closing under `record` (an ssh session dropped: the pty hangs up, SIGHUP,

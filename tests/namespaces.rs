@@ -241,12 +241,7 @@ fn children_of(pid: u32) -> Vec<u32> {
 
 /// New namespaces (and the BPF sampler) need root; CI runs as root and never skips.
 fn can_run(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(!in_ci(), "{test}: CI must run the namespace tests as root");
-    eprintln!("{test}: skipped, unshare --pid needs root");
-    false
+    root_test_can_run(test, "unshare --pid needs root")
 }
 
 /// The frames busy.py must show, leaf first: level_b at its loop, level_a, main.

@@ -690,12 +690,55 @@ pub fn in_ci() -> bool {
 /// Whether a test of the BPF sampler can run (as root); outside CI it is skipped with a line
 /// saying so, while in CI, which runs as root, not being root fails the test.
 pub fn bpf_test_can_run(test: &str) -> bool {
+    root_test_can_run(test, "the BPF sampler needs root")
+}
+
+/// Whether a test that needs root can run: as root; outside CI it is skipped with a line
+/// saying `why`, while in CI, which runs as root, not being root fails the test.
+pub fn root_test_can_run(test: &str, why: &str) -> bool {
     if is_root() {
         return true;
     }
-    assert!(!in_ci(), "{test}: CI must run the BPF tests as root");
-    eprintln!("{test}: skipped, the BPF sampler needs root");
+    assert!(!in_ci(), "{test}: CI must run this test as root ({why})");
+    eprintln!("{test}: skipped, {why}");
     false
+}
+
+/// `sh -c 'echo $$ > PIDFILE; exec ARGV'`: the pid of a command the profiler starts is
+/// written before the program runs, so a test can check it is gone afterwards
+/// (`ensure_started_command_gone`).
+pub fn command_with_pidfile(pidfile: &Path, argv: &[String]) -> Vec<String> {
+    let quoted: Vec<String> = argv
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect();
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "echo $$ > '{}'; exec {}",
+            pidfile.display(),
+            quoted.join(" ")
+        ),
+    ]
+}
+
+/// The pid in `pidfile` (see `command_with_pidfile`) must be gone, killed and reaped, now
+/// that the profiler exited; `what` describes the profiler's run for the failure message.
+/// A survivor is killed so the test leaves nothing behind.
+pub fn ensure_started_command_gone(pidfile: &Path, what: &str) -> Result<()> {
+    let text = std::fs::read_to_string(pidfile)
+        .with_context(|| format!("the command never started:\n{what}"))?;
+    let pid: u32 = text.trim().parse().context("pidfile")?;
+    let state = proc_state(pid);
+    if state.is_some() {
+        kill_pid(pid);
+    }
+    anyhow::ensure!(
+        state.is_none(),
+        "the started command (pid {pid}) outlived the profiler (state {state:?}):\n{what}"
+    );
+    Ok(())
 }
 
 /// Sends SIGKILL to `pid` (for processes the test did not spawn itself, e.g. grandchildren).
