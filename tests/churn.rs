@@ -143,7 +143,11 @@ fn check_stacks(stacks: &[RawStack], mode: &str) -> Result<()> {
     // Where a stable frame can be: its loop or call (the `return` after the loop), its `def`
     // line while it starts (3.11+: RESUME), or 0 where the version has no line for the
     // instruction yet (3.11: a frame just pushed).
-    let inner_lines = [inner, inner + 1, def_line(SCRIPT, "stable_inner"), 0];
+    // Any line of stable_inner's body (it is called again and again: `n = 0` before its loop
+    // shows too, and a frame just entered reads its `def` line on 2.7), or 0 (3.11, just begun).
+    let inner_lines: Vec<u32> = (def_line(SCRIPT, "stable_inner")..=inner + 1)
+        .chain([0])
+        .collect();
     let outer_lines = [outer, def_line(SCRIPT, "stable_outer"), 0];
     let mut garbage = Vec::new();
     let mut stable = 0;
