@@ -1,8 +1,13 @@
-//! Turning a sampled `StackTrace` into the root-first list of `ProfileFrame`s a profile stores,
-//! applying the user's presentation options (line numbers, file names, thread and process roots).
+//! From samples to profile frames, and from a recorded profile to what the user sees.
+//!
+//! A recorded profile keeps each frame's identity (`identity_frames`) and who each sample
+//! belongs to (`sample_labels`); the user's presentation options (line numbers, file names,
+//! thread and process roots) are applied only when a profile is written (`present`).
+
+use std::collections::HashMap;
 
 use crate::model::{Frame, StackTrace};
-use crate::profile::{FrameKind, ProfileFrame};
+use crate::profile::{FrameKind, Profile, ProfileFrame, SampleLabels};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FrameOptions {
@@ -18,82 +23,138 @@ pub struct FrameOptions {
     pub processes: bool,
 }
 
-/// Root-first frames of one stack. `process_name` is used for the process root frame.
-pub fn profile_frames(
-    stack: &StackTrace,
-    process_name: &str,
-    opts: FrameOptions,
-) -> Vec<ProfileFrame> {
-    let mut out = Vec::with_capacity(stack.frames.len() + 2);
-    if opts.processes {
-        out.push(ProfileFrame {
-            kind: FrameKind::Process,
-            name: format!("{process_name} ({})", stack.pid),
-            filename: None,
-            line: None,
-        });
-    }
-    if opts.threads {
-        out.push(ProfileFrame {
-            kind: FrameKind::Thread,
-            name: thread_label(stack),
-            filename: None,
-            line: None,
-        });
-    }
+/// Root-first frames of one stack, each with its identity (full file name, line and first
+/// line; module and offset).
+pub fn identity_frames(stack: &StackTrace) -> Vec<ProfileFrame> {
+    let mut out = Vec::with_capacity(stack.frames.len());
     for frame in stack.frames.iter().rev() {
         out.push(match frame {
             Frame::Python(f) => ProfileFrame {
                 kind: FrameKind::Python,
                 name: f.function.clone(),
-                filename: Some(if opts.full_filenames {
-                    f.filename.clone()
-                } else {
-                    shorten_filename(&f.filename).to_string()
-                }),
-                line: if opts.no_line_numbers {
-                    None
-                } else if opts.function_lines {
-                    Some(f.first_line)
-                } else {
-                    Some(f.line)
-                },
+                filename: Some(f.filename.clone()),
+                line: Some(f.line),
+                first_line: Some(f.first_line),
+                address: None,
             },
             Frame::Native(f) => ProfileFrame {
                 kind: FrameKind::Native,
                 name: f.name.clone(),
                 filename: (!f.module.is_empty()).then(|| f.module.clone()),
                 line: None,
+                first_line: None,
+                address: f.offset,
             },
-            Frame::Kernel(name) => ProfileFrame {
-                kind: FrameKind::Kernel,
-                name: name.clone(),
-                filename: None,
-                line: None,
-            },
-            Frame::Truncated(reason) => ProfileFrame {
-                kind: FrameKind::Truncated,
-                name: format!("<truncated: {}>", reason.as_str()),
-                filename: None,
-                line: None,
-            },
-            Frame::Unknown(reason) => ProfileFrame {
-                kind: FrameKind::Truncated,
-                name: format!("<unknown frame: {}>", reason.as_str()),
-                filename: None,
-                line: None,
-            },
+            Frame::Kernel(name) => ProfileFrame::new(FrameKind::Kernel, name.clone()),
+            Frame::Truncated(reason) => ProfileFrame::new(
+                FrameKind::Truncated,
+                format!("<truncated: {}>", reason.as_str()),
+            ),
+            Frame::Unknown(reason) => ProfileFrame::new(
+                FrameKind::Truncated,
+                format!("<unknown frame: {}>", reason.as_str()),
+            ),
         });
     }
     out
 }
 
+/// Who `stack` belongs to: its process (named `process_name`) and thread.
+pub fn sample_labels(stack: &StackTrace, process_name: &str) -> SampleLabels {
+    SampleLabels {
+        pid: stack.pid,
+        tid: stack.tid,
+        thread_ident: stack.thread_ident,
+        thread_name: stack.thread_name.clone(),
+        process: process_name.to_string(),
+    }
+}
+
+/// The profile as the user asked to see it: frames shortened to what is shown (and merged
+/// where they then look alike), with a process and/or thread root frame made from each
+/// sample's labels. The result has no labels and no timeline; its meta data is `profile`'s.
+pub fn present(profile: &Profile, opts: FrameOptions) -> Profile {
+    let mut out = Profile::with_meta(profile.meta.clone());
+    let shown: Vec<u32> = profile
+        .frames()
+        .iter()
+        .map(|f| out.intern_frame(&present_frame(f, opts)))
+        .collect();
+    let mut roots: HashMap<&SampleLabels, Vec<u32>> = HashMap::new();
+    let mut ids = Vec::new();
+    let none = SampleLabels::default();
+    for e in profile.samples() {
+        ids.clear();
+        if opts.processes || opts.threads {
+            let root = roots.entry(e.labels).or_insert_with(|| {
+                root_frames(e.labels, opts)
+                    .iter()
+                    .map(|f| out.intern_frame(f))
+                    .collect()
+            });
+            ids.extend_from_slice(root);
+        }
+        ids.extend(e.stack.iter().map(|&id| shown[id as usize]));
+        out.add_interned(&ids, &none, None, e.counts);
+    }
+    out
+}
+
+/// The process and thread root frames of a sample, as the options ask.
+pub fn root_frames(labels: &SampleLabels, opts: FrameOptions) -> Vec<ProfileFrame> {
+    let mut out = Vec::with_capacity(2);
+    if opts.processes {
+        let name = if labels.process.is_empty() {
+            "?"
+        } else {
+            &labels.process
+        };
+        out.push(ProfileFrame::new(
+            FrameKind::Process,
+            format!("{name} ({})", labels.pid),
+        ));
+    }
+    if opts.threads {
+        out.push(ProfileFrame::new(FrameKind::Thread, thread_label(labels)));
+    }
+    out
+}
+
+/// One frame as shown: Python frames with the file name and line the options ask for;
+/// native frames without their offset.
+pub fn present_frame(f: &ProfileFrame, opts: FrameOptions) -> ProfileFrame {
+    match f.kind {
+        FrameKind::Python => ProfileFrame {
+            kind: FrameKind::Python,
+            name: f.name.clone(),
+            filename: f.filename.as_deref().map(|file| match opts.full_filenames {
+                true => file.to_string(),
+                false => shorten_filename(file).to_string(),
+            }),
+            line: if opts.no_line_numbers {
+                None
+            } else if opts.function_lines {
+                f.first_line.or(f.line)
+            } else {
+                f.line
+            },
+            first_line: None,
+            address: None,
+        },
+        _ => ProfileFrame {
+            address: None,
+            first_line: None,
+            ..f.clone()
+        },
+    }
+}
+
 /// `thread "NAME" (TID)`, falling back to the pthread id when the OS tid is unknown.
-pub fn thread_label(stack: &StackTrace) -> String {
-    let name = stack.thread_name.as_deref().unwrap_or("?");
-    match stack.tid {
+pub fn thread_label(labels: &SampleLabels) -> String {
+    let name = labels.thread_name.as_deref().unwrap_or("?");
+    match labels.tid {
         Some(tid) => format!("thread \"{name}\" ({tid})"),
-        None => format!("thread \"{name}\" ({:#x})", stack.thread_ident),
+        None => format!("thread \"{name}\" ({:#x})", labels.thread_ident),
     }
 }
 

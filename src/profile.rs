@@ -1,18 +1,24 @@
-//! The aggregate of sampled stacks: interned frames and a count per distinct stack.
+//! A profile as data: interned frames with their identity, per-sample labels (process,
+//! thread), a time window, what a sample is worth (type, unit, period), and optionally the
+//! samples in time order.
 //!
-//! `Profile` is what every output reads. It knows nothing about where the frames came
-//! from; labels and formats live in `output/`.
+//! `Profile` knows nothing about where the frames came from, nor how they will be shown:
+//! presentation (`--nolineno`, `-F`, `--full-filenames`, `-t`, `--subprocesses` roots) is
+//! applied when a profile is written (`frames::present`), so one recorded profile can be
+//! written any way, read back, merged and compared.
 
 use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 /// What a frame of a profile stands for. Outputs label and colour frames by kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum FrameKind {
-    /// A process root frame; `name` is already formatted, e.g. `python3 (1234)`.
+    /// A process root frame of a presented profile; `name` is formatted, e.g. `python3 (1234)`.
     Process,
-    /// A thread frame; `name` is already formatted, e.g. `thread 1234 "MainThread"`.
+    /// A thread root frame of a presented profile; `name` is formatted, e.g.
+    /// `thread "MainThread" (1234)`.
     Thread,
     /// A Python function; `filename` and `line` where known.
     Python,
@@ -24,13 +30,49 @@ pub enum FrameKind {
     Truncated,
 }
 
+impl FrameKind {
+    /// The name used in files this project writes and reads back (pprof system names).
+    pub fn name(self) -> &'static str {
+        match self {
+            FrameKind::Process => "process",
+            FrameKind::Thread => "thread",
+            FrameKind::Python => "python",
+            FrameKind::Native => "native",
+            FrameKind::Kernel => "kernel",
+            FrameKind::Truncated => "truncated",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<FrameKind> {
+        Some(match name {
+            "process" => FrameKind::Process,
+            "thread" => FrameKind::Thread,
+            "python" => FrameKind::Python,
+            "native" => FrameKind::Native,
+            "kernel" => FrameKind::Kernel,
+            "truncated" => FrameKind::Truncated,
+            _ => return None,
+        })
+    }
+}
+
 /// One frame of a profile stack.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+///
+/// In a recorded profile a frame has its identity: a Python frame's full file name, current
+/// line and first line; a native frame's module and offset in it. A presented profile
+/// (`frames::present`) keeps only what is shown, so frames that look alike merge.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct ProfileFrame {
     pub kind: FrameKind,
     pub name: String,
+    /// Python: the source file. Native: the module's file name (`libc.so.6`).
     pub filename: Option<String>,
+    /// Python: the line of the current instruction (0 when unknown).
     pub line: Option<u32>,
+    /// Python: the function's first line.
+    pub first_line: Option<u32>,
+    /// Native: where the instruction is, as an offset in its module's file.
+    pub address: Option<u64>,
 }
 
 impl ProfileFrame {
@@ -40,6 +82,8 @@ impl ProfileFrame {
             name: name.into(),
             filename: None,
             line: None,
+            first_line: None,
+            address: None,
         }
     }
 
@@ -50,36 +94,180 @@ impl ProfileFrame {
             name: name.into(),
             filename: Some(filename.into()),
             line,
+            first_line: None,
+            address: None,
         }
     }
 }
 
-/// Facts about a whole recording that outputs may print (title, subtitle, units).
+/// Who a sample belongs to. Interned per profile: a thread's samples share one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct SampleLabels {
+    /// 0 when unknown (a profile read back from a file without labels).
+    pub pid: u32,
+    /// The OS thread id, when known.
+    pub tid: Option<u32>,
+    /// The `pthread_t` / `thread_id` CPython stores for the thread; names the thread when its
+    /// OS tid is unknown. 0 when unknown.
+    pub thread_ident: u64,
+    /// The `threading` name (or the OS thread name) when known.
+    pub thread_name: Option<String>,
+    /// The process's name (its `comm`); empty when unknown.
+    pub process: String,
+}
+
+impl SampleLabels {
+    /// True for the labels of a profile that has none (a presented or collapsed profile).
+    pub fn is_empty(&self) -> bool {
+        *self == SampleLabels::default()
+    }
+}
+
+/// What the profile measures. Profiles of different kinds are not comparable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+pub enum SampleKind {
+    /// Time on a CPU, sampled by a timer: each sample stands for one sampling period.
+    #[default]
+    Cpu,
+    /// Wall-clock time: running and waiting threads alike.
+    Wall,
+}
+
+impl SampleKind {
+    /// The pprof sample type name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SampleKind::Cpu => "cpu",
+            SampleKind::Wall => "wall",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<SampleKind> {
+        match name {
+            "cpu" => Some(SampleKind::Cpu),
+            "wall" => Some(SampleKind::Wall),
+            _ => None,
+        }
+    }
+}
+
+/// What a sample's weight counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+pub enum WeightUnit {
+    /// A sample count: each is worth `period_ns` of the profile's kind.
+    #[default]
+    Samples,
+    /// Nanoseconds (off-CPU and wall samples, weighted by how long they stand for).
+    Nanoseconds,
+}
+
+/// Facts about a whole recording: its window, what a sample is worth, and what outputs print
+/// (title, errors).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ProfileMeta {
     /// Shown as the flame graph title and the speedscope file name; usually the command line.
     pub title: String,
     /// Sampling rate in Hz; 0 when unknown (speedscope weights are then plain counts).
     pub rate_hz: u32,
+    /// What one unit of weight measures.
+    pub kind: SampleKind,
+    pub unit: WeightUnit,
+    /// Nanoseconds one sample stands for (1e9 / rate); 0 when unknown.
+    pub period_ns: u64,
+    /// When the recording started, in nanoseconds since the Unix epoch; 0 when unknown.
+    pub start_unix_ns: u64,
     /// Wall-clock length of the recording.
     pub duration_secs: f64,
     /// Samples that could not be taken or decoded at all (not in the profile).
     pub errors: u64,
+    /// Labels of the whole profile (`service_name=api`, `env=prod`), in order.
+    pub labels: Vec<(String, String)>,
+}
+
+impl ProfileMeta {
+    /// A CPU profile sampled at `rate_hz`, starting now.
+    pub fn cpu(title: impl Into<String>, rate_hz: u32) -> Self {
+        ProfileMeta {
+            title: title.into(),
+            rate_hz,
+            kind: SampleKind::Cpu,
+            unit: WeightUnit::Samples,
+            period_ns: period_ns(rate_hz),
+            start_unix_ns: unix_ns(SystemTime::now()),
+            ..ProfileMeta::default()
+        }
+    }
+}
+
+/// Nanoseconds between samples at `rate_hz`; 0 for an unknown rate.
+pub fn period_ns(rate_hz: u32) -> u64 {
+    match rate_hz {
+        0 => 0,
+        r => 1_000_000_000 / u64::from(r),
+    }
+}
+
+/// `t` in nanoseconds since the Unix epoch (0 before it).
+pub fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Name given to the frame that stands in for an empty stack passed to [`Profile::add`].
 pub const EMPTY_STACK: &str = "[empty stack]";
 
-/// Distinct stacks and their sample counts, over a table of interned frames.
+/// How many samples a profile keeps in time order (16 bytes each). A longer recording keeps
+/// the first ones and says so (`timeline_dropped`); the counts are complete either way.
+pub const MAX_TIMELINE: usize = 1 << 20;
+
+/// One sample in time order: when, and which (stack, labels) it counted for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedSample {
+    /// Nanoseconds since `ProfileMeta::start_unix_ns`.
+    pub offset_ns: u64,
+    pub stack: u32,
+    pub labels: u32,
+    /// The sample's weight.
+    pub weight: u64,
+}
+
+/// The sums of one (stack, labels) pair.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Samples taken.
+    pub samples: u64,
+    /// Their weight in the profile's unit (equal to `samples` for `WeightUnit::Samples`).
+    pub weight: u64,
+}
+
+/// One aggregated entry of a profile, as [`Profile::samples`] yields them.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    /// Frame ids, root first.
+    pub stack: &'a [u32],
+    pub labels: &'a SampleLabels,
+    pub counts: Counts,
+}
+
+/// Distinct (stack, labels) pairs and their counts over tables of interned frames, stacks and
+/// labels.
 ///
 /// Frame ids are indexes into [`Profile::frames`], assigned in order of first appearance.
 #[derive(Debug, Default, Clone)]
 pub struct Profile {
+    pub meta: ProfileMeta,
     frames: Vec<ProfileFrame>,
-    index: HashMap<ProfileFrame, u32>,
+    frame_index: HashMap<ProfileFrame, u32>,
     /// Root first.
-    stacks: HashMap<Vec<u32>, u64>,
-    total: u64,
+    stacks: Vec<Box<[u32]>>,
+    stack_index: HashMap<Box<[u32]>, u32>,
+    labels: Vec<SampleLabels>,
+    label_index: HashMap<SampleLabels, u32>,
+    counts: HashMap<(u32, u32), Counts>,
+    total: Counts,
+    timeline: Vec<TimedSample>,
+    /// Samples not kept in `timeline` because it was full.
+    timeline_dropped: u64,
     /// Reused by `add` so a known stack costs no allocation.
     scratch: Vec<u32>,
 }
@@ -89,40 +277,94 @@ impl Profile {
         Self::default()
     }
 
-    /// Counts `count` samples of the stack `root_first` (outermost frame first).
+    pub fn with_meta(meta: ProfileMeta) -> Self {
+        Profile {
+            meta,
+            ..Profile::default()
+        }
+    }
+
+    /// Counts `count` samples of the stack `root_first` (outermost frame first) with no
+    /// labels and no time.
+    pub fn add(&mut self, root_first: &[ProfileFrame], count: u64) {
+        self.add_sample(root_first, &SampleLabels::default(), None, count, count);
+    }
+
+    /// Counts `samples` samples of weight `weight` (in the profile's unit) of the stack
+    /// `root_first`, belonging to `labels`, taken at `time_unix_ns` (kept in the timeline
+    /// when given).
     ///
     /// A count of 0 records nothing. An empty stack is recorded as one `Truncated` frame
-    /// named [`EMPTY_STACK`], so no sample disappears silently. Known frames and stacks are
-    /// looked up by reference: adding a stack already seen does not allocate.
-    pub fn add(&mut self, root_first: &[ProfileFrame], count: u64) {
-        if count == 0 {
+    /// named [`EMPTY_STACK`], so no sample disappears silently. Known frames, stacks and
+    /// labels are looked up by reference: a sample like one already seen does not allocate.
+    pub fn add_sample(
+        &mut self,
+        root_first: &[ProfileFrame],
+        labels: &SampleLabels,
+        time_unix_ns: Option<u64>,
+        samples: u64,
+        weight: u64,
+    ) {
+        if samples == 0 {
             return;
         }
         let mut ids = std::mem::take(&mut self.scratch);
         ids.clear();
         if root_first.is_empty() {
-            ids.push(self.intern(&ProfileFrame::new(FrameKind::Truncated, EMPTY_STACK)));
+            ids.push(self.intern_frame(&ProfileFrame::new(FrameKind::Truncated, EMPTY_STACK)));
         } else {
-            ids.extend(root_first.iter().map(|f| self.intern(f)));
+            ids.extend(root_first.iter().map(|f| self.intern_frame(f)));
         }
-        self.add_ids(&ids, count);
+        let stack = self.intern_stack(&ids);
         self.scratch = ids;
+        let labels = self.intern_labels(labels);
+        self.count(stack, labels, time_unix_ns, samples, weight);
     }
 
-    /// Adds every stack of `other` to this profile.
+    /// Adds every sample of `other` (its timeline included) to this profile. The meta data
+    /// stays this profile's.
     pub fn merge(&mut self, other: &Profile) {
-        let map: Vec<u32> = other.frames.iter().map(|f| self.intern(f)).collect();
+        let frames: Vec<u32> = other.frames.iter().map(|f| self.intern_frame(f)).collect();
         let mut ids = Vec::new();
-        for (stack, count) in &other.stacks {
-            ids.clear();
-            ids.extend(stack.iter().map(|&id| map[id as usize]));
-            self.add_ids(&ids, *count);
+        let stacks: Vec<u32> = other
+            .stacks
+            .iter()
+            .map(|s| {
+                ids.clear();
+                ids.extend(s.iter().map(|&id| frames[id as usize]));
+                self.intern_stack(&ids)
+            })
+            .collect();
+        let labels: Vec<u32> = other.labels.iter().map(|l| self.intern_labels(l)).collect();
+        let mut keys: Vec<_> = other.counts.iter().collect();
+        keys.sort_unstable_by_key(|(k, _)| **k);
+        for (&(s, l), c) in keys {
+            let key = (stacks[s as usize], labels[l as usize]);
+            let entry = self.counts.entry(key).or_default();
+            add_counts(entry, *c);
+            add_counts(&mut self.total, *c);
         }
+        let shift = other.meta.start_unix_ns as i128 - self.meta.start_unix_ns as i128;
+        for t in &other.timeline {
+            let offset = (t.offset_ns as i128 + shift).max(0) as u64;
+            self.push_timed(TimedSample {
+                offset_ns: offset,
+                stack: stacks[t.stack as usize],
+                labels: labels[t.labels as usize],
+                weight: t.weight,
+            });
+        }
+        self.timeline_dropped = self.timeline_dropped.saturating_add(other.timeline_dropped);
     }
 
-    /// Sum of all counts.
+    /// Sum of all sample counts.
     pub fn total_samples(&self) -> u64 {
-        self.total
+        self.total.samples
+    }
+
+    /// Sum of all weights, in the profile's unit.
+    pub fn total_weight(&self) -> u64 {
+        self.total.weight
     }
 
     /// The interned frames; a stack's ids index this slice.
@@ -130,46 +372,156 @@ impl Profile {
         &self.frames
     }
 
+    /// An interned stack, root first (ids from [`TimedSample::stack`]).
+    pub fn stack(&self, id: u32) -> &[u32] {
+        self.stacks.get(id as usize).map_or(&[], |s| s)
+    }
+
+    /// Interned labels (ids from [`TimedSample::labels`]).
+    pub fn labels(&self, id: u32) -> &SampleLabels {
+        static NONE: SampleLabels = SampleLabels {
+            pid: 0,
+            tid: None,
+            thread_ident: 0,
+            thread_name: None,
+            process: String::new(),
+        };
+        self.labels.get(id as usize).unwrap_or(&NONE)
+    }
+
     /// Number of distinct stacks.
     pub fn num_stacks(&self) -> usize {
         self.stacks.len()
     }
 
-    /// Distinct stacks (frame ids, root first) with their counts, sorted by ids so output
-    /// is stable for a given order of `add` calls.
+    /// Distinct stacks (frame ids, root first) with their sample counts summed over labels,
+    /// sorted by ids so output is stable for a given order of `add` calls.
     pub fn stacks(&self) -> impl Iterator<Item = (&[u32], u64)> {
+        let mut per_stack: Vec<u64> = vec![0; self.stacks.len()];
+        for (&(s, _), c) in &self.counts {
+            per_stack[s as usize] = per_stack[s as usize].saturating_add(c.samples);
+        }
         let mut v: Vec<(&[u32], u64)> = self
             .stacks
             .iter()
-            .map(|(k, &c)| (k.as_slice(), c))
+            .zip(per_stack)
+            .filter(|(_, c)| *c > 0)
+            .map(|(s, c)| (&s[..], c))
             .collect();
         v.sort_unstable_by(|a, b| a.0.cmp(b.0));
         v.into_iter()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.stacks.is_empty()
+    /// Every (stack, labels) pair with its counts, sorted by stack then labels.
+    pub fn samples(&self) -> Vec<Entry<'_>> {
+        let mut v: Vec<Entry<'_>> = self
+            .counts
+            .iter()
+            .map(|(&(s, l), &counts)| Entry {
+                stack: &self.stacks[s as usize],
+                labels: &self.labels[l as usize],
+                counts,
+            })
+            .collect();
+        v.sort_unstable_by(|a, b| a.stack.cmp(b.stack).then_with(|| a.labels.cmp(b.labels)));
+        v
     }
 
-    fn intern(&mut self, frame: &ProfileFrame) -> u32 {
-        if let Some(&id) = self.index.get(frame) {
+    /// The samples in the order they were added (which, for a recording, is time order within
+    /// each thread), at most [`MAX_TIMELINE`].
+    pub fn timeline(&self) -> &[TimedSample] {
+        &self.timeline
+    }
+
+    /// Samples counted but not kept in the timeline because it was full.
+    pub fn timeline_dropped(&self) -> u64 {
+        self.timeline_dropped
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+
+    /// Counts for an interned (stack, labels) pair; `frames::present` builds on this.
+    pub(crate) fn add_interned(
+        &mut self,
+        stack: &[u32],
+        labels: &SampleLabels,
+        time_offset_ns: Option<u64>,
+        counts: Counts,
+    ) {
+        let stack = self.intern_stack(stack);
+        let labels = self.intern_labels(labels);
+        let time = time_offset_ns.map(|o| self.meta.start_unix_ns.saturating_add(o));
+        self.count(stack, labels, time, counts.samples, counts.weight);
+    }
+
+    pub(crate) fn intern_frame(&mut self, frame: &ProfileFrame) -> u32 {
+        if let Some(&id) = self.frame_index.get(frame) {
             return id;
         }
         // More than 4 billion distinct frames is not a profile we can hold anyway.
         let id = u32::try_from(self.frames.len()).unwrap_or(u32::MAX);
         self.frames.push(frame.clone());
-        self.index.insert(frame.clone(), id);
+        self.frame_index.insert(frame.clone(), id);
         id
     }
 
-    fn add_ids(&mut self, ids: &[u32], count: u64) {
-        if let Some(c) = self.stacks.get_mut(ids) {
-            *c = c.saturating_add(count);
-        } else {
-            self.stacks.insert(ids.to_vec(), count);
+    fn intern_stack(&mut self, ids: &[u32]) -> u32 {
+        if let Some(&id) = self.stack_index.get(ids) {
+            return id;
         }
-        self.total = self.total.saturating_add(count);
+        let id = u32::try_from(self.stacks.len()).unwrap_or(u32::MAX);
+        let stack: Box<[u32]> = ids.into();
+        self.stacks.push(stack.clone());
+        self.stack_index.insert(stack, id);
+        id
     }
+
+    fn intern_labels(&mut self, labels: &SampleLabels) -> u32 {
+        if let Some(&id) = self.label_index.get(labels) {
+            return id;
+        }
+        let id = u32::try_from(self.labels.len()).unwrap_or(u32::MAX);
+        self.labels.push(labels.clone());
+        self.label_index.insert(labels.clone(), id);
+        id
+    }
+
+    fn count(&mut self, stack: u32, labels: u32, time: Option<u64>, samples: u64, weight: u64) {
+        let counts = Counts { samples, weight };
+        add_counts(self.counts.entry((stack, labels)).or_default(), counts);
+        add_counts(&mut self.total, counts);
+        if let Some(t) = time {
+            self.push_timed(TimedSample {
+                offset_ns: t.saturating_sub(self.meta.start_unix_ns),
+                stack,
+                labels,
+                weight,
+            });
+        }
+    }
+
+    fn push_timed(&mut self, t: TimedSample) {
+        if self.timeline.len() < MAX_TIMELINE {
+            self.timeline.push(t);
+        } else {
+            self.timeline_dropped += 1;
+        }
+    }
+
+    /// The recording's end, from its start and duration.
+    pub fn end_unix_ns(&self) -> u64 {
+        let d = Duration::try_from_secs_f64(self.meta.duration_secs).unwrap_or_default();
+        self.meta
+            .start_unix_ns
+            .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+fn add_counts(into: &mut Counts, c: Counts) {
+    into.samples = into.samples.saturating_add(c.samples);
+    into.weight = into.weight.saturating_add(c.weight);
 }
 
 #[cfg(test)]
@@ -178,6 +530,16 @@ mod tests {
 
     fn py(name: &str, line: u32) -> ProfileFrame {
         ProfileFrame::python(name, "a.py", Some(line))
+    }
+
+    fn thread(pid: u32, tid: u32) -> SampleLabels {
+        SampleLabels {
+            pid,
+            tid: Some(tid),
+            thread_ident: 0,
+            thread_name: Some("MainThread".into()),
+            process: "python3".into(),
+        }
     }
 
     #[test]
@@ -194,6 +556,7 @@ mod tests {
         assert_eq!(p.num_stacks(), 2);
         let stacks: Vec<_> = p.stacks().map(|(s, c)| (s.to_vec(), c)).collect();
         assert_eq!(stacks, vec![(vec![0, 1], 5), (vec![0, 2], 1)]);
+        assert!(p.timeline().is_empty());
     }
 
     #[test]
@@ -215,16 +578,58 @@ mod tests {
     }
 
     #[test]
-    fn merge_remaps_ids() {
-        let mut a = Profile::new();
+    fn labels_split_samples_but_not_stacks() {
+        let mut p = Profile::with_meta(ProfileMeta {
+            start_unix_ns: 1_000,
+            ..ProfileMeta::default()
+        });
+        p.add_sample(&[py("main", 1)], &thread(7, 7), Some(1_500), 1, 1);
+        p.add_sample(&[py("main", 1)], &thread(7, 8), Some(1_700), 1, 1);
+        p.add_sample(&[py("main", 1)], &thread(7, 7), Some(1_900), 2, 2);
+        assert_eq!(p.num_stacks(), 1);
+        assert_eq!(p.stacks().collect::<Vec<_>>(), vec![(&[0u32][..], 4)]);
+        let entries = p.samples();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].labels.tid, Some(7));
+        assert_eq!(entries[0].counts.samples, 3);
+        assert_eq!(entries[1].labels.tid, Some(8));
+        let offsets: Vec<u64> = p.timeline().iter().map(|t| t.offset_ns).collect();
+        assert_eq!(offsets, vec![500, 700, 900]);
+        assert_eq!(p.labels(p.timeline()[1].labels).tid, Some(8));
+    }
+
+    #[test]
+    fn timeline_is_bounded() {
+        let mut p = Profile::new();
+        for i in 0..(MAX_TIMELINE as u64 + 5) {
+            p.add_sample(&[py("f", 1)], &SampleLabels::default(), Some(i), 1, 1);
+        }
+        assert_eq!(p.timeline().len(), MAX_TIMELINE);
+        assert_eq!(p.timeline_dropped(), 5);
+        assert_eq!(p.total_samples(), MAX_TIMELINE as u64 + 5);
+    }
+
+    #[test]
+    fn merge_remaps_ids_labels_and_times() {
+        let mut a = Profile::with_meta(ProfileMeta {
+            start_unix_ns: 100,
+            ..ProfileMeta::default()
+        });
         a.add(&[py("x", 1)], 1);
-        let mut b = Profile::new();
+        let mut b = Profile::with_meta(ProfileMeta {
+            start_unix_ns: 200,
+            ..ProfileMeta::default()
+        });
         b.add(&[py("y", 1)], 2);
-        b.add(&[py("x", 1)], 3);
+        b.add_sample(&[py("x", 1)], &thread(3, 4), Some(250), 3, 3);
         a.merge(&b);
         assert_eq!(a.total_samples(), 6);
         assert_eq!(a.frames().len(), 2);
         let stacks: Vec<_> = a.stacks().map(|(s, c)| (s.to_vec(), c)).collect();
         assert_eq!(stacks, vec![(vec![0], 4), (vec![1], 2)]);
+        assert_eq!(a.samples().len(), 3);
+        assert_eq!(a.timeline().len(), 1);
+        assert_eq!(a.timeline()[0].offset_ns, 150);
+        assert_eq!(a.labels(a.timeline()[0].labels).pid, 3);
     }
 }

@@ -14,12 +14,12 @@ use super::stack_size::{self, Copier};
 use super::target::{self, child_alive, finish_child, StartedChild, Target};
 use super::RecordArgs;
 use crate::bpf::BpfSampler;
-use crate::frames::{profile_frames, FrameOptions};
+use crate::frames::{identity_frames, sample_labels, FrameOptions};
 use crate::native::NativeReader;
 use crate::output;
 use crate::process::pause::Paused;
 use crate::process::proc;
-use crate::profile::{Profile, ProfileMeta};
+use crate::profile::{unix_ns, Profile, ProfileMeta};
 use crate::python::{PythonProcess, StackOptions};
 use crate::sampler::bpf::{self as bpf_source, BpfSourceConfig, Scope};
 use crate::sampler::{EndReason, SamplerConfig, UserspaceSampler};
@@ -160,11 +160,10 @@ fn record_userspace(
             ""
         }
     );
-    let frame_opts = frame_options(args);
-    let mut profile = Profile::new();
+    let title = process.cmdline.join(" ");
+    let mut profile = Profile::with_meta(ProfileMeta::cpu(format!("pyspy-bpf {title}"), args.rate));
     let mut names: HashMap<u32, String> = HashMap::new();
     let live = std::io::stderr().is_terminal();
-    let title = process.cmdline.join(" ");
     let mut sampler = UserspaceSampler::new(config, process);
     if let Some(bytes) = native_stack {
         sampler = sampler.with_native(NativeReader::new(bytes));
@@ -174,11 +173,13 @@ fn record_userspace(
         stop,
         || child_alive(child),
         |stacks| {
+            let now = Some(unix_ns(std::time::SystemTime::now()));
             for stack in stacks {
                 let name = names
                     .entry(stack.pid)
                     .or_insert_with(|| proc::comm(stack.pid).unwrap_or_else(|_| "?".into()));
-                profile.add(&profile_frames(stack, name, frame_opts), 1);
+                let labels = sample_labels(stack, name);
+                profile.add_sample(&identity_frames(stack), &labels, now, 1, 1);
             }
         },
         |s| {
@@ -201,13 +202,9 @@ fn record_userspace(
             n.stacks, n.truncated, n.mismatched, n.no_registers, n.kernel
         );
     }
-    let meta = ProfileMeta {
-        title: format!("pyspy-bpf {title}"),
-        rate_hz: args.rate,
-        duration_secs: summary.elapsed.as_secs_f64(),
-        errors: summary.errors,
-    };
-    write_profile(args, &profile, &meta, output)?;
+    profile.meta.duration_secs = summary.elapsed.as_secs_f64();
+    profile.meta.errors = summary.errors;
+    write_profile(args, &profile, frame_options(args), output)?;
     eprintln!(
         "pyspy-bpf: {} samples in {} reads, {} errors, {} late ticks, {:.1}s",
         profile.total_samples(),
@@ -275,19 +272,23 @@ fn record_bpf(
     );
     let mut frame_opts = frame_options(args);
     frame_opts.processes |= args.target.all;
-    let mut profile = Profile::new();
-    let live = std::io::stderr().is_terminal();
     let title = match process {
         Some(p) => p.cmdline.join(" "),
         None => "--all".to_string(),
     };
+    let mut profile = Profile::with_meta(ProfileMeta::cpu(format!("pyspy-bpf {title}"), args.rate));
+    let live = std::io::stderr().is_terminal();
     let summary = bpf_source::run(
         sampler,
         config,
         args.duration.map(Duration::from_secs_f64),
         stop,
         || child_alive(child) && process.is_none_or(|p| p.is_same_process()),
-        |stack, name| profile.add(&profile_frames(stack, name, frame_opts), 1),
+        |stack, name| {
+            let labels = sample_labels(stack, name);
+            let now = Some(unix_ns(std::time::SystemTime::now()));
+            profile.add_sample(&identity_frames(stack), &labels, now, 1, 1)
+        },
         |s| {
             if live {
                 let lost: u64 = s.lost.iter().map(|(_, n)| n).sum();
@@ -318,13 +319,9 @@ fn record_bpf(
             );
         }
     }
-    let meta = ProfileMeta {
-        title: format!("pyspy-bpf {title}"),
-        rate_hz: args.rate,
-        duration_secs: summary.elapsed.as_secs_f64(),
-        errors: summary.python_errors + summary.lost.iter().map(|(_, n)| n).sum::<u64>(),
-    };
-    write_profile(args, &profile, &meta, output)?;
+    profile.meta.duration_secs = summary.elapsed.as_secs_f64();
+    profile.meta.errors = summary.python_errors + summary.lost.iter().map(|(_, n)| n).sum::<u64>();
+    write_profile(args, &profile, frame_opts, output)?;
     eprintln!(
         "pyspy-bpf: {} samples ({} of Python processes, {} Python read errors) from {} processes, {:.1}s",
         profile.total_samples(),
@@ -387,11 +384,11 @@ fn frame_options(args: &RecordArgs) -> FrameOptions {
 fn write_profile(
     args: &RecordArgs,
     profile: &Profile,
-    meta: &ProfileMeta,
+    view: FrameOptions,
     destination: Output,
 ) -> anyhow::Result<()> {
     let path = destination.path().to_path_buf();
-    destination.write(|out| output::write(args.format, profile, meta, out))?;
+    destination.write(|out| output::write(args.format, profile, view, out))?;
     eprintln!("pyspy-bpf: wrote {} ({})", path.display(), args.format);
     Ok(())
 }

@@ -154,6 +154,7 @@ mod tests {
             frame: NativeFrame {
                 name: name.into(),
                 module: "m".into(),
+                offset: None,
             },
             eval: name == "eval",
         }

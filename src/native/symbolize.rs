@@ -182,6 +182,7 @@ impl NativeSymbolizer {
             return NativeFrame {
                 name: format!("{addr:#x}"),
                 module: String::new(),
+                offset: None,
             };
         };
         if let Some(frame) = self.user.get(&(key.clone(), file_offset)) {
@@ -221,7 +222,11 @@ impl NativeSymbolizer {
             .unwrap_or_else(|| format!("{module}+{vaddr_hint:#x}"));
         self.note_open(pid, &key, host_path, dwarf);
         let bytes = name.len() + module.len() + key.path.as_os_str().len() + SYMBOL_OVERHEAD;
-        let frame = Arc::new(NativeFrame { name, module });
+        let frame = Arc::new(NativeFrame {
+            name,
+            module,
+            offset: Some(file_offset),
+        });
         let evicted = self.user.insert((key, file_offset), frame.clone(), bytes);
         evictions::SYMBOLS.add(evicted.len() as u64);
         (*frame).clone()

@@ -175,6 +175,7 @@ mod tests {
             rate_hz: 100,
             duration_secs: 0.09,
             errors: 1,
+            ..ProfileMeta::default()
         };
         let s = svg(&p, &meta);
         assert!(s.starts_with("<?xml"), "{s}");

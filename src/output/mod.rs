@@ -1,4 +1,6 @@
-//! Output formats. Each format is one file that reads only a `&Profile` and its `ProfileMeta`.
+//! Output formats. Each format is one file that reads a `&Profile`: the stack formats
+//! (flame graph, speedscope, collapsed) read the profile as presented with the user's options
+//! (`frames::present`, applied here), so one recorded profile can be written any way.
 //!
 //! Every format labels frames through [`frame_label`]:
 //!
@@ -23,7 +25,8 @@ use std::str::FromStr;
 
 use anyhow::Context;
 
-use crate::profile::{FrameKind, Profile, ProfileFrame, ProfileMeta};
+use crate::frames::{present, FrameOptions};
+use crate::profile::{FrameKind, Profile, ProfileFrame};
 
 /// Shown for a frame whose name is empty.
 pub const UNKNOWN_NAME: &str = "[unknown]";
@@ -105,7 +108,8 @@ impl FromStr for Format {
     }
 }
 
-/// Writes `profile` to `out` in `format`. Output is buffered here; the caller need not.
+/// Writes `profile` to `out` in `format`, presented with `view`. Output is buffered here;
+/// the caller need not.
 ///
 /// An empty profile is not an error: the flame graph says no samples were collected, the
 /// speedscope file has one empty profile, the raw output is empty. Callers that want to warn
@@ -113,14 +117,15 @@ impl FromStr for Format {
 pub fn write(
     format: Format,
     profile: &Profile,
-    meta: &ProfileMeta,
+    view: FrameOptions,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let mut out = BufWriter::new(out);
+    let shown = present(profile, view);
     match format {
-        Format::Flamegraph => flamegraph::write(profile, meta, &mut out),
-        Format::Speedscope => speedscope::write(profile, meta, &mut out),
-        Format::Raw => collapsed::write(profile, &mut out),
+        Format::Flamegraph => flamegraph::write(&shown, &shown.meta, &mut out),
+        Format::Speedscope => speedscope::write(&shown, &shown.meta, &mut out),
+        Format::Raw => collapsed::write(&shown, &mut out),
     }
     .and_then(|()| out.flush())
     .with_context(|| format!("writing the {format} output"))
@@ -137,6 +142,8 @@ mod tests {
             name: name.into(),
             filename: file.map(Into::into),
             line,
+            first_line: None,
+            address: None,
         };
         use FrameKind::*;
         assert_eq!(
@@ -186,10 +193,9 @@ mod tests {
 
     #[test]
     fn write_every_format_of_an_empty_profile() {
-        let meta = ProfileMeta::default();
         for f in Format::ALL {
             let mut out = Vec::new();
-            write(f, &Profile::new(), &meta, &mut out).unwrap();
+            write(f, &Profile::new(), FrameOptions::default(), &mut out).unwrap();
             if f != Format::Raw {
                 assert!(!out.is_empty(), "{f}");
             }

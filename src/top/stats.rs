@@ -562,6 +562,7 @@ mod tests {
                 Frame::Native(NativeFrame {
                     name: "compress".into(),
                     module: "libz.so.1".into(),
+                    offset: Some(0x1234),
                 }),
                 Frame::Kernel("do_syscall_64".into()),
             ],
