@@ -4,6 +4,10 @@
 #
 # usage: bench/cpu_per_sample.sh            (as root: both profilers read another process)
 # env:   RATES="100 1000"   DURATION=10     PYTHON=/usr/bin/python3 (the workload's interpreter)
+#        BASELINE=/path/to/an/older/pyspy-bpf  (also run that binary, same workload, same run,
+#                                   and print this build's CPU per sample against it)
+#        USERSPACE=1               (also run both pyspy-bpf builds with --mode userspace)
+#        PYSPY=0                   (skip the py-spy rows)
 #
 # Creates bench/.venv with py-spy 0.4.x on first use, builds pyspy-bpf --release, starts
 # one workload (nested Python functions in a busy loop), then records it with each profiler
@@ -31,11 +35,15 @@ echo "bench: building pyspy-bpf (release)" >&2
 (cd "$REPO" && cargo build --release -q)
 PYSPY_BPF="${CARGO_TARGET_DIR:-$REPO/target}/release/pyspy-bpf"
 
+export BASELINE=${BASELINE:-} USERSPACE=${USERSPACE:-0} PYSPY=${PYSPY:-1}
 exec /usr/bin/python3 - "$PYSPY_BPF" "$VENV/bin/py-spy" "$PYTHON" "$DURATION" $RATES <<'PY'
 import os, shutil, subprocess, sys, tempfile, threading, time
 
 pyspy_bpf, py_spy, python, duration = sys.argv[1:5]
 rates = [int(r) for r in sys.argv[5:]]
+baseline_bin = os.environ.get("BASELINE") or None
+userspace = os.environ.get("USERSPACE") == "1"
+with_pyspy = os.environ.get("PYSPY") != "0"
 
 WORKLOAD = '''
 import sys
@@ -120,14 +128,24 @@ try:
     baseline = speed(3)
     for rate in rates:
         out = os.path.join(tmp, "profile.txt")
-        runs = [
-            ("pyspy-bpf", [pyspy_bpf, "record", "--pid", pid, "-r", str(rate), "-d", duration,
-                           "-f", "raw", "-o", out]),
-            ("py-spy --nonblocking", [py_spy, "record", "--pid", pid, "-r", str(rate), "-d", duration,
-                                      "-f", "raw", "-o", out, "--nonblocking"]),
-            ("py-spy (blocking)", [py_spy, "record", "--pid", pid, "-r", str(rate), "-d", duration,
-                                   "-f", "raw", "-o", out]),
-        ]
+        ours = [("pyspy-bpf", pyspy_bpf)]
+        if baseline_bin:
+            ours.append(("baseline", baseline_bin))
+        runs = []
+        for label, binary in ours:
+            runs.append((label, [binary, "record", "--pid", pid, "-r", str(rate), "-d", duration,
+                                 "-f", "raw", "-o", out]))
+            if userspace:
+                runs.append((label + " userspace", [binary, "record", "--pid", pid, "-r", str(rate),
+                                                     "-d", duration, "-f", "raw", "-o", out,
+                                                     "--mode", "userspace"]))
+        if with_pyspy:
+            runs += [
+                ("py-spy --nonblocking", [py_spy, "record", "--pid", pid, "-r", str(rate), "-d", duration,
+                                          "-f", "raw", "-o", out, "--nonblocking"]),
+                ("py-spy (blocking)", [py_spy, "record", "--pid", pid, "-r", str(rate), "-d", duration,
+                                       "-f", "raw", "-o", out]),
+            ]
         for name, argv in runs:
             sys.stderr.write("bench: %s at %d Hz for %s s\n" % (name, rate, duration))
             n, cpu, wall, its = measure(name, argv, out)
@@ -153,6 +171,16 @@ for name, rate, n, cpu, wall, its in rows:
 print()
 print("CPU = user+sys of the profiler process; CPU us/smp = CPU / samples;")
 print("bpf/this = pyspy-bpf's CPU per sample divided by this profiler's (below 1: pyspy-bpf is cheaper);")
+if baseline_bin:
+    print()
+    print("this build against the baseline (%s), CPU per sample:" % baseline_bin)
+    per = {(r[0], r[1]): (r[3] / r[2] * 1e6 if r[2] else float("nan")) for r in rows}
+    for rate in rates:
+        for mode in ([""] + ([" userspace"] if userspace else [])):
+            new, old = per.get(("pyspy-bpf" + mode, rate)), per.get(("baseline" + mode, rate))
+            if new and old:
+                print("  %-10s %6d Hz: %8.1f us vs %8.1f us  = %+.1f%%" % (
+                    (mode.strip() or "bpf"), rate, new, old, 100.0 * (new / old - 1)))
 print("slowdown = how much slower the workload ran during the recording than with no profiler "
       "(%.0f iterations/s); a few %% is noise." % baseline)
 PY
