@@ -216,9 +216,10 @@ pub fn unix_ns(t: SystemTime) -> u64 {
 /// Name given to the frame that stands in for an empty stack passed to [`Profile::add`].
 pub const EMPTY_STACK: &str = "[empty stack]";
 
-/// How many samples a profile keeps in time order (16 bytes each). A longer recording keeps
+/// How many samples a profile keeps in time order (24 bytes each: 12 MiB; an hour of one
+/// process at 100 Hz). A longer recording keeps
 /// the first ones and says so (`timeline_dropped`); the counts are complete either way.
-pub const MAX_TIMELINE: usize = 1 << 20;
+pub const MAX_TIMELINE: usize = 1 << 19;
 
 /// One sample in time order: when, and which (stack, labels) it counted for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
