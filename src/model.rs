@@ -98,8 +98,9 @@ pub struct NativeFrame {
     pub name: String,
     /// The module's file name (`libc.so.6`), empty when the address is in no file mapping.
     pub module: String,
-    /// Where the instruction is as an offset in the module's file (the same in every process
-    /// that maps the module); `None` when the address is in no file mapping.
+    /// Where the function starts (for an address no symbol names: the instruction itself), as
+    /// an offset in the module's file: the same in every process that maps the module. `None`
+    /// when the address is in no file mapping.
     pub offset: Option<u64>,
 }
 

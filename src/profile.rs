@@ -71,7 +71,8 @@ pub struct ProfileFrame {
     pub line: Option<u32>,
     /// Python: the function's first line.
     pub first_line: Option<u32>,
-    /// Native: where the instruction is, as an offset in its module's file.
+    /// Native: where the function starts (an unnamed address: the instruction), as an offset
+    /// in its module's file.
     pub address: Option<u64>,
 }
 

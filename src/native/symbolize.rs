@@ -205,7 +205,10 @@ impl NativeSymbolizer {
         // in the file or its split debug file (.gnu_debuglink / build id under
         // /usr/lib/debug), only for what they do not name: static functions of a binary
         // whose .symtab was stripped.
-        let name = [false, true]
+        // A named frame's offset is its function's start, so that frames of one function
+        // are one frame in a profile (an address per return site would make every sample of
+        // a busy native program a stack of its own); an unnamed one keeps its own address.
+        let (name, offset) = [false, true]
             .into_iter()
             .filter(|&debug_syms| !debug_syms || dwarf)
             .find_map(|debug_syms| {
@@ -215,17 +218,20 @@ impl NativeSymbolizer {
                     .symbolizer
                     .symbolize_single(&Source::Elf(elf), Input::FileOffset(file_offset))
                 {
-                    Ok(Symbolized::Sym(sym)) => Some(sym.name.into_owned()),
+                    Ok(Symbolized::Sym(sym)) => Some((
+                        sym.name.into_owned(),
+                        file_offset.saturating_sub(sym.offset as u64),
+                    )),
                     _ => None,
                 }
             })
-            .unwrap_or_else(|| format!("{module}+{vaddr_hint:#x}"));
+            .unwrap_or_else(|| (format!("{module}+{vaddr_hint:#x}"), file_offset));
         self.note_open(pid, &key, host_path, dwarf);
         let bytes = name.len() + module.len() + key.path.as_os_str().len() + SYMBOL_OVERHEAD;
         let frame = Arc::new(NativeFrame {
             name,
             module,
-            offset: Some(file_offset),
+            offset: Some(offset),
         });
         let evicted = self.user.insert((key, file_offset), frame.clone(), bytes);
         evictions::SYMBOLS.add(evicted.len() as u64);
