@@ -5,6 +5,7 @@
 pub mod bpf;
 pub mod byte_lru;
 pub mod cli;
+pub mod diff;
 pub mod escape;
 pub mod frames;
 pub mod model;

@@ -1,0 +1,405 @@
+//! `diff`: does HEAD spend a larger share of its samples in some function than BASE, by more
+//! than sampling noise and run-to-run variation explain, and by more than a minimum effect?
+//!
+//! Per function (file + name; + line with `--lines`) the self share (samples where it is the
+//! innermost frame) is tested, and the total share (anywhere on the stack, once per stack) is
+//! shown beside it (`--metric total` gates on it instead). The test (`stats::test_shares`) is a
+//! two-proportion z test on the pooled counts, or Welch's t on the runs' shares where several
+//! runs per side vary more than sampling explains; p values are corrected for the number of
+//! functions tested (Holm). A function is a regression only if its corrected p is below
+//! `alpha` *and* its share grew by at least the absolute and the relative threshold. Functions
+//! whose share is below the absolute threshold on both sides cannot pass it and are not tested
+//! (they would only dilute the correction).
+//!
+//! Assumptions: samples are independent draws of where the program is (timer sampling of a
+//! CPU-bound job is close to that; bursts of correlated samples make the z test
+//! over-confident, which several runs per side correct for); both sides ran the same job
+//! with the same sampler, rate and kind of profile (checked, refused otherwise).
+
+pub mod report;
+pub mod shares;
+pub mod stats;
+
+use std::collections::BTreeSet;
+
+use crate::profile::Profile;
+use shares::{shares, FunctionKey, ShareOptions, Shares};
+use stats::{critical_difference, holm, relative_change, test_shares, Side};
+
+/// What to compare and how strict to be.
+#[derive(Debug, Clone)]
+pub struct DiffOptions {
+    pub shares: ShareOptions,
+    /// Family-wise error rate (after the Holm correction).
+    pub alpha: f64,
+    /// Minimum change of the function's time relative to the rest of the program
+    /// (`stats::relative_change`; 0.05 = 5% slower).
+    pub relative_threshold: f64,
+    /// Minimum change of share in absolute terms (0.005 = 0.5 percentage points).
+    pub absolute_threshold: f64,
+    /// Gate on total (inclusive) shares instead of self shares.
+    pub total: bool,
+    /// Compare profiles of different kinds or rates anyway.
+    pub force: bool,
+    /// Fewer samples than this on a side: inconclusive.
+    pub min_samples: u64,
+}
+
+impl Default for DiffOptions {
+    fn default() -> Self {
+        DiffOptions {
+            shares: ShareOptions::default(),
+            alpha: 0.05,
+            relative_threshold: 0.05,
+            absolute_threshold: 0.005,
+            total: false,
+            force: false,
+            min_samples: 200,
+        }
+    }
+}
+
+/// What happened to one function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Regressed,
+    Improved,
+    Unchanged,
+}
+
+/// One function's comparison.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub function: FunctionKey,
+    pub base_self: f64,
+    pub head_self: f64,
+    pub base_total: f64,
+    pub head_total: f64,
+    /// Uncorrected and Holm-corrected p of the gated metric.
+    pub p: f64,
+    pub q: f64,
+    pub verdict: Verdict,
+}
+
+impl Row {
+    /// The gated metric's base and head share.
+    pub fn gated(&self, total: bool) -> (f64, f64) {
+        match total {
+            true => (self.base_total, self.head_total),
+            false => (self.base_self, self.head_self),
+        }
+    }
+}
+
+/// The whole comparison.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub rows: Vec<Row>,
+    pub base_samples: Vec<u64>,
+    pub head_samples: Vec<u64>,
+    /// The smallest change of share the test calls significant (at the corrected level) for
+    /// the function with the largest base share, and that share; None with nothing tested.
+    pub detectable: Option<(f64, f64)>,
+    /// Why the result cannot be trusted either way, when it cannot.
+    pub inconclusive: Option<String>,
+    pub total: bool,
+}
+
+impl Comparison {
+    pub fn count(&self, v: Verdict) -> usize {
+        self.rows.iter().filter(|r| r.verdict == v).count()
+    }
+
+    /// 0 no significant regression, 1 a regression, 3 inconclusive (2 is for bad input).
+    pub fn exit_code(&self) -> i32 {
+        if self.count(Verdict::Regressed) > 0 {
+            1
+        } else if self.inconclusive.is_some() {
+            3
+        } else {
+            0
+        }
+    }
+}
+
+/// Refuses profiles that measure different things, unless forced.
+pub fn check_comparable(base: &[Profile], head: &[Profile], force: bool) -> anyhow::Result<()> {
+    let all: Vec<&Profile> = base.iter().chain(head).collect();
+    let Some(first) = all.first() else {
+        anyhow::bail!("no profiles to compare");
+    };
+    if force {
+        return Ok(());
+    }
+    for p in &all {
+        if (p.meta.kind, p.meta.unit) != (first.meta.kind, first.meta.unit) {
+            anyhow::bail!(
+                "the profiles measure different things ({} in {:?} vs {} in {:?}); comparing them means nothing (--force to compare anyway)",
+                first.meta.kind.name(),
+                first.meta.unit,
+                p.meta.kind.name(),
+                p.meta.unit
+            );
+        }
+    }
+    let rates: Vec<u32> = all
+        .iter()
+        .map(|p| p.meta.rate_hz)
+        .filter(|&r| r > 0)
+        .collect();
+    if let (Some(lo), Some(hi)) = (rates.iter().min(), rates.iter().max()) {
+        if *hi > lo.saturating_mul(2) {
+            anyhow::bail!(
+                "the profiles were sampled at very different rates ({lo} Hz and {hi} Hz): record both sides alike (--force to compare anyway)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The change of share that a function at `share` shows when its time grows by `relative`
+/// against the rest of the program (the inverse of `stats::relative_change`).
+fn share_change_for(share: f64, relative: f64) -> f64 {
+    if share <= 0.0 || share >= 1.0 {
+        return 0.0;
+    }
+    let odds = share / (1.0 - share) * (1.0 + relative);
+    odds / (1.0 + odds) - share
+}
+
+/// Compares BASE runs with HEAD runs (one profile per run).
+pub fn compare(
+    base: &[Profile],
+    head: &[Profile],
+    opts: &DiffOptions,
+) -> anyhow::Result<Comparison> {
+    check_comparable(base, head, opts.force)?;
+    let base: Vec<Shares> = base.iter().map(|p| shares(p, &opts.shares)).collect();
+    let head: Vec<Shares> = head.iter().map(|p| shares(p, &opts.shares)).collect();
+    let base_n: Vec<u64> = base.iter().map(|s| s.total).collect();
+    let head_n: Vec<u64> = head.iter().map(|s| s.total).collect();
+
+    let keys: BTreeSet<&FunctionKey> = base
+        .iter()
+        .chain(&head)
+        .flat_map(|s| s.total_counts.keys())
+        .collect();
+    let side = |runs: &[Shares], key: &FunctionKey, total: bool| Side {
+        hits: runs
+            .iter()
+            .map(|s| {
+                let counts = if total {
+                    &s.total_counts
+                } else {
+                    &s.self_counts
+                };
+                counts.get(key).copied().unwrap_or(0) as f64
+            })
+            .collect(),
+        totals: runs.iter().map(|s| s.total as f64).collect(),
+    };
+
+    let mut rows = Vec::new();
+    let mut tests = Vec::new();
+    for key in keys {
+        let (bs, hs) = (side(&base, key, false), side(&head, key, false));
+        let (bt, ht) = (side(&base, key, true), side(&head, key, true));
+        let (gb, gh) = if opts.total { (&bt, &ht) } else { (&bs, &hs) };
+        let tested = test_shares(gb, gh);
+        let row = Row {
+            function: key.clone(),
+            base_self: bs.share(),
+            head_self: hs.share(),
+            base_total: bt.share(),
+            head_total: ht.share(),
+            p: tested.p,
+            q: 1.0,
+            verdict: Verdict::Unchanged,
+        };
+        // Below the absolute threshold on both sides it cannot change by that much.
+        if tested.base_share.max(tested.head_share) >= opts.absolute_threshold {
+            tests.push((rows.len(), tested));
+        }
+        rows.push(row);
+    }
+    let adjusted = holm(&tests.iter().map(|(_, t)| t.p).collect::<Vec<_>>());
+    for ((i, t), q) in tests.iter().zip(&adjusted) {
+        let row = &mut rows[*i];
+        row.q = *q;
+        let change = t.head_share - t.base_share;
+        let big_enough = change.abs() >= opts.absolute_threshold
+            && relative_change(t.base_share, t.head_share).abs() >= opts.relative_threshold;
+        if *q < opts.alpha && big_enough {
+            row.verdict = if change > 0.0 {
+                Verdict::Regressed
+            } else {
+                Verdict::Improved
+            };
+        }
+    }
+
+    // What the test could have seen: for the function with the largest base share (the one
+    // whose share moves most for a given slowdown, and the noisiest), the smallest change it
+    // calls significant at the corrected level. Above the threshold, "no regression" would
+    // only mean "too noisy to tell".
+    let m = tests.len().max(1) as f64;
+    let detectable = tests
+        .iter()
+        .max_by(|a, b| a.1.base_share.total_cmp(&b.1.base_share))
+        .map(|(_, t)| {
+            (
+                critical_difference(t.std_error, opts.alpha / m),
+                t.base_share,
+            )
+        });
+    let min_side = |n: &[u64]| n.iter().sum::<u64>();
+    let inconclusive = if min_side(&base_n) < opts.min_samples
+        || min_side(&head_n) < opts.min_samples
+    {
+        Some(format!(
+            "too few samples to decide ({} base, {} head; at least {} a side): record longer or at a higher rate",
+            min_side(&base_n),
+            min_side(&head_n),
+            opts.min_samples
+        ))
+    } else {
+        match detectable {
+            Some((mdc, share)) => {
+                let needed = opts
+                    .absolute_threshold
+                    .max(share_change_for(share, opts.relative_threshold));
+                (mdc > needed).then(|| {
+                    format!(
+                        "at these sample counts only a change of {:.2} percentage points could be seen in a function at {:.1}% (the threshold asks for {:.2}): record longer, at a higher rate, or more runs",
+                        mdc * 100.0,
+                        share * 100.0,
+                        needed * 100.0
+                    )
+                })
+            }
+            None => Some("no function was sampled on either side".to_string()),
+        }
+    };
+    rows.sort_by(|a, b| {
+        let rank = |r: &Row| match r.verdict {
+            Verdict::Regressed => 0,
+            Verdict::Improved => 1,
+            Verdict::Unchanged => 2,
+        };
+        let (ab, ah) = a.gated(opts.total);
+        let (bb, bh) = b.gated(opts.total);
+        rank(a)
+            .cmp(&rank(b))
+            .then((bh - bb).abs().total_cmp(&(ah - ab).abs()))
+            .then(a.function.cmp(&b.function))
+    });
+    Ok(Comparison {
+        rows,
+        base_samples: base_n,
+        head_samples: head_n,
+        detectable,
+        inconclusive,
+        total: opts.total,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{ProfileFrame, ProfileMeta};
+
+    /// A profile of three functions with these sample counts, called from `main`.
+    fn run(a: u64, b: u64, c: u64) -> Profile {
+        let mut p = Profile::with_meta(ProfileMeta::cpu("t", 1000));
+        let main = ProfileFrame::python("main", "/w/work.py", Some(1));
+        for (name, n) in [("big", a), ("mid", b), ("small", c)] {
+            p.add(
+                &[
+                    main.clone(),
+                    ProfileFrame::python(name, "/w/work.py", Some(5)),
+                ],
+                n,
+            );
+        }
+        p
+    }
+
+    #[test]
+    fn unchanged_passes_and_regression_names_the_function() {
+        let opts = DiffOptions::default();
+        let base = [
+            run(5200, 2900, 1900),
+            run(5210, 2890, 1900),
+            run(5190, 2905, 1905),
+        ];
+        let same = compare(
+            &base,
+            &[
+                run(5180, 2920, 1900),
+                run(5200, 2900, 1900),
+                run(5220, 2880, 1900),
+            ],
+            &opts,
+        )
+        .unwrap();
+        assert_eq!(same.count(Verdict::Regressed), 0, "{same:?}");
+        assert_eq!(same.exit_code(), 0, "{same:?}");
+
+        // `big` 10% slower: 5720 / 10520 = 54.4% against 52%.
+        let slower = compare(
+            &base,
+            &[
+                run(5720, 2900, 1900),
+                run(5700, 2910, 1890),
+                run(5730, 2895, 1905),
+            ],
+            &opts,
+        )
+        .unwrap();
+        assert_eq!(slower.exit_code(), 1);
+        let regressed: Vec<&str> = slower
+            .rows
+            .iter()
+            .filter(|r| r.verdict == Verdict::Regressed)
+            .map(|r| r.function.name.as_str())
+            .collect();
+        assert_eq!(regressed, vec!["big"]);
+    }
+
+    #[test]
+    fn too_few_samples_is_inconclusive_not_a_pass() {
+        let c = compare(
+            &[run(52, 29, 19)],
+            &[run(55, 27, 18)],
+            &DiffOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(c.exit_code(), 3, "{c:?}");
+        // Enough samples for the threshold count but not for 2-point moves of the big one.
+        let opts = DiffOptions {
+            min_samples: 10,
+            ..Default::default()
+        };
+        let c = compare(&[run(260, 145, 95)], &[run(262, 143, 95)], &opts).unwrap();
+        assert_eq!(c.exit_code(), 3, "{c:?}");
+        assert!(c.inconclusive.unwrap().contains("percentage points"));
+    }
+
+    #[test]
+    fn different_kinds_and_rates_are_refused() {
+        let mut wall = run(10, 10, 10);
+        wall.meta.kind = crate::profile::SampleKind::Wall;
+        let e = compare(&[run(10, 10, 10)], &[wall.clone()], &DiffOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("different things"), "{e}");
+        let mut fast = run(10, 10, 10);
+        fast.meta.rate_hz = 10_000;
+        let e = compare(&[run(10, 10, 10)], &[fast], &DiffOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("rates"), "{e}");
+        let forced = DiffOptions {
+            force: true,
+            ..Default::default()
+        };
+        assert!(compare(&[run(10, 10, 10)], &[wall], &forced).is_ok());
+    }
+}
