@@ -8,6 +8,7 @@ pub mod cli;
 pub mod diff;
 pub mod escape;
 pub mod frames;
+pub mod input;
 pub mod model;
 pub mod native;
 pub mod output;

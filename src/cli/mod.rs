@@ -16,6 +16,7 @@ macro_rules! eprint {
     }};
 }
 
+mod diff;
 mod dump;
 mod mode;
 mod numbers;
@@ -49,6 +50,57 @@ pub enum Command {
     Dump(DumpArgs),
     /// Live, top-like view of the functions using the most CPU.
     Top(TopArgs),
+    /// Compare two profiles (or directories of repeated runs) per function: exit 1 on a
+    /// regression bigger than sampling noise and the threshold, 3 when the samples cannot tell.
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The base profile (pprof or collapsed), or a directory of runs of the same job.
+    pub base: std::path::PathBuf,
+    /// The profile to check against it, or a directory of runs.
+    pub head: std::path::PathBuf,
+    /// Compare lines, not functions.
+    #[arg(long)]
+    pub lines: bool,
+    /// Only Python frames count.
+    #[arg(long)]
+    pub python_only: bool,
+    /// Only samples with a frame matching this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    pub focus: Option<String>,
+    /// Minimum slowdown that counts, in percent of the function's own time relative to the
+    /// rest of the program.
+    #[arg(long, default_value_t = 5.0, value_parser = numbers::percent)]
+    pub threshold: f64,
+    /// Minimum change of a function's share that counts, in percentage points.
+    #[arg(long, default_value_t = 0.5, value_parser = numbers::percent)]
+    pub min_change: f64,
+    /// Family-wise false-alarm rate (after correcting for the number of functions).
+    #[arg(long, default_value_t = 0.05, value_parser = numbers::probability)]
+    pub alpha: f64,
+    /// Gate on total (inclusive) shares instead of self shares.
+    #[arg(long)]
+    pub total: bool,
+    /// Fewer samples than this on a side is inconclusive.
+    #[arg(long, default_value_t = 200)]
+    pub min_samples: u64,
+    /// Compare profiles of different kinds or rates anyway.
+    #[arg(long)]
+    pub force: bool,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a Markdown report (for a pull-request comment) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<std::path::PathBuf>,
+    /// Also write a differential flame graph of HEAD (red grew, blue shrank) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub flamegraph: Option<std::path::PathBuf>,
+    /// Unchanged functions shown in the table.
+    #[arg(long, default_value_t = 15)]
+    pub limit: usize,
 }
 
 /// What to profile: a running process or a command to start.
@@ -197,5 +249,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Record(args) => record::run(args),
         Command::Dump(args) => dump::run(args),
         Command::Top(args) => top::run(args),
+        Command::Diff(args) => diff::run(args),
     }
 }

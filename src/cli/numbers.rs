@@ -52,6 +52,22 @@ pub fn delay(s: &str) -> Result<f64, String> {
     seconds(s, MIN_DELAY_SECS, MAX_DELAY_SECS, "a refresh interval")
 }
 
+/// `diff --threshold`, `--min-change`: a percentage, 0 to 100.
+pub fn percent(s: &str) -> Result<f64, String> {
+    match s.trim().trim_end_matches('%').parse::<f64>() {
+        Ok(x) if x.is_finite() && (0.0..=100.0).contains(&x) => Ok(x),
+        _ => Err(format!("{s:?} is not a percentage (0 to 100)")),
+    }
+}
+
+/// `diff --alpha`: a probability strictly between 0 and 1.
+pub fn probability(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 && x < 1.0 => Ok(x),
+        _ => Err(format!("{s:?} is not a probability (between 0 and 1)")),
+    }
+}
+
 fn seconds(s: &str, min: f64, max: f64, what: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(x) if x.is_finite() && (min..=max).contains(&x) => Ok(x),

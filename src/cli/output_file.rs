@@ -72,6 +72,12 @@ impl Output {
         }
     }
 
+    /// Claim a path the user named (`-o`, `--markdown FILE`): checked now that it can be
+    /// written; written through a new file renamed onto it.
+    pub(super) fn explicit(path: &Path) -> anyhow::Result<Output> {
+        claim_explicit(path)
+    }
+
     pub(super) fn path(&self) -> &Path {
         &self.shown
     }

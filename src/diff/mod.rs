@@ -254,7 +254,12 @@ pub fn compare(
             )
         });
     let min_side = |n: &[u64]| n.iter().sum::<u64>();
-    let inconclusive = if min_side(&base_n) < opts.min_samples
+    let regressed = rows.iter().any(|r| r.verdict == Verdict::Regressed);
+    // A regression found is a conclusion at any sample count; only "no regression" can be
+    // too weak to trust.
+    let inconclusive = if regressed {
+        None
+    } else if min_side(&base_n) < opts.min_samples
         || min_side(&head_n) < opts.min_samples
     {
         Some(format!(

@@ -1,0 +1,193 @@
+//! Collapsed stacks read back: `root;frame;...;leaf COUNT` per line, as this project's `raw`
+//! format, py-spy's `raw` and flamegraph.pl's input write them.
+//!
+//! Frames come back from their labels (`output::frame_label`): `name (file:line)` is a Python
+//! frame when the file is Python source, else a native one with its module; `name_[k]` a
+//! kernel frame; `<truncated: ...>`, `<unknown frame: ...>` and `[empty stack]` markers;
+//! a root `thread "NAME" (TID)` a thread frame and a root `NAME (PID)` a process frame. The
+//! file is streamed line by line, each line bounded in length.
+
+use std::io::{BufRead, BufReader, Read};
+
+use anyhow::{bail, Context};
+
+use crate::profile::{FrameKind, Profile, ProfileFrame, ProfileMeta, EMPTY_STACK};
+
+/// A longer line is not a stack (4096 frames of 256 bytes fit).
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Reads collapsed stacks from `input` into a profile titled `title`.
+pub fn read(input: impl Read, title: &str) -> anyhow::Result<Profile> {
+    let mut reader = BufReader::new(input);
+    let mut profile = Profile::with_meta(ProfileMeta {
+        title: title.to_string(),
+        ..ProfileMeta::default()
+    });
+    let mut line = Vec::new();
+    let mut frames = Vec::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        number += 1;
+        let n = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("line {number}: cannot read"))?;
+        if n == 0 {
+            break;
+        }
+        if line.len() > MAX_LINE_BYTES {
+            bail!("line {number}: longer than {MAX_LINE_BYTES} bytes");
+        }
+        let text = std::str::from_utf8(&line)
+            .map_err(|_| anyhow::anyhow!("line {number}: not UTF-8 text"))?
+            .trim_end_matches(['\n', '\r']);
+        if text.trim().is_empty() {
+            continue;
+        }
+        let (stack, count) = split_count(text)
+            .ok_or_else(|| anyhow::anyhow!("line {number}: no sample count at the end"))?;
+        frames.clear();
+        let labels: Vec<&str> = stack.split(';').collect();
+        for (i, label) in labels.iter().enumerate() {
+            frames.push(parse_frame(label, i == 0));
+        }
+        if frames.len() == 1 && frames[0].name == EMPTY_STACK {
+            frames.clear();
+        }
+        profile.add(&frames, count);
+    }
+    if profile.is_empty() {
+        bail!("no stacks in it");
+    }
+    Ok(profile)
+}
+
+/// `stack COUNT` -> (stack, count); None when the last word is not a count.
+fn split_count(text: &str) -> Option<(&str, u64)> {
+    let (stack, count) = text.trim_end().rsplit_once(' ')?;
+    let count: u64 = count.parse().ok()?;
+    let stack = stack.trim_end();
+    (!stack.is_empty()).then_some((stack, count))
+}
+
+/// One frame from its label.
+pub fn parse_frame(label: &str, is_root: bool) -> ProfileFrame {
+    if let Some(name) = label.strip_suffix("_[k]") {
+        return ProfileFrame::new(FrameKind::Kernel, name);
+    }
+    if label.starts_with("<truncated: ")
+        || label.starts_with("<unknown frame: ")
+        || label == EMPTY_STACK
+    {
+        return ProfileFrame::new(FrameKind::Truncated, label);
+    }
+    if is_root && label.starts_with("thread \"") && label.ends_with(')') {
+        return ProfileFrame::new(FrameKind::Thread, label);
+    }
+    let Some((name, inner)) = label.strip_suffix(')').and_then(|l| l.rsplit_once(" (")) else {
+        return ProfileFrame::new(FrameKind::Native, label);
+    };
+    if is_root && !inner.is_empty() && inner.bytes().all(|b| b.is_ascii_digit()) {
+        return ProfileFrame::new(FrameKind::Process, label);
+    }
+    let (file, line) = match inner.rsplit_once(':') {
+        Some((file, line)) if !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()) => {
+            (file, line.parse().ok())
+        }
+        _ => (inner, None),
+    };
+    if is_python_file(file) {
+        ProfileFrame::python(name, file, line)
+    } else {
+        ProfileFrame {
+            kind: FrameKind::Native,
+            name: name.to_string(),
+            filename: Some(file.to_string()),
+            line,
+            first_line: None,
+            address: None,
+        }
+    }
+}
+
+fn is_python_file(file: &str) -> bool {
+    file.ends_with(".py")
+        || file.ends_with(".pyw")
+        || file.ends_with(".pyx")
+        || file.starts_with('<')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frames::{present, FrameOptions};
+    use crate::output::collapsed;
+
+    #[test]
+    fn frames_come_back_from_their_labels() {
+        let f = |l: &str, root| parse_frame(l, root);
+        assert_eq!(
+            f("run (app.py:12)", false),
+            ProfileFrame::python("run", "app.py", Some(12))
+        );
+        assert_eq!(
+            f("run (app.py)", false),
+            ProfileFrame::python("run", "app.py", None)
+        );
+        assert_eq!(f("<module> (<string>:1)", false).kind, FrameKind::Python);
+        let native = f("memcpy (libc.so.6)", false);
+        assert_eq!(
+            (native.kind, native.filename.as_deref()),
+            (FrameKind::Native, Some("libc.so.6"))
+        );
+        assert_eq!(
+            f("do_syscall_64_[k]", false),
+            ProfileFrame::new(FrameKind::Kernel, "do_syscall_64")
+        );
+        assert_eq!(
+            f("<truncated: depth limit>", false).kind,
+            FrameKind::Truncated
+        );
+        assert_eq!(f("python3 (1234)", true).kind, FrameKind::Process);
+        assert_eq!(f("python3 (1234)", false).kind, FrameKind::Native);
+        assert_eq!(f("thread \"Main\" (7)", true).kind, FrameKind::Thread);
+        assert_eq!(
+            f("0x7f00", false),
+            ProfileFrame::new(FrameKind::Native, "0x7f00")
+        );
+    }
+
+    #[test]
+    fn round_trip_gives_the_same_lines() {
+        let text = "python3 (12);thread \"MainThread\" (12);<module> (app.py:3);f (app.py:7);memcpy (libc.so.6);sys_read_[k] 5\n\
+                    python3 (12);thread \"MainThread\" (12);<module> (app.py:3);<truncated: depth limit> 2\n\
+                    python3 (12);thread \"worker_1\" (13);g (lib/x.py:9) 11\n";
+        let p = read(text.as_bytes(), "t").unwrap();
+        assert_eq!(p.total_samples(), 18);
+        let again = collapsed::lines(&present(
+            &p,
+            FrameOptions {
+                full_filenames: true,
+                ..Default::default()
+            },
+        ));
+        let mut want: Vec<&str> = text.lines().collect();
+        want.sort();
+        assert_eq!(again, want);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(read(&b"no count here\n"[..], "t").is_err());
+        assert!(read(&b"\xff\xfe\x00binary 3\n"[..], "t").is_err());
+        assert!(read(&b"\n\n"[..], "t").is_err());
+        let long = format!("{} 1\n", "a;".repeat(MAX_LINE_BYTES));
+        let e = read(long.as_bytes(), "t").unwrap_err();
+        assert!(e.to_string().contains("longer than"), "{e}");
+        // A PNG's first bytes.
+        assert!(read(&b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"[..], "t").is_err());
+        // Counts that overflow are refused, not wrapped.
+        assert!(read(&b"f (a.py:1) 99999999999999999999999\n"[..], "t").is_err());
+    }
+}
