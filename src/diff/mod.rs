@@ -7,7 +7,10 @@
 //! two-proportion z test on the pooled counts, or Welch's t on the runs' shares where several
 //! runs per side vary more than sampling explains; p values are corrected for the number of
 //! functions tested (Holm). A function is a regression only if its corrected p is below
-//! `alpha` *and* its share grew by at least the absolute and the relative threshold. Functions
+//! `alpha` *and* its share grew by at least the absolute and the relative threshold.
+//! Shares are compositional (when one function takes longer every other share shrinks), so
+//! each function is compared against the bulk of the program: base shares are scaled by the
+//! median head/base ratio of the tested functions (the typical function did not change). Functions
 //! whose share is below the absolute threshold on both sides cannot pass it and are not tested
 //! (they would only dilute the correction).
 //!
@@ -24,7 +27,9 @@ use std::collections::BTreeSet;
 
 use crate::profile::Profile;
 use shares::{shares, FunctionKey, ShareOptions, Shares};
-use stats::{critical_difference, holm, relative_change, test_shares, Side};
+use stats::{
+    critical_difference, holm, median_ratio, relative_change, test_shares, Dispersion, Side,
+};
 
 /// What to compare and how strict to be.
 #[derive(Debug, Clone)]
@@ -79,6 +84,8 @@ pub struct Row {
     /// Uncorrected and Holm-corrected p of the gated metric.
     pub p: f64,
     pub q: f64,
+    /// The change of the function's time against the bulk (`stats::relative_change`).
+    pub relative: f64,
     pub verdict: Verdict,
 }
 
@@ -104,6 +111,10 @@ pub struct Comparison {
     /// Why the result cannot be trusted either way, when it cannot.
     pub inconclusive: Option<String>,
     pub total: bool,
+    /// How much more than sampling noise the runs varied (1: not at all, or single runs).
+    pub dispersion: Dispersion,
+    /// The median head/base ratio of the tested functions' shares (`stats::median_ratio`).
+    pub scale: f64,
 }
 
 impl Comparison {
@@ -158,16 +169,6 @@ pub fn check_comparable(base: &[Profile], head: &[Profile], force: bool) -> anyh
     Ok(())
 }
 
-/// The change of share that a function at `share` shows when its time grows by `relative`
-/// against the rest of the program (the inverse of `stats::relative_change`).
-fn share_change_for(share: f64, relative: f64) -> f64 {
-    if share <= 0.0 || share >= 1.0 {
-        return 0.0;
-    }
-    let odds = share / (1.0 - share) * (1.0 + relative);
-    odds / (1.0 + odds) - share
-}
-
 /// Compares BASE runs with HEAD runs (one profile per run).
 pub fn compare(
     base: &[Profile],
@@ -200,36 +201,73 @@ pub fn compare(
         totals: runs.iter().map(|s| s.total as f64).collect(),
     };
 
+    struct Candidate<'k> {
+        key: &'k FunctionKey,
+        sides: [Side; 4],
+    }
+    let candidates: Vec<Candidate> = keys
+        .into_iter()
+        .map(|key| Candidate {
+            key,
+            sides: [
+                side(&base, key, false),
+                side(&head, key, false),
+                side(&base, key, true),
+                side(&head, key, true),
+            ],
+        })
+        .collect();
+    let gated = |_: &Candidate| -> (usize, usize) {
+        if opts.total {
+            (2, 3)
+        } else {
+            (0, 1)
+        }
+    };
+    // Below the absolute threshold on both sides a function cannot change by that much: not
+    // tested (it would only dilute the correction), nor used to estimate the dispersion.
+    let testable = |c: &Candidate| {
+        let (b, h) = gated(c);
+        c.sides[b].share().max(c.sides[h].share()) >= opts.absolute_threshold
+    };
+    let dispersion = Dispersion::estimate(candidates.iter().filter(|c| testable(c)).map(|c| {
+        let (b, h) = gated(c);
+        (&c.sides[b], &c.sides[h])
+    }));
+
+    // Shares are compositional: compare each function against the bulk of the program.
+    let scale = median_ratio(candidates.iter().filter(|c| testable(c)).map(|c| {
+        let (b, h) = gated(c);
+        (c.sides[b].share(), c.sides[h].share())
+    }));
+
     let mut rows = Vec::new();
     let mut tests = Vec::new();
-    for key in keys {
-        let (bs, hs) = (side(&base, key, false), side(&head, key, false));
-        let (bt, ht) = (side(&base, key, true), side(&head, key, true));
-        let (gb, gh) = if opts.total { (&bt, &ht) } else { (&bs, &hs) };
-        let tested = test_shares(gb, gh);
-        let row = Row {
-            function: key.clone(),
-            base_self: bs.share(),
-            head_self: hs.share(),
-            base_total: bt.share(),
-            head_total: ht.share(),
-            p: tested.p,
-            q: 1.0,
-            verdict: Verdict::Unchanged,
-        };
-        // Below the absolute threshold on both sides it cannot change by that much.
-        if tested.base_share.max(tested.head_share) >= opts.absolute_threshold {
+    for c in &candidates {
+        let (b, h) = gated(c);
+        let tested = test_shares(&c.sides[b], &c.sides[h], dispersion, scale);
+        if testable(c) {
             tests.push((rows.len(), tested));
         }
-        rows.push(row);
+        rows.push(Row {
+            function: c.key.clone(),
+            base_self: c.sides[0].share(),
+            head_self: c.sides[1].share(),
+            base_total: c.sides[2].share(),
+            head_total: c.sides[3].share(),
+            p: tested.p,
+            q: 1.0,
+            relative: relative_change(tested.base_share, tested.head_share, scale),
+            verdict: Verdict::Unchanged,
+        });
     }
     let adjusted = holm(&tests.iter().map(|(_, t)| t.p).collect::<Vec<_>>());
     for ((i, t), q) in tests.iter().zip(&adjusted) {
         let row = &mut rows[*i];
         row.q = *q;
-        let change = t.head_share - t.base_share;
+        let change = t.head_share - scale * t.base_share;
         let big_enough = change.abs() >= opts.absolute_threshold
-            && relative_change(t.base_share, t.head_share).abs() >= opts.relative_threshold;
+            && row.relative.abs() >= opts.relative_threshold;
         if *q < opts.alpha && big_enough {
             row.verdict = if change > 0.0 {
                 Verdict::Regressed
@@ -259,9 +297,7 @@ pub fn compare(
     // too weak to trust.
     let inconclusive = if regressed {
         None
-    } else if min_side(&base_n) < opts.min_samples
-        || min_side(&head_n) < opts.min_samples
-    {
+    } else if min_side(&base_n) < opts.min_samples || min_side(&head_n) < opts.min_samples {
         Some(format!(
             "too few samples to decide ({} base, {} head; at least {} a side): record longer or at a higher rate",
             min_side(&base_n),
@@ -271,9 +307,7 @@ pub fn compare(
     } else {
         match detectable {
             Some((mdc, share)) => {
-                let needed = opts
-                    .absolute_threshold
-                    .max(share_change_for(share, opts.relative_threshold));
+                let needed = opts.absolute_threshold.max(share * opts.relative_threshold);
                 (mdc > needed).then(|| {
                     format!(
                         "at these sample counts only a change of {:.2} percentage points could be seen in a function at {:.1}% (the threshold asks for {:.2}): record longer, at a higher rate, or more runs",
@@ -306,6 +340,8 @@ pub fn compare(
         detectable,
         inconclusive,
         total: opts.total,
+        dispersion,
+        scale,
     })
 }
 

@@ -17,7 +17,7 @@ fn pct(share: f64) -> String {
 fn change(row: &Row, total: bool) -> String {
     let (b, h) = row.gated(total);
     let points = (h - b) * 100.0;
-    let r = super::stats::relative_change(b, h);
+    let r = row.relative;
     let relative = if r.is_finite() {
         format!(" ({:+.1}%)", r * 100.0)
     } else {
@@ -182,6 +182,7 @@ pub fn json(c: &Comparison) -> serde_json::Value {
                 "head_total": r.head_total,
                 "p": r.p,
                 "q": r.q,
+                "relative_change": if r.relative.is_finite() { Some(r.relative) } else { None },
                 "verdict": r.verdict,
             })
         })
@@ -195,6 +196,8 @@ pub fn json(c: &Comparison) -> serde_json::Value {
         "head_samples": c.head_samples,
         "detectable_change": c.detectable.map(|(d, _)| d),
         "detectable_at_share": c.detectable.map(|(_, s)| s),
+        "dispersion": c.dispersion.phi,
+        "bulk_ratio": c.scale,
         "inconclusive": c.inconclusive,
         "exit_code": c.exit_code(),
         "functions": rows,

@@ -1,5 +1,6 @@
 //! The statistics `diff` rests on: normal and Student-t tail probabilities, a test of two
-//! shares that accounts for sampling noise and (with repeated runs) for run-to-run variation,
+//! shares that accounts for sampling noise and (with repeated runs) for run-to-run variation
+//! (a quasi-binomial dispersion),
 //! Holm's correction for testing many functions at once, and the smallest change a test at
 //! given sample counts calls significant.
 //!
@@ -213,41 +214,62 @@ impl Side {
         }
     }
 
-    /// The variance of `share()` as an estimate, and the degrees of freedom it rests on.
-    ///
-    /// Sampling noise alone gives `p(1-p)/N` (binomial). With two or more runs, the runs'
-    /// own shares also tell how much a share moves from run to run (scheduling, caches, the
-    /// machine's other work); the larger of the two is used, with the runs' degrees of
-    /// freedom, so a noisy job is not mistaken for a regression.
-    pub fn variance(&self) -> (f64, f64) {
-        let n = self.total();
+    /// Pearson's X² of the runs against the pooled share, and its degrees of freedom (runs
+    /// - 1): how much more the runs disagree than sampling alone would make them.
+    fn pearson(&self) -> (f64, f64) {
         let p = self.share();
-        let sampling = if n > 0.0 {
-            p * (1.0 - p) / n
-        } else {
-            f64::INFINITY
-        };
-        let runs: Vec<f64> = self
+        if self.hits.len() < 2 || p <= 0.0 || p >= 1.0 {
+            return (0.0, 0.0);
+        }
+        let x2 = self
             .hits
             .iter()
             .zip(&self.totals)
-            .filter(|(_, &t)| t > 0.0)
-            .map(|(h, t)| h / t)
-            .collect();
-        let k = runs.len();
-        if k < 2 {
-            return (sampling, f64::INFINITY);
-        }
-        let mean = runs.iter().sum::<f64>() / k as f64;
-        let s2 = runs.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (k - 1) as f64;
-        let between = s2 / k as f64;
-        if between > sampling {
-            (between, (k - 1) as f64)
-        } else {
-            (sampling, f64::INFINITY)
-        }
+            .filter(|(_, &n)| n > 0.0)
+            .map(|(h, n)| (h - n * p).powi(2) / (n * p * (1.0 - p)))
+            .sum();
+        (x2, (self.hits.len() - 1) as f64)
     }
 }
+
+/// How much more shares vary from run to run than sampling noise explains (the
+/// quasi-binomial dispersion φ ≥ 1), estimated once over every tested function of both
+/// sides, with the degrees of freedom it rests on. One estimate for all functions is stable
+/// where each function's own few runs would not be (two runs give one degree of freedom).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dispersion {
+    pub phi: f64,
+    /// Infinite: no repeated runs, sampling noise only (a z test).
+    pub df: f64,
+}
+
+impl Dispersion {
+    pub const SAMPLING_ONLY: Dispersion = Dispersion {
+        phi: 1.0,
+        df: f64::INFINITY,
+    };
+
+    /// From the functions' (base, head) sides.
+    pub fn estimate<'a>(sides: impl IntoIterator<Item = (&'a Side, &'a Side)>) -> Dispersion {
+        let (mut x2, mut df) = (0.0, 0.0);
+        for (b, h) in sides {
+            for side in [b, h] {
+                let (x, d) = side.pearson();
+                x2 += x;
+                df += d;
+            }
+        }
+        // Runs that agree as well as sampling predicts (or better): sampling noise decides.
+        if df == 0.0 || x2 <= df {
+            return Dispersion::SAMPLING_ONLY;
+        }
+        Dispersion { phi: x2 / df, df }
+    }
+}
+
+/// Below this many expected samples on a side the normal approximation is wrong, and a
+/// function that rare is not tested (p = 1).
+pub const MIN_EXPECTED: f64 = 5.0;
 
 /// The test of one function: head's share against base's.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -262,59 +284,36 @@ pub struct Tested {
     pub p: f64,
 }
 
-/// Tests whether the function's share differs between `base` and `head`: a two-proportion z
-/// test when the noise is sampling noise, Welch's t test on the runs' shares when the runs
-/// vary more than sampling explains (Welch–Satterthwaite degrees of freedom).
-pub fn test_shares(base: &Side, head: &Side) -> Tested {
+/// Tests whether the function's head share differs from its base share times `scale` (the
+/// bulk's ratio, `median_ratio`; 1 compares the shares as they are): a two-proportion test on
+/// the pooled counts (the variance at the pooled share, so a function absent on one side
+/// still has a variance there), widened by the dispersion of repeated runs and then a t test
+/// on its degrees of freedom.
+pub fn test_shares(base: &Side, head: &Side, dispersion: Dispersion, scale: f64) -> Tested {
     let (pb, ph) = (base.share(), head.share());
-    let (vb, dfb) = base.variance();
-    let (vh, dfh) = head.variance();
-    // Under "no change" both shares estimate one p: pool it for the sampling part, so a
-    // function absent on one side is not given zero variance there.
-    let pooled = {
-        let n = base.total() + head.total();
-        if n > 0.0 {
-            (base.hits.iter().sum::<f64>() + head.hits.iter().sum::<f64>()) / n
-        } else {
-            0.0
-        }
+    let (nb, nh) = (base.total(), head.total());
+    let pooled = if nb + nh > 0.0 {
+        (base.hits.iter().sum::<f64>() + head.hits.iter().sum::<f64>()) / (nb + nh)
+    } else {
+        0.0
     };
-    let pooled_var = |side: &Side, v: f64, df: f64| {
-        let n = side.total();
-        let s = if n > 0.0 {
-            pooled * (1.0 - pooled) / n
-        } else {
-            f64::INFINITY
-        };
-        if df.is_finite() {
-            (v.max(s), df)
-        } else {
-            (s, f64::INFINITY)
-        }
+    let untested = |se: f64| Tested {
+        base_share: pb,
+        head_share: ph,
+        std_error: se,
+        df: f64::INFINITY,
+        p: 1.0,
     };
-    let (vb, dfb) = pooled_var(base, vb, dfb);
-    let (vh, dfh) = pooled_var(head, vh, dfh);
-    let var = vb + vh;
-    let se = var.sqrt();
-    let diff = ph - pb;
-    if !(se > 0.0) || !se.is_finite() {
-        let p = if diff == 0.0 || !se.is_finite() {
-            1.0
-        } else {
-            0.0
-        };
-        return Tested {
-            base_share: pb,
-            head_share: ph,
-            std_error: se,
-            df: f64::INFINITY,
-            p,
-        };
+    if nb <= 0.0 || nh <= 0.0 {
+        return untested(f64::INFINITY);
     }
-    let df = welch_df(vb, dfb, vh, dfh);
-    let t = diff / se;
-    let p = if df.is_finite() {
-        t_two_sided(t, df)
+    let se = (dispersion.phi * pooled * (1.0 - pooled) * (scale * scale / nb + 1.0 / nh)).sqrt();
+    if pooled * nb < MIN_EXPECTED || pooled * nh < MIN_EXPECTED || !(se > 0.0) {
+        return untested(se);
+    }
+    let t = (ph - scale * pb) / se;
+    let p = if dispersion.df.is_finite() {
+        t_two_sided(t, dispersion.df)
     } else {
         2.0 * normal_sf(t.abs())
     };
@@ -322,22 +321,8 @@ pub fn test_shares(base: &Side, head: &Side) -> Tested {
         base_share: pb,
         head_share: ph,
         std_error: se,
-        df,
+        df: dispersion.df,
         p: p.clamp(0.0, 1.0),
-    }
-}
-
-/// Welch–Satterthwaite degrees of freedom; infinite when both parts are sampling noise.
-fn welch_df(vb: f64, dfb: f64, vh: f64, dfh: f64) -> f64 {
-    if dfb.is_infinite() && dfh.is_infinite() {
-        return f64::INFINITY;
-    }
-    let term = |v: f64, df: f64| if df.is_finite() { v * v / df } else { 0.0 };
-    let denom = term(vb, dfb) + term(vh, dfh);
-    if denom > 0.0 {
-        (vb + vh).powi(2) / denom
-    } else {
-        f64::INFINITY
     }
 }
 
@@ -357,19 +342,37 @@ pub fn holm(p: &[f64]) -> Vec<f64> {
     adjusted
 }
 
-/// How much more time a function takes relative to the rest of the program, from its share
-/// before and after: the odds ratio minus one. If only that function changed, this is its own
-/// change (a function at 52% made 10% slower moves to 54.4%: +4.6% in share, +10% here), so
-/// a relative threshold means what a user means by "10% slower". Infinite when it was absent.
-pub fn relative_change(base: f64, head: f64) -> f64 {
-    let odds = |p: f64| p / (1.0 - p);
-    if base <= 0.0 {
+/// How much a function's time changed against the bulk of the program: its head share over
+/// its base share scaled by `scale`, the typical (median) head/base ratio of the functions
+/// compared, minus one. Shares are compositional (when one function takes longer, every other
+/// share shrinks); against the bulk, a function at 52% made 10% slower shows +10% and the
+/// unchanged ones 0%. Infinite when it was absent from base.
+pub fn relative_change(base: f64, head: f64, scale: f64) -> f64 {
+    let expected = base * scale;
+    if expected <= 0.0 {
         return if head > 0.0 { f64::INFINITY } else { 0.0 };
     }
-    if base >= 1.0 || head >= 1.0 {
-        return head / base - 1.0;
+    head / expected - 1.0
+}
+
+/// The median head/base share ratio over functions present on both sides (1 without any):
+/// what an unchanged function's share is multiplied by when others change.
+pub fn median_ratio(pairs: impl IntoIterator<Item = (f64, f64)>) -> f64 {
+    let mut ratios: Vec<f64> = pairs
+        .into_iter()
+        .filter(|(b, h)| *b > 0.0 && *h > 0.0)
+        .map(|(b, h)| h / b)
+        .collect();
+    if ratios.is_empty() {
+        return 1.0;
     }
-    odds(head) / odds(base) - 1.0
+    ratios.sort_by(f64::total_cmp);
+    let n = ratios.len();
+    if n % 2 == 1 {
+        ratios[n / 2]
+    } else {
+        (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
+    }
 }
 
 /// The smallest change of share a two-sided test at level `alpha` calls significant, given
@@ -423,10 +426,24 @@ mod tests {
             hits: vec![560.0],
             totals: vec![1000.0],
         };
-        let t = test_shares(&base, &head);
+        let t = test_shares(&base, &head, Dispersion::SAMPLING_ONLY, 1.0);
         assert!(close(t.std_error, 0.022289, 1e-4), "{t:?}");
         assert!(close(t.p, 0.07272, 1e-3), "{t:?}");
         assert!(t.df.is_infinite());
+        // One sample of 22 against none of 500: too rare to test.
+        let rare = test_shares(
+            &Side {
+                hits: vec![1.0],
+                totals: vec![22.0],
+            },
+            &Side {
+                hits: vec![0.0],
+                totals: vec![500.0],
+            },
+            Dispersion::SAMPLING_ONLY,
+            1.0,
+        );
+        assert_eq!(rare.p, 1.0);
     }
 
     #[test]
@@ -440,10 +457,11 @@ mod tests {
             hits: vec![5800.0, 4800.0, 6200.0],
             totals: vec![10000.0; 3],
         };
-        let t = test_shares(&base, &head);
-        assert!(t.df.is_finite() && t.df < 10.0, "{t:?}");
+        let d = Dispersion::estimate([(&base, &head)]);
+        assert!(d.phi > 100.0 && d.df == 4.0, "{d:?}");
+        let t = test_shares(&base, &head, d, 1.0);
         assert!(t.p > 0.3, "{t:?}");
-        // Runs that agree: the sampling test decides, and 50% -> 56% on 30k samples is clear.
+        // Runs that agree: dispersion 1, and 50% -> 56% on 30k samples is clear.
         let base = Side {
             hits: vec![5000.0, 5010.0, 4990.0],
             totals: vec![10000.0; 3],
@@ -452,8 +470,13 @@ mod tests {
             hits: vec![5600.0, 5590.0, 5610.0],
             totals: vec![10000.0; 3],
         };
-        let t = test_shares(&base, &head);
-        assert!(t.p < 1e-10, "{t:?}");
+        let d = Dispersion::estimate([(&base, &head)]);
+        assert_eq!(d, Dispersion::SAMPLING_ONLY);
+        assert!(test_shares(&base, &head, d, 1.0).p < 1e-10);
+        assert_eq!(
+            Dispersion::estimate([(&Side::default(), &Side::default())]),
+            Dispersion::SAMPLING_ONLY
+        );
     }
 
     #[test]
@@ -468,13 +491,19 @@ mod tests {
     }
 
     #[test]
-    fn relative_change_is_the_functions_own() {
-        // 52% of the time, made 10% slower, the rest unchanged: 57.2 / 105.2.
-        let after = 57.2 / 105.2;
-        assert!(close(relative_change(0.52, after), 0.10, 1e-9));
-        assert!(close(relative_change(0.3, 0.3), 0.0, 1e-12));
-        assert!(relative_change(0.0, 0.1).is_infinite());
-        assert!(relative_change(0.2, 0.1) < 0.0);
+    fn relative_change_is_against_the_bulk() {
+        // 52/29/19%, the first made 10% slower: 57.2/105.2, 29/105.2, 19/105.2.
+        let (b, h) = (
+            [0.52, 0.29, 0.19],
+            [57.2 / 105.2, 29.0 / 105.2, 19.0 / 105.2],
+        );
+        let scale = median_ratio(b.iter().copied().zip(h.iter().copied()));
+        assert!(close(scale, 100.0 / 105.2, 1e-9));
+        assert!(close(relative_change(b[0], h[0], scale), 0.10, 1e-9));
+        assert!(close(relative_change(b[1], h[1], scale), 0.0, 1e-9));
+        assert!(relative_change(0.0, 0.1, 1.0).is_infinite());
+        assert_eq!(median_ratio([]), 1.0);
+        assert!(close(median_ratio([(0.5, 0.6), (0.5, 0.4)]), 1.0, 1e-12));
     }
 
     #[test]

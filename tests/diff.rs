@@ -1,0 +1,159 @@
+//! `pyspy-bpf diff` on real recorded profiles: an unchanged pair passes, an injected
+//! regression fails naming the function, too few samples is inconclusive, and a corrupt file
+//! is a one-line error.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{interpreters, pyspy, scripts_dir, TempDir};
+
+/// Records tests/scripts/three_functions.py for `seconds` at `rate` Hz into `out` (raw).
+fn record(out: &Path, rate: u32, seconds: &str, big_slower: &str) {
+    let python = interpreters()
+        .into_iter()
+        .find(|i| i.series == "3.11" || i.flavour == "system")
+        .expect("an interpreter (tools/pythons/provision)");
+    let script = scripts_dir().join("three_functions.py");
+    let rate = rate.to_string();
+    let out_s = out.to_string_lossy().into_owned();
+    let cmd = ["record", "-r", &rate, "-f", "raw", "-o", &out_s, "--"];
+    let mut args: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+    args.push("env".into());
+    args.push(format!("BIG_SLOWER={big_slower}"));
+    args.push(python.path.to_string_lossy().into_owned());
+    args.push(script.to_string_lossy().into_owned());
+    args.push(seconds.into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    pyspy(&args).and_then(|o| o.ok()).expect("record");
+}
+
+fn diff(base: &Path, head: &Path, extra: &[&str]) -> common::Outcome {
+    let (b, h) = (base.to_string_lossy(), head.to_string_lossy());
+    let mut args = vec!["diff", &b, &h];
+    args.extend_from_slice(extra);
+    pyspy(&args)
+        .expect("diff ran")
+        .no_panic()
+        .expect("no panic")
+}
+
+/// The functions the table calls REGRESSED.
+fn regressed(table: &str) -> Vec<String> {
+    table
+        .lines()
+        .filter(|l| l.trim_end().ends_with("REGRESSED"))
+        .map(|l| l.split(" (").next().unwrap_or("").trim().to_string())
+        .collect()
+}
+
+/// Thresholds a few seconds of samples can decide: a 20% slowdown, 1% family-wise alpha.
+const DECIDABLE: [&str; 4] = ["--threshold", "20", "--alpha", "0.01"];
+
+#[test]
+fn unchanged_passes_and_a_regression_fails_naming_the_function() {
+    let dir = TempDir::new("diff");
+    let (base, same, slower) = (
+        dir.join("base.txt"),
+        dir.join("same.txt"),
+        dir.join("slower.txt"),
+    );
+    record(&base, 1000, "4", "0");
+    record(&same, 1000, "4", "0");
+    record(&slower, 1000, "4", "0.6");
+
+    let o = diff(&base, &same, &DECIDABLE);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "unchanged pair:\n{}",
+        o.describe()
+    );
+    assert!(o.stdout.contains("0 regressed"), "{}", o.describe());
+
+    let md = dir.join("report.md");
+    let md_s = md.to_string_lossy().into_owned();
+    let mut extra = DECIDABLE.to_vec();
+    extra.extend(["--markdown", &md_s]);
+    let o = diff(&base, &slower, &extra);
+    assert_eq!(o.status.code(), Some(1), "regression:\n{}", o.describe());
+    assert_eq!(
+        regressed(&o.stdout),
+        vec!["big".to_string()],
+        "{}",
+        o.describe()
+    );
+    let report = std::fs::read_to_string(&md).expect("markdown written");
+    assert!(report.contains("1 regressed"), "{report}");
+    assert!(report.contains("`big (three_functions.py)`"), "{report}");
+
+    // The same pair as JSON, and a directory of runs as one side.
+    let runs = dir.join("runs");
+    std::fs::create_dir(&runs).unwrap();
+    std::fs::copy(&base, runs.join("1.txt")).unwrap();
+    std::fs::copy(&same, runs.join("2.txt")).unwrap();
+    let mut extra = DECIDABLE.to_vec();
+    extra.push("--json");
+    let o = diff(&runs, &slower, &extra);
+    assert_eq!(o.status.code(), Some(1), "{}", o.describe());
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("JSON");
+    assert_eq!(v["regressed"], 1, "{v}");
+    assert_eq!(v["base_samples"].as_array().map(Vec::len), Some(2), "{v}");
+    let big = v["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["function"] == "big")
+        .unwrap();
+    assert_eq!(big["verdict"], "regressed");
+}
+
+#[test]
+fn few_samples_are_inconclusive() {
+    let dir = TempDir::new("diff-refuse");
+    let (a, b) = (dir.join("a.txt"), dir.join("b.txt"));
+    record(&a, 50, "1", "0");
+    record(&b, 50, "1", "0");
+
+    // ~50 samples a side cannot show anything: inconclusive (3), not a pass.
+    let o = diff(&a, &b, &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", o.describe());
+    assert!(o.stdout.contains("inconclusive"), "{}", o.describe());
+
+    // Collapsed files carry no rate or kind: refusing mismatched pairs needs pprof (unit
+    // tests in src/diff cover the refusal itself).
+}
+
+#[test]
+fn corrupt_missing_and_foreign_files_are_one_line_errors() {
+    let dir = TempDir::new("diff-bad");
+    let good = dir.join("good.txt");
+    std::fs::write(&good, "main (a.py:1);f (a.py:2) 10\n").unwrap();
+    let cases: Vec<(PathBuf, &[u8], &str)> = vec![
+        (
+            dir.join("truncated.txt"),
+            b"main (a.py:1);f (a.py:2",
+            "no sample count",
+        ),
+        (
+            dir.join("image.png"),
+            b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0",
+            "not",
+        ),
+        (dir.join("empty.txt"), b"", "empty"),
+    ];
+    for (path, bytes, says) in &cases {
+        std::fs::write(path, bytes).unwrap();
+        let o = diff(&good, path, &[]);
+        assert_eq!(o.status.code(), Some(2), "{}", o.describe());
+        let line = o.error_line().unwrap_or_default();
+        assert!(
+            line.contains(&*path.to_string_lossy()) && line.contains(says),
+            "{}",
+            o.describe()
+        );
+        assert_eq!(o.stderr.trim().lines().count(), 1, "{}", o.describe());
+    }
+    let o = diff(&good, &dir.join("missing.txt"), &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", o.describe());
+}
