@@ -61,7 +61,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         gil_only: args.gil,
         include_idle: args.idle,
         kernel_stacks: true,
-        thread_names: args.threads,
+        // pprof carries thread names as labels whatever the presentation.
+        thread_names: args.threads || args.format == crate::output::Format::Pprof,
         native: native_stack,
     };
     // `--native` runs in both samplers, and in both the native and Python parts of a stack are

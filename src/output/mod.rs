@@ -17,6 +17,7 @@
 
 pub mod collapsed;
 pub mod flamegraph;
+pub mod pprof;
 pub mod speedscope;
 
 use std::fmt;
@@ -59,10 +60,17 @@ pub enum Format {
     Speedscope,
     /// Collapsed stacks, `frame;frame;frame count` per line, as py-spy's `raw` format.
     Raw,
+    /// A gzipped pprof `profile.proto` with labels (`go tool pprof`, Pyroscope).
+    Pprof,
 }
 
 impl Format {
-    pub const ALL: [Format; 3] = [Format::Flamegraph, Format::Speedscope, Format::Raw];
+    pub const ALL: [Format; 4] = [
+        Format::Flamegraph,
+        Format::Speedscope,
+        Format::Raw,
+        Format::Pprof,
+    ];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
@@ -70,6 +78,7 @@ impl Format {
             Format::Flamegraph => "flamegraph",
             Format::Speedscope => "speedscope",
             Format::Raw => "raw",
+            Format::Pprof => "pprof",
         }
     }
 
@@ -79,6 +88,7 @@ impl Format {
             Format::Flamegraph => "svg",
             Format::Speedscope => "json",
             Format::Raw => "txt",
+            Format::Pprof => "pb.gz",
         }
     }
 }
@@ -91,7 +101,7 @@ impl fmt::Display for Format {
 
 /// Returned by `Format::from_str` for a name that is not a format.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown output format {0:?} (expected flamegraph, speedscope or raw)")]
+#[error("unknown output format {0:?} (expected flamegraph, speedscope, raw or pprof)")]
 pub struct UnknownFormat(pub String);
 
 impl FromStr for Format {
@@ -103,6 +113,7 @@ impl FromStr for Format {
             "flamegraph" => Ok(Format::Flamegraph),
             "speedscope" => Ok(Format::Speedscope),
             "raw" | "collapsed" => Ok(Format::Raw),
+            "pprof" => Ok(Format::Pprof),
             _ => Err(UnknownFormat(s.to_string())),
         }
     }
@@ -121,11 +132,17 @@ pub fn write(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let mut out = BufWriter::new(out);
-    let shown = present(profile, view);
-    match format {
-        Format::Flamegraph => flamegraph::write(&shown, &shown.meta, &mut out),
-        Format::Speedscope => speedscope::write(&shown, &shown.meta, &mut out),
-        Format::Raw => collapsed::write(&shown, &mut out),
+    let stacks = |format| match format {
+        // pprof keeps the profile's identity and labels: the presentation options apply
+        // to the views that have no labels.
+        Format::Pprof => None,
+        _ => Some(present(profile, view)),
+    };
+    match (format, stacks(format)) {
+        (Format::Flamegraph, Some(shown)) => flamegraph::write(&shown, &shown.meta, &mut out),
+        (Format::Speedscope, Some(shown)) => speedscope::write(&shown, &shown.meta, &mut out),
+        (Format::Raw, Some(shown)) => collapsed::write(&shown, &mut out),
+        (_, _) => pprof::write(profile, &mut out),
     }
     .and_then(|()| out.flush())
     .with_context(|| format!("writing the {format} output"))
