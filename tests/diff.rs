@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use common::{interpreters, pyspy, scripts_dir, TempDir};
 
-/// Records tests/scripts/three_functions.py for `seconds` at `rate` Hz into `out` (raw).
+/// Records tests/scripts/three_functions.py for `seconds` at `rate` Hz into `out` (raw, or
+/// pprof for a `.pb.gz` name).
 fn record(out: &Path, rate: u32, seconds: &str, big_slower: &str) {
     let python = interpreters()
         .into_iter()
@@ -17,7 +18,12 @@ fn record(out: &Path, rate: u32, seconds: &str, big_slower: &str) {
     let script = scripts_dir().join("three_functions.py");
     let rate = rate.to_string();
     let out_s = out.to_string_lossy().into_owned();
-    let cmd = ["record", "-r", &rate, "-f", "raw", "-o", &out_s, "--"];
+    let format = if out_s.ends_with(".pb.gz") {
+        "pprof"
+    } else {
+        "raw"
+    };
+    let cmd = ["record", "-r", &rate, "-f", format, "-o", &out_s, "--"];
     let mut args: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
     args.push("env".into());
     args.push(format!("BIG_SLOWER={big_slower}"));
@@ -119,9 +125,38 @@ fn few_samples_are_inconclusive() {
     let o = diff(&a, &b, &[]);
     assert_eq!(o.status.code(), Some(3), "{}", o.describe());
     assert!(o.stdout.contains("inconclusive"), "{}", o.describe());
+}
 
-    // Collapsed files carry no rate or kind: refusing mismatched pairs needs pprof (unit
-    // tests in src/diff cover the refusal itself).
+#[test]
+fn pprof_pairs_recorded_at_very_different_rates_are_refused() {
+    let dir = TempDir::new("diff-rates");
+    let (slow, fast) = (dir.join("slow.pb.gz"), dir.join("fast.pb.gz"));
+    record(&slow, 50, "1", "0");
+    record(&fast, 1000, "1", "0");
+    let o = diff(&slow, &fast, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", o.describe());
+    let line = o.error_line().unwrap_or_default().to_string();
+    assert!(
+        line.contains("different rates") && line.contains("50 Hz"),
+        "{}",
+        o.describe()
+    );
+    // --force compares anyway.
+    let o = diff(&slow, &fast, &["--force"]);
+    assert_ne!(o.status.code(), Some(2), "{}", o.describe());
+    // A pprof against a collapsed file of the same recording is fine (the collapsed one has
+    // no rate to disagree with).
+    let raw = dir.join("fast.txt");
+    let (f, r) = (
+        fast.to_string_lossy().into_owned(),
+        raw.to_string_lossy().into_owned(),
+    );
+    pyspy(&["convert", &f, "-f", "raw", "-o", &r])
+        .and_then(|o| o.ok())
+        .expect("convert");
+    let o = diff(&fast, &raw, &["--min-samples", "10"]);
+    assert_ne!(o.status.code(), Some(2), "{}", o.describe());
+    assert_eq!(o.stdout.matches("REGRESSED").count(), 0, "{}", o.describe());
 }
 
 #[test]
@@ -141,6 +176,11 @@ fn corrupt_missing_and_foreign_files_are_one_line_errors() {
             "not",
         ),
         (dir.join("empty.txt"), b"", "empty"),
+        (
+            dir.join("cut.pb.gz"),
+            b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xe3",
+            "pprof",
+        ),
     ];
     for (path, bytes, says) in &cases {
         std::fs::write(path, bytes).unwrap();

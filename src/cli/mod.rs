@@ -16,6 +16,7 @@ macro_rules! eprint {
     }};
 }
 
+mod convert;
 mod diff;
 mod dump;
 mod mode;
@@ -53,6 +54,35 @@ pub enum Command {
     /// Compare two profiles (or directories of repeated runs) per function: exit 1 on a
     /// regression bigger than sampling noise and the threshold, 3 when the samples cannot tell.
     Diff(DiffArgs),
+    /// Write a recorded profile (pprof or collapsed stacks) in another format.
+    Convert(ConvertArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The profile to read: pprof (gzipped or not) or collapsed stacks, told from its content.
+    pub input: std::path::PathBuf,
+    /// Output format.
+    #[arg(short, long, default_value = "flamegraph")]
+    pub format: Format,
+    /// Output file.
+    #[arg(short, long)]
+    pub output: std::path::PathBuf,
+    /// Aggregate by function, without line numbers.
+    #[arg(long)]
+    pub nolineno: bool,
+    /// Show the first line of each function instead of the current line.
+    #[arg(short = 'F', long)]
+    pub function: bool,
+    /// Show full file paths.
+    #[arg(long)]
+    pub full_filenames: bool,
+    /// A root frame per thread (from the profile's thread labels).
+    #[arg(short, long)]
+    pub threads: bool,
+    /// A root frame per process (from the profile's pid labels).
+    #[arg(long)]
+    pub processes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -250,5 +280,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Dump(args) => dump::run(args),
         Command::Top(args) => top::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::Convert(args) => convert::run(args),
     }
 }

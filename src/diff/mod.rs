@@ -292,9 +292,15 @@ pub fn compare(
             )
         });
     let min_side = |n: &[u64]| n.iter().sum::<u64>();
+    let too_few = min_side(&base_n) < opts.min_samples || min_side(&head_n) < opts.min_samples;
+    if too_few {
+        // Nothing is decided on a handful of samples, a regression no more than its absence.
+        for row in &mut rows {
+            row.verdict = Verdict::Unchanged;
+        }
+    }
     let regressed = rows.iter().any(|r| r.verdict == Verdict::Regressed);
-    // A regression found is a conclusion at any sample count; only "no regression" can be
-    // too weak to trust.
+    // A regression found is a conclusion; only "no regression" can be too weak to trust.
     let inconclusive = if regressed {
         None
     } else if min_side(&base_n) < opts.min_samples || min_side(&head_n) < opts.min_samples {

@@ -102,10 +102,16 @@ pub fn shares(profile: &Profile, opts: &ShareOptions) -> Shares {
 fn key_of(f: &ProfileFrame, opts: &ShareOptions) -> Option<FunctionKey> {
     match f.kind {
         FrameKind::Process | FrameKind::Thread => None,
+        // By the file's short name (as the outputs show it): a checkout of the base branch
+        // and one of the pull request live in different directories, and a collapsed file
+        // has only the short name anyway.
         FrameKind::Python => Some(FunctionKey {
             kind: f.kind,
             name: f.name.clone(),
-            file: f.filename.clone(),
+            file: f
+                .filename
+                .as_deref()
+                .map(|p| shorten_filename(p).to_string()),
             line: if opts.lines { f.line } else { None },
         }),
         _ if opts.python_only => None,
@@ -143,7 +149,7 @@ mod tests {
         let key = |n: &str| FunctionKey {
             kind: FrameKind::Python,
             name: n.into(),
-            file: Some("/app/a.py".into()),
+            file: Some("a.py".into()),
             line: None,
         };
         assert_eq!(s.total, 6);

@@ -5,6 +5,7 @@
 //! index is checked, and whatever is wrong is a one-line error naming the file.
 
 pub mod collapsed;
+pub mod pprof;
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -59,9 +60,8 @@ pub fn read_profile(path: &Path) -> anyhow::Result<Profile> {
         .unwrap_or_default();
     let prefix = std::io::Cursor::new(head[..n].to_vec());
     match detect(&head[..n]) {
-        Detected::Pprof => {
-            bail!("{shown}: a pprof (protobuf) file; reading pprof back is not supported by this build")
-        }
+        Detected::Pprof => pprof::read(prefix.chain(reader))
+            .with_context(|| format!("{shown}: not a readable pprof profile")),
         Detected::Collapsed => collapsed::read(prefix.chain(reader), &name)
             .with_context(|| format!("{shown}: not a collapsed-stacks profile")),
     }

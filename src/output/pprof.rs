@@ -49,8 +49,14 @@ pub fn encode(profile: &Profile) -> Vec<u8> {
         WeightUnit::Samples => ("cpu", "nanoseconds"),
         WeightUnit::Nanoseconds => (meta.kind.name(), "nanoseconds"),
     };
-    let sample_types = [("samples", "count"), (value_type, value_unit)];
-    for (t, u) in sample_types {
+    // A count profile of unknown period (read back from collapsed stacks) has no time to
+    // give: counts only.
+    let with_time = !(meta.unit == WeightUnit::Samples && meta.period_ns == 0);
+    let sample_types: &[(&str, &str)] = match with_time {
+        true => &[("samples", "count"), (value_type, value_unit)],
+        false => &[("samples", "count")],
+    };
+    for &(t, u) in sample_types {
         let vt = value_type_msg(&mut strings, t, u);
         put_bytes(&mut msg, 1, &vt);
     }
@@ -137,7 +143,9 @@ pub fn encode(profile: &Profile) -> Vec<u8> {
             WeightUnit::Nanoseconds => entry.counts.weight,
         };
         put_varint(&mut packed, entry.counts.samples);
-        put_varint(&mut packed, second);
+        if with_time {
+            put_varint(&mut packed, second);
+        }
         put_bytes(&mut sample, 2, &packed);
         let l = entry.labels;
         if l.pid != 0 {
@@ -176,14 +184,17 @@ pub fn encode(profile: &Profile) -> Vec<u8> {
     }
     let start = meta.start_unix_ns;
     let duration = (meta.duration_secs.max(0.0) * 1e9) as u64;
-    let period_type = value_type_msg(&mut strings, value_type, value_unit);
+    let period_type = match with_time {
+        true => value_type_msg(&mut strings, value_type, value_unit),
+        false => value_type_msg(&mut strings, "samples", "count"),
+    };
     let comment = (!meta.title.is_empty()).then(|| strings.id(&meta.title));
     // The string table (6) goes last so every string above is in it.
     let mut tail = Vec::new();
     put_varint_field(&mut tail, 9, start);
     put_varint_field(&mut tail, 10, duration);
     put_bytes(&mut tail, 11, &period_type);
-    put_varint_field(&mut tail, 12, period);
+    put_varint_field(&mut tail, 12, if with_time { period } else { 1 });
     if let Some(c) = comment {
         put_varint_field(&mut tail, 13, c as u64);
     }
