@@ -61,8 +61,12 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         gil_only: args.gil,
         include_idle: args.idle,
         kernel_stacks: true,
-        // pprof carries thread names as labels whatever the presentation.
-        thread_names: args.threads || args.format == crate::output::Format::Pprof,
+        // pprof and chrometrace carry thread names whatever the presentation.
+        thread_names: args.threads
+            || matches!(
+                args.format,
+                crate::output::Format::Pprof | crate::output::Format::Chrometrace
+            ),
         native: native_stack,
     };
     // `--native` runs in both samplers, and in both the native and Python parts of a stack are

@@ -15,6 +15,7 @@
 //! a source file); shortening paths is the caller's job, for Python and native frames alike.
 //! An empty name is shown as `[unknown]`.
 
+pub mod chrometrace;
 pub mod collapsed;
 pub mod flamegraph;
 pub mod pprof;
@@ -62,14 +63,17 @@ pub enum Format {
     Raw,
     /// A gzipped pprof `profile.proto` with labels (`go tool pprof`, Pyroscope).
     Pprof,
+    /// A Chrome trace (Trace Event Format): per-thread tracks in time order (Perfetto).
+    Chrometrace,
 }
 
 impl Format {
-    pub const ALL: [Format; 4] = [
+    pub const ALL: [Format; 5] = [
         Format::Flamegraph,
         Format::Speedscope,
         Format::Raw,
         Format::Pprof,
+        Format::Chrometrace,
     ];
 
     /// The name used on the command line.
@@ -79,6 +83,7 @@ impl Format {
             Format::Speedscope => "speedscope",
             Format::Raw => "raw",
             Format::Pprof => "pprof",
+            Format::Chrometrace => "chrometrace",
         }
     }
 
@@ -89,6 +94,7 @@ impl Format {
             Format::Speedscope => "json",
             Format::Raw => "txt",
             Format::Pprof => "pb.gz",
+            Format::Chrometrace => "json",
         }
     }
 }
@@ -101,7 +107,7 @@ impl fmt::Display for Format {
 
 /// Returned by `Format::from_str` for a name that is not a format.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown output format {0:?} (expected flamegraph, speedscope, raw or pprof)")]
+#[error("unknown output format {0:?} (expected flamegraph, speedscope, raw, pprof or chrometrace)")]
 pub struct UnknownFormat(pub String);
 
 impl FromStr for Format {
@@ -114,6 +120,7 @@ impl FromStr for Format {
             "speedscope" => Ok(Format::Speedscope),
             "raw" | "collapsed" => Ok(Format::Raw),
             "pprof" => Ok(Format::Pprof),
+            "chrometrace" => Ok(Format::Chrometrace),
             _ => Err(UnknownFormat(s.to_string())),
         }
     }
@@ -135,13 +142,14 @@ pub fn write(
     let stacks = |format| match format {
         // pprof keeps the profile's identity and labels: the presentation options apply
         // to the views that have no labels.
-        Format::Pprof => None,
+        Format::Pprof | Format::Chrometrace => None,
         _ => Some(present(profile, view)),
     };
     match (format, stacks(format)) {
         (Format::Flamegraph, Some(shown)) => flamegraph::write(&shown, &shown.meta, &mut out),
         (Format::Speedscope, Some(shown)) => speedscope::write(&shown, &shown.meta, &mut out),
         (Format::Raw, Some(shown)) => collapsed::write(&shown, &mut out),
+        (Format::Chrometrace, _) => chrometrace::write(profile, view, &mut out),
         (_, _) => pprof::write(profile, &mut out),
     }
     .and_then(|()| out.flush())
