@@ -210,6 +210,10 @@ pub struct RecordArgs {
     /// (default 16K in BPF mode, which holds at most 60K; 256K in user space).
     #[arg(long, value_name = "SIZE", requires = "native", value_parser = stack_size::parse)]
     pub native_stack_size: Option<stack_size::StackSize>,
+    /// Also write the run's counters (samples, errors by name, processes, lost samples) as
+    /// JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

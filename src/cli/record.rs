@@ -22,6 +22,7 @@ use crate::process::proc;
 use crate::profile::{unix_ns, Profile, ProfileMeta};
 use crate::python::{PythonProcess, StackOptions};
 use crate::sampler::bpf::{self as bpf_source, BpfSourceConfig, Scope};
+use crate::sampler::stats::Stats;
 use crate::sampler::{EndReason, SamplerConfig, UserspaceSampler};
 
 /// Exit status when the process given by `--pid` exited before the recording was done.
@@ -39,6 +40,11 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
     // Where the profile goes, claimed before anything starts: a place that cannot be written
     // fails now, not once the recording is done (and before a `-- cmd` is started).
     let output = Output::claim(args.output.as_deref(), &args.target, args.format)?;
+    let stats_out = args
+        .stats_json
+        .as_deref()
+        .map(Output::explicit)
+        .transpose()?;
     let stop = signals::stop_flag()?;
     // Attach first, whatever the sampler: a pid that is not Python is an error either way.
     let (process, mut child) = match args.target.all {
@@ -91,6 +97,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
             &mut child,
             &stop,
             output,
+            stats_out,
         ),
         (Chosen::Userspace, Some(process)) => record_userspace(
             &args,
@@ -106,6 +113,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
             &mut child,
             &stop,
             output,
+            stats_out,
         ),
         (Chosen::Userspace, None) => anyhow::bail!("--all needs the BPF sampler"),
     });
@@ -138,6 +146,7 @@ fn record_userspace(
     child: &mut Option<StartedChild>,
     stop: &AtomicBool,
     output: Output,
+    stats_out: Option<Output>,
 ) -> anyhow::Result<i32> {
     let pid = process.pid;
     if args.blocking || args.native {
@@ -210,6 +219,10 @@ fn record_userspace(
     profile.meta.duration_secs = summary.elapsed.as_secs_f64();
     profile.meta.errors = summary.errors;
     write_profile(args, &profile, frame_options(args), output)?;
+    write_stats(
+        stats_out,
+        &Stats::userspace(&summary, sampler.native_stats()),
+    )?;
     eprintln!(
         "pyspy-bpf: {} samples in {} reads, {} errors, {} late ticks, {:.1}s",
         profile.total_samples(),
@@ -264,6 +277,7 @@ fn record_bpf(
     child: &mut Option<StartedChild>,
     stop: &AtomicBool,
     output: Output,
+    stats_out: Option<Output>,
 ) -> anyhow::Result<i32> {
     let what = match process {
         Some(p) => format!("process {} (Python {})", p.pid, p.version()),
@@ -327,6 +341,7 @@ fn record_bpf(
     profile.meta.duration_secs = summary.elapsed.as_secs_f64();
     profile.meta.errors = summary.python_errors + summary.lost.iter().map(|(_, n)| n).sum::<u64>();
     write_profile(args, &profile, frame_opts, output)?;
+    write_stats(stats_out, &Stats::bpf(&summary, args.native))?;
     eprintln!(
         "pyspy-bpf: {} samples ({} of Python processes, {} Python read errors) from {} processes, {:.1}s",
         profile.total_samples(),
@@ -396,6 +411,17 @@ fn write_profile(
     destination.write(|out| output::write(args.format, profile, view, out))?;
     eprintln!("pyspy-bpf: wrote {} ({})", path.display(), args.format);
     Ok(())
+}
+
+/// `--stats-json FILE`: the run's counters.
+fn write_stats(destination: Option<Output>, stats: &Stats) -> anyhow::Result<()> {
+    let Some(destination) = destination else {
+        return Ok(());
+    };
+    destination.write(|out| {
+        serde_json::to_writer_pretty(&mut *out, stats)?;
+        Ok(out.write_all(b"\n")?)
+    })
 }
 
 /// 0, or `EXIT_TARGET_GONE` when the process given by `--pid` exited during the recording

@@ -5,6 +5,7 @@ pub mod bpf;
 pub mod bpf_layout;
 pub mod bpf_registry;
 pub mod exit_sweep;
+pub mod stats;
 pub mod userspace;
 
 pub use userspace::{EndReason, RunSummary, SamplerConfig, UserspaceSampler};

@@ -1,0 +1,69 @@
+//! `record --stats-json FILE`: the run's counters as JSON, from both samplers, on a real
+//! interpreter: what tests and the agent read instead of scraping stderr.
+
+mod common;
+
+use common::{interpreters, pyspy, root_test_can_run, scripts_dir, TempDir};
+
+#[test]
+fn both_samplers_write_their_counters() {
+    if !root_test_can_run("stats_json", "BPF and reading another process need root") {
+        return;
+    }
+    let python = interpreters()
+        .into_iter()
+        .find(|i| i.series == "3.11" || i.flavour == "system")
+        .expect("an interpreter (tools/pythons/provision)");
+    let dir = TempDir::new("stats-json");
+    let script = scripts_dir().join("two_workers.py");
+    for mode in ["bpf", "userspace"] {
+        let (profile, stats) = (
+            dir.join(&format!("{mode}.txt")),
+            dir.join(&format!("{mode}.json")),
+        );
+        let args = [
+            "record".to_string(),
+            "--mode".into(),
+            mode.into(),
+            "-f".into(),
+            "raw".into(),
+            "-o".into(),
+            profile.to_string_lossy().into_owned(),
+            "--stats-json".into(),
+            stats.to_string_lossy().into_owned(),
+            "--".into(),
+            python.path.to_string_lossy().into_owned(),
+            script.to_string_lossy().into_owned(),
+            "2".into(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = pyspy(&args).and_then(|o| o.ok()).expect("record");
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&stats).expect("stats written")).expect("JSON");
+        let raw_total: u64 = std::fs::read_to_string(&profile)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert_eq!(v["sampler"], mode, "{v}");
+        assert_eq!(
+            v["samples"].as_u64(),
+            Some(raw_total),
+            "samples = the profile's: {v}"
+        );
+        assert!(raw_total > 50, "{v}\n{}", out.describe());
+        assert_eq!(v["processes_attached"], 1, "{v}");
+        assert_eq!(v["python_attached"], 1, "{v}");
+        assert_eq!(v["ended"], "target_exited", "{v}");
+        assert!(v["frames_rejected"].is_object(), "{v}");
+        match mode {
+            "bpf" => {
+                // A single target is registered before the loop: every Python stack is
+                // walked in BPF at its sample.
+                let walked = v["counters"]["walked_in_bpf"].as_u64().unwrap();
+                assert!(walked * 10 >= raw_total * 9, "{v}");
+            }
+            _ => assert!(v["counters"]["reads"].as_u64().unwrap() > 50, "{v}"),
+        }
+    }
+}
