@@ -387,24 +387,39 @@ fn expect_hot_first(text: &str, min_snapshots: usize) -> Result<()> {
     Ok(())
 }
 
-/// stdout is a pipe: snapshots every --delay, hot_function first; Ctrl-C ends it with 0.
+/// stdout is a pipe: snapshots every --delay, hot_function first; Ctrl-C ends it with 0. Under
+/// `--mode auto` (as root) `top --pid` runs on the BPF sampler, `--mode userspace` on the timer.
 #[test]
 fn text_snapshots_when_not_a_terminal() {
     for_each_interpreter("top_text", |interp| {
         let target = interp.start(SCRIPT, &[])?;
         target.wait_ready()?;
         let pid = target.pid();
-        let args: Vec<String> = ["top", "--pid", &pid.to_string(), "--delay", "0.5"]
+        for (mode, sampler) in [("auto", "bpf"), ("userspace", "userspace")] {
+            let args: Vec<String> = [
+                "top",
+                "--pid",
+                &pid.to_string(),
+                "--delay",
+                "0.5",
+                "--mode",
+                mode,
+            ]
             .map(String::from)
             .to_vec();
-        let out = run_then_interrupt(&args, 4)?;
-        expect_hot_first(&out, 4)?;
-        let title = format!("pyspy-bpf top: pid {pid} (Python {}", interp.version);
-        ensure!(out.contains(&title), "no header {title:?}:\n{out}");
-        ensure!(
-            out.contains("   %Own  %Total   OwnTime  TotalTime  Function (file:line)"),
-            "no column headings:\n{out}"
-        );
+            let out = run_then_interrupt(&args, 4)?;
+            expect_hot_first(&out, 4)?;
+            let title = format!("pyspy-bpf top: pid {pid} (Python {}", interp.version);
+            ensure!(out.contains(&title), "no header {title:?}:\n{out}");
+            ensure!(
+                out.contains(&format!("{sampler} sampling at 100 Hz")),
+                "--mode {mode}: not the {sampler} sampler:\n{out}"
+            );
+            ensure!(
+                out.contains("   %Own  %Total   OwnTime  TotalTime  Function (file:line)"),
+                "no column headings:\n{out}"
+            );
+        }
         Ok(())
     });
 }

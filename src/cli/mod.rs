@@ -268,6 +268,10 @@ pub struct TopArgs {
     /// Seconds between refreshes of the display.
     #[arg(long, default_value_t = 1.0, value_parser = numbers::delay)]
     pub delay: f64,
+    /// Sampler for --pid / -- COMMAND: `bpf`, `userspace`, or `auto` (BPF when available; --all
+    /// is always BPF).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub mode: mode::ModeArg,
     /// Include native (C) frames, merged with the Python ones (pauses the target per sample).
     #[arg(long, conflicts_with = "all")]
     pub native: bool,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::mode::{self, Chosen};
 use super::signals;
 use super::stack_size::{self, Copier};
 use super::target::{self, StartedChild};
@@ -26,7 +27,12 @@ const EXIT_TARGET_GONE: i32 = 2;
 pub fn run(args: TopArgs) -> anyhow::Result<i32> {
     let stop = signals::stop_flag()?;
     if args.target.all {
-        return run_all(args, stop);
+        return run_bpf(
+            args,
+            None,
+            bpf_source::start(&bpf_config(&TopScope::All, false))?,
+            stop,
+        );
     }
     // Checked before anything starts: a bad size must not leave a started program behind.
     let native_stack = match args.native {
@@ -38,6 +44,22 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
     };
     let target = target::resolve(&args.target)?;
     let pid = target.process.pid;
+    // As in `record`: BPF unless an option needs the user-space sampler (top's --native
+    // pauses the target and unwinds in user space).
+    let userspace_only = if args.blocking {
+        Some("--blocking")
+    } else if args.idle {
+        Some("--idle (threads that are not on a CPU)")
+    } else if args.native {
+        Some("--native in top")
+    } else {
+        None
+    };
+    let scope = TopScope::Target(pid, args.subprocesses);
+    let config = bpf_config(&scope, args.gil);
+    if let Chosen::Bpf(sampler) = mode::choose(args.mode, false, userspace_only, &config)? {
+        return run_bpf(args, Some(target), sampler, stop);
+    }
     if args.blocking || args.native {
         // Find out now, not at the first sample, whether we may pause the target.
         drop(Paused::pause(pid)?);
@@ -109,59 +131,113 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `top --all`: the BPF sampler, every process, a process column.
-fn run_all(args: TopArgs, stop: Arc<AtomicBool>) -> anyhow::Result<i32> {
-    let config = BpfSourceConfig {
-        rate_hz: args.rate,
+/// What `top` watches with the BPF sampler.
+enum TopScope {
+    All,
+    /// A process (and with `-s` its descendants).
+    Target(u32, bool),
+}
+
+fn bpf_config(scope: &TopScope, gil_only: bool) -> BpfSourceConfig {
+    BpfSourceConfig {
+        rate_hz: 100,
         event: PerfEventKind::CpuClock,
-        scope: Scope::All,
+        scope: match *scope {
+            TopScope::All => Scope::All,
+            TopScope::Target(pid, true) => Scope::Tree(pid),
+            TopScope::Target(pid, false) => Scope::Pid(pid),
+        },
         python_only: false,
-        gil_only: args.gil,
-        include_idle: args.idle,
+        gil_only,
+        include_idle: false,
         kernel_stacks: true,
         thread_names: false,
         native: None,
+    }
+}
+
+/// `top` on the BPF sampler: every process (`--all`, a process column), or one target and
+/// with `-s` its children.
+fn run_bpf(
+    args: TopArgs,
+    target: Option<target::Target>,
+    bpf: crate::bpf::BpfSampler,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<i32> {
+    let scope = match &target {
+        Some(t) => TopScope::Target(t.process.pid, args.subprocesses),
+        None => TopScope::All,
     };
-    let bpf = bpf_source::start(&config)?;
+    let mut config = bpf_config(&scope, args.gil);
+    config.rate_hz = args.rate;
+    let per_process = target.is_none() || args.subprocesses;
     let watched = Watched {
         mode: "bpf",
-        pid: 0,
-        version: String::new(),
+        pid: target.as_ref().map_or(0, |t| t.process.pid),
+        version: target
+            .as_ref()
+            .map_or(String::new(), |t| t.process.version().to_string()),
         rate_hz: args.rate,
-        subprocesses: true,
+        subprocesses: per_process,
     };
-    let shared = Live::shared(true);
+    let (process, child) = match target {
+        Some(t) => (Some(t.process), t.child.map(|c| Arc::new(Mutex::new(c)))),
+        None => (None, None),
+    };
+    let pid = process.as_ref().map(|p| p.pid);
+    let shared = Live::shared(per_process);
     let sampler = {
         let shared = shared.clone();
         let stop = stop.clone();
+        let child = child.clone();
         std::thread::Builder::new()
             .name("sampler".into())
             .spawn(move || {
                 let failed = FailureFlag(shared.clone());
+                let alive = || {
+                    let child_running = match &child {
+                        Some(c) => c.lock().unwrap_or_else(|p| p.into_inner()).is_running(),
+                        None => true,
+                    };
+                    child_running && process.as_ref().is_none_or(|p| p.is_same_process())
+                };
                 let result = bpf_source::run(
                     bpf,
                     &config,
                     None,
                     &stop,
-                    || true,
+                    alive,
                     |stack, _name| lock(&shared).add(std::slice::from_ref(stack)),
                     |s| {
                         lock(&shared)
                             .set_counters(s.python_errors, s.lost.iter().map(|(_, n)| n).sum())
                     },
                 );
-                if let Err(e) = result {
-                    log::warn!("BPF sampling ended: {e}");
-                }
-                lock(&shared).finish_with(EndReason::Interrupted);
+                let ended = match &result {
+                    Ok(s) if s.target_exited => EndReason::TargetExited,
+                    Ok(_) => EndReason::Interrupted,
+                    Err(e) => {
+                        log::warn!("BPF sampling ended: {e}");
+                        EndReason::Interrupted
+                    }
+                };
+                lock(&shared).finish_with(ended);
                 drop(failed);
             })
             .context("cannot start the sampling thread")?
     };
-    let shown = show(&shared, &watched, args.delay, &stop, false);
+    let shown = show(&shared, &watched, args.delay, &stop, child.is_some());
+    let ended = lock(&shared).ended;
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
+    drop(child);
     shown?;
+    if let (Some(pid), Some(EndReason::TargetExited)) = (pid, ended) {
+        eprintln!("pyspy-bpf: process {pid} exited");
+        if args.target.pid.is_some() {
+            return Ok(EXIT_TARGET_GONE);
+        }
+    }
     Ok(0)
 }
 
