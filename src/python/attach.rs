@@ -204,6 +204,12 @@ fn interpreter_in(
             let bytes = mem
                 .read_bytes(runtime, DEBUG_OFFSETS_READ_LEN)
                 .map_err(mem_err)?;
+            // While ld.so is still mapping libpython, `_PyRuntime`'s page can read as zeros
+            // (the range is reserved before the data segment is mapped onto it): a process we
+            // just started is not ready yet, not broken.
+            if bytes.get(..8).is_some_and(|cookie| cookie.iter().all(|&b| b == 0)) {
+                return Err(AttachError::NotInitialised { pid });
+            }
             let debug =
                 parse_debug_offsets(&bytes, version).map_err(|e| AttachError::DebugOffsets {
                     pid,
