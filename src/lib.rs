@@ -2,6 +2,7 @@
 //! one sample through these modules.
 #![deny(unsafe_code)]
 
+pub mod agent;
 pub mod bpf;
 pub mod byte_lru;
 pub mod cli;
