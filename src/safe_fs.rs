@@ -269,6 +269,74 @@ impl Dir {
         }
         Ok(Some(File::from(fd)))
     }
+
+    /// The regular files in this directory and their sizes, unsorted (symlinks and anything
+    /// else are left out: nobody but us writes here, and what we did not write is not ours).
+    pub fn regular_files(&self) -> Result<Vec<(String, u64)>, SafeFsError> {
+        let fd = rustix::fs::openat(
+            &*self.fd,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| SafeFsError::io(&self.path, e))?;
+        let mut dir =
+            rustix::fs::Dir::read_from(&fd).map_err(|e| SafeFsError::io(&self.path, e))?;
+        let mut files = Vec::new();
+        while let Some(entry) = dir.read() {
+            let entry = entry.map_err(|e| SafeFsError::io(&self.path, e))?;
+            let Ok(name) = entry.file_name().to_str() else {
+                continue;
+            };
+            if name == "." || name == ".." {
+                continue;
+            }
+            let name = name.to_string();
+            if let Ok(stat) =
+                rustix::fs::statat(&*self.fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+            {
+                if FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile {
+                    files.push((name, stat.st_size as u64));
+                }
+            }
+        }
+        Ok(files)
+    }
+
+    /// Remove the file `name` (never a directory; a symlink is removed, not followed).
+    pub fn remove(&self, name: &str) -> Result<(), SafeFsError> {
+        let path = self.path.join(name);
+        if !is_one_component(name) {
+            return Err(SafeFsError::io(path, Errno::INVAL));
+        }
+        rustix::fs::unlinkat(&*self.fd, name, AtFlags::empty())
+            .map_err(|e| SafeFsError::io(path, e))
+    }
+
+    /// Open the regular file `name` for reading, never through a symlink.
+    pub fn open_regular(&self, name: &str) -> Result<File, SafeFsError> {
+        let path = self.path.join(name);
+        if !is_one_component(name) {
+            return Err(SafeFsError::io(path, Errno::INVAL));
+        }
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(&*self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::LOOP) => return Err(SafeFsError::untrusted(path, "a symlink")),
+            Err(e) => return Err(SafeFsError::io(path, e)),
+        };
+        let stat = rustix::fs::fstat(&fd).map_err(|e| SafeFsError::io(&path, e))?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(SafeFsError::untrusted(path, "not a regular file"));
+        }
+        Ok(File::from(fd))
+    }
+
+    /// Bytes free for us on the directory's file system.
+    pub fn free_bytes(&self) -> Option<u64> {
+        let st = rustix::fs::fstatvfs(&*self.fd).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
+    }
 }
 
 /// A file this run created (`Dir::create_new`, `create_unique`, `create_temp`): removed when

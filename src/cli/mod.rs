@@ -16,6 +16,7 @@ macro_rules! eprint {
     }};
 }
 
+mod agent;
 mod convert;
 mod diff;
 mod dump;
@@ -56,6 +57,52 @@ pub enum Command {
     Diff(DiffArgs),
     /// Write a recorded profile (pprof or collapsed stacks) in another format.
     Convert(ConvertArgs),
+    /// Profile the whole host continuously and ship labelled profiles to Pyroscope, an
+    /// OpenTelemetry Collector or a spool directory, every interval, until SIGTERM.
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// TOML config file (see packaging/agent.toml); the flags below add to it or override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Samples per second per CPU [default: 19].
+    #[arg(short, long)]
+    pub rate: Option<u32>,
+    /// Window length: a profile per process is exported every interval (15s, 1m) [default: 15s].
+    #[arg(long, value_name = "DURATION")]
+    pub interval: Option<String>,
+    /// Perf event that triggers samples (cpu-clock, cycles, or TYPE:CONFIG) [default: cpu-clock].
+    #[arg(long)]
+    pub event: Option<String>,
+    /// Mixed native and Python stacks.
+    #[arg(short, long)]
+    pub native: bool,
+    /// Profile every process, not only Python ones.
+    #[arg(long)]
+    pub all_processes: bool,
+    /// One profile per process (default) or per service.
+    #[arg(long, value_enum)]
+    pub group_by: Option<crate::agent::config::GroupBy>,
+    /// A label on every profile, KEY=VALUE (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Where undelivered windows wait (STATE_DIR/backlog/SINK) [default: /var/lib/pyspy-bpf].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Write gzipped pprof files to this directory (capped at 1 GiB; set max_size in the config).
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<std::path::PathBuf>,
+    /// Send to the Pyroscope server at this URL (POST URL/ingest).
+    #[arg(long, value_name = "URL")]
+    pub pyroscope: Option<String>,
+    /// Send OTLP/HTTP profiles to this collector URL (POST URL/v1development/profiles).
+    #[arg(long, value_name = "URL")]
+    pub otlp: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -289,5 +336,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Top(args) => top::run(args),
         Command::Diff(args) => diff::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::Agent(args) => agent::run(args),
     }
 }

@@ -303,8 +303,8 @@ fn record_bpf(
         args.duration.map(Duration::from_secs_f64),
         stop,
         || child_alive(child) && process.is_none_or(|p| p.is_same_process()),
-        |stack, name| {
-            let labels = sample_labels(stack, name);
+        |stack, process| {
+            let labels = sample_labels(stack, process.name);
             let now = Some(unix_ns(std::time::SystemTime::now()));
             profile.add_sample(&identity_frames(stack), &labels, now, 1, 1)
         },

@@ -207,7 +207,7 @@ fn run_bpf(
                     None,
                     &stop,
                     alive,
-                    |stack, _name| lock(&shared).add(std::slice::from_ref(stack)),
+                    |stack, _process| lock(&shared).add(std::slice::from_ref(stack)),
                     |s| {
                         lock(&shared)
                             .set_counters(s.python_errors, s.lost.iter().map(|(_, n)| n).sum())

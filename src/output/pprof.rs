@@ -169,7 +169,12 @@ pub fn encode(profile: &Profile) -> Vec<u8> {
             );
         }
         for &(k, v) in &profile_labels {
-            put_bytes(&mut sample, 3, &str_label(k, v));
+            // The sample's own pid and process say the same more precisely (a pid as a
+            // number): one label of a key per sample.
+            let own = (k == keys.pid && l.pid != 0) || (k == keys.process && !l.process.is_empty());
+            if !own {
+                put_bytes(&mut sample, 3, &str_label(k, v));
+            }
         }
         put_bytes(&mut msg, 2, &sample);
     }

@@ -207,7 +207,10 @@ fn interpreter_in(
             // While ld.so is still mapping libpython, `_PyRuntime`'s page can read as zeros
             // (the range is reserved before the data segment is mapped onto it): a process we
             // just started is not ready yet, not broken.
-            if bytes.get(..8).is_some_and(|cookie| cookie.iter().all(|&b| b == 0)) {
+            if bytes
+                .get(..8)
+                .is_some_and(|cookie| cookie.iter().all(|&b| b == 0))
+            {
                 return Err(AttachError::NotInitialised { pid });
             }
             let debug =

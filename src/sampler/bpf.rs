@@ -21,7 +21,7 @@ use crate::bpf::{
     monotonic_ns, online_cpus, ringbuf_bytes_for, BpfConfig, BpfError, BpfSampler, PerfEventKind,
     MAX_PYTHON_THREADS,
 };
-use crate::model::{Addr, BpfPyStatus, Frame, RawSample, StackTrace};
+use crate::model::{Addr, BpfPyStatus, Frame, PyVersion, RawSample, StackTrace};
 use crate::native::merge::{self, NativeSlot};
 use crate::native::unwind::{NativeStack, NativeUnwinder};
 use crate::native::{symbolize, NativeStats, NativeSymbolizer};
@@ -64,6 +64,18 @@ pub struct BpfSourceConfig {
     /// many bytes of the top of its stack in BPF (at most `bpf::MAX_USER_STACK_COPY`;
     /// [`DEFAULT_STACK_COPY`]) and unwind them here. `None`: frame-pointer user stacks.
     pub native: Option<usize>,
+}
+
+/// The process a stack handed to `run`'s `on_stack` belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleProcess<'a> {
+    /// Its `comm`.
+    pub name: &'a str,
+    /// Its interpreter's version, for a Python process.
+    pub python: Option<PyVersion>,
+    /// When it started (ns since boot, as in `/proc/PID/stat`): with the pid, tells it from a
+    /// later process that reuses the pid.
+    pub start_time: u64,
 }
 
 /// Default `BpfSourceConfig::stack_copy_bytes`.
@@ -216,7 +228,7 @@ pub fn run(
     duration: Option<Duration>,
     stop: &AtomicBool,
     mut target_alive: impl FnMut() -> bool,
-    mut on_stack: impl FnMut(&StackTrace, &str),
+    mut on_stack: impl FnMut(&StackTrace, &SampleProcess),
     mut on_status: impl FnMut(&BpfSummary),
 ) -> Result<BpfSummary, BpfError> {
     // Again (`start` did it already, for the load), in case the sampler was started on another
@@ -407,11 +419,11 @@ fn handle(
     bpf: Option<&BpfSampler>,
     registry: &mut WalkRegistry,
     summary: &mut BpfSummary,
-    on_stack: &mut impl FnMut(&StackTrace, &str),
+    on_stack: &mut impl FnMut(&StackTrace, &SampleProcess),
 ) {
-    if let Some((stack, name)) = to_stack(raw, config, table, symbols, bpf, registry, summary) {
+    if let Some((stack, process)) = to_stack(raw, config, table, symbols, bpf, registry, summary) {
         summary.samples += 1;
-        on_stack(&stack, name);
+        on_stack(&stack, &process);
     }
 }
 
@@ -424,7 +436,7 @@ fn to_stack<'t>(
     bpf: Option<&BpfSampler>,
     registry: &mut WalkRegistry,
     summary: &mut BpfSummary,
-) -> Option<(StackTrace, &'t str)> {
+) -> Option<(StackTrace, SampleProcess<'t>)> {
     let stale = monotonic_ns().saturating_sub(raw.ktime_ns) > MAX_PYTHON_AGE_NS;
     if stale && !table.contains_key(&raw.pid) {
         // Attaching to a new process is the slow path; behind already, it would only put us
@@ -542,7 +554,18 @@ fn to_stack<'t>(
             ),
         }
     }
-    Some((stack, entry.name.as_str()))
+    let python = match &entry.kind {
+        Kind::Python(process) => Some(process.version()),
+        Kind::Native => None,
+    };
+    Some((
+        stack,
+        SampleProcess {
+            name: entry.name.as_str(),
+            python,
+            start_time: entry.start_time,
+        },
+    ))
 }
 
 /// The sampled thread's Python stack: from the frames the BPF program walked at the sample's
