@@ -1,0 +1,452 @@
+//! `pyspy-bpf agent` end to end, as root with the real BPF sampler: windows of a real Python
+//! program written to a spool and read back by `go tool pprof` (labels, window times,
+//! functions, shares), sent to a Pyroscope-like receiver and to an OTLP receiver that decodes
+//! with the `opentelemetry-proto` package, a receiver that is down and comes back, one that
+//! fails in every way, SIGTERM's flush, SIGHUP's reload, and bad configs.
+//!
+//! The agent profiles every Python process on the host: each test looks only at its own
+//! workload's pid. They run one at a time (`SERIAL`), so that one agent's cost does not
+//! disturb another's timing.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{interpreters, pyspy_bpf, root_test_can_run, run, scripts_dir, Interpreter, TempDir};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn python() -> Interpreter {
+    interpreters()
+        .into_iter()
+        .find(|i| i.series == "3.11")
+        .or_else(|| interpreters().into_iter().find(|i| !i.is_py2()))
+        .expect("an interpreter (tools/pythons/provision)")
+}
+
+/// `two_workers.py SECONDS` with `env`, its pid.
+struct Workload(Child);
+
+impl Workload {
+    fn start(python: &Interpreter, seconds: u32, env: &[(&str, &str)]) -> Workload {
+        let mut cmd = Command::new(&python.path);
+        cmd.arg(python.isolation_flag())
+            .arg(scripts_dir().join("two_workers.py"))
+            .arg(seconds.to_string())
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Workload(cmd.spawn().expect("start two_workers.py"))
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running agent, its stderr collected.
+struct Agent {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Agent {
+    fn start(args: &[&str]) -> Agent {
+        let mut child = pyspy_bpf()
+            .arg("agent")
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the agent");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Agent { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log has `needle` (or the agent exited, or `timeout`).
+    fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return self.log().contains(needle);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    fn signal(&self, signal: i32) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then its exit status (within `timeout`) and its log.
+    fn stop(mut self, timeout: Duration) -> (ExitStatus, String) {
+        self.signal(15);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader thread take the last lines.
+                std::thread::sleep(Duration::from_millis(200));
+                return (status, self.log());
+            }
+            if start.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!("the agent did not stop within {timeout:?} of SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free port on 127.0.0.1 (bound, then released for the caller).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The agent's metrics as `name{labels} -> value`.
+fn metrics(port: u16) -> HashMap<String, f64> {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return HashMap::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `go tool pprof ARGS FILE` (go is installed by .ci/run; outside CI a missing go skips).
+fn go_pprof(args: &[&str], file: &Path) -> Option<String> {
+    let has_go = Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_go {
+        assert!(std::env::var("CI").is_err(), "go is not installed (apt-get install golang-go)");
+        eprintln!("SKIPPED: go tool pprof not installed");
+        return None;
+    }
+    let mut cmd = Command::new("go");
+    cmd.args(["tool", "pprof"]).args(args).arg(file);
+    cmd.env("HOME", std::env::temp_dir())
+        .env("PPROF_TMPDIR", std::env::temp_dir());
+    let out = run(&mut cmd, Duration::from_secs(120)).expect("go tool pprof ran");
+    assert!(out.status.success(), "{}", out.describe());
+    Some(out.stdout)
+}
+
+/// The flat share `go tool pprof -top` gives `function`.
+fn flat_percent(top: &str, function: &str) -> Option<f64> {
+    top.lines().find_map(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        (cols.len() >= 6 && cols[5..].join(" ") == function)
+            .then(|| cols[1].trim_end_matches('%').parse().ok())
+            .flatten()
+    })
+}
+
+/// `go tool pprof -tags`: tag -> values.
+fn tags(text: &str) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    let mut current = None;
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some((tag, _)) = t.split_once(": Total") {
+            current = Some(tag.to_string());
+            out.entry(tag.to_string()).or_default();
+        } else if let (Some(tag), Some((_, value))) = (&current, t.split_once("): ")) {
+            out.get_mut(tag).unwrap().push(value.to_string());
+        }
+    }
+    out
+}
+
+fn unix_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The spool's files of process `pid`, oldest first, with their window start (ms).
+fn spool_files(dir: &Path, pid: u32) -> Vec<(u64, PathBuf)> {
+    let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?.to_string();
+            let stem = name.strip_suffix(".pb.gz")?;
+            let mut parts = stem.rsplitn(3, '-');
+            let start: u64 = parts.next()?.parse().ok()?;
+            let file_pid: u32 = parts.next()?.parse().ok()?;
+            (file_pid == pid).then_some((start, p))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn spool_windows_read_by_go_pprof_with_labels_times_and_shares() {
+    if !root_test_can_run("agent", "the agent needs root (BPF)") {
+        return;
+    }
+    let _serial = serial();
+    let python = python();
+    let dir = TempDir::new("agent-spool");
+    let spool = dir.join("spool");
+    let work = Workload::start(&python, 60, &[("PYROSCOPE_APPLICATION_NAME", "checkout")]);
+    let port = free_port();
+    let started = unix_secs();
+    let mut agent = Agent::start(&[
+        "--spool",
+        spool.to_str().unwrap(),
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
+        "--interval",
+        "2s",
+        "--label",
+        "env=test",
+        "--metrics-addr",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    assert!(agent.wait_for_log("agent: sampling", Duration::from_secs(30)), "{}", agent.log());
+    std::thread::sleep(Duration::from_secs(7));
+    let m = metrics(port);
+    assert!(m["pyspy_bpf_samples_total"] > 0.0, "{m:?}");
+    assert!(m["pyspy_bpf_python_processes_attached_total"] >= 1.0, "{m:?}");
+    assert!(m[r#"pyspy_bpf_sink_exported_total{sink="spool",type="spool"}"#] >= 2.0, "{m:?}");
+    assert!(m["process_resident_memory_bytes"] > 0.0, "{m:?}");
+    let before_stop = spool_files(&spool, work.pid()).len();
+    let (status, log) = agent.stop(Duration::from_secs(30));
+    let stopped = unix_secs();
+    assert!(status.success(), "exit {status:?}\n{log}");
+    assert!(log.contains("flushing the last window"), "{log}");
+
+    let files = spool_files(&spool, work.pid());
+    // SIGTERM wrote the window in progress.
+    assert_eq!(files.len(), before_stop + 1, "{files:?}\n{log}");
+    assert!(files.len() >= 4, "{files:?}\n{log}");
+    // Names say the service; windows follow one another without a gap.
+    for (_, path) in &files {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("checkout-"), "{name}");
+    }
+    for pair in files.windows(2) {
+        let gap = pair[1].0 as i64 - pair[0].0 as i64;
+        assert!((1500..=3500).contains(&gap), "windows 2 s apart: {files:?}");
+    }
+    let first_start = files[0].0 as f64 / 1000.0;
+    assert!(first_start >= started - 1.0 && first_start <= stopped, "{first_start} {started}");
+
+    let (_, middle) = &files[1];
+    let Some(top) = go_pprof(&["-top"], middle) else {
+        return;
+    };
+    let alpha = flat_percent(&top, "alpha_work").unwrap_or_else(|| panic!("alpha_work in:\n{top}"));
+    let beta = flat_percent(&top, "beta_work").unwrap_or_else(|| panic!("beta_work in:\n{top}"));
+    assert!(alpha > 25.0 && beta > 25.0 && alpha + beta > 85.0, "{top}");
+    assert!(top.contains("Type: cpu"), "{top}");
+    // A 2 s window, not the whole run.
+    let duration: f64 = top
+        .lines()
+        .find_map(|l| l.strip_prefix("Duration: ")?.split('s').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("Duration in:\n{top}"));
+    assert!((1.5..=3.5).contains(&duration), "{top}");
+    let tags = tags(&go_pprof(&["-tags"], middle).unwrap());
+    let value = |k: &str| tags.get(k).cloned().unwrap_or_default();
+    assert_eq!(value("service_name"), vec!["checkout"], "{tags:?}");
+    assert_eq!(value("env"), vec!["test"], "{tags:?}");
+    assert_eq!(value("pid"), vec![work.pid().to_string()], "{tags:?}");
+    assert!(value("python_version")[0].starts_with("3.11"), "{tags:?}");
+    assert!(value("process")[0].starts_with("python3"), "{tags:?}");
+    let threads = value("thread_name");
+    assert!(threads.contains(&"alpha".to_string()) && threads.contains(&"beta".to_string()), "{tags:?}");
+    assert!(!value("hostname").is_empty(), "{tags:?}");
+    // `convert` opens it too.
+    let svg = dir.join("w.svg");
+    let out = run(
+        pyspy_bpf().args(["convert", middle.to_str().unwrap(), "-o", svg.to_str().unwrap()]),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(out.status.success(), "{}", out.describe());
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("alpha_work"));
+}
+
+#[test]
+fn sighup_reloads_labels_and_a_bad_reload_keeps_the_running_config() {
+    if !root_test_can_run("agent", "the agent needs root (BPF)") {
+        return;
+    }
+    let _serial = serial();
+    let python = python();
+    let dir = TempDir::new("agent-hup");
+    let spool = dir.join("spool");
+    let config = dir.join("agent.toml");
+    let write_config = |env: &str, extra: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "interval = \"2s\"\nstate_dir = \"{}\"\n{extra}\n[labels]\nenv = \"{env}\"\n[[sink]]\ntype = \"spool\"\ndir = \"{}\"\n",
+                dir.join("state").display(),
+                spool.display()
+            ),
+        )
+        .unwrap()
+    };
+    write_config("before", "");
+    let work = Workload::start(&python, 60, &[]);
+    let mut agent = Agent::start(&["--config", config.to_str().unwrap()]);
+    assert!(agent.wait_for_log("agent: sampling", Duration::from_secs(30)), "{}", agent.log());
+    std::thread::sleep(Duration::from_secs(3));
+    write_config("after", "");
+    agent.signal(1);
+    assert!(agent.wait_for_log("config reloaded", Duration::from_secs(10)), "{}", agent.log());
+    std::thread::sleep(Duration::from_secs(5));
+    // A broken file is refused; the agent goes on with what it had.
+    write_config("broken", "no_such_key = 1");
+    agent.signal(1);
+    assert!(agent.wait_for_log("config reload refused", Duration::from_secs(10)), "{}", agent.log());
+    assert!(agent.log().contains("no_such_key"), "{}", agent.log());
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, log) = agent.stop(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+    let files = spool_files(&spool, work.pid());
+    let envs: Vec<String> = files
+        .iter()
+        .filter_map(|(_, f)| Some(tags(&go_pprof(&["-tags"], f)?).get("env")?.join(",")))
+        .collect();
+    if envs.is_empty() && Command::new("go").arg("version").output().is_err() {
+        return;
+    }
+    assert_eq!(envs.first().map(String::as_str), Some("before"), "{envs:?}");
+    assert_eq!(envs.last().map(String::as_str), Some("after"), "{envs:?}\n{log}");
+    assert!(!envs.iter().any(|e| e == "broken"), "{envs:?}");
+}
+
+/// Bad configs: one line naming the file and key, exit 1, nothing started, nothing written.
+#[test]
+fn bad_configs_are_one_line_errors_before_anything_starts() {
+    let dir = TempDir::new("agent-config");
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("unknown key", "rte = 19\n[[sink]]\ntype = \"spool\"\ndir = \"/tmp/x\"\n".into(), "rte"),
+        ("bad url", "[[sink]]\ntype = \"pyroscope\"\nurl = \"localhost:4040\"\n".into(), "http://"),
+        ("no sink", "rate = 19\n".into(), "no sink"),
+        ("bad sink type", "[[sink]]\ntype = \"kafka\"\n".into(), "kafka"),
+        ("bad rate", "rate = 0\n[[sink]]\ntype = \"spool\"\ndir = \"/tmp/x\"\n".into(), "rate"),
+        ("not toml", "rate = = 19\n".into(), "agent.toml"),
+    ];
+    for (what, text, needle) in cases {
+        let config = dir.join("agent.toml");
+        std::fs::write(&config, &text).unwrap();
+        let out = run(
+            pyspy_bpf().args(["agent", "--config", config.to_str().unwrap()]),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", out.describe());
+        let err = out.stderr.trim();
+        assert_eq!(err.lines().count(), 1, "{what}: one line: {err}");
+        assert!(err.contains("agent.toml") && err.contains(needle), "{what}: {err}");
+        assert!(!err.contains("sampling"), "{what}: {err}");
+    }
+    let out = run(pyspy_bpf().args(["agent", "--config", "/nonexistent.toml"]), Duration::from_secs(30)).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", out.describe());
+    assert!(out.stderr.contains("/nonexistent.toml"), "{}", out.describe());
+}
+
+/// A spool the agent may not trust (a directory another user can write) or cannot create is
+/// an error before sampling starts; nothing is written there.
+#[test]
+fn an_untrusted_or_unwritable_spool_is_refused() {
+    if !root_test_can_run("agent", "the checks are about what root may write") {
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("agent-badspool");
+    let shared = dir.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let file = dir.join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    for (spool, needle) in [
+        (shared.join("spool"), "may write"),
+        (file.join("spool"), "a-file"),
+    ] {
+        let out = run(
+            pyspy_bpf().args([
+                "agent",
+                "--spool",
+                spool.to_str().unwrap(),
+                "--state-dir",
+                dir.join("state").to_str().unwrap(),
+            ]),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", out.describe());
+        assert!(out.stderr.contains("spool") && out.stderr.contains(needle), "{}", out.describe());
+        assert!(!spool.exists(), "{}", spool.display());
+    }
+}
