@@ -133,7 +133,10 @@ impl Agent {
             }
             if start.elapsed() > timeout {
                 let _ = self.child.kill();
-                panic!("the agent did not stop within {timeout:?} of SIGTERM:\n{}", self.log());
+                panic!(
+                    "the agent did not stop within {timeout:?} of SIGTERM:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -181,7 +184,10 @@ fn go_pprof(args: &[&str], file: &Path) -> Option<String> {
         .output()
         .is_ok_and(|o| o.status.success());
     if !has_go {
-        assert!(std::env::var("CI").is_err(), "go is not installed (apt-get install golang-go)");
+        assert!(
+            std::env::var("CI").is_err(),
+            "go is not installed (apt-get install golang-go)"
+        );
         eprintln!("SKIPPED: go tool pprof not installed");
         return None;
     }
@@ -270,12 +276,22 @@ fn spool_windows_read_by_go_pprof_with_labels_times_and_shares() {
         "--metrics-addr",
         &format!("127.0.0.1:{port}"),
     ]);
-    assert!(agent.wait_for_log("agent: sampling", Duration::from_secs(30)), "{}", agent.log());
+    assert!(
+        agent.wait_for_log("agent: sampling", Duration::from_secs(30)),
+        "{}",
+        agent.log()
+    );
     std::thread::sleep(Duration::from_secs(7));
     let m = metrics(port);
     assert!(m["pyspy_bpf_samples_total"] > 0.0, "{m:?}");
-    assert!(m["pyspy_bpf_python_processes_attached_total"] >= 1.0, "{m:?}");
-    assert!(m[r#"pyspy_bpf_sink_exported_total{sink="spool",type="spool"}"#] >= 2.0, "{m:?}");
+    assert!(
+        m["pyspy_bpf_python_processes_attached_total"] >= 1.0,
+        "{m:?}"
+    );
+    assert!(
+        m[r#"pyspy_bpf_sink_exported_total{sink="spool",type="spool"}"#] >= 2.0,
+        "{m:?}"
+    );
     assert!(m["process_resident_memory_bytes"] > 0.0, "{m:?}");
     let before_stop = spool_files(&spool, work.pid()).len();
     let (status, log) = agent.stop(Duration::from_secs(30));
@@ -297,7 +313,10 @@ fn spool_windows_read_by_go_pprof_with_labels_times_and_shares() {
         assert!((1500..=3500).contains(&gap), "windows 2 s apart: {files:?}");
     }
     let first_start = files[0].0 as f64 / 1000.0;
-    assert!(first_start >= started - 1.0 && first_start <= stopped, "{first_start} {started}");
+    assert!(
+        first_start >= started - 1.0 && first_start <= stopped,
+        "{first_start} {started}"
+    );
 
     let (_, middle) = &files[1];
     let Some(top) = go_pprof(&["-top"], middle) else {
@@ -310,7 +329,13 @@ fn spool_windows_read_by_go_pprof_with_labels_times_and_shares() {
     // A 2 s window, not the whole run.
     let duration: f64 = top
         .lines()
-        .find_map(|l| l.strip_prefix("Duration: ")?.split('s').next()?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("Duration: ")?
+                .split('s')
+                .next()?
+                .parse()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("Duration in:\n{top}"));
     assert!((1.5..=3.5).contains(&duration), "{top}");
     let tags = tags(&go_pprof(&["-tags"], middle).unwrap());
@@ -321,17 +346,27 @@ fn spool_windows_read_by_go_pprof_with_labels_times_and_shares() {
     assert!(value("python_version")[0].starts_with("3.11"), "{tags:?}");
     assert!(value("process")[0].starts_with("python3"), "{tags:?}");
     let threads = value("thread_name");
-    assert!(threads.contains(&"alpha".to_string()) && threads.contains(&"beta".to_string()), "{tags:?}");
+    assert!(
+        threads.contains(&"alpha".to_string()) && threads.contains(&"beta".to_string()),
+        "{tags:?}"
+    );
     assert!(!value("hostname").is_empty(), "{tags:?}");
     // `convert` opens it too.
     let svg = dir.join("w.svg");
     let out = run(
-        pyspy_bpf().args(["convert", middle.to_str().unwrap(), "-o", svg.to_str().unwrap()]),
+        pyspy_bpf().args([
+            "convert",
+            middle.to_str().unwrap(),
+            "-o",
+            svg.to_str().unwrap(),
+        ]),
         Duration::from_secs(60),
     )
     .unwrap();
     assert!(out.status.success(), "{}", out.describe());
-    assert!(std::fs::read_to_string(&svg).unwrap().contains("alpha_work"));
+    assert!(std::fs::read_to_string(&svg)
+        .unwrap()
+        .contains("alpha_work"));
 }
 
 #[test]
@@ -358,16 +393,28 @@ fn sighup_reloads_labels_and_a_bad_reload_keeps_the_running_config() {
     write_config("before", "");
     let work = Workload::start(&python, 60, &[]);
     let mut agent = Agent::start(&["--config", config.to_str().unwrap()]);
-    assert!(agent.wait_for_log("agent: sampling", Duration::from_secs(30)), "{}", agent.log());
+    assert!(
+        agent.wait_for_log("agent: sampling", Duration::from_secs(30)),
+        "{}",
+        agent.log()
+    );
     std::thread::sleep(Duration::from_secs(3));
     write_config("after", "");
     agent.signal(1);
-    assert!(agent.wait_for_log("config reloaded", Duration::from_secs(10)), "{}", agent.log());
+    assert!(
+        agent.wait_for_log("config reloaded", Duration::from_secs(10)),
+        "{}",
+        agent.log()
+    );
     std::thread::sleep(Duration::from_secs(5));
     // A broken file is refused; the agent goes on with what it had.
     write_config("broken", "no_such_key = 1");
     agent.signal(1);
-    assert!(agent.wait_for_log("config reload refused", Duration::from_secs(10)), "{}", agent.log());
+    assert!(
+        agent.wait_for_log("config reload refused", Duration::from_secs(10)),
+        "{}",
+        agent.log()
+    );
     assert!(agent.log().contains("no_such_key"), "{}", agent.log());
     std::thread::sleep(Duration::from_secs(3));
     let (status, log) = agent.stop(Duration::from_secs(30));
@@ -381,7 +428,11 @@ fn sighup_reloads_labels_and_a_bad_reload_keeps_the_running_config() {
         return;
     }
     assert_eq!(envs.first().map(String::as_str), Some("before"), "{envs:?}");
-    assert_eq!(envs.last().map(String::as_str), Some("after"), "{envs:?}\n{log}");
+    assert_eq!(
+        envs.last().map(String::as_str),
+        Some("after"),
+        "{envs:?}\n{log}"
+    );
     assert!(!envs.iter().any(|e| e == "broken"), "{envs:?}");
 }
 
@@ -390,11 +441,27 @@ fn sighup_reloads_labels_and_a_bad_reload_keeps_the_running_config() {
 fn bad_configs_are_one_line_errors_before_anything_starts() {
     let dir = TempDir::new("agent-config");
     let cases: Vec<(&str, String, &str)> = vec![
-        ("unknown key", "rte = 19\n[[sink]]\ntype = \"spool\"\ndir = \"/tmp/x\"\n".into(), "rte"),
-        ("bad url", "[[sink]]\ntype = \"pyroscope\"\nurl = \"localhost:4040\"\n".into(), "http://"),
+        (
+            "unknown key",
+            "rte = 19\n[[sink]]\ntype = \"spool\"\ndir = \"/tmp/x\"\n".into(),
+            "rte",
+        ),
+        (
+            "bad url",
+            "[[sink]]\ntype = \"pyroscope\"\nurl = \"localhost:4040\"\n".into(),
+            "http://",
+        ),
         ("no sink", "rate = 19\n".into(), "no sink"),
-        ("bad sink type", "[[sink]]\ntype = \"kafka\"\n".into(), "kafka"),
-        ("bad rate", "rate = 0\n[[sink]]\ntype = \"spool\"\ndir = \"/tmp/x\"\n".into(), "rate"),
+        (
+            "bad sink type",
+            "[[sink]]\ntype = \"kafka\"\n".into(),
+            "kafka",
+        ),
+        (
+            "bad rate",
+            "rate = 0\n[[sink]]\ntype = \"spool\"\ndir = \"/tmp/x\"\n".into(),
+            "rate",
+        ),
         ("not toml", "rate = = 19\n".into(), "agent.toml"),
     ];
     for (what, text, needle) in cases {
@@ -408,12 +475,23 @@ fn bad_configs_are_one_line_errors_before_anything_starts() {
         assert_eq!(out.status.code(), Some(1), "{what}: {}", out.describe());
         let err = out.stderr.trim();
         assert_eq!(err.lines().count(), 1, "{what}: one line: {err}");
-        assert!(err.contains("agent.toml") && err.contains(needle), "{what}: {err}");
+        assert!(
+            err.contains("agent.toml") && err.contains(needle),
+            "{what}: {err}"
+        );
         assert!(!err.contains("sampling"), "{what}: {err}");
     }
-    let out = run(pyspy_bpf().args(["agent", "--config", "/nonexistent.toml"]), Duration::from_secs(30)).unwrap();
+    let out = run(
+        pyspy_bpf().args(["agent", "--config", "/nonexistent.toml"]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", out.describe());
-    assert!(out.stderr.contains("/nonexistent.toml"), "{}", out.describe());
+    assert!(
+        out.stderr.contains("/nonexistent.toml"),
+        "{}",
+        out.describe()
+    );
 }
 
 /// A spool the agent may not trust (a directory another user can write) or cannot create is
@@ -446,7 +524,67 @@ fn an_untrusted_or_unwritable_spool_is_refused() {
         )
         .unwrap();
         assert_eq!(out.status.code(), Some(1), "{}", out.describe());
-        assert!(out.stderr.contains("spool") && out.stderr.contains(needle), "{}", out.describe());
+        assert!(
+            out.stderr.contains("spool") && out.stderr.contains(needle),
+            "{}",
+            out.describe()
+        );
         assert!(!spool.exists(), "{}", spool.display());
+    }
+}
+
+/// The systemd unit's capabilities are enough: the agent run as root's uid with only the
+/// unit's `CapabilityBoundingSet` (via `setpriv`, as systemd sets it) still records Python
+/// stacks.
+#[test]
+fn the_systemd_units_capabilities_suffice() {
+    if !root_test_can_run("agent", "the agent needs root (BPF)") {
+        return;
+    }
+    let _serial = serial();
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/pyspy-bpf-agent.service"),
+    )
+    .unwrap();
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("CapabilityBoundingSet in the unit")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    assert!(caps.len() >= 3, "{caps:?}");
+    let python = python();
+    let dir = TempDir::new("agent-caps");
+    let spool = dir.join("spool");
+    let work = Workload::start(&python, 60, &[]);
+    let mut child = Command::new("setpriv")
+        .arg(format!("--bounding-set=-all,{}", caps.join(",")))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_pyspy-bpf"))
+        .args([
+            "agent",
+            "--interval",
+            "2s",
+            "--spool",
+            spool.to_str().unwrap(),
+        ])
+        .args(["--state-dir", dir.join("state").to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("setpriv (util-linux)");
+    std::thread::sleep(Duration::from_secs(7));
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let status = child.wait().unwrap();
+    let mut log = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut log);
+    assert!(status.success(), "{status:?}\n{log}");
+    let files = spool_files(&spool, work.pid());
+    assert!(files.len() >= 2, "{files:?}\n{log}");
+    if let Some(top) = go_pprof(&["-top"], &files[1].1) {
+        assert!(
+            top.contains("alpha_work") && top.contains("beta_work"),
+            "{top}"
+        );
     }
 }

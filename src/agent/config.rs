@@ -616,6 +616,15 @@ backlog_size = "64MiB"
     }
 
     #[test]
+    fn the_shipped_example_config_is_valid() {
+        let c = from_text(include_str!("../../packaging/agent.toml")).unwrap();
+        assert_eq!(c.rate_hz, DEFAULT_RATE_HZ);
+        assert_eq!(c.interval, DEFAULT_INTERVAL);
+        assert_eq!(c.sinks.len(), 1);
+        assert_eq!(c.labels["env"], "prod");
+    }
+
+    #[test]
     fn defaults() {
         let c = resolve(
             FileConfig::default(),
