@@ -760,6 +760,20 @@ fn new_entry(pid: u32, comm: &str, started_ns: u64, attempts: u32) -> Entry {
                 Kind::Python(Box::new(p))
             }
             Err(e) => {
+                use crate::process::memory::MemoryError;
+                use crate::python::AttachError;
+                if let AttachError::Memory {
+                    source: MemoryError::Permission { .. },
+                    ..
+                }
+                | AttachError::Proc(proc::ProcError::Permission { .. }) = &e
+                {
+                    // Otherwise silent: every Python process would just lack its frames.
+                    static SAID: std::sync::Once = std::sync::Once::new();
+                    SAID.call_once(|| {
+                        log::warn!("pid {pid} ({comm}): {e}; Python processes this run may not read are recorded without their Python frames")
+                    });
+                }
                 log::debug!("pid {pid} ({comm}): not profiled as Python: {e}");
                 retry_soon =
                     attempts < MAX_QUICK_RETRIES && e.is_transient() && may_have_become_python(pid);
