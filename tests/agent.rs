@@ -588,3 +588,587 @@ fn the_systemd_units_capabilities_suffice() {
         );
     }
 }
+
+/// A receiver script (tests/scripts/*_receiver.py) on 127.0.0.1: its port, its output
+/// directory, and the control file that chooses how it answers (`ok`, `500`, `hang`,
+/// `close`, `400`).
+struct Receiver {
+    child: Child,
+    port: u16,
+    out: PathBuf,
+    control: PathBuf,
+}
+
+impl Receiver {
+    fn start(python: &Path, script: &str, dir: &Path, port: Option<u16>) -> Receiver {
+        let out = dir.join(format!("{script}-out"));
+        let control = dir.join(format!("{script}-control"));
+        let port_file = dir.join(format!("{script}-port"));
+        let _ = std::fs::remove_file(&port_file);
+        std::fs::create_dir_all(&out).unwrap();
+        let mut cmd = Command::new(python);
+        cmd.arg(scripts_dir().join(format!("{script}.py")))
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg("--out")
+            .arg(&out)
+            .arg("--control")
+            .arg(&control)
+            .stdin(Stdio::null());
+        if let Some(port) = port {
+            cmd.arg("--port").arg(port.to_string());
+        }
+        let child = cmd.spawn().expect("start the receiver");
+        let start = Instant::now();
+        let port = loop {
+            if let Some(p) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                break p;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{script} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Receiver {
+            child,
+            port,
+            out,
+            control,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn set(&self, behaviour: &str) {
+        std::fs::write(&self.control, behaviour).unwrap();
+    }
+
+    /// The JSON summaries written so far, in order.
+    fn received(&self) -> Vec<serde_json::Value> {
+        self.received_named().into_iter().map(|(_, j)| j).collect()
+    }
+
+    /// The JSON summaries written so far, in order, with their file stems (`0001`).
+    fn received_named(&self) -> Vec<(String, serde_json::Value)> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&self.out)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .filter_map(|p| {
+                let stem = p.file_stem()?.to_str()?.to_string();
+                Some((
+                    stem,
+                    serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?,
+                ))
+            })
+            .collect()
+    }
+
+    fn requests_log(&self) -> String {
+        std::fs::read_to_string(self.out.join("requests.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Python with `opentelemetry-proto` (tests/requirements-otlp.txt), in a venv made once under
+/// target/ (.ci/run makes it before the tests).
+fn otlp_python() -> PathBuf {
+    static MADE: Mutex<()> = Mutex::new(());
+    let _lock = MADE.lock().unwrap_or_else(|p| p.into_inner());
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/venv-otlp");
+    let python = venv.join("bin/python");
+    let ready = venv.join(".installed");
+    if !ready.exists() {
+        let requirements =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/requirements-otlp.txt");
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", "-r"])
+                .arg(&requirements)
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "cannot make {} with {}",
+            venv.display(),
+            requirements.display()
+        );
+        std::fs::write(&ready, "").unwrap();
+    }
+    python
+}
+
+/// The system python3 (the Pyroscope receiver needs only the standard library).
+fn plain_python() -> PathBuf {
+    PathBuf::from("python3")
+}
+
+/// Waits until `done` or `timeout`.
+fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    done()
+}
+
+/// The Pyroscope receiver's uploads for `pid`: (query, labels, headers, profile path).
+fn pyroscope_uploads(r: &Receiver, pid: u32) -> Vec<(serde_json::Value, PathBuf)> {
+    r.received_named()
+        .into_iter()
+        .filter(|(_, j)| j["labels"]["pid"].as_str() == Some(&pid.to_string()))
+        .map(|(n, j)| (j, r.out.join(format!("{n}.pb.gz"))))
+        .collect()
+}
+
+#[test]
+fn pyroscope_sink_uploads_labelled_windows_that_go_pprof_reads() {
+    if !root_test_can_run("agent", "the agent needs root (BPF)") {
+        return;
+    }
+    let _serial = serial();
+    let python = python();
+    let dir = TempDir::new("agent-pyroscope");
+    let receiver = Receiver::start(&plain_python(), "pyroscope_receiver", dir.path(), None);
+    let token = dir.join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "interval = \"2s\"\nstate_dir = \"{}\"\n[labels]\nenv = \"test\"\n[[sink]]\ntype = \"pyroscope\"\nurl = \"{}\"\ntenant = \"team-a\"\nbearer_token_file = \"{}\"\n",
+            dir.join("state").display(),
+            receiver.url(),
+            token.display()
+        ),
+    )
+    .unwrap();
+    let work = Workload::start(&python, 60, &[("OTEL_SERVICE_NAME", "payments")]);
+    let started = unix_secs();
+    let mut agent = Agent::start(&["--config", config.to_str().unwrap()]);
+    assert!(
+        agent.wait_for_log("agent: sampling", Duration::from_secs(30)),
+        "{}",
+        agent.log()
+    );
+    std::thread::sleep(Duration::from_secs(7));
+    let (status, log) = agent.stop(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+    let uploads = pyroscope_uploads(&receiver, work.pid());
+    assert!(
+        uploads.len() >= 3,
+        "{uploads:?}\n{log}\n{}",
+        receiver.requests_log()
+    );
+    for (j, _) in &uploads {
+        assert_eq!(j["app"], "payments", "{j}");
+        assert_eq!(j["labels"]["env"], "test", "{j}");
+        assert!(
+            j["labels"]["python_version"]
+                .as_str()
+                .unwrap()
+                .starts_with("3.11"),
+            "{j}"
+        );
+        assert_eq!(j["query"]["format"], "pprof", "{j}");
+        assert_eq!(j["query"]["sampleRate"], "19", "{j}");
+        assert_eq!(j["headers"]["X-Scope-OrgID"], "team-a", "{j}");
+        assert_eq!(j["headers"]["Authorization"], "Bearer s3cret", "{j}");
+        let from: f64 = j["query"]["from"].as_str().unwrap().parse().unwrap();
+        let until: f64 = j["query"]["until"].as_str().unwrap().parse().unwrap();
+        assert!(
+            from >= started.floor() - 1.0 && until > from && until - from <= 4.0,
+            "{j}"
+        );
+    }
+    // Windows follow one another.
+    let froms: Vec<u64> = uploads
+        .iter()
+        .map(|(j, _)| j["query"]["from"].as_str().unwrap().parse().unwrap())
+        .collect();
+    for pair in froms.windows(2) {
+        assert!((1..=4).contains(&(pair[1] - pair[0])), "{froms:?}");
+    }
+    let Some(top) = go_pprof(&["-top"], &uploads[1].1) else {
+        return;
+    };
+    let alpha = flat_percent(&top, "alpha_work").unwrap_or_else(|| panic!("alpha_work in:\n{top}"));
+    let beta = flat_percent(&top, "beta_work").unwrap_or_else(|| panic!("beta_work in:\n{top}"));
+    assert!(alpha > 25.0 && beta > 25.0 && alpha + beta > 85.0, "{top}");
+}
+
+#[test]
+fn otlp_sink_requests_decode_with_opentelemetry_proto() {
+    if !root_test_can_run("agent", "the agent needs root (BPF)") {
+        return;
+    }
+    let _serial = serial();
+    let python = python();
+    let dir = TempDir::new("agent-otlp");
+    let receiver = Receiver::start(&otlp_python(), "otlp_receiver", dir.path(), None);
+    let work = Workload::start(&python, 60, &[("PYROSCOPE_APPLICATION_NAME", "search")]);
+    let mut agent = Agent::start(&[
+        "--otlp",
+        &receiver.url(),
+        "--interval",
+        "2s",
+        "--label",
+        "env=test",
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
+    ]);
+    assert!(
+        agent.wait_for_log("agent: sampling", Duration::from_secs(30)),
+        "{}",
+        agent.log()
+    );
+    std::thread::sleep(Duration::from_secs(7));
+    let (status, log) = agent.stop(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+    let requests = receiver.received();
+    assert!(requests.len() >= 3, "{log}\n{}", receiver.requests_log());
+    let pid = i64::from(work.pid());
+    let mut ours = Vec::new();
+    for r in &requests {
+        assert!(r["errors"].as_array().is_none_or(|e| e.is_empty()), "{r}");
+        for (table, ok) in r["dictionary_checks"].as_object().unwrap() {
+            assert_eq!(
+                ok, true,
+                "dictionary table {table}: index 0 is the zero value: {r}"
+            );
+        }
+        for rp in r["resource_profiles"].as_array().unwrap() {
+            if rp["resource"]["process.pid"].as_i64() == Some(pid) {
+                ours.push(rp.clone());
+            }
+        }
+    }
+    assert!(ours.len() >= 3, "{requests:?}");
+    let mut alpha = 0i64;
+    let mut beta = 0i64;
+    let mut total = 0i64;
+    for rp in &ours {
+        let res = &rp["resource"];
+        assert_eq!(res["service.name"], "search", "{res}");
+        assert_eq!(res["env"], "test", "{res}");
+        assert!(
+            res["host.name"].as_str().is_some_and(|h| !h.is_empty()),
+            "{res}"
+        );
+        assert!(
+            res["process.executable.name"]
+                .as_str()
+                .unwrap()
+                .starts_with("python3"),
+            "{res}"
+        );
+        assert!(
+            res["process.runtime.version"]
+                .as_str()
+                .unwrap()
+                .starts_with("3.11"),
+            "{res}"
+        );
+        for p in rp["profiles"].as_array().unwrap() {
+            assert_eq!(
+                p["sample_type"],
+                serde_json::json!(["cpu", "nanoseconds"]),
+                "{p}"
+            );
+            assert!(p["time_unix_nano"].as_u64().unwrap() > 0, "{p}");
+            let duration = p["duration_nano"].as_u64().unwrap() as f64 / 1e9;
+            assert!(duration > 0.0 && duration < 4.0, "{p}");
+            for s in p["samples"].as_array().unwrap() {
+                let frames: Vec<&str> = s["frames"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|f| f.as_str())
+                    .collect();
+                let value = s["value"].as_i64().unwrap();
+                total += value;
+                // Leaf first.
+                match frames.first() {
+                    Some(&"alpha_work") => alpha += value,
+                    Some(&"beta_work") => beta += value,
+                    _ => {}
+                }
+                if frames.first().is_some_and(|f| f.ends_with("_work")) {
+                    assert_eq!(s["frame_types"][0], "cpython", "{s}");
+                    assert!(s["attributes"]["thread.name"].as_str().is_some(), "{s}");
+                    assert!(
+                        s["files"][0].as_str().unwrap().ends_with("two_workers.py"),
+                        "{s}"
+                    );
+                }
+            }
+        }
+    }
+    let share = |n: i64| 100.0 * n as f64 / total.max(1) as f64;
+    assert!(
+        share(alpha) > 25.0 && share(beta) > 25.0 && share(alpha + beta) > 85.0,
+        "alpha {alpha} beta {beta} of {total}"
+    );
+}
+
+/// A receiver that is down for 20 s and then comes back loses no window: what failed waits in
+/// the backlog and is sent, oldest first, once it answers again.
+#[test]
+fn a_receiver_down_for_20_s_loses_no_window() {
+    if !root_test_can_run("agent", "the agent needs root (BPF)") {
+        return;
+    }
+    let _serial = serial();
+    let python = python();
+    let dir = TempDir::new("agent-down");
+    let port = free_port();
+    let work = Workload::start(&python, 120, &[]);
+    let metrics_port = free_port();
+    let mut agent = Agent::start(&[
+        "--pyroscope",
+        &format!("http://127.0.0.1:{port}"),
+        "--interval",
+        "2s",
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
+        "--metrics-addr",
+        &format!("127.0.0.1:{metrics_port}"),
+    ]);
+    assert!(
+        agent.wait_for_log("agent: sampling", Duration::from_secs(30)),
+        "{}",
+        agent.log()
+    );
+    std::thread::sleep(Duration::from_secs(20));
+    let m = metrics(metrics_port);
+    let failed = m[r#"pyspy_bpf_sink_failed_total{sink="pyroscope",type="pyroscope"}"#];
+    let queued = m[r#"pyspy_bpf_sink_queued{sink="pyroscope",type="pyroscope"}"#];
+    assert!(failed >= 2.0 && queued >= 5.0, "{m:?}\n{}", agent.log());
+    assert!(
+        m[r#"pyspy_bpf_sink_backlog_bytes{sink="pyroscope",type="pyroscope"}"#] > 0.0,
+        "{m:?}"
+    );
+    // The receiver comes up on the port the agent was given.
+    let receiver = Receiver::start(
+        &plain_python(),
+        "pyroscope_receiver",
+        dir.path(),
+        Some(port),
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            metrics(metrics_port).get(r#"pyspy_bpf_sink_queued{sink="pyroscope",type="pyroscope"}"#)
+                == Some(&0.0)
+        }),
+        "backlog not drained: {:?}\n{}",
+        metrics(metrics_port),
+        agent.log()
+    );
+    let (status, log) = agent.stop(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+    assert!(log.contains("delivering again"), "{log}");
+    let m_dropped = log.contains("dropped");
+    assert!(!m_dropped, "{log}");
+    let mut froms: Vec<u64> = pyroscope_uploads(&receiver, work.pid())
+        .iter()
+        .map(|(j, _)| j["query"]["from"].as_str().unwrap().parse().unwrap())
+        .collect();
+    // Sent oldest first.
+    assert!(froms.windows(2).all(|p| p[0] <= p[1]), "{froms:?}");
+    froms.dedup();
+    assert!(froms.len() >= 12, "{froms:?}");
+    // No gap: every window from the first to the last arrived.
+    for pair in froms.windows(2) {
+        assert!(pair[1] - pair[0] <= 3, "a window is missing: {froms:?}");
+    }
+}
+
+/// A receiver that answers 500, hangs, or closes the connection is retried and counted; the
+/// windows arrive once it answers again.
+#[test]
+fn failing_receivers_are_retried_and_counted() {
+    if !root_test_can_run("agent", "the agent needs root (BPF)") {
+        return;
+    }
+    let _serial = serial();
+    let python = python();
+    let dir = TempDir::new("agent-flaky");
+    let receiver = Receiver::start(&plain_python(), "pyroscope_receiver", dir.path(), None);
+    let work = Workload::start(&python, 120, &[]);
+    let metrics_port = free_port();
+    let mut agent = Agent::start(&[
+        "--pyroscope",
+        &receiver.url(),
+        "--interval",
+        "2s",
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
+        "--metrics-addr",
+        &format!("127.0.0.1:{metrics_port}"),
+    ]);
+    assert!(
+        agent.wait_for_log("agent: sampling", Duration::from_secs(30)),
+        "{}",
+        agent.log()
+    );
+    let failed = || metrics(metrics_port)[r#"pyspy_bpf_sink_failed_total{sink="pyroscope",type="pyroscope"}"#];
+    for behaviour in ["500", "close", "hang"] {
+        receiver.set(behaviour);
+        let before = failed();
+        assert!(
+            wait_until(Duration::from_secs(60), || failed() > before),
+            "{behaviour}: no failed attempt counted\n{}",
+            agent.log()
+        );
+        assert!(
+            receiver.requests_log().contains(behaviour),
+            "{}",
+            receiver.requests_log()
+        );
+    }
+    receiver.set("ok");
+    assert!(
+        wait_until(Duration::from_secs(90), || {
+            metrics(metrics_port).get(r#"pyspy_bpf_sink_queued{sink="pyroscope",type="pyroscope"}"#)
+                == Some(&0.0)
+        }),
+        "not delivered after the receiver recovered: {:?}\n{}",
+        metrics(metrics_port),
+        agent.log()
+    );
+    let (status, log) = agent.stop(Duration::from_secs(40));
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("HTTP 500") && log.contains("retrying"),
+        "{log}"
+    );
+    let uploads = pyroscope_uploads(&receiver, work.pid());
+    assert!(uploads.len() >= 5, "{}", receiver.requests_log());
+}
+
+/// Unmounts a tmpfs when dropped.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A spool on a full disk: the cap above the free space is said at start; writes that fail
+/// are counted and logged, retried, and succeed once there is room again. Nothing is written
+/// outside the spool.
+#[test]
+fn a_full_disk_is_a_counted_logged_degradation() {
+    if !root_test_can_run("agent", "the agent needs root (BPF, mount)") {
+        return;
+    }
+    let _serial = serial();
+    let python = python();
+    let dir = TempDir::new("agent-full");
+    let disk = dir.join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(mounted, "mount a 1 MiB tmpfs at {}", disk.display());
+    let _mount = Mount(disk.clone());
+    let spool = disk.join("spool");
+    let work = Workload::start(&python, 120, &[]);
+    let metrics_port = free_port();
+    let mut agent = Agent::start(&[
+        "--spool",
+        spool.to_str().unwrap(),
+        "--interval",
+        "2s",
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
+        "--metrics-addr",
+        &format!("127.0.0.1:{metrics_port}"),
+    ]);
+    assert!(
+        agent.wait_for_log("agent: sampling", Duration::from_secs(30)),
+        "{}",
+        agent.log()
+    );
+    assert!(
+        agent.log().contains("more than the disk's free space"),
+        "{}",
+        agent.log()
+    );
+    // Fill the disk.
+    let filler = disk.join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(Stdio::null())
+        .status();
+    let key = r#"pyspy_bpf_sink_failed_total{sink="spool",type="spool"}"#;
+    assert!(
+        wait_until(Duration::from_secs(30), || metrics(metrics_port)
+            .get(key)
+            .is_some_and(|&v| v >= 1.0)),
+        "{:?}\n{}",
+        metrics(metrics_port),
+        agent.log()
+    );
+    assert!(
+        agent.log().contains("No space left on device"),
+        "{}",
+        agent.log()
+    );
+    let written_while_full = spool_files(&spool, work.pid()).len();
+    std::fs::remove_file(&filler).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            metrics(metrics_port).get(r#"pyspy_bpf_sink_queued{sink="spool",type="spool"}"#)
+                == Some(&0.0)
+                && spool_files(&spool, work.pid()).len() > written_while_full + 1
+        }),
+        "{:?}\n{}",
+        metrics(metrics_port),
+        agent.log()
+    );
+    let (status, log) = agent.stop(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+    // Only the spool (and no temporary file left behind) on that disk.
+    let entries: Vec<String> = std::fs::read_dir(&disk)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries, vec!["spool"], "{entries:?}");
+    let leftovers: Vec<String> = std::fs::read_dir(&spool)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".pb.gz"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
