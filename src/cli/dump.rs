@@ -129,7 +129,10 @@ pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
         };
         value + "\n"
     } else {
-        dumps.iter().map(render_text).collect()
+        dumps
+            .iter()
+            .map(|d| render_text(d, args.full_filenames))
+            .collect()
     };
     // A closed pipe (`dump | head`) is the reader's choice, not an error.
     let mut stdout = std::io::stdout().lock();
@@ -206,9 +209,10 @@ fn frame_json(frame: &Frame) -> serde_json::Value {
     }
 }
 
-/// The text form, for a terminal: every name and value that comes from the target is
-/// escaped (`printable`), so control characters in it cannot drive the terminal.
-fn render_text(d: &ProcessDump) -> String {
+/// The text form, for a terminal, as py-spy prints it (short file names unless
+/// `full_filenames`): every name and value that comes from the target is escaped
+/// (`printable`), so control characters in it cannot drive the terminal.
+fn render_text(d: &ProcessDump, full_filenames: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -227,15 +231,16 @@ fn render_text(d: &ProcessDump) -> String {
             .tid
             .map(|t| t.to_string())
             .unwrap_or_else(|| format!("{:#x}", t.ident));
+        // As py-spy prints it.
         let state = match (t.active, t.owns_gil) {
-            (true, true) => "active, gil",
+            (true, true) => "active+gil",
             (true, false) => "active",
-            (false, true) => "idle, gil",
+            (false, true) => "gil",
             (false, false) => "idle",
         };
         let _ = writeln!(
             out,
-            "\nThread {tid} ({state}) \"{}\"",
+            "\nThread {tid} ({state}): \"{}\"",
             printable(t.name.as_deref().unwrap_or("?"))
         );
         for DumpFrame { frame: f, locals } in &t.frames {
@@ -244,7 +249,10 @@ fn render_text(d: &ProcessDump) -> String {
                     out,
                     "    {} ({}:{})",
                     printable(&f.function),
-                    printable(&f.filename),
+                    printable(match full_filenames {
+                        true => &f.filename,
+                        false => crate::frames::shorten_filename(&f.filename),
+                    }),
                     f.line
                 ),
                 Frame::Native(f) if f.module.is_empty() => {

@@ -60,6 +60,11 @@ pub enum Command {
     /// Profile the whole host continuously and ship labelled profiles to Pyroscope, an
     /// OpenTelemetry Collector or a spool directory, every interval, until SIGTERM.
     Agent(AgentArgs),
+    /// Print a shell completion script: `pyspy-bpf completions bash > /etc/bash_completion.d/pyspy-bpf`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -189,8 +194,13 @@ pub struct TargetArgs {
     /// Every process on the machine (needs the BPF sampler: root, or CAP_BPF + CAP_PERFMON).
     #[arg(short, long, conflicts_with_all = ["pid", "command"])]
     pub all: bool,
-    /// Program to start and profile, after `--` (e.g. `-- python3 app.py --flag`).
-    #[arg(last = true, value_name = "COMMAND")]
+    /// Program to start and profile: `python3 app.py --flag`, or after `--` (everything from
+    /// the program's name on is its own command line).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     pub command: Vec<String>,
 }
 
@@ -201,8 +211,12 @@ pub struct RecordArgs {
     /// Output file (default: a new NAME-PID-TIME.svg/.json/.txt in the current directory).
     #[arg(short, long)]
     pub output: Option<std::path::PathBuf>,
-    /// Output format.
-    #[arg(short, long, default_value = "flamegraph")]
+    /// Output format [default: from the -o file's extension (.svg, .json, .txt, .pb.gz,
+    /// .trace.json), else flamegraph].
+    #[arg(short = 'f', long = "format", value_name = "FORMAT")]
+    pub format_flag: Option<Format>,
+    /// The format chosen (`-f`, else from `-o`'s extension), set by `RecordArgs::resolve`.
+    #[arg(skip)]
     pub format: Format,
     /// Samples per second.
     #[arg(short, long, default_value_t = 100, value_parser = numbers::rate)]
@@ -211,11 +225,14 @@ pub struct RecordArgs {
     #[arg(short, long, value_parser = numbers::duration)]
     pub duration: Option<f64>,
     /// Include idle threads (not running on a CPU).
-    #[arg(long)]
+    #[arg(short, long)]
     pub idle: bool,
     /// Only record the thread holding the GIL.
-    #[arg(long)]
+    #[arg(short, long)]
     pub gil: bool,
+    /// Do not show the live count of samples on stderr.
+    #[arg(long)]
+    pub hideprogress: bool,
     /// A root frame per thread.
     #[arg(short, long)]
     pub threads: bool,
@@ -251,7 +268,7 @@ pub struct RecordArgs {
     /// Mixed native + Python stacks: C extensions, libc and the interpreter's own C frames in
     /// their true place (unwound with .eh_frame; BPF mode walks the Python frames in the same
     /// sample, user-space mode pauses the target).
-    #[arg(long)]
+    #[arg(short, long)]
     pub native: bool,
     /// With --native: bytes of each thread's stack copied for unwinding, e.g. 64K or 1M
     /// (default 16K in BPF mode, which holds at most 60K; 256K in user space).
@@ -268,12 +285,18 @@ pub struct DumpArgs {
     /// PID of a running Python process.
     #[arg(short, long, value_parser = numbers::pid)]
     pub pid: u32,
-    /// Print JSON instead of text.
-    #[arg(long)]
+    /// Print JSON instead of text (py-spy's schema: an array of threads).
+    #[arg(short, long)]
     pub json: bool,
     /// Pause the target while reading it.
     #[arg(long)]
     pub blocking: bool,
+    /// Read without pausing the target (the default; kept for py-spy compatibility).
+    #[arg(long, conflicts_with = "blocking")]
+    pub nonblocking: bool,
+    /// Show full file paths.
+    #[arg(long)]
+    pub full_filenames: bool,
     /// Also dump the target's child processes.
     #[arg(short, long)]
     pub subprocesses: bool,
@@ -282,7 +305,7 @@ pub struct DumpArgs {
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub locals: u8,
     /// Mixed native + Python stacks (unwound with .eh_frame; pauses the target).
-    #[arg(long, conflicts_with = "locals")]
+    #[arg(short, long, conflicts_with = "locals")]
     pub native: bool,
     /// With --native: bytes of each thread's stack copied for unwinding, e.g. 64K or 1M
     /// (default 256K).
@@ -298,11 +321,14 @@ pub struct TopArgs {
     #[arg(short, long, default_value_t = 100, value_parser = numbers::rate)]
     pub rate: u32,
     /// Include idle threads (not running on a CPU).
-    #[arg(long)]
+    #[arg(short, long)]
     pub idle: bool,
     /// Only sample the thread holding the GIL.
-    #[arg(long)]
+    #[arg(short, long)]
     pub gil: bool,
+    /// Show full file paths.
+    #[arg(long)]
+    pub full_filenames: bool,
     /// Also sample the target's child processes (adds a PID column).
     #[arg(short, long)]
     pub subprocesses: bool,
@@ -320,7 +346,7 @@ pub struct TopArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub mode: mode::ModeArg,
     /// Include native (C) frames, merged with the Python ones (pauses the target per sample).
-    #[arg(long, conflicts_with = "all")]
+    #[arg(short, long, conflicts_with = "all")]
     pub native: bool,
     /// With --native: bytes of each thread's stack copied for unwinding, e.g. 64K or 1M
     /// (default 256K).
@@ -337,5 +363,17 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Diff(args) => diff::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Agent(args) => agent::run(args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "pyspy-bpf", &mut script);
+            // A closed pipe (`completions bash | head`) is the reader's choice.
+            use std::io::Write as _;
+            let mut stdout = std::io::stdout().lock();
+            match stdout.write_all(&script).and_then(|()| stdout.flush()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(0),
+            }
+        }
     }
 }

@@ -78,7 +78,13 @@ fn seconds(s: &str, min: f64, max: f64, what: &str) -> Result<f64, String> {
 /// `--pid`: a process id, 1 to `MAX_PID` (0 is not a process; pids above the limit do not
 /// exist on any kernel).
 pub fn pid(s: &str) -> Result<u32, String> {
-    match s.trim().parse::<u32>() {
+    // A hex pid (`0x4b90`), as py-spy takes it.
+    let t = s.trim();
+    let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => t.parse::<u32>(),
+    };
+    match parsed {
         Ok(p) if (1..=MAX_PID).contains(&p) => Ok(p),
         _ => Err(format!("{s:?} is not a process id (1 to {MAX_PID})")),
     }
@@ -87,6 +93,16 @@ pub fn pid(s: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_pids() {
+        assert_eq!(pid("1234"), Ok(1234));
+        assert_eq!(pid("0x4b90"), Ok(0x4b90));
+        assert_eq!(pid("0X4B90"), Ok(0x4b90));
+        assert!(pid("0x").is_err());
+        assert!(pid("0").is_err());
+        assert!(pid("-5").is_err());
+    }
 
     #[test]
     fn rates() {

@@ -28,7 +28,8 @@ use crate::sampler::{EndReason, SamplerConfig, UserspaceSampler};
 /// Exit status when the process given by `--pid` exited before the recording was done.
 const EXIT_TARGET_GONE: i32 = 2;
 
-pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
+pub fn run(mut args: RecordArgs) -> anyhow::Result<i32> {
+    args.format = output_format(args.format_flag, args.output.as_deref());
     // Checked before anything starts: a bad size must not leave a started program behind.
     let native_stack = match args.native {
         true => Some(stack_size::bytes_for(
@@ -117,8 +118,39 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         ),
         (Chosen::Userspace, None) => anyhow::bail!("--all needs the BPF sampler"),
     });
+    // `record -- CMD` ends with the program's own status, as a CI step that profiles a failing
+    // test run must fail; a program we stopped (duration, Ctrl-C) does not count.
+    let program_status = child.as_mut().and_then(StartedChild::exit_code);
     finish_child(&mut child);
-    result
+    match (result, program_status) {
+        (Ok(0), Some(code)) if code != 0 => {
+            eprintln!("pyspy-bpf: the program exited with status {code}");
+            Ok(code)
+        }
+        (result, _) => result,
+    }
+}
+
+/// `-f`, else the format `-o`'s name implies, else a flamegraph (said when `-o` names a file
+/// whose extension names no format).
+fn output_format(flag: Option<output::Format>, output: Option<&std::path::Path>) -> output::Format {
+    if let Some(format) = flag {
+        return format;
+    }
+    let Some(path) = output else {
+        return output::Format::Flamegraph;
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    output::Format::from_file_name(&name).unwrap_or_else(|| {
+        eprintln!(
+            "pyspy-bpf: writing a flamegraph (SVG) to {}: its extension names no format (-f flamegraph|speedscope|raw|pprof|chrometrace)",
+            path.display()
+        );
+        output::Format::Flamegraph
+    })
 }
 
 /// Which sampler copies the stacks for `--native` (as `mode::choose` will pick it): BPF with
@@ -177,7 +209,7 @@ fn record_userspace(
     let title = process.cmdline.join(" ");
     let mut profile = Profile::with_meta(ProfileMeta::cpu(format!("pyspy-bpf {title}"), args.rate));
     let mut names: HashMap<u32, String> = HashMap::new();
-    let live = std::io::stderr().is_terminal();
+    let live = std::io::stderr().is_terminal() && !args.hideprogress;
     let mut sampler = UserspaceSampler::new(config, process);
     if let Some(bytes) = native_stack {
         sampler = sampler.with_native(NativeReader::new(bytes));
@@ -296,7 +328,7 @@ fn record_bpf(
         None => "--all".to_string(),
     };
     let mut profile = Profile::with_meta(ProfileMeta::cpu(format!("pyspy-bpf {title}"), args.rate));
-    let live = std::io::stderr().is_terminal();
+    let live = std::io::stderr().is_terminal() && !args.hideprogress;
     let summary = bpf_source::run(
         sampler,
         config,

@@ -11,6 +11,8 @@ use crate::python::PythonProcess;
 
 /// How long a freshly started program may take to load its interpreter.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `--pid` waits for a process whose interpreter is still starting.
+const PID_STARTUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct Target {
     pub process: PythonProcess,
@@ -22,12 +24,31 @@ pub struct Target {
 /// every path out of a verb, errors and panics included) kills it if it still runs and reaps
 /// it.
 #[derive(Debug)]
-pub struct StartedChild(Child);
+pub struct StartedChild(Child, Option<std::process::ExitStatus>);
 
 impl StartedChild {
     /// Whether it still runs (reaping it if it has exited).
     pub fn is_running(&mut self) -> bool {
-        matches!(self.0.try_wait(), Ok(None))
+        if self.1.is_some() {
+            return false;
+        }
+        match self.0.try_wait() {
+            Ok(None) => true,
+            Ok(Some(status)) => {
+                self.1 = Some(status);
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// How it ended on its own, once it has (`None` while it runs, or if we stopped it).
+    pub fn exit_code(&mut self) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        self.is_running();
+        let status = self.1?;
+        // As a shell reports it: the code, or 128 + the signal that ended it.
+        status.code().or_else(|| status.signal().map(|s| 128 + s))
     }
 }
 
@@ -57,7 +78,7 @@ pub fn resolve(args: &TargetArgs) -> anyhow::Result<Target> {
     }
     match (&args.pid, args.command.as_slice()) {
         (Some(pid), _) => Ok(Target {
-            process: PythonProcess::attach(*pid)?,
+            process: attach_pid(*pid)?,
             child: None,
         }),
         (None, [program, rest @ ..]) => {
@@ -66,6 +87,7 @@ pub fn resolve(args: &TargetArgs) -> anyhow::Result<Target> {
                     .args(rest)
                     .spawn()
                     .with_context(|| format!("cannot start {program}"))?,
+                None,
             );
             // On an error the guard kills and reaps the program.
             let process = attach_started(&mut child.0, program)?;
@@ -79,6 +101,24 @@ pub fn resolve(args: &TargetArgs) -> anyhow::Result<Target> {
 }
 
 /// Attach to a program we just started, retrying while it is still loading its interpreter.
+/// `--pid`: a process that has not set up its interpreter yet (`python app.py & pyspy-bpf
+/// record --pid $!`) is given up to `PID_STARTUP_TIMEOUT` to do so; anything else is final.
+fn attach_pid(pid: u32) -> anyhow::Result<PythonProcess> {
+    let started = Instant::now();
+    loop {
+        match PythonProcess::attach(pid) {
+            Ok(process) => return Ok(process),
+            Err(e @ crate::python::AttachError::NotInitialised { .. })
+                if started.elapsed() < PID_STARTUP_TIMEOUT =>
+            {
+                log::debug!("{e}; trying again");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 fn attach_started(child: &mut Child, program: &str) -> anyhow::Result<PythonProcess> {
     let pid = child.id();
     let started = Instant::now();

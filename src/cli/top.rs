@@ -81,6 +81,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
         subprocesses: args.subprocesses,
     };
     let shared = Live::shared(args.subprocesses);
+    top::lock(&shared).stats.full_filenames = args.full_filenames;
     let child: Option<Arc<Mutex<StartedChild>>> = target.child.map(|c| Arc::new(Mutex::new(c)));
 
     let sampler = {
@@ -186,6 +187,7 @@ fn run_bpf(
     };
     let pid = process.as_ref().map(|p| p.pid);
     let shared = Live::shared(per_process);
+    top::lock(&shared).stats.full_filenames = args.full_filenames;
     let sampler = {
         let shared = shared.clone();
         let stop = stop.clone();

@@ -76,6 +76,27 @@ impl Format {
         Format::Chrometrace,
     ];
 
+    /// The format an output file's name implies (`-o profile.json` without `-f`): `.svg`,
+    /// `.json` (speedscope, as py-spy writes it; `.trace.json` is a Chrome trace), `.txt` /
+    /// `.collapsed` / `.folded`, `.pb.gz` / `.pprof` / `.pb`. `None` for anything else.
+    pub fn from_file_name(name: &str) -> Option<Format> {
+        let name = name.to_ascii_lowercase();
+        let ends = |suffixes: &[&str]| suffixes.iter().any(|s| name.ends_with(s));
+        if ends(&[".trace.json", ".chrometrace.json"]) {
+            Some(Format::Chrometrace)
+        } else if ends(&[".svg"]) {
+            Some(Format::Flamegraph)
+        } else if ends(&[".json", ".speedscope"]) {
+            Some(Format::Speedscope)
+        } else if ends(&[".txt", ".collapsed", ".folded"]) {
+            Some(Format::Raw)
+        } else if ends(&[".pb.gz", ".pprof", ".pb"]) {
+            Some(Format::Pprof)
+        } else {
+            None
+        }
+    }
+
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {

@@ -322,9 +322,14 @@ fn load_segments(phdrs: &[ProgramHeader]) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// All `\0M.m.p` literals with M in 2..=3, followed by NUL or a short pre-release tag.
+/// All `M.m.p` literals with M in 2..=3, followed by NUL or a short pre-release tag: first
+/// those that start a string (after a NUL), then those that end one (after a `/`, `-` or
+/// space). The linker merges a string into the tail of a longer one that ends the same way:
+/// in pyenv's builds `PY_VERSION` ("3.10.13") is the end of the install prefix
+/// ("/root/.pyenv/versions/3.10.13"), with no NUL before it.
 fn scan_versions(bytes: &[u8]) -> Vec<(u8, u8, u8)> {
-    let mut found = Vec::new();
+    let mut starts = Vec::new();
+    let mut tails = Vec::new();
     let number = |at: usize| -> Option<(u8, usize)> {
         let digits = bytes
             .get(at..)?
@@ -339,7 +344,11 @@ fn scan_versions(bytes: &[u8]) -> Vec<(u8, u8, u8)> {
         Some((n, at + digits))
     };
     for i in 0..bytes.len().saturating_sub(6) {
-        if bytes[i] != 0 || !matches!(bytes[i + 1], b'2' | b'3') || bytes[i + 2] != b'.' {
+        let starts_string = bytes[i] == 0;
+        if !(starts_string || matches!(bytes[i], b'/' | b'-' | b' '))
+            || !matches!(bytes[i + 1], b'2' | b'3')
+            || bytes[i + 2] != b'.'
+        {
             continue;
         }
         let Some((minor, at)) = number(i + 3) else {
@@ -351,13 +360,24 @@ fn scan_versions(bytes: &[u8]) -> Vec<(u8, u8, u8)> {
         let Some((patch, end)) = number(at + 1) else {
             continue;
         };
-        if matches!(bytes.get(end), Some(0 | b'a' | b'b' | b'r' | b'+'))
-            && !found.contains(&(bytes[i + 1] - b'0', minor, patch))
-        {
-            found.push((bytes[i + 1] - b'0', minor, patch));
+        let version = (bytes[i + 1] - b'0', minor, patch);
+        let ends_ok = match starts_string {
+            true => matches!(bytes.get(end), Some(0 | b'a' | b'b' | b'r' | b'+')),
+            // A tail must end its string: "versions/3.10.13/lib" is not one.
+            false => bytes.get(end) == Some(&0),
+        };
+        let list = if starts_string {
+            &mut starts
+        } else {
+            &mut tails
+        };
+        if ends_ok && !list.contains(&version) {
+            list.push(version);
         }
     }
-    found
+    tails.retain(|v| !starts.contains(v));
+    starts.extend(tails);
+    starts
 }
 
 #[cfg(test)]
@@ -432,5 +452,11 @@ mod tests {
         };
         assert_eq!(img.find_version_patch(3, 9), Some(12));
         assert_eq!(img.find_version_patch(3, 8), None);
+        // A literal merged into the tail of a path; the path's other versions do not count.
+        let tail = scan_versions(b"x\x00/v/3.10.2/lib\x00/root/.pyenv/versions/3.10.13\x00py");
+        assert_eq!(tail, vec![(3, 10, 13)]);
+        // One that starts a string wins over a tail.
+        let both = scan_versions(b"\x00/p/3.10.1\x00\x003.10.13\x00");
+        assert_eq!(both[0], (3, 10, 13));
     }
 }

@@ -149,6 +149,8 @@ struct Counts {
 #[derive(Debug, Clone)]
 pub struct TopStats {
     per_process: bool,
+    /// Full file paths in rows (`--full-filenames`), else short ones.
+    pub full_filenames: bool,
     samples: u64,
     window_samples: u64,
     /// Samples of the last completed interval; `None` until one completed.
@@ -165,6 +167,7 @@ impl TopStats {
     pub fn new(per_process: bool) -> Self {
         TopStats {
             per_process,
+            full_filenames: false,
             samples: 0,
             window_samples: 0,
             last_samples: None,
@@ -193,7 +196,7 @@ impl TopStats {
             let keys: Vec<Key> = stack
                 .frames
                 .iter()
-                .map(|f| key(pid, f, line_numbers))
+                .map(|f| key(pid, f, line_numbers, self.full_filenames))
                 .collect();
             let mut seen: HashSet<&Key> = HashSet::with_capacity(keys.len());
             for (i, k) in keys.iter().enumerate() {
@@ -228,7 +231,10 @@ impl TopStats {
 
     /// Forget everything (key `R`).
     pub fn reset(&mut self) {
-        *self = TopStats::new(self.per_process);
+        *self = TopStats {
+            full_filenames: self.full_filenames,
+            ..TopStats::new(self.per_process)
+        };
     }
 
     /// Samples since the start or the last reset.
@@ -332,12 +338,15 @@ impl TopStats {
     }
 }
 
-fn key(pid: u32, frame: &Frame, line_numbers: bool) -> Key {
+fn key(pid: u32, frame: &Frame, line_numbers: bool, full_filenames: bool) -> Key {
     match frame {
         Frame::Python(f) => Key {
             pid,
             name: f.function.clone(),
-            file: Some(shorten_filename(&f.filename).to_string()),
+            file: Some(match full_filenames {
+                true => f.filename.clone(),
+                false => shorten_filename(&f.filename).to_string(),
+            }),
             line: line_numbers.then_some(f.line),
         },
         // Native and kernel frames have no line: the same row in both views.

@@ -208,11 +208,64 @@ pub fn interpreters() -> Vec<Interpreter> {
     if let Some(system) = system_python() {
         found.push(system);
     }
+    found.extend(pyenv_pythons());
     if let Ok(only) = std::env::var("PYSPY_TEST_ONLY") {
         found.retain(|i| only.split(',').any(|s| s == i.series || s == i.flavour));
     }
     if found.is_empty() && std::env::var("CI").is_ok() {
         panic!("no interpreters found: run tools/pythons/provision (CI must not skip these tests)");
+    }
+    found
+}
+
+/// Series with no offsets row yet: their pyenv builds are listed as skipped, not tested.
+const UNSUPPORTED_SERIES: &[&str] = &["3.6", "3.7"];
+
+/// The interpreters pyenv built on this machine's image (`$PYENV_ROOT` or ~/.pyenv,
+/// `versions/X.Y.Z/bin/pythonX.Y`, shared libpython), flavour `pyenv`. Once per test binary,
+/// the ones left out are named on stderr.
+fn pyenv_pythons() -> Vec<Interpreter> {
+    let root = std::env::var("PYENV_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".pyenv")
+        });
+    let Ok(entries) = std::fs::read_dir(root.join("versions")) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    let mut skipped = Vec::new();
+    for entry in entries.flatten() {
+        let version = entry.file_name().to_string_lossy().into_owned();
+        let parts: Vec<&str> = version.split('.').collect();
+        if parts.len() != 3 || !parts.iter().all(|p| p.parse::<u32>().is_ok()) {
+            continue; // a virtualenv or a free-threaded/dev build
+        }
+        let series = format!("{}.{}", parts[0], parts[1]);
+        let path = entry.path().join("bin").join(format!("python{series}"));
+        if !path.exists() {
+            continue;
+        }
+        if UNSUPPORTED_SERIES.contains(&series.as_str()) {
+            skipped.push(version);
+            continue;
+        }
+        found.push(Interpreter {
+            series,
+            path,
+            flavour: "pyenv".to_string(),
+            version,
+        });
+    }
+    found.sort_by(|a, b| a.version.cmp(&b.version));
+    static SAID: std::sync::Once = std::sync::Once::new();
+    if !skipped.is_empty() {
+        SAID.call_once(|| {
+            eprintln!(
+                "SKIPPED pyenv interpreters of unsupported series: {} (no offsets row yet)",
+                skipped.join(", ")
+            )
+        });
     }
     found
 }
