@@ -74,7 +74,19 @@ pub fn sample_labels(stack: &StackTrace, process_name: &str) -> SampleLabels {
 /// where they then look alike), with a process and/or thread root frame made from each
 /// sample's labels. The result has no labels and no timeline; its meta data is `profile`'s.
 pub fn present(profile: &Profile, opts: FrameOptions) -> Profile {
+    present_with(profile, opts, false)
+}
+
+/// `present`, keeping the samples' time order: the result's timeline holds each sample of
+/// `profile`'s timeline, as its presented stack (for speedscope, which shows it).
+pub fn present_timed(profile: &Profile, opts: FrameOptions) -> Profile {
+    present_with(profile, opts, true)
+}
+
+fn present_with(profile: &Profile, opts: FrameOptions, timed: bool) -> Profile {
     let mut out = Profile::with_meta(profile.meta.clone());
+    // (original stack id, original labels id) -> presented stack id.
+    let mut presented: HashMap<(u32, u32), u32> = HashMap::new();
     let shown: Vec<u32> = profile
         .frames()
         .iter()
@@ -96,6 +108,18 @@ pub fn present(profile: &Profile, opts: FrameOptions) -> Profile {
         }
         ids.extend(e.stack.iter().map(|&id| shown[id as usize]));
         out.add_interned(&ids, &none, None, e.counts);
+        if timed {
+            presented.insert((e.stack_id, e.labels_id), out.intern_stack(&ids));
+        }
+    }
+    if timed {
+        let none = out.intern_labels(&none);
+        for t in profile.timeline() {
+            if let Some(&stack) = presented.get(&(t.stack, t.labels)) {
+                out.push_timeline(stack, none, t.offset_ns, t.weight);
+            }
+        }
+        out.add_timeline_dropped(profile.timeline_dropped());
     }
     out
 }

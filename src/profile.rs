@@ -247,6 +247,9 @@ pub struct Counts {
 pub struct Entry<'a> {
     /// Frame ids, root first.
     pub stack: &'a [u32],
+    /// The stack's and the labels' ids (as a [`TimedSample`] names them).
+    pub stack_id: u32,
+    pub labels_id: u32,
     pub labels: &'a SampleLabels,
     pub counts: Counts,
 }
@@ -421,6 +424,8 @@ impl Profile {
             .iter()
             .map(|(&(s, l), &counts)| Entry {
                 stack: &self.stacks[s as usize],
+                stack_id: s,
+                labels_id: l,
                 labels: &self.labels[l as usize],
                 counts,
             })
@@ -458,6 +463,22 @@ impl Profile {
         self.count(stack, labels, time, counts.samples, counts.weight);
     }
 
+    /// Appends a sample to the timeline only (its counts are already in the profile):
+    /// `stack` and `labels` are ids of this profile.
+    pub(crate) fn push_timeline(&mut self, stack: u32, labels: u32, offset_ns: u64, weight: u64) {
+        self.push_timed(TimedSample {
+            offset_ns,
+            stack,
+            labels,
+            weight,
+        });
+    }
+
+    /// Samples left out of the timeline, to be counted as such by a copy of it.
+    pub(crate) fn add_timeline_dropped(&mut self, n: u64) {
+        self.timeline_dropped += n;
+    }
+
     pub(crate) fn intern_frame(&mut self, frame: &ProfileFrame) -> u32 {
         if let Some(&id) = self.frame_index.get(frame) {
             return id;
@@ -469,7 +490,7 @@ impl Profile {
         id
     }
 
-    fn intern_stack(&mut self, ids: &[u32]) -> u32 {
+    pub(crate) fn intern_stack(&mut self, ids: &[u32]) -> u32 {
         if let Some(&id) = self.stack_index.get(ids) {
             return id;
         }
@@ -480,7 +501,7 @@ impl Profile {
         id
     }
 
-    fn intern_labels(&mut self, labels: &SampleLabels) -> u32 {
+    pub(crate) fn intern_labels(&mut self, labels: &SampleLabels) -> u32 {
         if let Some(&id) = self.label_index.get(labels) {
             return id;
         }

@@ -257,3 +257,55 @@ fn run_for(args: &[&str]) -> Option<i32> {
         .status
         .code()
 }
+
+/// speedscope keeps the samples in time order (as py-spy writes it): a program that runs
+/// `first` for a second and then `second` shows every `first` sample before the `second` ones.
+#[test]
+fn speedscope_samples_are_in_time_order() {
+    if !root_test_can_run("habits", "reading another process needs root") {
+        return;
+    }
+    let python = python();
+    let dir = TempDir::new("habits-speedscope");
+    let out = dir.join("p.json");
+    let code = "import time\n\
+def spin(s):\n    t = time.time() + s\n    while time.time() < t: pass\n\
+def first(): spin(1)\n\
+def second(): spin(1)\n\
+first(); second()\n";
+    let run = pyspy(&["record", "-r", "200", "-o", out.to_str().unwrap(), "--", python.path.to_str().unwrap(), "-c", code])
+        .and_then(|o| o.ok())
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let frames: Vec<String> = v["shared"]["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    let p = &v["profiles"][v["activeProfileIndex"].as_u64().unwrap() as usize];
+    let order: Vec<char> = p["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| {
+            let names: Vec<&str> = s.as_array()?.iter().map(|id| frames[id.as_u64().unwrap() as usize].as_str()).collect();
+            if names.contains(&"first") {
+                Some('a')
+            } else if names.contains(&"second") {
+                Some('b')
+            } else {
+                None
+            }
+        })
+        .collect();
+    let firsts = order.iter().filter(|&&c| c == 'a').count();
+    let seconds = order.len() - firsts;
+    assert!(firsts > 50 && seconds > 50, "{}\n{order:?}", run.describe());
+    // In time order: one switch from `first` to `second`, not merged stacks (one entry each).
+    let switches = order.windows(2).filter(|w| w[0] != w[1]).count();
+    assert_eq!(switches, 1, "{order:?}");
+    assert_eq!(order[0], 'a');
+    let weights = p["weights"].as_array().unwrap();
+    assert_eq!(weights.len(), p["samples"].as_array().unwrap().len());
+}

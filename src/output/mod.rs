@@ -27,7 +27,7 @@ use std::str::FromStr;
 
 use anyhow::Context;
 
-use crate::frames::{present, FrameOptions};
+use crate::frames::{present, present_timed, FrameOptions};
 use crate::profile::{FrameKind, Profile, ProfileFrame};
 
 /// Shown for a frame whose name is empty.
@@ -164,6 +164,7 @@ pub fn write(
         // pprof keeps the profile's identity and labels: the presentation options apply
         // to the views that have no labels.
         Format::Pprof | Format::Chrometrace => None,
+        Format::Speedscope => Some(present_timed(profile, view)),
         _ => Some(present(profile, view)),
     };
     match (format, stacks(format)) {

@@ -3,6 +3,10 @@
 //! - `shared.frames` is the profile's interned frame table, in the same order, so a frame id
 //!   is its speedscope index. Python and native frames give their bare name with `file` and
 //!   `line` as separate fields; other kinds use [`frame_label`].
+//! - Samples in time order, as py-spy writes them, when the profile has its whole timeline
+//!   (a recording of up to `MAX_TIMELINE` samples): one entry per sample, so speedscope's
+//!   "time order" view shows when each thing ran. Otherwise (a profile read back from a file,
+//!   or a longer recording) each distinct stack once, with its total weight.
 //! - One `sampled` profile per thread: a stack is split at its first `Thread` frame; the
 //!   frames up to and including it (process and thread) name the profile, the frames after
 //!   it are the sample. A stack that is only a thread frame keeps it as its single frame.
@@ -18,6 +22,7 @@ use serde::Serialize;
 
 use super::{frame_label, UNKNOWN_NAME};
 use crate::profile::{FrameKind, Profile, ProfileFrame, ProfileMeta};
+
 
 pub const SCHEMA: &str = "https://www.speedscope.app/file-format-schema.json";
 const DEFAULT_NAME: &str = "pyspy-bpf";
@@ -107,7 +112,16 @@ pub fn write(profile: &Profile, meta: &ProfileMeta, out: &mut dyn Write) -> io::
 
     let mut builders: Vec<Builder> = Vec::new();
     let mut by_prefix: HashMap<&[u32], usize> = HashMap::new();
-    for (ids, count) in profile.stacks() {
+    let in_time_order = !profile.timeline().is_empty() && profile.timeline_dropped() == 0;
+    let samples: Vec<(&[u32], u64)> = match in_time_order {
+        true => profile
+            .timeline()
+            .iter()
+            .map(|t| (profile.stack(t.stack), 1))
+            .collect(),
+        false => profile.stacks().collect(),
+    };
+    for (ids, count) in samples {
         let thread_at = ids.iter().position(|&id| {
             frames
                 .get(id as usize)
