@@ -10,7 +10,9 @@ use anyhow::{bail, ensure, Context, Result};
 use common::*;
 use serde::Deserialize;
 
-#[derive(Debug, Deserialize)]
+/// One process's threads from `dump --json` (py-spy's schema: an array of threads, each
+/// with its process's `process_info`).
+#[derive(Debug)]
 struct DumpJson {
     pid: u32,
     version: String,
@@ -20,16 +22,28 @@ struct DumpJson {
 
 #[derive(Debug, Deserialize)]
 struct ThreadJson {
+    pid: u32,
+    #[serde(rename = "os_thread_id")]
     tid: Option<u64>,
+    #[serde(rename = "thread_id")]
     ident: u64,
+    #[serde(rename = "thread_name")]
     name: Option<String>,
     active: bool,
     owns_gil: bool,
     frames: Vec<FrameJson>,
+    process_info: ProcessInfoJson,
+}
+
+#[derive(Debug, Deserialize)]
+struct ProcessInfoJson {
+    python_version: String,
+    executable: String,
 }
 
 #[derive(Debug, Deserialize)]
 struct FrameJson {
+    #[serde(rename = "name")]
     function: String,
     filename: String,
     line: i64,
@@ -156,12 +170,20 @@ fn expect_leaf_frames(thread: &ThreadJson, expected: &[Want]) -> Result<()> {
 
 fn dump_json(pid: u32) -> Result<DumpJson> {
     let out = pyspy(&["dump", "--pid", &pid.to_string(), "--json"])?.ok()?;
-    let dump: DumpJson = serde_json::from_str(&out.stdout).with_context(|| {
+    let threads: Vec<ThreadJson> = serde_json::from_str(&out.stdout).with_context(|| {
         format!(
             "dump --json output is not the expected JSON:\n{}",
             out.describe()
         )
     })?;
+    let first = threads.first().context("dump --json: no threads")?;
+    ensure!(threads.iter().all(|t| t.pid == first.pid), "one process: {}", out.stdout);
+    let dump = DumpJson {
+        pid: first.pid,
+        version: first.process_info.python_version.clone(),
+        executable: first.process_info.executable.clone(),
+        threads,
+    };
     ensure!(
         dump.pid == pid,
         "dump says pid {}, expected {pid}",

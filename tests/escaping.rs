@@ -67,13 +67,13 @@ fn dump_escapes_names_in_text_and_keeps_them_exact_in_json() {
         let json = pyspy(&["dump", "--pid", &pid, "--json"])?.ok()?;
         let value: serde_json::Value = serde_json::from_str(&json.stdout)
             .with_context(|| format!("dump --json is not JSON:\n{}", json.stdout))?;
-        let threads = value["threads"].as_array().context("threads")?;
+        let threads = value.as_array().context("an array of threads")?;
         let evil = threads
             .iter()
-            .find(|t| t["name"] == EVIL)
+            .find(|t| t["thread_name"] == EVIL)
             .with_context(|| format!("no thread named EVIL exactly in JSON:\n{}", json.stdout))?;
         ensure!(
-            evil["frames"][0]["function"] == EVIL,
+            evil["frames"][0]["name"] == EVIL,
             "the leaf function is not EVIL exactly: {}",
             evil["frames"][0]
         );

@@ -63,11 +63,11 @@ fn expected(interp: &Interpreter) -> Vec<(&'static str, String, &'static str)> {
 
 /// The `holder` frame of the dump's JSON.
 fn holder_frame(dump: &Value) -> Result<&Value> {
-    let threads = dump["threads"].as_array().context("no threads")?;
+    let threads = dump.as_array().context("no threads")?;
     threads
         .iter()
         .flat_map(|t| t["frames"].as_array().into_iter().flatten())
-        .find(|f| f["function"] == "holder")
+        .find(|f| f["name"] == "holder")
         .ok_or_else(|| anyhow!("no holder frame in {dump:#}"))
 }
 

@@ -363,7 +363,8 @@ fn native_by_host_pid() {
     });
 }
 
-#[derive(Debug, Deserialize)]
+/// One process's threads from `dump --json` (py-spy's schema: an array of threads).
+#[derive(Debug)]
 struct DumpJson {
     pid: u32,
     executable: String,
@@ -372,14 +373,24 @@ struct DumpJson {
 
 #[derive(Debug, Deserialize)]
 struct ThreadJson {
+    pid: u32,
+    #[serde(rename = "os_thread_id")]
     tid: Option<u32>,
+    #[serde(rename = "thread_name")]
     name: Option<String>,
     active: bool,
     frames: Vec<FrameJson>,
+    process_info: ProcessInfoJson,
+}
+
+#[derive(Debug, Deserialize)]
+struct ProcessInfoJson {
+    executable: String,
 }
 
 #[derive(Debug, Deserialize)]
 struct FrameJson {
+    #[serde(rename = "name")]
     function: String,
     filename: String,
     line: i64,
@@ -387,7 +398,14 @@ struct FrameJson {
 
 fn dump_json(pid: u32) -> Result<DumpJson> {
     let out = pyspy(&["dump", "--pid", &pid.to_string(), "--json"])?.ok()?;
-    serde_json::from_str(&out.stdout).with_context(|| out.describe())
+    let threads: Vec<ThreadJson> =
+        serde_json::from_str(&out.stdout).with_context(|| out.describe())?;
+    let first = threads.first().with_context(|| format!("no threads: {}", out.describe()))?;
+    Ok(DumpJson {
+        pid: first.pid,
+        executable: first.process_info.executable.clone(),
+        threads,
+    })
 }
 
 /// `dump` of threads.py by host pid: every thread under its HOST tid (threads.py reports

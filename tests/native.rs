@@ -389,7 +389,7 @@ fn dump_native_reports_sleepers_idle() {
             let out = pyspy(&["dump", "--native", "--json", "--pid", &pid])?.ok()?;
             let dump: serde_json::Value = serde_json::from_str(&out.stdout)
                 .map_err(|e| anyhow::anyhow!("{e}: {}", out.describe()))?;
-            let threads = dump["threads"].as_array().cloned().unwrap_or_default();
+            let threads = dump.as_array().cloned().unwrap_or_default();
             ensure!(
                 threads.len() == expected.len(),
                 "round {round}: {} threads: {}",
@@ -399,14 +399,14 @@ fn dump_native_reports_sleepers_idle() {
             for (name, function, active) in expected {
                 let thread = threads
                     .iter()
-                    .find(|t| t["name"] == name)
+                    .find(|t| t["thread_name"] == name)
                     .ok_or_else(|| anyhow::anyhow!("round {round}: no thread {name}"))?;
                 let has_function = thread["frames"]
                     .as_array()
-                    .is_some_and(|f| f.iter().any(|f| f["function"] == function));
+                    .is_some_and(|f| f.iter().any(|f| f["name"] == function));
                 let has_native = thread["frames"]
                     .as_array()
-                    .is_some_and(|f| f.iter().any(|f| f.get("native").is_some()));
+                    .is_some_and(|f| f.iter().any(|f| f["kind"] == "native"));
                 ensure!(
                     has_function && has_native,
                     "round {round}: {name} has no {function} frame or no native frame: {}",
@@ -420,7 +420,7 @@ fn dump_native_reports_sleepers_idle() {
                 );
                 // As root, a sleeper's kernel wait is its leaf; a busy thread has none.
                 let frames = thread["frames"].as_array().cloned().unwrap_or_default();
-                let kernel: Vec<bool> = frames.iter().map(|f| f.get("kernel").is_some()).collect();
+                let kernel: Vec<bool> = frames.iter().map(|f| f["kind"] == "kernel").collect();
                 let leading = kernel.iter().take_while(|&&k| k).count();
                 let ok = match (active, is_root()) {
                     (true, _) | (false, false) => !kernel.contains(&true),

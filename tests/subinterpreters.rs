@@ -35,7 +35,7 @@ fn subinterpreter_threads_are_dumped() {
         target.wait_ready()?;
         let out = pyspy(&["dump", "--pid", &target.pid().to_string(), "--json"])?.ok()?;
         let json: serde_json::Value = serde_json::from_str(&out.stdout)?;
-        let stacks: Vec<Vec<(String, u64)>> = json["threads"]
+        let stacks: Vec<Vec<(String, u64)>> = json
             .as_array()
             .map(|threads| {
                 threads
@@ -47,7 +47,7 @@ fn subinterpreter_threads_are_dumped() {
                                 fs.iter()
                                     .map(|f| {
                                         (
-                                            f["function"].as_str().unwrap_or("").to_string(),
+                                            f["name"].as_str().unwrap_or("").to_string(),
                                             f["line"].as_u64().unwrap_or(0),
                                         )
                                     })

@@ -72,14 +72,18 @@ while True:
     time.sleep(0.05)
 "#;
 
+/// `dump --json`: py-spy's schema, an array of threads.
 #[derive(Debug, Deserialize)]
+#[serde(transparent)]
 struct Dump {
     threads: Vec<Thread>,
 }
 
 #[derive(Debug, Deserialize)]
 struct Thread {
+    #[serde(rename = "os_thread_id")]
     tid: Option<u64>,
+    #[serde(rename = "thread_name")]
     name: Option<String>,
 }
 

@@ -4,8 +4,6 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use serde::Serialize;
-
 use super::signals;
 use super::stack_size::{self, Copier};
 use super::DumpArgs;
@@ -20,7 +18,6 @@ use crate::python::state::{FrameLocals, StackWithLocals};
 use crate::python::{PythonProcess, StackOptions};
 use crate::sampler::userspace::{read_native_paused, BeforePause};
 
-#[derive(Serialize)]
 struct ProcessDump {
     pid: u32,
     version: String,
@@ -29,14 +26,12 @@ struct ProcessDump {
     threads: Vec<ThreadDump>,
 }
 
-#[derive(Serialize)]
 struct ThreadDump {
     tid: Option<u32>,
     ident: u64,
     name: Option<String>,
     active: bool,
     owns_gil: bool,
-    #[serde(serialize_with = "frames_json")]
     frames: Vec<DumpFrame>,
 }
 
@@ -122,17 +117,9 @@ pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
         dumps.push(to_dump(&process, stacks, args.locals > 0));
     }
     let text = if args.json {
-        let value = if args.subprocesses {
-            serde_json::to_string_pretty(&dumps)?
-        } else {
-            serde_json::to_string_pretty(&dumps[0])?
-        };
-        value + "\n"
+        serde_json::to_string_pretty(&pyspy_json(&dumps))? + "\n"
     } else {
-        dumps
-            .iter()
-            .map(|d| render_text(d, args.full_filenames))
-            .collect()
+        dumps.iter().map(|d| render_text(d, args.full_filenames)).collect()
     };
     // A closed pipe (`dump | head`) is the reader's choice, not an error.
     let mut stdout = std::io::stdout().lock();
@@ -179,34 +166,82 @@ fn to_dump(process: &PythonProcess, stacks: Vec<StackWithLocals>, locals: bool) 
     }
 }
 
-fn frames_json<S: serde::Serializer>(frames: &[DumpFrame], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(frames.iter().map(|f| {
-        let mut value = frame_json(&f.frame);
-        if let (Some(locals), serde_json::Value::Object(map)) = (&f.locals, &mut value) {
-            match locals {
-                Ok(locals) => {
-                    map.insert("locals".into(), serde_json::json!(locals));
-                }
-                Err(e) => {
-                    map.insert("locals".into(), serde_json::json!([]));
-                    map.insert("locals_error".into(), serde_json::json!(e));
-                }
-            }
-        }
-        value
-    }))
+/// `dump --json` in py-spy's schema, so that scripts written for py-spy keep working: an
+/// array of every thread of every process dumped, each `{pid, thread_id, os_thread_id,
+/// thread_name, active, owns_gil, frames, process_info}`, each frame `{name, filename,
+/// module, short_filename, line, locals}`. Added keys (which py-spy scripts ignore):
+/// `first_line` and `kind` (`python`, `native`, `kernel`, `truncated`, `unknown`) per frame,
+/// `type` per local, `locals_error` when a frame's locals could not be read, and
+/// `python_version` and `executable` in `process_info`.
+fn pyspy_json(dumps: &[ProcessDump]) -> serde_json::Value {
+    let threads: Vec<serde_json::Value> = dumps
+        .iter()
+        .flat_map(|d| {
+            let process_info = serde_json::json!({
+                "pid": d.pid,
+                "command_line": d.cmdline.join(" "),
+                "python_version": d.version,
+                "executable": d.executable,
+            });
+            d.threads.iter().map(move |t| {
+                serde_json::json!({
+                    "pid": d.pid,
+                    "thread_id": t.ident,
+                    "os_thread_id": t.tid,
+                    "thread_name": t.name,
+                    "active": t.active,
+                    "owns_gil": t.owns_gil,
+                    "frames": t.frames.iter().map(frame_json).collect::<Vec<_>>(),
+                    "process_info": process_info.clone(),
+                })
+            })
+        })
+        .collect();
+    serde_json::Value::Array(threads)
 }
 
-fn frame_json(frame: &Frame) -> serde_json::Value {
-    match frame {
-        Frame::Python(f) => serde_json::json!({
-            "function": f.function, "filename": f.filename, "line": f.line, "first_line": f.first_line,
-        }),
-        Frame::Native(f) => serde_json::json!({ "native": f.name, "module": f.module }),
-        Frame::Kernel(name) => serde_json::json!({ "kernel": name }),
-        Frame::Truncated(r) => serde_json::json!({ "truncated": r.as_str() }),
-        Frame::Unknown(r) => serde_json::json!({ "unknown": r.as_str() }),
+fn frame_json(f: &DumpFrame) -> serde_json::Value {
+    let (name, filename, module, line, first_line, kind) = match &f.frame {
+        Frame::Python(p) => (
+            p.function.clone(),
+            p.filename.clone(),
+            None,
+            p.line,
+            Some(p.first_line),
+            "python",
+        ),
+        Frame::Native(n) => (n.name.clone(), n.module.clone(), Some(n.module.clone()), 0, None, "native"),
+        Frame::Kernel(name) => (name.clone(), String::new(), Some("[kernel]".to_string()), 0, None, "kernel"),
+        Frame::Truncated(r) => (format!("<truncated: {}>", r.as_str()), String::new(), None, 0, None, "truncated"),
+        Frame::Unknown(r) => (format!("<unknown frame: {}>", r.as_str()), String::new(), None, 0, None, "unknown"),
+    };
+    let short_filename = match kind {
+        "python" => Some(crate::frames::shorten_filename(&filename).to_string()),
+        _ if !filename.is_empty() => Some(filename.rsplit('/').next().unwrap_or(&filename).to_string()),
+        _ => None,
+    };
+    let mut value = serde_json::json!({
+        "name": name,
+        "filename": filename,
+        "module": module,
+        "short_filename": short_filename,
+        "line": line,
+        "locals": null,
+        "first_line": first_line,
+        "kind": kind,
+    });
+    if let (Some(locals), serde_json::Value::Object(map)) = (&f.locals, &mut value) {
+        match locals {
+            Ok(locals) => {
+                map.insert("locals".into(), serde_json::json!(locals));
+            }
+            Err(e) => {
+                map.insert("locals".into(), serde_json::json!([]));
+                map.insert("locals_error".into(), serde_json::json!(e));
+            }
+        }
     }
+    value
 }
 
 /// The text form, for a terminal, as py-spy prints it (short file names unless

@@ -196,11 +196,7 @@ pub struct TargetArgs {
     pub all: bool,
     /// Program to start and profile: `python3 app.py --flag`, or after `--` (everything from
     /// the program's name on is its own command line).
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
+    #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
