@@ -177,7 +177,11 @@ fn dump_json(pid: u32) -> Result<DumpJson> {
         )
     })?;
     let first = threads.first().context("dump --json: no threads")?;
-    ensure!(threads.iter().all(|t| t.pid == first.pid), "one process: {}", out.stdout);
+    ensure!(
+        threads.iter().all(|t| t.pid == first.pid),
+        "one process: {}",
+        out.stdout
+    );
     let dump = DumpJson {
         pid: first.pid,
         version: first.process_info.python_version.clone(),

@@ -273,10 +273,21 @@ def spin(s):\n    t = time.time() + s\n    while time.time() < t: pass\n\
 def first(): spin(1)\n\
 def second(): spin(1)\n\
 first(); second()\n";
-    let run = pyspy(&["record", "-r", "200", "-o", out.to_str().unwrap(), "--", python.path.to_str().unwrap(), "-c", code])
-        .and_then(|o| o.ok())
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let run = pyspy(&[
+        "record",
+        "-r",
+        "200",
+        "-o",
+        out.to_str().unwrap(),
+        "--",
+        python.path.to_str().unwrap(),
+        "-c",
+        code,
+    ])
+    .and_then(|o| o.ok())
+    .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let frames: Vec<String> = v["shared"]["frames"]
         .as_array()
         .unwrap()
@@ -289,7 +300,11 @@ first(); second()\n";
         .unwrap()
         .iter()
         .filter_map(|s| {
-            let names: Vec<&str> = s.as_array()?.iter().map(|id| frames[id.as_u64().unwrap() as usize].as_str()).collect();
+            let names: Vec<&str> = s
+                .as_array()?
+                .iter()
+                .map(|id| frames[id.as_u64().unwrap() as usize].as_str())
+                .collect();
             if names.contains(&"first") {
                 Some('a')
             } else if names.contains(&"second") {

@@ -142,11 +142,13 @@ fn check(interp: &Interpreter) -> Result<()> {
             out.stdout
         );
     }
-    // Without --locals, no locals.
+    // Without --locals, no locals (`null`, as py-spy writes it).
     let out = pyspy(&["dump", "--pid", &pid, "--json"])?.ok()?;
+    let dump: Value = serde_json::from_str(&out.stdout).context("dump --json output")?;
+    let frame = holder_frame(&dump)?;
     ensure!(
-        !out.stdout.contains("\"locals\""),
-        "locals without --locals"
+        frame["locals"].is_null(),
+        "locals without --locals: {frame:#}"
     );
     Ok(())
 }

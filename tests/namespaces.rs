@@ -400,7 +400,9 @@ fn dump_json(pid: u32) -> Result<DumpJson> {
     let out = pyspy(&["dump", "--pid", &pid.to_string(), "--json"])?.ok()?;
     let threads: Vec<ThreadJson> =
         serde_json::from_str(&out.stdout).with_context(|| out.describe())?;
-    let first = threads.first().with_context(|| format!("no threads: {}", out.describe()))?;
+    let first = threads
+        .first()
+        .with_context(|| format!("no threads: {}", out.describe()))?;
     Ok(DumpJson {
         pid: first.pid,
         executable: first.process_info.executable.clone(),
@@ -616,9 +618,10 @@ fn container_root_files_through_proc_root() {
         return;
     }
     for_each_interpreter("container_root_files_through_proc_root", |interp| {
-        if interp.flavour == "system" || interp.is_py2() {
+        if interp.flavour == "system" || interp.flavour == "pyenv" || interp.is_py2() {
             // Py_BytesMain (3.8+) is the native frame checked; the system python has no
-            // separate root to mount.
+            // separate root to mount, and the root built here has the provisioned
+            // interpreters' layout (/opt/py/usr/bin), not pyenv's.
             return Ok(());
         }
         for root_change in [RootChange::Pivot, RootChange::Chroot] {

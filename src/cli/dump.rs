@@ -119,7 +119,10 @@ pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
     let text = if args.json {
         serde_json::to_string_pretty(&pyspy_json(&dumps))? + "\n"
     } else {
-        dumps.iter().map(|d| render_text(d, args.full_filenames)).collect()
+        dumps
+            .iter()
+            .map(|d| render_text(d, args.full_filenames))
+            .collect()
     };
     // A closed pipe (`dump | head`) is the reader's choice, not an error.
     let mut stdout = std::io::stdout().lock();
@@ -210,14 +213,44 @@ fn frame_json(f: &DumpFrame) -> serde_json::Value {
             Some(p.first_line),
             "python",
         ),
-        Frame::Native(n) => (n.name.clone(), n.module.clone(), Some(n.module.clone()), 0, None, "native"),
-        Frame::Kernel(name) => (name.clone(), String::new(), Some("[kernel]".to_string()), 0, None, "kernel"),
-        Frame::Truncated(r) => (format!("<truncated: {}>", r.as_str()), String::new(), None, 0, None, "truncated"),
-        Frame::Unknown(r) => (format!("<unknown frame: {}>", r.as_str()), String::new(), None, 0, None, "unknown"),
+        Frame::Native(n) => (
+            n.name.clone(),
+            n.module.clone(),
+            Some(n.module.clone()),
+            0,
+            None,
+            "native",
+        ),
+        Frame::Kernel(name) => (
+            name.clone(),
+            String::new(),
+            Some("[kernel]".to_string()),
+            0,
+            None,
+            "kernel",
+        ),
+        Frame::Truncated(r) => (
+            format!("<truncated: {}>", r.as_str()),
+            String::new(),
+            None,
+            0,
+            None,
+            "truncated",
+        ),
+        Frame::Unknown(r) => (
+            format!("<unknown frame: {}>", r.as_str()),
+            String::new(),
+            None,
+            0,
+            None,
+            "unknown",
+        ),
     };
     let short_filename = match kind {
         "python" => Some(crate::frames::shorten_filename(&filename).to_string()),
-        _ if !filename.is_empty() => Some(filename.rsplit('/').next().unwrap_or(&filename).to_string()),
+        _ if !filename.is_empty() => {
+            Some(filename.rsplit('/').next().unwrap_or(&filename).to_string())
+        }
         _ => None,
     };
     let mut value = serde_json::json!({

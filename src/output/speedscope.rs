@@ -23,7 +23,6 @@ use serde::Serialize;
 use super::{frame_label, UNKNOWN_NAME};
 use crate::profile::{FrameKind, Profile, ProfileFrame, ProfileMeta};
 
-
 pub const SCHEMA: &str = "https://www.speedscope.app/file-format-schema.json";
 const DEFAULT_NAME: &str = "pyspy-bpf";
 

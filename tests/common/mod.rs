@@ -33,6 +33,32 @@ pub struct Interpreter {
 }
 
 impl Interpreter {
+    /// Whether `code` (a Python expression) is true in this interpreter, started as tests
+    /// start it (isolated).
+    pub fn evaluates_true(&self, code: &str) -> bool {
+        Command::new(&self.path)
+            .args([
+                self.isolation_flag(),
+                "-c",
+                &format!("import sys; sys.exit(0 if ({code}) else 1)"),
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// Whether `threading` is imported before the script runs (a `.pth` file in `site` may
+    /// import it, as in pyenv's 3.11.7 here): the main thread is then named `MainThread`,
+    /// not after the OS thread.
+    pub fn imports_threading_at_startup(&self) -> bool {
+        self.evaluates_true("'threading' in sys.modules")
+    }
+
+    /// Whether `hashlib` releases the GIL while it hashes (OpenSSL's `_hashlib`; a build
+    /// without OpenSSL falls back to modules that hold it).
+    pub fn hashlib_releases_gil(&self) -> bool {
+        self.evaluates_true("__import__('_hashlib') is not None")
+    }
+
     pub fn label(&self) -> String {
         format!(
             "{} {} ({})",
