@@ -104,6 +104,9 @@ pub fn run(config_file: Option<&Path>, overrides: Overrides) -> anyhow::Result<i
             let mut b = builder.borrow_mut();
             if b.elapsed() >= running.interval || b.is_full() {
                 hand_over(&export_tx, b.cut(), &metrics);
+                // The window just handed over, and the last one encoded, are freed memory
+                // now: give it back, so RSS follows what is live (see own_heap).
+                crate::process::own_heap::release_free_memory();
             }
             if hup.swap(false, Ordering::Relaxed) {
                 reload(

@@ -7,6 +7,7 @@ pub mod elf;
 pub mod kstack;
 pub mod maps;
 pub mod memory;
+pub mod own_heap;
 pub mod pause;
 pub mod pidns;
 pub mod priority;
