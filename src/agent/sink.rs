@@ -50,8 +50,10 @@ pub struct SinkMetrics {
     pub bytes_sent: AtomicU64,
 }
 
-/// Deliveries waiting to be handed to the worker (a window makes one per profile).
+/// Deliveries waiting to be handed to the worker (a window makes one per profile), and their
+/// bytes: the worker takes them at once unless it is stuck in a request (up to its timeout).
 const QUEUE_DELIVERIES: usize = 4096;
+const QUEUE_BYTES: u64 = 64 << 20;
 /// Bytes of deliveries a worker keeps in memory; more go to its backlog, or (spool) the
 /// oldest are dropped.
 const MEMORY_BYTES: usize = 64 << 20;
@@ -72,6 +74,8 @@ pub struct SinkHandle {
     pub state_dir: std::path::PathBuf,
     pub metrics: Arc<SinkMetrics>,
     tx: SyncSender<Msg>,
+    /// Bytes of deliveries sent to the worker and not taken yet.
+    in_queue: Arc<AtomicU64>,
     done: Receiver<()>,
     thread: Option<JoinHandle<()>>,
 }
@@ -99,8 +103,10 @@ impl SinkHandle {
         };
         let metrics = Arc::new(SinkMetrics::default());
         let (tx, rx) = mpsc::sync_channel(QUEUE_DELIVERIES);
+        let in_queue = Arc::new(AtomicU64::new(0));
         let (done_tx, done) = mpsc::channel();
         let mut worker = Worker {
+            in_queue: in_queue.clone(),
             name: name.clone(),
             transport,
             backlog,
@@ -136,6 +142,7 @@ impl SinkHandle {
             state_dir: state_dir.to_path_buf(),
             metrics,
             tx,
+            in_queue,
             done,
             thread: Some(thread),
         })
@@ -144,12 +151,25 @@ impl SinkHandle {
     /// Hands `deliveries` to the worker without waiting; a full queue drops (counted, logged).
     pub fn submit(&self, deliveries: Vec<Delivery>) {
         for d in deliveries {
+            let size = d.body.len() as u64;
+            if self.in_queue.load(Ordering::Relaxed) + size > QUEUE_BYTES {
+                self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "sink {}: queue full ({} MiB waiting), window of {} dropped",
+                    self.name,
+                    QUEUE_BYTES >> 20,
+                    d.service
+                );
+                continue;
+            }
+            self.in_queue.fetch_add(size, Ordering::Relaxed);
             match self.tx.try_send(Msg::Deliver(d)) {
                 Ok(()) => {}
                 Err(
                     TrySendError::Full(Msg::Deliver(d))
                     | TrySendError::Disconnected(Msg::Deliver(d)),
                 ) => {
+                    self.in_queue.fetch_sub(size, Ordering::Relaxed);
                     self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
                     log::warn!(
                         "sink {}: queue full, window of {} dropped",
@@ -207,6 +227,8 @@ fn open_backlog(state_dir: &Path, config: &SinkConfig) -> Result<Backlog, String
 }
 
 struct Worker {
+    /// Shared with the handle: bytes sent to us and not taken yet.
+    in_queue: Arc<AtomicU64>,
     name: String,
     transport: Box<dyn Transport>,
     backlog: Option<Backlog>,
@@ -257,6 +279,8 @@ impl Worker {
     }
 
     fn accept(&mut self, d: Delivery) {
+        self.in_queue
+            .fetch_sub(d.body.len() as u64, Ordering::Relaxed);
         if self.failing > 0 && self.backlog.is_some() {
             // While the sink fails, windows wait on disk: a crash or restart keeps them.
             self.save_to_backlog(d);
@@ -512,6 +536,7 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut w = Worker {
+            in_queue: Arc::new(AtomicU64::new(1 << 20)),
             name: "t".into(),
             transport: Box::new(Flaky {
                 fail: 2,
