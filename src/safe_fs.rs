@@ -234,24 +234,14 @@ impl Dir {
     /// Open `name` for reading if it is private to us: a regular file (not a symlink), owned
     /// by us, that neither group nor others may read or write. `Ok(None)` if it is missing.
     pub fn open_private_file(&self, name: &str) -> Result<Option<File>, SafeFsError> {
-        let path = self.path.join(name);
-        if !is_one_component(name) {
-            return Err(SafeFsError::io(path, Errno::INVAL));
-        }
-        // O_NONBLOCK: a FIFO cannot hold the open; it is refused below (reads of a regular
-        // file ignore the flag).
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let fd = match rustix::fs::openat(&*self.fd, name, flags, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) => return Ok(None),
-            Err(Errno::LOOP) => return Err(SafeFsError::untrusted(path, "a symlink")),
-            Err(e) => return Err(SafeFsError::io(path, e)),
+        let file = match self.open_regular(name) {
+            Ok(file) => file,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
         };
-        let stat = rustix::fs::fstat(&fd).map_err(|e| SafeFsError::io(&path, e))?;
+        let path = self.path.join(name);
+        let stat = rustix::fs::fstat(&file).map_err(|e| SafeFsError::io(&path, e))?;
         let me = euid();
-        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
-            return Err(SafeFsError::untrusted(path, "not a regular file"));
-        }
         if stat.st_uid != me {
             return Err(SafeFsError::untrusted(
                 path,
@@ -267,7 +257,7 @@ impl Dir {
                 ),
             ));
         }
-        Ok(Some(File::from(fd)))
+        Ok(Some(file))
     }
 
     /// The regular files in this directory and their sizes, unsorted (symlinks and anything
@@ -319,6 +309,8 @@ impl Dir {
         if !is_one_component(name) {
             return Err(SafeFsError::io(path, Errno::INVAL));
         }
+        // O_NONBLOCK: a FIFO cannot hold the open; it is refused below (reads of a regular
+        // file ignore the flag).
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
         let fd = match rustix::fs::openat(&*self.fd, name, flags, Mode::empty()) {
             Ok(fd) => fd,

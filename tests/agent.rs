@@ -18,7 +18,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{interpreters, pyspy_bpf, root_test_can_run, run, scripts_dir, Interpreter, TempDir};
+use common::{
+    flat_percent, go_pprof, interpreters, pyspy_bpf, root_test_can_run, run, scripts_dir,
+    Interpreter, TempDir,
+};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -175,39 +178,6 @@ fn metrics(port: u16) -> HashMap<String, f64> {
             Some((name.to_string(), value.parse().ok()?))
         })
         .collect()
-}
-
-/// `go tool pprof ARGS FILE` (go is installed by .ci/run; outside CI a missing go skips).
-fn go_pprof(args: &[&str], file: &Path) -> Option<String> {
-    let has_go = Command::new("go")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_go {
-        assert!(
-            std::env::var("CI").is_err(),
-            "go is not installed (apt-get install golang-go)"
-        );
-        eprintln!("SKIPPED: go tool pprof not installed");
-        return None;
-    }
-    let mut cmd = Command::new("go");
-    cmd.args(["tool", "pprof"]).args(args).arg(file);
-    cmd.env("HOME", std::env::temp_dir())
-        .env("PPROF_TMPDIR", std::env::temp_dir());
-    let out = run(&mut cmd, Duration::from_secs(120)).expect("go tool pprof ran");
-    assert!(out.status.success(), "{}", out.describe());
-    Some(out.stdout)
-}
-
-/// The flat share `go tool pprof -top` gives `function`.
-fn flat_percent(top: &str, function: &str) -> Option<f64> {
-    top.lines().find_map(|l| {
-        let cols: Vec<&str> = l.split_whitespace().collect();
-        (cols.len() >= 6 && cols[5..].join(" ") == function)
-            .then(|| cols[1].trim_end_matches('%').parse().ok())
-            .flatten()
-    })
 }
 
 /// `go tool pprof -tags`: tag -> values.

@@ -840,3 +840,37 @@ pub fn comm(pid: u32) -> Option<String> {
         .ok()
         .map(|s| s.trim_end().to_string())
 }
+
+/// `go tool pprof ARGS FILE`; in CI a missing `go` fails the test rather than skipping it.
+pub fn go_pprof(args: &[&str], file: &Path) -> Option<String> {
+    let has_go = Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_go {
+        assert!(
+            std::env::var("CI").is_err(),
+            "go is not installed (apt-get install golang-go)"
+        );
+        eprintln!("SKIPPED: go tool pprof not installed (apt-get install golang-go)");
+        return None;
+    }
+    let mut cmd = Command::new("go");
+    cmd.args(["tool", "pprof"]).args(args).arg(file);
+    // go needs a HOME (its cache), and must not try to reach the network for symbols.
+    cmd.env("HOME", std::env::temp_dir())
+        .env("PPROF_TMPDIR", std::env::temp_dir());
+    let out = run(&mut cmd, Duration::from_secs(120)).expect("go tool pprof ran");
+    assert!(out.status.success(), "{}", out.describe());
+    Some(out.stdout)
+}
+
+/// The flat percentage `go tool pprof -top` gives `function`, if listed.
+pub fn flat_percent(top: &str, function: &str) -> Option<f64> {
+    top.lines().find_map(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        (cols.len() >= 6 && cols[5..].join(" ") == function)
+            .then(|| cols[1].trim_end_matches('%').parse().ok())
+            .flatten()
+    })
+}
