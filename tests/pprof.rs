@@ -4,10 +4,8 @@
 
 mod common;
 
-
 use common::{
-    flat_percent, go_pprof, interpreters, line_of, pyspy, root_test_can_run, run, scripts_dir,
-    TempDir,
+    flat_percent, go_pprof, interpreters, line_of, pyspy, root_test_can_run, scripts_dir, TempDir,
 };
 
 fn check(mode: &str) {
