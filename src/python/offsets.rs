@@ -372,6 +372,8 @@ impl PyOffsets {
 /// The oldest and newest series with a row, for error messages.
 pub const SUPPORTED_SERIES: &[(u8, u8)] = &[
     (2, 7),
+    (3, 6),
+    (3, 7),
     (3, 8),
     (3, 9),
     (3, 10),
@@ -387,11 +389,14 @@ pub const SUPPORTED_SERIES: &[(u8, u8)] = &[
 /// Rows are for x86_64 Linux, default (GIL) builds; the patch level does not matter (CPython
 /// keeps these layouts stable within a minor series). Rows marked "probe" were printed by
 /// tools/offsets/probe.sh from the provisioned interpreter's own headers and are re-checked
-/// by tests/offsets.rs on every run; the others (3.8, 3.10, 3.12) were derived by hand from
-/// the release headers and cross-checked as noted in their comments.
+/// by tests/offsets.rs on every run; the others (3.6, 3.7, 3.8, 3.10, 3.12) are not
+/// provisioned: tests/offsets.rs checks them against the headers of pyenv's builds where
+/// those are installed (`probe.sh --prefix`).
 pub fn offsets_for(version: PyVersion) -> Option<PyOffsets> {
     match version.minor_series() {
         (2, 7) => Some(v2_7()),
+        (3, 6) => Some(v3_6()),
+        (3, 7) => Some(v3_7()),
         (3, 8) => Some(v3_8()),
         (3, 9) => Some(v3_9()),
         (3, 10) => Some(v3_10()),
@@ -499,6 +504,53 @@ fn v2_7() -> PyOffsets {
         unicode27_length: Some(16),
         unicode27_data: Some(24),
         unicode27_char_size: Some(4),
+    }
+}
+
+/// 3.6 — probe of pyenv's 3.6.15 headers (`probe.sh --prefix`). No `_PyRuntime` yet: as in
+/// 2.7, the interpreter list starts at the static `interp_head` (in the symbol table, else
+/// decoded from `PyInterpreterState_Head`) and the GIL holder is the exported
+/// `_PyThreadState_Current`. The code object, type and dict layouts are 3.7's; what differs:
+/// `PyFrameObject` still holds the exception triple `f_exc_type/value/traceback` (3.7 moved it
+/// to the thread's `exc_state`), so f_lasti is 120 and f_localsplus 376; `PyThreadState` has
+/// neither `exc_state` nor 3.7's context fields (thread_id 152); `PyInterpreterState.modules`
+/// is its third field (16). Line numbers: `co_lnotab` with signed
+/// line increments (new in 3.6), `f_lasti` in bytes (3.6's wordcode), as in 3.8.
+/// Private layouts (`md_dict`, Objects/dict-common.h: dk_size 8, dk_nentries 32, dk_indices
+/// 40, 24-byte entries) are 3.8's; tests/thread_names.rs proves them live.
+fn v3_6() -> PyOffsets {
+    PyOffsets {
+        series: (3, 6),
+        runtime_interpreters_head: None,
+        runtime_tstate_current: None,
+        interp_modules: 16,
+        tstate_thread_id: 152,
+        frame_lasti: Some(120),
+        frame_localsplus: Some(376),
+        ..v3_7()
+    }
+}
+
+/// 3.7 — probe of pyenv's 3.7.16 headers (`probe.sh --prefix`). `_PyRuntime` is new
+/// (Include/internal/pystate.h): `interpreters.head` 24, `gilstate.tstate_current` 1480.
+/// Differs from 3.8 in `PyInterpreterState.modules` (40), the code object (3.8 added
+/// `co_posonlyargcount`, moving every pointer after the ints by 8) and `PyTypeObject`'s size
+/// (3.8 alone has `tp_vectorcall` and a trailing `tp_print`: `ht_cached_keys` 856 here).
+fn v3_7() -> PyOffsets {
+    PyOffsets {
+        series: (3, 7),
+        runtime_interpreters_head: Some(24),
+        runtime_tstate_current: Some(1480),
+        interp_modules: 40,
+        code_name: 104,
+        code_filename: 96,
+        code_firstlineno: 36,
+        code_linetable: 112,
+        heaptype_cached_keys: Some(856),
+        code_varnames: Some(64),
+        code_cellvars: Some(80),
+        code_freevars: Some(72),
+        ..v3_8()
     }
 }
 
@@ -1371,7 +1423,7 @@ mod tests {
             let row = offsets_for(PyVersion::new(major, minor, 0)).expect("row");
             assert_eq!(row.series, (major, minor));
         }
-        assert!(offsets_for(PyVersion::new(3, 7, 0)).is_none());
+        assert!(offsets_for(PyVersion::new(3, 5, 0)).is_none());
         assert!(offsets_for(PyVersion::new(3, 16, 0)).is_none());
         assert!(offsets_for(PyVersion::new(2, 6, 0)).is_none());
     }
@@ -1395,8 +1447,14 @@ mod tests {
                     assert!(o.cframe_current_frame.is_none() && o.iframe_code.is_some());
                 }
             }
-            // 3.x has a runtime; the GIL is found either globally (<= 3.11) or per interpreter.
-            if major == 3 {
+            // 3.7+ has a runtime; the GIL is found either globally (<= 3.11) or per
+            // interpreter. 2.7 and 3.6 start from `interp_head` and `_PyThreadState_Current`.
+            if (major, minor) <= (3, 6) {
+                assert!(
+                    o.runtime_interpreters_head.is_none() && o.runtime_tstate_current.is_none()
+                );
+                assert!(o.interp_gil_ptr.is_none());
+            } else {
                 assert!(o.runtime_interpreters_head.is_some());
                 assert!(
                     o.runtime_tstate_current.is_some() != o.interp_gil_ptr.is_some(),

@@ -244,12 +244,8 @@ pub fn interpreters() -> Vec<Interpreter> {
     found
 }
 
-/// Series with no offsets row yet: their pyenv builds are listed as skipped, not tested.
-const UNSUPPORTED_SERIES: &[&str] = &["3.6", "3.7"];
-
 /// The interpreters pyenv built on this machine's image (`$PYENV_ROOT` or ~/.pyenv,
-/// `versions/X.Y.Z/bin/pythonX.Y`, shared libpython), flavour `pyenv`. Once per test binary,
-/// the ones left out are named on stderr.
+/// `versions/X.Y.Z/bin/pythonX.Y`, shared libpython), flavour `pyenv`.
 fn pyenv_pythons() -> Vec<Interpreter> {
     let root = std::env::var("PYENV_ROOT")
         .map(PathBuf::from)
@@ -260,7 +256,6 @@ fn pyenv_pythons() -> Vec<Interpreter> {
         return Vec::new();
     };
     let mut found = Vec::new();
-    let mut skipped = Vec::new();
     for entry in entries.flatten() {
         let version = entry.file_name().to_string_lossy().into_owned();
         let parts: Vec<&str> = version.split('.').collect();
@@ -272,10 +267,6 @@ fn pyenv_pythons() -> Vec<Interpreter> {
         if !path.exists() {
             continue;
         }
-        if UNSUPPORTED_SERIES.contains(&series.as_str()) {
-            skipped.push(version);
-            continue;
-        }
         found.push(Interpreter {
             series,
             path,
@@ -284,15 +275,6 @@ fn pyenv_pythons() -> Vec<Interpreter> {
         });
     }
     found.sort_by(|a, b| a.version.cmp(&b.version));
-    static SAID: std::sync::Once = std::sync::Once::new();
-    if !skipped.is_empty() {
-        SAID.call_once(|| {
-            eprintln!(
-                "SKIPPED pyenv interpreters of unsupported series: {} (no offsets row yet)",
-                skipped.join(", ")
-            )
-        });
-    }
     found
 }
 

@@ -17,4 +17,6 @@ async def drive():
 
 
 def run_async():
-    asyncio.run(drive())  # LINE:asyncio_run
+    # A loop of its own, not asyncio.run (3.7+): this runs on 3.6 as well.
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(drive())  # LINE:asyncio_run

@@ -21,6 +21,13 @@
 #  include "code.h"
 #  include "frameobject.h"
 #  include "longintrepr.h"
+#elif PY_VERSION_HEX < 0x03070000
+#  include "frameobject.h"
+#  include "longintrepr.h"
+#elif PY_VERSION_HEX < 0x03080000
+#  include "frameobject.h"
+#  include "longintrepr.h"
+#  include "internal/pystate.h"
 #elif PY_VERSION_HEX < 0x03090000
 #  include "frameobject.h"
 #  include "longintrepr.h"
@@ -74,8 +81,8 @@ int main(void)
 {
     printf("version_hex %#lx\n", (unsigned long)PY_VERSION_HEX);
 
-    /* --- _PyRuntimeState --- */
-#if PY_MAJOR_VERSION == 2
+    /* --- _PyRuntimeState (3.7+; 2.7 and 3.6 start from the static `interp_head`) --- */
+#if PY_VERSION_HEX < 0x03070000
     NONE("runtime_interpreters_head");
     NONE("runtime_tstate_current");
 #else

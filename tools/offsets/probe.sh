@@ -3,6 +3,9 @@
 #
 #   probe.sh SERIES            e.g. probe.sh 3.14   (looks the series up in the index)
 #   probe.sh --all             every series in the index, each block headed by `# series X.Y`
+#   probe.sh --prefix DIR      the headers of an interpreter installed under DIR (e.g. pyenv's
+#                              versions/3.7.16: DIR/include/pythonX.Y*), built without
+#                              extra defines (-DNDEBUG -DPy_BUILD_CORE)
 #
 # The index is $PYTHONS_DIR/index.tsv (default ~/.cache/pythons), written by
 # tools/pythons/provision. Its include_dir, root and core_defines columns give the headers
@@ -19,9 +22,13 @@ cc="${CC:-gcc}"
 
 die() { echo "probe.sh: $*" >&2; exit 1; }
 
-[ $# -eq 1 ] || die "usage: probe.sh SERIES | --all"
-[ -r "$index" ] || die "no index at $index: run tools/pythons/provision"
+usage="usage: probe.sh SERIES | --all | --prefix DIR"
+[ $# -ge 1 ] || die "$usage"
 command -v "$cc" >/dev/null || die "no C compiler ($cc)"
+if [ "$1" != "--prefix" ]; then
+    [ $# -eq 1 ] || die "$usage"
+    [ -r "$index" ] || die "no index at $index: run tools/pythons/provision"
+fi
 
 # One line of the index per series (flavours share their headers).
 row_for() {
@@ -45,10 +52,31 @@ probe_one() {
     "$out"
 }
 
+# An installed interpreter's own headers (pyenv and `make install` prefixes): one
+# include/pythonX.Y[m] directory holding Python.h.
+probe_prefix() {
+    local prefix="$1" include_dir out
+    include_dir=""
+    for d in "$prefix"/include/python*; do
+        [ -r "$d/Python.h" ] || continue
+        [ -z "$include_dir" ] || die "more than one include/python* directory under $prefix"
+        include_dir="$d"
+    done
+    [ -n "$include_dir" ] || die "no include/python*/Python.h under $prefix"
+    out="$work/probe-prefix"
+    "$cc" -std=gnu11 -w -I "$include_dir" -DNDEBUG -DPy_BUILD_CORE \
+        -o "$out" "$here/probe.c" \
+        || die "compiling the probe against $include_dir failed"
+    "$out"
+}
+
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-if [ "$1" = "--all" ]; then
+if [ "$1" = "--prefix" ]; then
+    [ $# -eq 2 ] || die "$usage"
+    probe_prefix "$2"
+elif [ "$1" = "--all" ]; then
     for series in $(awk -F'\t' '!/^#/ && NF { print $1 }' "$index" | sort -u -V); do
         echo "# series $series"
         probe_one "$series"
