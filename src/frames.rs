@@ -6,8 +6,11 @@
 
 use std::collections::HashMap;
 
+use std::collections::BTreeMap;
+
 use crate::model::{Frame, StackTrace};
-use crate::profile::{FrameKind, Profile, ProfileFrame, SampleLabels};
+use crate::process::lineage::ancestry;
+use crate::profile::{FrameKind, ProcessNode, Profile, ProfileFrame, SampleLabels};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FrameOptions {
@@ -111,7 +114,7 @@ fn present_with(profile: &Profile, opts: FrameOptions, timed: bool) -> Profile {
         ids.clear();
         if opts.processes || opts.threads {
             let root = roots.entry(e.labels).or_insert_with(|| {
-                root_frames(e.labels, opts)
+                root_frames(e.labels, opts, &profile.meta.processes)
                     .iter()
                     .map(|f| out.intern_frame(f))
                     .collect()
@@ -136,19 +139,35 @@ fn present_with(profile: &Profile, opts: FrameOptions, timed: bool) -> Profile {
     out
 }
 
-/// The process and thread root frames of a sample, as the options ask.
-pub fn root_frames(labels: &SampleLabels, opts: FrameOptions) -> Vec<ProfileFrame> {
+/// The process and thread root frames of a sample, as the options ask. A process of a
+/// recorded tree (`--subprocesses`) sits under its ancestors, each shown as py-spy shows it,
+/// `process PID:"COMMAND LINE"`; any other process is `NAME (PID)`.
+pub fn root_frames(
+    labels: &SampleLabels,
+    opts: FrameOptions,
+    tree: &BTreeMap<u32, ProcessNode>,
+) -> Vec<ProfileFrame> {
     let mut out = Vec::with_capacity(2);
     if opts.processes {
-        let name = if labels.process.is_empty() {
-            "?"
+        if tree.contains_key(&labels.pid) {
+            out.extend(ancestry(tree, labels.pid).into_iter().map(|pid| {
+                let command_line = tree.get(&pid).map_or("?", |n| n.command_line.as_str());
+                ProfileFrame::new(
+                    FrameKind::Process,
+                    format!("process {pid}:\"{command_line}\""),
+                )
+            }));
         } else {
-            &labels.process
-        };
-        out.push(ProfileFrame::new(
-            FrameKind::Process,
-            format!("{name} ({})", labels.pid),
-        ));
+            let name = if labels.process.is_empty() {
+                "?"
+            } else {
+                &labels.process
+            };
+            out.push(ProfileFrame::new(
+                FrameKind::Process,
+                format!("{name} ({})", labels.pid),
+            ));
+        }
     }
     if opts.threads {
         out.push(ProfileFrame::new(FrameKind::Thread, thread_label(labels)));

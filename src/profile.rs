@@ -7,7 +7,7 @@
 //! applied when a profile is written (`frames::present`), so one recorded profile can be
 //! written any way, read back, merged and compared.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -183,6 +183,19 @@ pub struct ProfileMeta {
     pub errors: u64,
     /// Labels of the whole profile (`service_name=api`, `env=prod`), in order.
     pub labels: Vec<(String, String)>,
+    /// `--subprocesses`: the processes seen under the profiled one, with who started them
+    /// (src/process/lineage.rs); empty otherwise. Processes are shown under their parents.
+    pub processes: BTreeMap<u32, ProcessNode>,
+}
+
+/// A process of a recorded process tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ProcessNode {
+    /// The process it sits under: its parent, or the profiled root when a parent in between
+    /// exited before the process was seen. `None` for the root.
+    pub parent: Option<u32>,
+    /// Its command line, arguments joined by spaces, bounded in length.
+    pub command_line: String,
 }
 
 impl ProfileMeta {

@@ -623,14 +623,20 @@ fn record_subprocesses_in_bpf_mode_follows_children_only() {
     .ok()
     .unwrap();
     let stacks = read_raw(&out).unwrap();
-    let child_root = format!("({child_pid})");
+    // The child sits under its parent: process PARENT:"... spawner.py";process CHILD:"... busy.py".
+    let parent_root = format!("process {pid}:\"");
+    let child_frame = format!("process {child_pid}:\"");
     let in_child = count(&stacks, |s| {
-        s.root().is_some_and(|r| r.ends_with(&child_root))
+        s.root()
+            .is_some_and(|r| r.starts_with(&parent_root) && r.ends_with("spawner.py\""))
+            && s.frames
+                .get(1)
+                .is_some_and(|f| f.starts_with(&child_frame) && f.ends_with("busy.py\""))
             && s.leaf().is_some_and(|l| l.starts_with("level_b (busy.py:"))
     });
-    let other_root = format!("({})", other.pid());
+    let other_frame = format!("process {}:", other.pid());
     let leaked = count(&stacks, |s| {
-        s.root().is_some_and(|r| r.ends_with(&other_root))
+        s.frames.iter().any(|f| f.starts_with(&other_frame))
     });
     assert!(
         in_child >= 20 && leaked == 0,

@@ -444,10 +444,20 @@ fn record_subprocesses() {
             .parse()
             .context("spawner.py ready line")?;
         let _child = KillOnDrop(child_pid);
-        let name = comm(child_pid).context("the child process is gone")?;
-        let stacks = record_pid(&dir, "subprocesses.txt", parent.pid(), &["-s"])?;
-        let mut expected = vec![format!("{name} ({child_pid})")];
+        // As py-spy shows them: the child under its parent, each with its command line.
+        let process_frame = |pid: u32| -> Result<String> {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .with_context(|| format!("process {pid} is gone"))?;
+            let args: Vec<String> = raw
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            Ok(format!("process {pid}:\"{}\"", args.join(" ")))
+        };
+        let mut expected = vec![process_frame(parent.pid())?, process_frame(child_pid)?];
         expected.extend(busy_stack());
+        let stacks = record_pid(&dir, "subprocesses.txt", parent.pid(), &["-s"])?;
         expect_heaviest(&stacks, &expected, "record -s (spawner.py -> busy.py)")
     });
 }

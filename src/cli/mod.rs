@@ -232,7 +232,8 @@ pub struct RecordArgs {
     /// A root frame per thread.
     #[arg(short, long)]
     pub threads: bool,
-    /// Also profile the target's child processes.
+    /// Also profile the target's child processes, each shown under its parent as
+    /// `process PID:"COMMAND LINE"` (as py-spy does).
     #[arg(short, long)]
     pub subprocesses: bool,
     /// Aggregate by function, without line numbers.

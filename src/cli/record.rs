@@ -17,6 +17,7 @@ use crate::bpf::BpfSampler;
 use crate::frames::{identity_frames, sample_labels, FrameOptions};
 use crate::native::NativeReader;
 use crate::output;
+use crate::process::lineage::Lineage;
 use crate::process::pause::Paused;
 use crate::process::proc;
 use crate::profile::{unix_ns, Profile, ProfileMeta};
@@ -209,6 +210,7 @@ fn record_userspace(
     let title = process.cmdline.join(" ");
     let mut profile = Profile::with_meta(ProfileMeta::cpu(format!("pyspy-bpf {title}"), args.rate));
     let mut names: HashMap<u32, String> = HashMap::new();
+    let mut lineage = args.subprocesses.then(|| Lineage::new(pid));
     let live = std::io::stderr().is_terminal() && !args.hideprogress;
     let mut sampler = UserspaceSampler::new(config, process);
     if let Some(bytes) = native_stack {
@@ -221,9 +223,12 @@ fn record_userspace(
         |stacks| {
             let now = Some(unix_ns(std::time::SystemTime::now()));
             for stack in stacks {
-                let name = names
-                    .entry(stack.pid)
-                    .or_insert_with(|| proc::comm(stack.pid).unwrap_or_else(|_| "?".into()));
+                let name = names.entry(stack.pid).or_insert_with(|| {
+                    if let Some(lineage) = lineage.as_mut() {
+                        lineage.observe(stack.pid);
+                    }
+                    proc::comm(stack.pid).unwrap_or_else(|_| "?".into())
+                });
                 let labels = sample_labels(stack, name);
                 profile.add_sample(&identity_frames(stack), &labels, now, 1, 1);
             }
@@ -250,6 +255,7 @@ fn record_userspace(
     }
     profile.meta.duration_secs = summary.elapsed.as_secs_f64();
     profile.meta.errors = summary.errors;
+    profile.meta.processes = lineage.map(Lineage::into_nodes).unwrap_or_default();
     write_profile(args, &profile, frame_options(args), output)?;
     write_stats(
         stats_out,
@@ -328,6 +334,10 @@ fn record_bpf(
         None => "--all".to_string(),
     };
     let mut profile = Profile::with_meta(ProfileMeta::cpu(format!("pyspy-bpf {title}"), args.rate));
+    let mut lineage = match process {
+        Some(p) if args.subprocesses => Some(Lineage::new(p.pid)),
+        _ => None,
+    };
     let live = std::io::stderr().is_terminal() && !args.hideprogress;
     let summary = bpf_source::run(
         sampler,
@@ -336,6 +346,9 @@ fn record_bpf(
         stop,
         || child_alive(child) && process.is_none_or(|p| p.is_same_process()),
         |stack, process| {
+            if let Some(lineage) = lineage.as_mut() {
+                lineage.observe(stack.pid);
+            }
             let labels = sample_labels(stack, process.name);
             let now = Some(unix_ns(std::time::SystemTime::now()));
             profile.add_sample(&identity_frames(stack), &labels, now, 1, 1)
@@ -372,6 +385,7 @@ fn record_bpf(
     }
     profile.meta.duration_secs = summary.elapsed.as_secs_f64();
     profile.meta.errors = summary.python_errors + summary.lost.iter().map(|(_, n)| n).sum::<u64>();
+    profile.meta.processes = lineage.map(Lineage::into_nodes).unwrap_or_default();
     write_profile(args, &profile, frame_opts, output)?;
     write_stats(stats_out, &Stats::bpf(&summary, args.native))?;
     eprintln!(

@@ -72,6 +72,16 @@ fn split_count(text: &str) -> Option<(&str, u64)> {
 }
 
 /// One frame from its label.
+/// `process PID:"COMMAND LINE"`: a process of a `--subprocesses` tree, at the root or under
+/// its parent process (so not only at the root, unlike `NAME (PID)`).
+fn is_process_of_tree(label: &str) -> bool {
+    label
+        .strip_prefix("process ")
+        .and_then(|rest| rest.split_once(":\""))
+        .is_some_and(|(pid, _)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        && label.ends_with('"')
+}
+
 pub fn parse_frame(label: &str, is_root: bool) -> ProfileFrame {
     if let Some(name) = label.strip_suffix("_[k]") {
         return ProfileFrame::new(FrameKind::Kernel, name);
@@ -81,6 +91,9 @@ pub fn parse_frame(label: &str, is_root: bool) -> ProfileFrame {
         || label == EMPTY_STACK
     {
         return ProfileFrame::new(FrameKind::Truncated, label);
+    }
+    if is_process_of_tree(label) {
+        return ProfileFrame::new(FrameKind::Process, label);
     }
     if is_root && label.starts_with("thread \"") && label.ends_with(')') {
         return ProfileFrame::new(FrameKind::Thread, label);
@@ -150,6 +163,11 @@ mod tests {
             FrameKind::Truncated
         );
         assert_eq!(f("python3 (1234)", true).kind, FrameKind::Process);
+        assert_eq!(
+            f("process 12:\"python3 -c x\"", false).kind,
+            FrameKind::Process
+        );
+        assert_eq!(f("process x:\"python3\"", false).kind, FrameKind::Native);
         assert_eq!(f("python3 (1234)", false).kind, FrameKind::Native);
         assert_eq!(f("thread \"Main\" (7)", true).kind, FrameKind::Thread);
         assert_eq!(

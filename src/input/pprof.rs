@@ -170,6 +170,7 @@ fn build(raw: Raw) -> anyhow::Result<Profile> {
         duration_secs: raw.duration_nanos.max(0) as f64 / 1e9,
         errors: 0,
         labels: Vec::new(),
+        processes: Default::default(),
     };
     let mut profile = Profile::with_meta(meta);
 

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod elf;
 pub mod kstack;
+pub mod lineage;
 pub mod maps;
 pub mod memory;
 pub mod own_heap;
