@@ -99,6 +99,15 @@ fn euid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
+/// A regular file seen by `Dir::visit_regular_files`.
+#[derive(Debug)]
+pub struct FileEntry<'a> {
+    pub name: &'a str,
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch (0 before it).
+    pub modified_ns: u128,
+}
+
 /// A directory held open: every file is created, opened, renamed and removed relative to
 /// it, so renaming or replacing the directory's path afterwards changes nothing.
 #[derive(Debug)]
@@ -263,6 +272,18 @@ impl Dir {
     /// The regular files in this directory and their sizes, unsorted (symlinks and anything
     /// else are left out: nobody but us writes here, and what we did not write is not ours).
     pub fn regular_files(&self) -> Result<Vec<(String, u64)>, SafeFsError> {
+        let mut files = Vec::new();
+        self.visit_regular_files(|file| files.push((file.name.to_string(), file.size)))?;
+        Ok(files)
+    }
+
+    /// Calls `visit` with each regular file directly in the directory (symlinks and other
+    /// kinds are skipped, never followed), one at a time: a directory of millions of files
+    /// is read without holding a list of them.
+    pub fn visit_regular_files(
+        &self,
+        mut visit: impl FnMut(&FileEntry<'_>),
+    ) -> Result<(), SafeFsError> {
         let fd = rustix::fs::openat(
             &*self.fd,
             ".",
@@ -272,7 +293,6 @@ impl Dir {
         .map_err(|e| SafeFsError::io(&self.path, e))?;
         let mut dir =
             rustix::fs::Dir::read_from(&fd).map_err(|e| SafeFsError::io(&self.path, e))?;
-        let mut files = Vec::new();
         while let Some(entry) = dir.read() {
             let entry = entry.map_err(|e| SafeFsError::io(&self.path, e))?;
             let Ok(name) = entry.file_name().to_str() else {
@@ -281,19 +301,21 @@ impl Dir {
             if name == "." || name == ".." {
                 continue;
             }
-            let name = name.to_string();
-            if let Ok(stat) =
-                rustix::fs::statat(&*self.fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
-            {
+            if let Ok(stat) = rustix::fs::statat(&*self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
                 if FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile {
-                    files.push((name, stat.st_size as u64));
+                    visit(&FileEntry {
+                        name,
+                        size: stat.st_size as u64,
+                        modified_ns: (stat.st_mtime as i128 * 1_000_000_000
+                            + stat.st_mtime_nsec as i128)
+                            .max(0) as u128,
+                    });
                 }
             }
         }
-        Ok(files)
+        Ok(())
     }
 
-    /// Remove the file `name` (never a directory; a symlink is removed, not followed).
     pub fn remove(&self, name: &str) -> Result<(), SafeFsError> {
         let path = self.path.join(name);
         if !is_one_component(name) {
@@ -378,6 +400,34 @@ impl NewFile {
         self.name = name.to_os_string();
         self.keep = true;
         Ok(())
+    }
+
+    /// `rename_onto`, but never replacing a file that exists (`RENAME_NOREPLACE`): `Ok(false)`
+    /// when `name` is taken, and the file stays where it is.
+    pub fn rename_onto_new(&mut self, name: &OsStr) -> Result<bool, SafeFsError> {
+        let target = self.dir_path.join(name);
+        if !is_one_component(name) {
+            return Err(SafeFsError::io(target, Errno::INVAL));
+        }
+        self.file.sync_all().map_err(|error| SafeFsError::Io {
+            path: self.path(),
+            error,
+        })?;
+        match rustix::fs::renameat_with(
+            &*self.dir,
+            &self.name,
+            &*self.dir,
+            name,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => {
+                self.name = name.to_os_string();
+                self.keep = true;
+                Ok(true)
+            }
+            Err(Errno::EXIST) => Ok(false),
+            Err(e) => Err(SafeFsError::io(target, e)),
+        }
     }
 }
 
