@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::asyncio::{read_tasks, AsyncTask, TaskList};
+use super::asyncio_layout::{locate_async_layout, AsyncLayout, AsyncioError};
 use super::attach::{locate, AttachError, Interpreter};
 use super::code::CodeCache;
 use super::locals::{frame_locals, Local};
@@ -88,6 +90,8 @@ pub struct PythonProcess {
     tstates_read_at: Option<Instant>,
     /// Bumped each time `tstates` is rebuilt (see `thread_states_generation`).
     tstates_generation: u64,
+    /// Where asyncio keeps its tasks (3.14+), found at the first `async_tasks`.
+    asyncio: Option<AsyncLayout>,
 }
 
 /// How long `thread_stack` trusts the tid -> thread state map before a full read. Each use is
@@ -114,6 +118,7 @@ impl PythonProcess {
             tstates: HashMap::new(),
             tstates_read_at: None,
             tstates_generation: 0,
+            asyncio: None,
         })
     }
 
@@ -206,6 +211,36 @@ impl PythonProcess {
             .into_iter()
             .map(|(trace, (entry, shims), _)| (trace, entry, shims))
             .next())
+    }
+
+    /// Every asyncio task of the process (3.14+): each thread's, then each interpreter's
+    /// (tasks of threads that ended). The asyncio layout is found at the first call; until
+    /// the target imports asyncio there is none, and the error says so.
+    pub fn async_tasks(&mut self) -> Result<Vec<AsyncTask>, AsyncioError> {
+        if self.asyncio.is_none() {
+            self.asyncio = Some(locate_async_layout(&self.mem, &self.interpreter)?);
+        }
+        self.read_thread_list()?;
+        let pid = self.pid;
+        let o = &self.interpreter.offsets;
+        let mem: &dyn RemoteMemory = &self.mem;
+        let lost = |source: MemoryError| SampleError::Memory { pid, source };
+        let head = self.interpreter.interpreters_head(mem).map_err(lost)?;
+        let interps = interpreters(mem, o, head).map_err(lost)?;
+        let Some(layout) = self.asyncio.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let tid_of: HashMap<Addr, u32> =
+            self.tstates.iter().map(|(&tid, t)| (t.addr, tid)).collect();
+        let mut lists = Vec::new();
+        for &interp in &interps {
+            for t in thread_states(mem, o, interp).map_err(lost)? {
+                let tid = tid_of.get(&t.addr).copied();
+                lists.push(TaskList::of_thread(mem, layout, t.addr, tid));
+            }
+            lists.push(TaskList::of_interpreter(layout, interp));
+        }
+        Ok(read_tasks(mem, o, layout, &mut self.codes, &lists))
     }
 
     /// Read the thread list (no stacks, names or GIL), so that `thread_state_addrs` knows
