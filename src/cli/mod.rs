@@ -20,6 +20,7 @@ mod agent;
 mod convert;
 mod diff;
 mod dump;
+mod dump_async;
 mod mode;
 mod numbers;
 mod output_file;
@@ -308,6 +309,10 @@ pub struct DumpArgs {
     /// (default 256K).
     #[arg(long, value_name = "SIZE", requires = "native", value_parser = stack_size::parse)]
     pub native_stack_size: Option<stack_size::StackSize>,
+    /// Show asyncio tasks instead of threads: each task's name, coroutine chain and the
+    /// tasks awaiting it (Python 3.14+).
+    #[arg(long = "async", conflicts_with_all = ["native", "locals", "blocking"])]
+    pub async_tasks: bool,
 }
 
 #[derive(Debug, Args)]
