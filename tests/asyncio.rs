@@ -1,7 +1,8 @@
-//! `dump --async` against real interpreters: on every 3.14+ interpreter, three named tasks
-//! awaiting each other (tests/scripts/async_tasks.py) show their names, coroutine chains
-//! (functions, files, exact lines) and awaited-by links, and agree with what the
-//! interpreter's own `python -m asyncio pstree PID` prints for the same process. Older
+//! `dump --async` and `record --async` against real interpreters: on every 3.14+
+//! interpreter, three named tasks awaiting each other (tests/scripts/async_tasks.py) show
+//! their names, coroutine chains (functions, files, exact lines) and awaited-by links, and
+//! agree with what the interpreter's own `python -m asyncio pstree PID` prints for the same
+//! process; `record --async` puts each task's chain under the tasks awaiting it. Older
 //! versions refuse `--async` in one line with a non-zero exit.
 
 mod common;
@@ -259,6 +260,81 @@ fn compare_with_pstree(interp: &Interpreter, pid: u32, p: &ProcessJson) -> Resul
 }
 
 #[test]
+fn record_async_puts_each_task_under_its_awaiters() {
+    for_each_interpreter("record_async_puts_each_task_under_its_awaiters", |interp| {
+        if !is_async_series(interp) {
+            return Ok(());
+        }
+        let running = interp.start(SCRIPT, &[])?;
+        running.wait_ready()?;
+        let dir = TempDir::new("record-async");
+        let out = dir.join("tasks.txt");
+        let pid = running.pid().to_string();
+        let run = pyspy(&[
+            "record",
+            "--async",
+            "--pid",
+            &pid,
+            "-d",
+            "1",
+            "-r",
+            "50",
+            "-f",
+            "raw",
+            "-o",
+            out.to_str().unwrap(),
+        ])?
+        .ok()?;
+        let stacks = read_raw(&out)?;
+        let line = |tag| line_of(SCRIPT, tag);
+        let expected = vec![
+            "<task Task-1>".to_string(),
+            format!("main ({SCRIPT}:{})", line("main")),
+            "<task outer>".to_string(),
+            format!("outer_work ({SCRIPT}:{})", line("outer_work")),
+            "<task middle>".to_string(),
+            format!("middle_work ({SCRIPT}:{})", line("middle_work")),
+            "<task inner>".to_string(),
+            format!("inner_work ({SCRIPT}:{})", line("inner_work")),
+            format!("inner_leaf ({SCRIPT}:{})", line("inner_leaf")),
+        ];
+        // One stack (the one task that awaits no task), its leaf asyncio's `sleep`.
+        ensure!(
+            stacks.len() == 1
+                && stacks[0].frames.len() == expected.len() + 1
+                && stacks[0].frames[..expected.len()] == expected[..]
+                && stacks[0]
+                    .leaf()
+                    .is_some_and(|l| l.starts_with("sleep (asyncio/tasks.py:")),
+            "expected {expected:?} + sleep, got:\n{}\n{}",
+            summary(&stacks),
+            run.describe()
+        );
+        // Every read of the second sees the tasks (50 Hz: about 50 reads).
+        ensure!(
+            stacks[0].count >= 20,
+            "only {} samples:\n{}",
+            stacks[0].count,
+            run.describe()
+        );
+
+        // BPF cannot read tasks: asked for, it says so.
+        let bpf = pyspy(&[
+            "record", "--async", "--mode", "bpf", "--pid", &pid, "-d", "1",
+        ])?;
+        ensure!(
+            !bpf.status.success()
+                && bpf
+                    .stderr
+                    .contains("--async is only available in user-space mode"),
+            "record --async --mode bpf:\n{}",
+            bpf.describe()
+        );
+        Ok(())
+    });
+}
+
+#[test]
 fn dump_async_refuses_versions_without_asyncio_offsets() {
     for_each_interpreter(
         "dump_async_refuses_versions_without_asyncio_offsets",
@@ -286,6 +362,31 @@ fn dump_async_refuses_versions_without_asyncio_offsets() {
                 out.describe()
             );
             ensure!(out.stdout.is_empty(), "printed:\n{}", out.stdout);
+
+            let dir = TempDir::new("record-async-old");
+            let file = dir.join("never.txt");
+            let pid = running.pid().to_string();
+            let record = pyspy(&[
+                "record",
+                "--async",
+                "--pid",
+                &pid,
+                "-d",
+                "1",
+                "-f",
+                "raw",
+                "-o",
+                file.to_str().unwrap(),
+            ])?;
+            ensure!(
+                !record.status.success()
+                    && record
+                        .error_line()
+                        .is_some_and(|l| l.contains("need Python 3.14 or newer")),
+                "record --async on {}:\n{}",
+                interp.version,
+                record.describe()
+            );
             Ok(())
         },
     );

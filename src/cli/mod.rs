@@ -276,6 +276,10 @@ pub struct RecordArgs {
     /// JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<std::path::PathBuf>,
+    /// Record asyncio tasks instead of threads (Python 3.14+): each task's coroutine chain
+    /// under the tasks awaiting it, with `<task NAME>` frames (user-space sampler).
+    #[arg(long = "async", conflicts_with_all = ["native", "gil", "blocking", "all"])]
+    pub async_tasks: bool,
 }
 
 #[derive(Debug, Args)]

@@ -5,7 +5,7 @@
 //! process's `CodeCache`. Lists, chains and sets are bounded and cycle-checked: a task
 //! whose memory is garbage gives a short chain and a reason, never a hang.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::asyncio_layout::AsyncLayout;
 use super::code::CodeCache;
@@ -13,13 +13,15 @@ use super::objects::{read_int, type_flags, TPFLAGS_LONG_SUBCLASS, TPFLAGS_UNICOD
 use super::offsets::PyOffsets;
 use super::strings::{is_object_addr, read_py_string};
 use super::walk::read_struct;
-use crate::model::{Addr, Frame, RawPyFrame, Reason};
+use crate::model::{Addr, Frame, NativeFrame, RawPyFrame, Reason, StackTrace};
 use crate::process::memory::RemoteMemory;
 
 /// Most tasks read from one process (all lists together).
 pub const MAX_TASKS: usize = 10_000;
 /// Deepest coroutine chain followed (coroutines awaiting coroutines).
 const MAX_CHAIN: usize = 256;
+/// Most tasks one task stack goes up through (a task, its awaiter, that one's awaiter...).
+const MAX_TASK_HOPS: usize = 64;
 /// Largest `awaited_by` set read (table slots).
 const MAX_SET_SLOTS: u64 = 1 << 16;
 /// Longest task name kept (characters).
@@ -115,6 +117,61 @@ pub fn read_tasks(
         }
     }
     tasks
+}
+
+/// The tasks as stacks for a profile (`record --async`): one per task that awaits no other
+/// task (where the work waits), leaf first: its coroutine chain, a `<task NAME>` marker
+/// frame, then the chain of the task awaiting it and that task's marker, and so on up to a
+/// task nobody awaits, so that in a flame graph every task sits under the tasks awaiting it.
+/// A task awaited by several tasks goes under the first one its `awaited_by` names.
+pub fn task_stacks(pid: u32, tasks: &[AsyncTask]) -> Vec<StackTrace> {
+    let by_addr: HashMap<Addr, &AsyncTask> = tasks.iter().map(|t| (t.addr, t)).collect();
+    let awaits_a_task: HashSet<Addr> = tasks
+        .iter()
+        .flat_map(|t| t.awaited_by.iter().map(|a| a.addr))
+        .collect();
+    let mut out = Vec::new();
+    for leaf in tasks.iter().filter(|t| !awaits_a_task.contains(&t.addr)) {
+        let mut frames = Vec::new();
+        let mut seen = HashSet::new();
+        let mut task = Some(leaf);
+        while let Some(t) = task {
+            if !seen.insert(t.addr) {
+                frames.push(Frame::Truncated(Reason::Cycle));
+                break;
+            }
+            if seen.len() > MAX_TASK_HOPS {
+                frames.push(Frame::Truncated(Reason::DepthLimit));
+                break;
+            }
+            frames.extend(t.coroutine.iter().cloned());
+            frames.push(task_marker(&t.name));
+            task = t
+                .awaited_by
+                .first()
+                .and_then(|a| by_addr.get(&a.addr).copied());
+        }
+        out.push(StackTrace {
+            pid,
+            tid: leaf.tid,
+            thread_name: None,
+            thread_ident: 0,
+            active: leaf.running,
+            owns_gil: false,
+            frames,
+        });
+    }
+    out
+}
+
+/// The frame standing for a task in a task stack: `<task NAME>`. It is carried as a native
+/// frame without a module, which every output shows by its name alone.
+fn task_marker(name: &str) -> Frame {
+    Frame::Native(NativeFrame {
+        name: format!("<task {name}>"),
+        module: String::new(),
+        offset: None,
+    })
 }
 
 /// The task addresses of the circular list at `head`, skipping any seen before.
@@ -379,6 +436,75 @@ mod tests {
                 .unwrap(),
             source: Default::default(),
         }
+    }
+
+    fn task(addr: Addr, name: &str, awaited_by: &[Addr]) -> AsyncTask {
+        AsyncTask {
+            addr,
+            name: name.into(),
+            tid: Some(7),
+            running: false,
+            coroutine: vec![Frame::Kernel(format!("{name}_work"))],
+            awaited_by: awaited_by
+                .iter()
+                .map(|&addr| Awaiter {
+                    addr,
+                    is_task: true,
+                })
+                .collect(),
+        }
+    }
+
+    fn names(stack: &StackTrace) -> Vec<String> {
+        stack
+            .frames
+            .iter()
+            .map(|f| match f {
+                Frame::Kernel(n) => n.clone(),
+                Frame::Native(n) => n.name.clone(),
+                Frame::Truncated(r) => format!("<{}>", r.as_str()),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_task_stack_goes_up_through_its_awaiters() {
+        let tasks = [
+            task(1, "main", &[]),
+            task(2, "outer", &[1]),
+            task(3, "inner", &[2]),
+            task(4, "side", &[1]),
+        ];
+        let stacks = task_stacks(42, &tasks);
+        let got: Vec<Vec<String>> = stacks.iter().map(names).collect();
+        assert_eq!(
+            got,
+            vec![
+                vec![
+                    "inner_work",
+                    "<task inner>",
+                    "outer_work",
+                    "<task outer>",
+                    "main_work",
+                    "<task main>"
+                ],
+                vec!["side_work", "<task side>", "main_work", "<task main>"],
+            ]
+        );
+        assert!(stacks.iter().all(|s| s.pid == 42 && s.tid == Some(7)));
+    }
+
+    #[test]
+    fn awaiters_that_loop_end_the_stack() {
+        // a awaits b awaits a (garbage, or a list read mid-change), c awaits a.
+        let tasks = [task(1, "a", &[2]), task(2, "b", &[1]), task(3, "c", &[1])];
+        let stacks = task_stacks(1, &tasks);
+        assert_eq!(stacks.len(), 1);
+        assert_eq!(
+            names(&stacks[0]),
+            vec!["c_work", "<task c>", "a_work", "<task a>", "b_work", "<task b>", "<cycle>"]
+        );
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub enum AsyncioError {
     Proc(#[from] ProcError),
     #[error(transparent)]
     Threads(#[from] super::state::SampleError),
+    /// The last search failed a moment ago (this says why); not searched again yet.
+    #[error("{0}")]
+    Again(String),
 }
 
 /// Everything the task reader needs, as offsets checked to be plausible.

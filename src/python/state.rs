@@ -35,6 +35,8 @@ pub enum SampleError {
     Exited { pid: u32 },
     #[error("reading threads of process {pid}: {source}")]
     Memory { pid: u32, source: MemoryError },
+    #[error("asyncio tasks of process {pid}: {why}")]
+    Asyncio { pid: u32, why: String },
 }
 
 /// A thread's stack with the local variables of its frames (`dump --locals`).
@@ -92,7 +94,12 @@ pub struct PythonProcess {
     tstates_generation: u64,
     /// Where asyncio keeps its tasks (3.14+), found at the first `async_tasks`.
     asyncio: Option<AsyncLayout>,
+    /// When and why the last search for it failed.
+    asyncio_missing: Option<(Instant, String)>,
 }
+
+/// How long `async_tasks` waits before looking for the asyncio layout again.
+const ASYNCIO_RETRY: Duration = Duration::from_millis(200);
 
 /// How long `thread_stack` trusts the tid -> thread state map before a full read. Each use is
 /// confirmed by reading the thread state's own thread id, so this only bounds how long names
@@ -119,6 +126,7 @@ impl PythonProcess {
             tstates_read_at: None,
             tstates_generation: 0,
             asyncio: None,
+            asyncio_missing: None,
         })
     }
 
@@ -218,7 +226,20 @@ impl PythonProcess {
     /// the target imports asyncio there is none, and the error says so.
     pub fn async_tasks(&mut self) -> Result<Vec<AsyncTask>, AsyncioError> {
         if self.asyncio.is_none() {
-            self.asyncio = Some(locate_async_layout(&self.mem, &self.interpreter)?);
+            // Until asyncio is imported there is no layout; while sampling, looking again
+            // (the maps and ELF headers) five times a second is plenty.
+            if let Some((at, why)) = &self.asyncio_missing {
+                if at.elapsed() < ASYNCIO_RETRY {
+                    return Err(AsyncioError::Again(why.clone()));
+                }
+            }
+            match locate_async_layout(&self.mem, &self.interpreter) {
+                Ok(layout) => self.asyncio = Some(layout),
+                Err(e) => {
+                    self.asyncio_missing = Some((Instant::now(), e.to_string()));
+                    return Err(e);
+                }
+            }
         }
         self.read_thread_list()?;
         let pid = self.pid;
@@ -241,6 +262,12 @@ impl PythonProcess {
             lists.push(TaskList::of_interpreter(layout, interp));
         }
         Ok(read_tasks(mem, o, layout, &mut self.codes, &lists))
+    }
+
+    /// Whether this version publishes asyncio's debug offsets (3.14+), which `async_tasks`
+    /// needs.
+    pub fn has_asyncio_offsets(&self) -> bool {
+        super::offsets::coro_model_for(self.version()).is_some()
     }
 
     /// Read the thread list (no stacks, names or GIL), so that `thread_state_addrs` knows
