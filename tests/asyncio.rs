@@ -391,3 +391,44 @@ fn dump_async_refuses_versions_without_asyncio_offsets() {
         },
     );
 }
+
+#[test]
+fn dump_async_reads_a_task_awaited_by_two() {
+    for_each_interpreter("dump_async_reads_a_task_awaited_by_two", |interp| {
+        if !is_async_series(interp) {
+            return Ok(());
+        }
+        let running = interp.start("async_shared.py", &[])?;
+        running.wait_ready()?;
+        let pid = running.pid().to_string();
+        let out = pyspy(&["dump", "--pid", &pid, "--async", "--json"])?.ok()?;
+        let processes: Vec<ProcessJson> = serde_json::from_str(&out.stdout)
+            .with_context(|| format!("parse dump --async --json:\n{}", out.stdout))?;
+        let tasks = &processes.first().context("no process")?.tasks;
+        let id = |name: &str| tasks.iter().find(|t| t.name == name).map(|t| t.id);
+        let shared = tasks
+            .iter()
+            .find(|t| t.name == "shared")
+            .with_context(|| format!("no task \"shared\":\n{}", out.stdout))?;
+        let mut awaiters: Vec<Option<u64>> = shared.awaited_by.iter().map(|a| Some(a.id)).collect();
+        awaiters.sort_unstable();
+        let mut expected = vec![id("waiter-a"), id("waiter-b")];
+        expected.sort_unstable();
+        ensure!(
+            expected.iter().all(Option::is_some) && awaiters == expected,
+            "\"shared\" should be awaited by waiter-a and waiter-b (a set):\n{}",
+            out.stdout
+        );
+        ensure!(
+            shared
+                .coroutine_stack
+                .iter()
+                .map(|f| &*f.name)
+                .collect::<Vec<_>>()
+                == ["sleep", "shared_work"],
+            "shared's chain:\n{}",
+            out.stdout
+        );
+        Ok(())
+    });
+}

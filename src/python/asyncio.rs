@@ -338,7 +338,7 @@ fn chain_frames(
         }
         // Suspended in an `await`: the awaited object is on the frame's value stack, a
         // `_PyStackRef` whose low bits are tags.
-        let sp = f.u64(l.frame_stackpointer);
+        let sp = f.u64(l.frame_stackpointer) & !o.executable_tag_mask;
         let slot = sp.wrapping_sub(8 * l.coro.awaited_slot);
         if !is_object_addr(sp) || slot <= frame {
             return (raws, Some(Reason::BadObject));
