@@ -305,7 +305,7 @@ pub fn section_range(path: &Path, name: &str) -> Result<Option<(u64, u64)>, ElfE
         })?
         .len();
     let read_at = |offset: u64, len: u64| -> Result<Vec<u8>, ElfError> {
-        if offset.checked_add(len).map_or(true, |end| end > size) || len > 64 << 20 {
+        if offset.checked_add(len).is_none_or(|end| end > size) || len > 64 << 20 {
             return Err(parse(format!(
                 "{len} bytes at {offset:#x} are outside the file"
             )));
