@@ -45,6 +45,9 @@ pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
     // A dump takes milliseconds, but may pause the target: SIGINT/SIGTERM/SIGHUP then wait for
     // it to be resumed and the dump printed, rather than end us in the middle.
     let _stop = signals::stop_flag()?;
+    if args.async_tasks {
+        return super::dump_async::run(&args);
+    }
     let native_stack = stack_size::bytes_for(args.native_stack_size, Copier::Userspace)?;
     let mut pids = vec![args.pid];
     if args.subprocesses {
@@ -124,16 +127,20 @@ pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
             .map(|d| render_text(d, args.full_filenames))
             .collect()
     };
-    // A closed pipe (`dump | head`) is the reader's choice, not an error.
+    print_stdout(&text)?;
+    Ok(0)
+}
+
+/// Write `text` to stdout; a closed pipe (`dump | head`) is the reader's choice, not an error.
+pub(super) fn print_stdout(text: &str) -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())
         .and_then(|_| stdout.flush())
     {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
-        _ => {}
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e),
+        _ => Ok(()),
     }
-    Ok(0)
 }
 
 fn to_dump(process: &PythonProcess, stacks: Vec<StackWithLocals>, locals: bool) -> ProcessDump {
@@ -204,7 +211,24 @@ fn pyspy_json(dumps: &[ProcessDump]) -> serde_json::Value {
 }
 
 fn frame_json(f: &DumpFrame) -> serde_json::Value {
-    let (name, filename, module, line, first_line, kind) = match &f.frame {
+    let mut value = bare_frame_json(&f.frame);
+    if let (Some(locals), serde_json::Value::Object(map)) = (&f.locals, &mut value) {
+        match locals {
+            Ok(locals) => {
+                map.insert("locals".into(), serde_json::json!(locals));
+            }
+            Err(e) => {
+                map.insert("locals".into(), serde_json::json!([]));
+                map.insert("locals_error".into(), serde_json::json!(e));
+            }
+        }
+    }
+    value
+}
+
+/// A frame in `dump --json`'s frame schema, without locals.
+pub(super) fn bare_frame_json(frame: &Frame) -> serde_json::Value {
+    let (name, filename, module, line, first_line, kind) = match frame {
         Frame::Python(p) => (
             p.function.clone(),
             p.filename.clone(),
@@ -253,7 +277,7 @@ fn frame_json(f: &DumpFrame) -> serde_json::Value {
         }
         _ => None,
     };
-    let mut value = serde_json::json!({
+    serde_json::json!({
         "name": name,
         "filename": filename,
         "module": module,
@@ -262,19 +286,7 @@ fn frame_json(f: &DumpFrame) -> serde_json::Value {
         "locals": null,
         "first_line": first_line,
         "kind": kind,
-    });
-    if let (Some(locals), serde_json::Value::Object(map)) = (&f.locals, &mut value) {
-        match locals {
-            Ok(locals) => {
-                map.insert("locals".into(), serde_json::json!(locals));
-            }
-            Err(e) => {
-                map.insert("locals".into(), serde_json::json!([]));
-                map.insert("locals_error".into(), serde_json::json!(e));
-            }
-        }
-    }
-    value
+    })
 }
 
 /// The text form, for a terminal, as py-spy prints it (short file names unless
@@ -312,27 +324,7 @@ fn render_text(d: &ProcessDump, full_filenames: bool) -> String {
             printable(t.name.as_deref().unwrap_or("?"))
         );
         for DumpFrame { frame: f, locals } in &t.frames {
-            let _ = match f {
-                Frame::Python(f) => writeln!(
-                    out,
-                    "    {} ({}:{})",
-                    printable(&f.function),
-                    printable(match full_filenames {
-                        true => &f.filename,
-                        false => crate::frames::shorten_filename(&f.filename),
-                    }),
-                    f.line
-                ),
-                Frame::Native(f) if f.module.is_empty() => {
-                    writeln!(out, "    {} (native)", printable(&f.name))
-                }
-                Frame::Native(f) => {
-                    writeln!(out, "    {} ({})", printable(&f.name), printable(&f.module))
-                }
-                Frame::Kernel(name) => writeln!(out, "    {} (kernel)", printable(name)),
-                Frame::Truncated(r) => writeln!(out, "    <truncated: {}>", r.as_str()),
-                Frame::Unknown(r) => writeln!(out, "    <unknown frame: {}>", r.as_str()),
-            };
+            let _ = writeln!(out, "    {}", frame_text(f, full_filenames));
             match locals {
                 Some(Ok(locals)) => render_locals(&mut out, locals),
                 Some(Err(e)) => {
@@ -343,6 +335,26 @@ fn render_text(d: &ProcessDump, full_filenames: bool) -> String {
         }
     }
     out
+}
+
+/// One frame as a line of text: `function (file:line)`, names escaped.
+pub(super) fn frame_text(f: &Frame, full_filenames: bool) -> String {
+    match f {
+        Frame::Python(f) => format!(
+            "{} ({}:{})",
+            printable(&f.function),
+            printable(match full_filenames {
+                true => &f.filename,
+                false => crate::frames::shorten_filename(&f.filename),
+            }),
+            f.line
+        ),
+        Frame::Native(f) if f.module.is_empty() => format!("{} (native)", printable(&f.name)),
+        Frame::Native(f) => format!("{} ({})", printable(&f.name), printable(&f.module)),
+        Frame::Kernel(name) => format!("{} (kernel)", printable(name)),
+        Frame::Truncated(r) => format!("<truncated: {}>", r.as_str()),
+        Frame::Unknown(r) => format!("<unknown frame: {}>", r.as_str()),
+    }
 }
 
 fn render_locals(out: &mut String, locals: &[Local]) {

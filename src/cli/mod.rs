@@ -20,6 +20,7 @@ mod agent;
 mod convert;
 mod diff;
 mod dump;
+mod dump_async;
 mod mode;
 mod numbers;
 mod output_file;
@@ -275,6 +276,10 @@ pub struct RecordArgs {
     /// JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<std::path::PathBuf>,
+    /// Record asyncio tasks instead of threads (Python 3.14+): each task's coroutine chain
+    /// under the tasks awaiting it, with `<task NAME>` frames (user-space sampler).
+    #[arg(long = "async", conflicts_with_all = ["native", "gil", "blocking", "all"])]
+    pub async_tasks: bool,
 }
 
 #[derive(Debug, Args)]
@@ -308,6 +313,10 @@ pub struct DumpArgs {
     /// (default 256K).
     #[arg(long, value_name = "SIZE", requires = "native", value_parser = stack_size::parse)]
     pub native_stack_size: Option<stack_size::StackSize>,
+    /// Show asyncio tasks instead of threads: each task's name, coroutine chain and the
+    /// tasks awaiting it (Python 3.14+).
+    #[arg(long = "async", conflicts_with_all = ["native", "locals", "blocking"])]
+    pub async_tasks: bool,
 }
 
 #[derive(Debug, Args)]

@@ -80,7 +80,9 @@ pub fn run(mut args: RecordArgs) -> anyhow::Result<i32> {
     // `--native` runs in both samplers, and in both the native and Python parts of a stack are
     // from one instant (BPF walks the Python frames at the sample; user space pauses the
     // thread); `auto` prefers BPF, which does not pause the target.
-    let userspace_only = if args.blocking {
+    let userspace_only = if args.async_tasks {
+        Some("--async")
+    } else if args.blocking {
         Some("--blocking")
     } else if args.idle && !args.target.all {
         Some("--idle (threads that are not on a CPU)")
@@ -182,6 +184,12 @@ fn record_userspace(
     stats_out: Option<Output>,
 ) -> anyhow::Result<i32> {
     let pid = process.pid;
+    if args.async_tasks && !process.has_asyncio_offsets() {
+        anyhow::bail!(
+            "--async: Python {} has no asyncio debug offsets (they are new in Python 3.14): asyncio task stacks need Python 3.14 or newer",
+            process.version()
+        );
+    }
     if args.blocking || args.native {
         // Find out now, not at the first sample, whether we may pause the target.
         drop(Paused::pause(pid)?);
@@ -194,12 +202,15 @@ fn record_userspace(
         },
         subprocesses: args.subprocesses,
         blocking: args.blocking,
+        async_tasks: args.async_tasks,
     };
     eprintln!(
         "pyspy-bpf: sampling process {pid} (Python {}) at {} Hz in user space{}; Ctrl-C to stop",
         process.version(),
         args.rate,
-        if args.native {
+        if args.async_tasks {
+            ", recording its asyncio tasks"
+        } else if args.native {
             ", pausing it for each sample to unwind native stacks"
         } else if args.blocking {
             ", pausing it for each sample"
@@ -279,7 +290,9 @@ fn record_userspace(
         eprintln!(
             "pyspy-bpf: warning: no samples in {} reads of process {pid}: {}",
             summary.ticks,
-            if args.gil {
+            if args.async_tasks {
+                "it had no asyncio tasks at any read (or had not imported asyncio)"
+            } else if args.gil {
                 "no Python thread held the GIL at any read (the program sleeps or waits in C code that released it); without --gil every running thread is recorded"
             } else if args.idle {
                 "no Python thread could be read (RUST_LOG=debug says why)"

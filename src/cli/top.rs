@@ -72,6 +72,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
         },
         subprocesses: args.subprocesses,
         blocking: args.blocking,
+        async_tasks: false,
     };
     let watched = Watched {
         mode: "userspace",

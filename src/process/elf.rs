@@ -284,6 +284,69 @@ fn load_parts(
     }))
 }
 
+/// Where section `name` (e.g. `.AsyncioDebug`) of the ELF file `path` is linked, as
+/// (address, size); `None` when the file has no such section. Reads only the headers and the
+/// section-name table: sections that CPython fills for out-of-process tools have no symbol
+/// in stripped builds, only their section name.
+pub fn section_range(path: &Path, name: &str) -> Result<Option<(u64, u64)>, ElfError> {
+    let parse = |reason: String| ElfError::Parse {
+        path: path.into(),
+        reason,
+    };
+    let file = File::open(path).map_err(|source| ElfError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let size = file
+        .metadata()
+        .map_err(|source| ElfError::Io {
+            path: path.into(),
+            source,
+        })?
+        .len();
+    let read_at = |offset: u64, len: u64| -> Result<Vec<u8>, ElfError> {
+        if offset.checked_add(len).is_none_or(|end| end > size) || len > 64 << 20 {
+            return Err(parse(format!(
+                "{len} bytes at {offset:#x} are outside the file"
+            )));
+        }
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, offset)
+            .map_err(|source| ElfError::Io {
+                path: path.into(),
+                source,
+            })?;
+        Ok(buf)
+    };
+    let header = Elf::parse_header(&read_at(0, size.min(64))?).map_err(|e| parse(e.to_string()))?;
+    let ctx = Ctx::new(
+        header.container().map_err(|e| parse(e.to_string()))?,
+        header.endianness().map_err(|e| parse(e.to_string()))?,
+    );
+    if header.e_shoff == 0 || header.e_shnum == 0 {
+        return Ok(None);
+    }
+    let shdrs = read_at(
+        header.e_shoff,
+        u64::from(header.e_shnum) * u64::from(header.e_shentsize),
+    )?;
+    let shdrs = SectionHeader::parse_from(&shdrs, 0, usize::from(header.e_shnum), ctx)
+        .map_err(|e| parse(e.to_string()))?;
+    let Some(names) = shdrs.get(usize::from(header.e_shstrndx)) else {
+        return Ok(None);
+    };
+    let names = read_at(names.sh_offset, names.sh_size)?;
+    let wanted = [name.as_bytes(), b"\0"].concat();
+    Ok(shdrs
+        .iter()
+        .find(|sh| {
+            names
+                .get(sh.sh_name..)
+                .is_some_and(|n| n.starts_with(&wanted))
+        })
+        .map(|sh| (sh.sh_addr, sh.sh_size)))
+}
+
 /// Size of one symbol table entry: 24 bytes in ELF64, 16 in ELF32.
 fn sym_entry_size(ctx: Ctx) -> usize {
     if ctx.container.is_big() {
@@ -383,6 +446,16 @@ fn scan_versions(bytes: &[u8]) -> Vec<(u8, u8, u8)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_a_section_by_name() {
+        let exe = std::env::current_exe().unwrap();
+        let text = section_range(&exe, ".text").unwrap().expect(".text");
+        assert!(text.0 > 0 && text.1 > 0);
+        assert_eq!(section_range(&exe, ".no_such_section").unwrap(), None);
+        // A prefix of a name is not the name.
+        assert_eq!(section_range(&exe, ".tex").unwrap(), None);
+    }
 
     #[test]
     fn finds_symbols_and_bias_of_own_binary() {

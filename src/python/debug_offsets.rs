@@ -242,6 +242,14 @@ pub fn layout_offset(version: PyVersion, section: &str, field: &str) -> Option<u
     layout_for(version.minor_series())?.offset(section, field)
 }
 
+/// The value of `section.field` in `bytes` (a target's `_Py_DebugOffsets`, already accepted
+/// by `parse_debug_offsets` for `version`), for readers that need a field the offsets table
+/// does not hold (the asyncio reader's coroutine and set fields); `None` if the layout has
+/// no such field.
+pub fn debug_field(bytes: &[u8], version: PyVersion, section: &str, field: &str) -> Option<u64> {
+    u64_at(bytes, layout_offset(version, section, field)?)
+}
+
 /// What went wrong reading a target's `_Py_DebugOffsets`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DebugOffsetsError {

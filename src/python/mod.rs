@@ -2,8 +2,11 @@
 //! the offsets table (`offsets`, `debug_offsets`), thread states (`threads`), frame chains
 //! (`walk`), code objects and line numbers (`code`, `linetable`), strings (`strings`),
 //! dicts, ints and attributes (`objects`), `threading`'s thread names (`thread_names`),
-//! bounded reprs (`repr`) and frame locals (`locals`) for `dump --locals`.
+//! bounded reprs (`repr`) and frame locals (`locals`) for `dump --locals`, asyncio tasks
+//! (`asyncio`, located by `asyncio_layout`) for `--async`.
 
+pub mod asyncio;
+pub mod asyncio_layout;
 pub mod attach;
 pub mod code;
 pub mod debug_offsets;

@@ -409,6 +409,47 @@ pub fn offsets_for(version: PyVersion) -> Option<PyOffsets> {
     }
 }
 
+/// How a suspended coroutine says what it awaits (3.14+, read by `python::asyncio`): the
+/// values of `gi_frame_state` (`enum _framestate`, Include/internal/pycore_frame.h) and where
+/// the awaited object sits on the coroutine frame's value stack. Only the versions whose
+/// `_asyncio` module publishes `_Py_AsyncioModuleDebugOffsets` have one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoroModel {
+    /// `FRAME_SUSPENDED_YIELD_FROM` (and 3.15's `FRAME_SUSPENDED_YIELD_FROM_LOCKED`): the
+    /// coroutine is suspended in an `await`.
+    pub yield_from_states: &'static [i8],
+    /// `FRAME_CLEARED`: the coroutine finished; its frame is gone.
+    pub cleared_state: i8,
+    /// The awaited object is `stackpointer[-awaited_slot]` of the coroutine's frame: 1 in
+    /// 3.14, 2 in 3.15 (the slot each version's own `_remote_debugging` reads;
+    /// tests/asyncio.rs checks both against live chains).
+    pub awaited_slot: u64,
+    /// `FRAME_OWNED_BY_GENERATOR`: a coroutine's frame is owned by its coroutine object.
+    pub owner_generator: u8,
+}
+
+/// The coroutine model of a version (`None` before 3.14: no asyncio debug offsets).
+pub fn coro_model_for(version: PyVersion) -> Option<CoroModel> {
+    match version.minor_series() {
+        // 3.14: FRAME_CREATED -3 .. FRAME_SUSPENDED_YIELD_FROM -1, FRAME_CLEARED 4.
+        (3, 14) => Some(CoroModel {
+            yield_from_states: &[-1],
+            cleared_state: 4,
+            awaited_slot: 1,
+            owner_generator: 1,
+        }),
+        // 3.15: FRAME_CREATED 0, FRAME_SUSPENDED 1, FRAME_SUSPENDED_YIELD_FROM 2,
+        // FRAME_SUSPENDED_YIELD_FROM_LOCKED 3, FRAME_EXECUTING 4, FRAME_CLEARED 5.
+        (3, 15) => Some(CoroModel {
+            yield_from_states: &[2, 3],
+            cleared_state: 5,
+            awaited_slot: 2,
+            owner_generator: 1,
+        }),
+        _ => None,
+    }
+}
+
 /// 2.7 — probe (2.7.18 headers). No `_PyRuntime`: the attach code starts from the
 /// `interp_head` symbol. Names are `PyStringObject`s, so the unicode fields are unused (0).
 /// `PyModuleObject` is private to Objects/moduleobject.c (`md_dict` 16, proven live by

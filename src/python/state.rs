@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::asyncio::{read_tasks, AsyncTask, TaskList};
+use super::asyncio_layout::{locate_async_layout, AsyncLayout, AsyncioError};
 use super::attach::{locate, AttachError, Interpreter};
 use super::code::CodeCache;
 use super::locals::{frame_locals, Local};
@@ -33,6 +35,8 @@ pub enum SampleError {
     Exited { pid: u32 },
     #[error("reading threads of process {pid}: {source}")]
     Memory { pid: u32, source: MemoryError },
+    #[error("asyncio tasks of process {pid}: {why}")]
+    Asyncio { pid: u32, why: String },
 }
 
 /// A thread's stack with the local variables of its frames (`dump --locals`).
@@ -88,7 +92,14 @@ pub struct PythonProcess {
     tstates_read_at: Option<Instant>,
     /// Bumped each time `tstates` is rebuilt (see `thread_states_generation`).
     tstates_generation: u64,
+    /// Where asyncio keeps its tasks (3.14+), found at the first `async_tasks`.
+    asyncio: Option<AsyncLayout>,
+    /// When and why the last search for it failed.
+    asyncio_missing: Option<(Instant, String)>,
 }
+
+/// How long `async_tasks` waits before looking for the asyncio layout again.
+const ASYNCIO_RETRY: Duration = Duration::from_millis(200);
 
 /// How long `thread_stack` trusts the tid -> thread state map before a full read. Each use is
 /// confirmed by reading the thread state's own thread id, so this only bounds how long names
@@ -114,6 +125,8 @@ impl PythonProcess {
             tstates: HashMap::new(),
             tstates_read_at: None,
             tstates_generation: 0,
+            asyncio: None,
+            asyncio_missing: None,
         })
     }
 
@@ -206,6 +219,55 @@ impl PythonProcess {
             .into_iter()
             .map(|(trace, (entry, shims), _)| (trace, entry, shims))
             .next())
+    }
+
+    /// Every asyncio task of the process (3.14+): each thread's, then each interpreter's
+    /// (tasks of threads that ended). The asyncio layout is found at the first call; until
+    /// the target imports asyncio there is none, and the error says so.
+    pub fn async_tasks(&mut self) -> Result<Vec<AsyncTask>, AsyncioError> {
+        if self.asyncio.is_none() {
+            // Until asyncio is imported there is no layout; while sampling, looking again
+            // (the maps and ELF headers) five times a second is plenty.
+            if let Some((at, why)) = &self.asyncio_missing {
+                if at.elapsed() < ASYNCIO_RETRY {
+                    return Err(AsyncioError::Again(why.clone()));
+                }
+            }
+            match locate_async_layout(&self.mem, &self.interpreter) {
+                Ok(layout) => self.asyncio = Some(layout),
+                Err(e) => {
+                    self.asyncio_missing = Some((Instant::now(), e.to_string()));
+                    return Err(e);
+                }
+            }
+        }
+        self.read_thread_list()?;
+        let pid = self.pid;
+        let o = &self.interpreter.offsets;
+        let mem: &dyn RemoteMemory = &self.mem;
+        let lost = |source: MemoryError| SampleError::Memory { pid, source };
+        let head = self.interpreter.interpreters_head(mem).map_err(lost)?;
+        let interps = interpreters(mem, o, head).map_err(lost)?;
+        let Some(layout) = self.asyncio.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let tid_of: HashMap<Addr, u32> =
+            self.tstates.iter().map(|(&tid, t)| (t.addr, tid)).collect();
+        let mut lists = Vec::new();
+        for &interp in &interps {
+            for t in thread_states(mem, o, interp).map_err(lost)? {
+                let tid = tid_of.get(&t.addr).copied();
+                lists.push(TaskList::of_thread(mem, layout, t.addr, tid));
+            }
+            lists.push(TaskList::of_interpreter(layout, interp));
+        }
+        Ok(read_tasks(mem, o, layout, &mut self.codes, &lists))
+    }
+
+    /// Whether this version publishes asyncio's debug offsets (3.14+), which `async_tasks`
+    /// needs.
+    pub fn has_asyncio_offsets(&self) -> bool {
+        super::offsets::coro_model_for(self.version()).is_some()
     }
 
     /// Read the thread list (no stacks, names or GIL), so that `thread_state_addrs` knows

@@ -11,6 +11,8 @@ use crate::native::{NativeReader, NativeStats};
 use crate::process::kstack::{self, KernelStack};
 use crate::process::pause::Paused;
 use crate::process::proc;
+use crate::python::asyncio::task_stacks;
+use crate::python::asyncio_layout::AsyncioError;
 use crate::python::code::FrameErrors;
 use crate::python::state::SampleError;
 use crate::python::{PythonProcess, StackOptions};
@@ -22,6 +24,8 @@ pub struct SamplerConfig {
     pub subprocesses: bool,
     /// Pause the target while reading it.
     pub blocking: bool,
+    /// `record --async`: asyncio task stacks (`asyncio::task_stacks`) instead of threads.
+    pub async_tasks: bool,
 }
 
 /// Why a run ended.
@@ -284,6 +288,9 @@ fn read_one(
     config: SamplerConfig,
     native: Option<&mut NativeReader>,
 ) -> Result<Vec<StackTrace>, SampleError> {
+    if config.async_tasks {
+        return read_tasks(p);
+    }
     if let Some(native) = native {
         return read_native(p, config.stacks, native);
     }
@@ -293,6 +300,23 @@ fn read_one(
     // The guard lives only for this read; dropping it resumes the target.
     let (before, _paused) = pause_for_read(p.pid, false)?;
     p.stacks_with_activity(config.stacks, |tid| before.is_running(tid))
+}
+
+/// `--async`: the process's asyncio tasks as stacks. A process that has not imported asyncio
+/// yet (a `-- CMD` still starting) has none, which is no error.
+fn read_tasks(p: &mut PythonProcess) -> Result<Vec<StackTrace>, SampleError> {
+    match p.async_tasks() {
+        Ok(tasks) => Ok(task_stacks(p.pid, &tasks)),
+        Err(AsyncioError::Threads(e)) => Err(e),
+        Err(e @ (AsyncioError::NotLoaded { .. } | AsyncioError::Again(_))) => {
+            log::debug!("pid {}: {e}", p.pid);
+            Ok(Vec::new())
+        }
+        Err(e) => Err(SampleError::Asyncio {
+            pid: p.pid,
+            why: e.to_string(),
+        }),
+    }
 }
 
 /// What `/proc` says about a process's threads just before it is paused. A pause moves every
