@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod elf;
+pub mod image;
 pub mod kstack;
 pub mod maps;
 pub mod memory;
@@ -13,5 +14,6 @@ pub mod pidns;
 pub mod priority;
 pub mod proc;
 pub mod regs;
+pub mod version_scan;
 
 pub use memory::{MemoryError, ProcessMemory, RemoteMemory};
