@@ -1,9 +1,50 @@
 //! Choosing the sampler: `--mode auto|bpf|userspace`. `auto` uses BPF when the kernel and
 //! privileges allow and the options make sense for it, and otherwise falls back to the
-//! user-space sampler with one line saying why.
+//! user-space sampler with one line saying why. Off Linux there is only the user-space
+//! sampler: `auto` is user space, and what needs BPF is refused (`refuse_off_linux`).
 
+#[cfg(target_os = "linux")]
 use crate::bpf::BpfSampler;
+#[cfg(target_os = "linux")]
 use crate::sampler::bpf::{self as bpf_source, BpfSourceConfig};
+
+/// `--event`: a perf event on Linux; off Linux only its name, which must be the default.
+#[cfg(target_os = "linux")]
+pub type EventArg = crate::bpf::PerfEventKind;
+#[cfg(not(target_os = "linux"))]
+pub type EventArg = String;
+
+/// The perf event used when `--event` is not given.
+pub const DEFAULT_EVENT: &str = "cpu-clock";
+
+/// Whether `--event` was left at its default (off Linux nothing else is allowed).
+#[cfg(not(target_os = "linux"))]
+pub fn is_default_event(event: &EventArg) -> bool {
+    event == DEFAULT_EVENT
+}
+
+#[cfg(target_os = "linux")]
+pub fn is_default_event(_event: &EventArg) -> bool {
+    true
+}
+
+/// Off Linux: fail with one line for the first option given (`true`) that needs Linux.
+#[cfg(not(target_os = "linux"))]
+pub fn refuse_off_linux(options: &[(&str, bool)]) -> anyhow::Result<()> {
+    match options.iter().find(|(_, given)| *given) {
+        Some((option, _)) => anyhow::bail!(
+            "{option} needs Linux (the BPF sampler, or native unwinding); on {} only the user-space sampler runs",
+            std::env::consts::OS
+        ),
+        None => Ok(()),
+    }
+}
+
+/// On Linux every option is available.
+#[cfg(target_os = "linux")]
+pub fn refuse_off_linux(_options: &[(&str, bool)]) -> anyhow::Result<()> {
+    Ok(())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ModeArg {
@@ -13,6 +54,7 @@ pub enum ModeArg {
 }
 
 /// What was chosen. The BPF sampler is already started (so its errors are known).
+#[cfg(target_os = "linux")]
 pub enum Chosen {
     Bpf(BpfSampler),
     Userspace,
@@ -20,6 +62,7 @@ pub enum Chosen {
 
 /// Pick the sampler. `userspace_only` names an option that only the user-space sampler
 /// implements (or is `None`); `all` is `--all`, which only BPF can do.
+#[cfg(target_os = "linux")]
 pub fn choose(
     mode: ModeArg,
     all: bool,

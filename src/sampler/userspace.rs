@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::model::StackTrace;
+#[cfg(target_os = "linux")]
 use crate::native::{NativeReader, NativeStats};
 use crate::process::kstack::{self, KernelStack};
 use crate::process::pause::Paused;
@@ -14,6 +15,10 @@ use crate::process::proc;
 use crate::python::code::FrameErrors;
 use crate::python::state::SampleError;
 use crate::python::{PythonProcess, StackOptions};
+
+/// No native unwinding off Linux (`--native` is refused there): no reader can exist.
+#[cfg(not(target_os = "linux"))]
+type NativeReader = std::convert::Infallible;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SamplerConfig {
@@ -91,12 +96,14 @@ impl UserspaceSampler {
     }
 
     /// `--native`: mixed native + Python stacks. Implies pausing the target for each read.
+    #[cfg(target_os = "linux")]
     pub fn with_native(mut self, reader: NativeReader) -> Self {
         self.native = Some(reader);
         self
     }
 
     /// The `--native` counters, when native stacks are read.
+    #[cfg(target_os = "linux")]
     pub fn native_stats(&self) -> Option<NativeStats> {
         self.native.as_ref().map(|n| n.stats)
     }
@@ -228,7 +235,10 @@ impl UserspaceSampler {
             self.children_dropped += 1;
         }
         if let Some(native) = self.native.as_mut() {
+            #[cfg(target_os = "linux")]
             native.forget(pid);
+            #[cfg(not(target_os = "linux"))]
+            match *native {}
         }
     }
 
@@ -285,9 +295,13 @@ fn read_one(
     native: Option<&mut NativeReader>,
 ) -> Result<Vec<StackTrace>, SampleError> {
     if let Some(native) = native {
+        #[cfg(target_os = "linux")]
         return read_native(p, config.stacks, native);
+        #[cfg(not(target_os = "linux"))]
+        match *native {}
     }
-    if !config.blocking {
+    // FreeBSD reads memory only from a process stopped under ptrace: always paused.
+    if !config.blocking && !cfg!(target_os = "freebsd") {
         return p.stacks(config.stacks);
     }
     // The guard lives only for this read; dropping it resumes the target.
@@ -356,6 +370,7 @@ fn pause_for_read(
 /// each thread's native stack and merge the two (`--native`); a thread sleeping in a system
 /// call gets its kernel frames on the leaf side (with `--idle`, and when readable: root). If
 /// the target cannot be paused, the Python stacks are returned without native frames.
+#[cfg(target_os = "linux")]
 pub fn read_native(
     p: &mut PythonProcess,
     opts: StackOptions,
@@ -374,6 +389,7 @@ pub fn read_native(
 
 /// As [`read_native`], for a process the caller has paused (`pause::Paused`) after reading
 /// `before`.
+#[cfg(target_os = "linux")]
 pub fn read_native_paused(
     p: &mut PythonProcess,
     opts: StackOptions,
