@@ -382,11 +382,12 @@ pub fn images(pid: u32) -> Result<Vec<LoadedImage>, ProcError> {
     Ok(out)
 }
 
-/// While alive, the whole task is suspended (`task_suspend`); dropping it resumes it. The
-/// kernel resumes a task whose suspender dies only when its port goes, so this guard is the
-/// one place that suspends.
+/// While alive, the whole task is suspended; dropping it resumes it. `task_suspend2` hands
+/// back a suspension token (a port): if we die without resuming, the kernel destroys the
+/// token and resumes the task, so a killed profiler never leaves its target stopped (as
+/// ptrace's seize does on Linux).
 pub struct Paused {
-    task: TaskPort,
+    token: mach2::mach_types::task_suspension_token_t,
 }
 
 impl Paused {
@@ -395,22 +396,23 @@ impl Paused {
             std::io::ErrorKind::PermissionDenied => PauseError::Permission { pid },
             _ => PauseError::Io { pid, source },
         })?;
-        // SAFETY: a valid task port.
-        let kr = unsafe { mach2::task::task_suspend(task.0) };
+        let mut token = MACH_PORT_NULL;
+        // SAFETY: a valid task port and a valid out-pointer.
+        let kr = unsafe { mach2::task::task_suspend2(task.0, &mut token) };
         if kr != KERN_SUCCESS {
             return Err(PauseError::Io {
                 pid,
-                source: std::io::Error::other(format!("task_suspend: {kr}")),
+                source: std::io::Error::other(format!("task_suspend2: {kr}")),
             });
         }
-        Ok(Paused { task })
+        Ok(Paused { token })
     }
 }
 
 impl Drop for Paused {
     fn drop(&mut self) {
-        // SAFETY: the port we suspended through; one resume per suspend.
-        unsafe { mach2::task::task_resume(self.task.0) };
+        // SAFETY: the token task_suspend2 gave us, used once (it consumes the token).
+        unsafe { mach2::task::task_resume2(self.token) };
     }
 }
 
