@@ -291,7 +291,9 @@ impl RemoteMemory for ProcessMemory {
 }
 
 /// While alive, the process is attached with ptrace and stopped; dropping it detaches (which
-/// resumes it).
+/// resumes it). If the profiler is killed (SIGKILL) while attached, FreeBSD kills the target
+/// too unless `kern.kill_on_debugger_exit=0`: untried here, and the reason a pause lasts one
+/// sample (SIGINT and SIGTERM end a run between samples).
 pub struct Paused {
     pid: u32,
 }

@@ -283,7 +283,9 @@ pub fn images(pid: u32) -> Result<Vec<LoadedImage>, ProcError> {
 }
 
 /// While alive, every thread of the process that existed at `pause` time is suspended;
-/// dropping it resumes them.
+/// dropping it resumes them. Windows keeps a suspend count after its caller dies: a profiler
+/// killed during a pause leaves those threads suspended (a pause lasts one sample; Ctrl-C
+/// ends a run between samples).
 pub struct Paused {
     threads: Vec<Handle>,
 }
