@@ -23,27 +23,25 @@ pub fn is_default_event(event: &EventArg) -> bool {
     event == DEFAULT_EVENT
 }
 
+/// On Linux every event is allowed, so none needs refusing: as good as the default.
 #[cfg(target_os = "linux")]
 pub fn is_default_event(_event: &EventArg) -> bool {
     true
 }
 
 /// Off Linux: fail with one line for the first option given (`true`) that needs Linux.
-#[cfg(not(target_os = "linux"))]
 pub fn refuse_off_linux(options: &[(&str, bool)]) -> anyhow::Result<()> {
+    refuse_unless_linux(cfg!(target_os = "linux"), options)
+}
+
+fn refuse_unless_linux(on_linux: bool, options: &[(&str, bool)]) -> anyhow::Result<()> {
     match options.iter().find(|(_, given)| *given) {
-        Some((option, _)) => anyhow::bail!(
+        Some((option, _)) if !on_linux => anyhow::bail!(
             "{option} needs Linux (the BPF sampler, or native unwinding); on {} only the user-space sampler runs",
             std::env::consts::OS
         ),
-        None => Ok(()),
+        _ => Ok(()),
     }
-}
-
-/// On Linux every option is available.
-#[cfg(target_os = "linux")]
-pub fn refuse_off_linux(_options: &[(&str, bool)]) -> anyhow::Result<()> {
-    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -91,5 +89,22 @@ pub fn choose(
                 Ok(Chosen::Userspace)
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linux_only_options_are_refused_elsewhere_in_one_line() {
+        let options = [("--all", false), ("--native", true), ("--event", true)];
+        let e = refuse_unless_linux(false, &options)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--native needs Linux"), "{e}");
+        assert!(!e.contains('\n'));
+        assert!(refuse_unless_linux(true, &options).is_ok());
+        assert!(refuse_unless_linux(false, &[("--all", false)]).is_ok());
     }
 }
