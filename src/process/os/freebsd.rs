@@ -158,14 +158,21 @@ pub fn threads(pid: u32) -> Result<Vec<u32>, ProcError> {
     Ok(tids)
 }
 
-/// Whether the thread is running or runnable (`SRUN`).
-pub fn thread_is_running(pid: u32, tid: u32) -> bool {
+/// The threads that are running or runnable (`SRUN`): one sysctl.
+pub fn running_threads(pid: u32) -> Vec<u32> {
     thread_records(pid)
         .map(|r| {
             r.iter()
-                .any(|k| k.ki_tid as u32 == tid && k.ki_stat == libc::SRUN)
+                .filter(|k| k.ki_stat == libc::SRUN)
+                .map(|k| k.ki_tid as u32)
+                .collect()
         })
-        .unwrap_or(false)
+        .unwrap_or_default()
+}
+
+/// Whether the thread is running (`running_threads`: prefer it for more than one thread).
+pub fn thread_is_running(pid: u32, tid: u32) -> bool {
+    running_threads(pid).contains(&tid)
 }
 
 pub fn children(pid: u32) -> Vec<u32> {

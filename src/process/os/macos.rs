@@ -310,12 +310,17 @@ pub fn threads(pid: u32) -> Result<Vec<u32>, ProcError> {
     Ok(tids)
 }
 
-/// Whether the thread is running (`TH_STATE_RUNNING`). Lists the task's threads: a few
+/// The threads that are running (`TH_STATE_RUNNING`): one listing of the task's threads, two
 /// system calls per thread.
+pub fn running_threads(pid: u32) -> Vec<u32> {
+    with_threads(pid, |t| thread_state(t).filter(|&(_, running)| running))
+        .map(|all| all.into_iter().map(|(tid, _)| tid).collect())
+        .unwrap_or_default()
+}
+
+/// Whether the thread is running (`running_threads`: prefer it for more than one thread).
 pub fn thread_is_running(pid: u32, tid: u32) -> bool {
-    with_threads(pid, thread_state)
-        .map(|all| all.iter().any(|&(t, running)| t == tid && running))
-        .unwrap_or(false)
+    running_threads(pid).contains(&tid)
 }
 
 pub fn children(pid: u32) -> Vec<u32> {

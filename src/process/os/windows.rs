@@ -247,6 +247,11 @@ pub fn thread_is_running(_pid: u32, _tid: u32) -> bool {
     true
 }
 
+/// Every thread (see `thread_is_running`).
+pub fn running_threads(pid: u32) -> Vec<u32> {
+    threads(pid).unwrap_or_default()
+}
+
 pub fn children(pid: u32) -> Vec<u32> {
     snapshot(
         TH32CS_SNAPPROCESS,
