@@ -22,6 +22,8 @@ use std::sync::Arc;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
+pub use crate::safe_name::{safe_name, MAX_SAFE_NAME};
+
 /// Why a file or directory was not used or not created.
 #[derive(Debug, thiserror::Error)]
 pub enum SafeFsError {
@@ -69,30 +71,6 @@ impl SafeFsError {
 const MAX_SYMLINKS: usize = 40;
 /// How many numbered names `Dir::create_unique` tries after the plain one.
 const MAX_NUMBERED: usize = 1000;
-/// The longest name `safe_name` returns.
-pub const MAX_SAFE_NAME: usize = 32;
-
-/// A name from an untrusted source (a process's `comm`, a command, a service name) made
-/// safe to use as part of a file name: ASCII letters, digits, `.`, `_`, `+` and `-` only
-/// (anything else, `/` and control characters included, becomes `_`), starting with a letter
-/// or digit (never `.`, so never hidden, `.` or `..`, and never `-`, which looks like an
-/// option), at most `MAX_SAFE_NAME` bytes. `None` when nothing of it is left.
-pub fn safe_name(raw: &str) -> Option<String> {
-    let mapped: String = raw
-        .chars()
-        .map(|c| match c {
-            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '_' | '+' | '-' => c,
-            _ => '_',
-        })
-        .collect();
-    let name: String = mapped
-        .trim_start_matches(|c: char| !c.is_ascii_alphanumeric())
-        .chars()
-        .take(MAX_SAFE_NAME)
-        .collect();
-    (!name.is_empty()).then_some(name)
-}
-
 /// The effective user id: the owner of what we create, the only user besides root whose
 /// directories we trust.
 fn euid() -> u32 {

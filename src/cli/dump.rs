@@ -5,10 +5,12 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 
 use super::signals;
+#[cfg(target_os = "linux")]
 use super::stack_size::{self, Copier};
 use super::DumpArgs;
 use crate::escape::printable;
 use crate::model::Frame;
+#[cfg(target_os = "linux")]
 use crate::native::NativeReader;
 use crate::process::pause::Paused;
 use crate::process::proc;
@@ -16,6 +18,7 @@ use crate::python::locals::Local;
 use crate::python::repr::ReprLimits;
 use crate::python::state::{FrameLocals, StackWithLocals};
 use crate::python::{PythonProcess, StackOptions};
+#[cfg(target_os = "linux")]
 use crate::sampler::userspace::{read_native_paused, BeforePause};
 
 struct ProcessDump {
@@ -48,7 +51,11 @@ pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
     if args.async_tasks {
         return super::dump_async::run(&args);
     }
+    super::mode::refuse_off_linux(&[("--native", args.native)])?;
+    #[cfg(target_os = "linux")]
     let native_stack = stack_size::bytes_for(args.native_stack_size, Copier::Userspace)?;
+    #[cfg(not(target_os = "linux"))]
+    let native_stack = 0;
     let mut pids = vec![args.pid];
     if args.subprocesses {
         pids.extend(proc::descendants(args.pid));
@@ -70,7 +77,9 @@ pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
         };
         // With --blocking, read which threads are on a CPU first: once paused, every thread
         // is stopped.
-        let running: Option<Vec<u32>> = if args.blocking && !args.native {
+        // FreeBSD reads memory only from a process stopped under ptrace: always paused.
+        let blocking = args.blocking || cfg!(target_os = "freebsd");
+        let running: Option<Vec<u32>> = if blocking && !args.native {
             Some(
                 proc::threads(pid)?
                     .into_iter()
@@ -89,21 +98,7 @@ pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
             None => proc::thread_is_running(pid, tid),
         };
         let stacks = if args.native {
-            // Which threads sleep, and in which kernel wait, must be read before the pause: it
-            // wakes them for a moment. (Not paused with --blocking above: a thread can be
-            // seized only once.)
-            let before = BeforePause::read(pid, true)?;
-            let paused = Paused::pause(pid)?;
-            let mut reader = NativeReader::new(native_stack);
-            let stacks = read_native_paused(&mut process, all, &mut reader, &before)?;
-            drop(paused);
-            stacks
-                .into_iter()
-                .map(|trace| StackWithLocals {
-                    trace,
-                    locals: Vec::new(),
-                })
-                .collect()
+            dump_native(&mut process, all, native_stack)?
         } else if args.locals > 0 {
             let limits = ReprLimits::for_detail(args.locals);
             process.stacks_with_locals(all, is_running, limits)?
@@ -141,6 +136,41 @@ pub(super) fn print_stdout(text: &str) -> std::io::Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e),
         _ => Ok(()),
     }
+}
+
+/// `--native`: pause, unwind every thread and merge its native and Python frames.
+#[cfg(target_os = "linux")]
+fn dump_native(
+    process: &mut PythonProcess,
+    all: StackOptions,
+    native_stack: usize,
+) -> anyhow::Result<Vec<StackWithLocals>> {
+    let pid = process.pid;
+    // Which threads sleep, and in which kernel wait, must be read before the pause: it
+    // wakes them for a moment. (Not paused with --blocking above: a thread can be
+    // seized only once.)
+    let before = BeforePause::read(pid, true)?;
+    let paused = Paused::pause(pid)?;
+    let mut reader = NativeReader::new(native_stack);
+    let stacks = read_native_paused(process, all, &mut reader, &before)?;
+    drop(paused);
+    Ok(stacks
+        .into_iter()
+        .map(|trace| StackWithLocals {
+            trace,
+            locals: Vec::new(),
+        })
+        .collect())
+}
+
+/// `--native` needs Linux: refused before we get here.
+#[cfg(not(target_os = "linux"))]
+fn dump_native(
+    _process: &mut PythonProcess,
+    _all: StackOptions,
+    _native_stack: usize,
+) -> anyhow::Result<Vec<StackWithLocals>> {
+    anyhow::bail!("--native needs Linux")
 }
 
 fn to_dump(process: &PythonProcess, stacks: Vec<StackWithLocals>, locals: bool) -> ProcessDump {

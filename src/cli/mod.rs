@@ -38,7 +38,7 @@ use crate::output::Format;
 #[command(
     name = "pyspy-bpf",
     version,
-    about = "Sampling profiler for Python programs (eBPF-assisted, py-spy compatible command line)"
+    about = "Sampling profiler for Python programs (eBPF-assisted on Linux, py-spy compatible command line)"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -59,7 +59,7 @@ pub enum Command {
     /// Write a recorded profile (pprof or collapsed stacks) in another format.
     Convert(ConvertArgs),
     /// Profile the whole host continuously and ship labelled profiles to Pyroscope, an
-    /// OpenTelemetry Collector or a spool directory, every interval, until SIGTERM.
+    /// OpenTelemetry Collector or a spool directory, every interval, until SIGTERM (Linux).
     Agent(AgentArgs),
     /// Print a shell completion script: `pyspy-bpf completions bash > /etc/bash_completion.d/pyspy-bpf`.
     Completions {
@@ -90,7 +90,7 @@ pub struct AgentArgs {
     pub all_processes: bool,
     /// One profile per process (default) or per service.
     #[arg(long, value_enum)]
-    pub group_by: Option<crate::agent::config::GroupBy>,
+    pub group_by: Option<agent::GroupBy>,
     /// A label on every profile, KEY=VALUE (repeatable).
     #[arg(long, value_name = "KEY=VALUE")]
     pub label: Vec<String>,
@@ -192,7 +192,7 @@ pub struct TargetArgs {
     /// PID of a running Python process.
     #[arg(short, long, conflicts_with = "command", value_parser = numbers::pid)]
     pub pid: Option<u32>,
-    /// Every process on the machine (needs the BPF sampler: root, or CAP_BPF + CAP_PERFMON).
+    /// Every process on the machine (Linux: needs the BPF sampler, root or CAP_BPF + CAP_PERFMON).
     #[arg(short, long, conflicts_with_all = ["pid", "command"])]
     pub all: bool,
     /// Program to start and profile: `python3 app.py --flag`, or after `--` (everything from
@@ -252,20 +252,20 @@ pub struct RecordArgs {
     /// Pause the target during each read for a consistent snapshot (it is always resumed).
     #[arg(long)]
     pub blocking: bool,
-    /// Sampler: `bpf` (perf events on every CPU), `userspace` (a timer reading one process
-    /// tree), or `auto` (BPF when available).
+    /// Sampler: `bpf` (perf events on every CPU; Linux), `userspace` (a timer reading one
+    /// process tree), or `auto` (BPF when available; user space off Linux).
     #[arg(long, value_enum, default_value = "auto")]
     pub mode: mode::ModeArg,
-    /// Perf event that triggers BPF samples: cpu-clock (software, works everywhere), cycles
-    /// (needs a hardware PMU), or TYPE:CONFIG.
-    #[arg(long, default_value = "cpu-clock")]
-    pub event: crate::bpf::PerfEventKind,
-    /// Drop samples of processes that are not Python (BPF mode).
+    /// Perf event that triggers BPF samples (Linux): cpu-clock (software, works everywhere),
+    /// cycles (needs a hardware PMU), or TYPE:CONFIG.
+    #[arg(long, default_value = mode::DEFAULT_EVENT)]
+    pub event: mode::EventArg,
+    /// Drop samples of processes that are not Python (BPF mode; Linux).
     #[arg(long)]
     pub python_only: bool,
-    /// Mixed native + Python stacks: C extensions, libc and the interpreter's own C frames in
-    /// their true place (unwound with .eh_frame; BPF mode walks the Python frames in the same
-    /// sample, user-space mode pauses the target).
+    /// Mixed native + Python stacks (Linux only): C extensions, libc and the interpreter's own
+    /// C frames in their true place (unwound with .eh_frame; BPF mode walks the Python frames
+    /// in the same sample, user-space mode pauses the target).
     #[arg(short, long)]
     pub native: bool,
     /// With --native: bytes of each thread's stack copied for unwinding, e.g. 64K or 1M
@@ -306,7 +306,7 @@ pub struct DumpArgs {
     /// of small containers).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub locals: u8,
-    /// Mixed native + Python stacks (unwound with .eh_frame; pauses the target).
+    /// Mixed native + Python stacks (Linux only; unwound with .eh_frame; pauses the target).
     #[arg(short, long, conflicts_with = "locals")]
     pub native: bool,
     /// With --native: bytes of each thread's stack copied for unwinding, e.g. 64K or 1M
@@ -348,10 +348,11 @@ pub struct TopArgs {
     #[arg(long, default_value_t = 1.0, value_parser = numbers::delay)]
     pub delay: f64,
     /// Sampler for --pid / -- COMMAND: `bpf`, `userspace`, or `auto` (BPF when available; --all
-    /// is always BPF).
+    /// is always BPF; off Linux only user space).
     #[arg(long, value_enum, default_value = "auto")]
     pub mode: mode::ModeArg,
-    /// Include native (C) frames, merged with the Python ones (pauses the target per sample).
+    /// Include native (C) frames, merged with the Python ones (Linux only; pauses the target
+    /// per sample).
     #[arg(short, long, conflicts_with = "all")]
     pub native: bool,
     /// With --native: bytes of each thread's stack copied for unwinding, e.g. 64K or 1M

@@ -11,7 +11,6 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -129,12 +128,11 @@ fn claim_explicit(path: &Path) -> anyhow::Result<Output> {
     let claimed = match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => bail!("{}: is a directory", path.display()),
         Ok(meta) if !meta.is_file() => {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .mode(PROFILE_MODE)
-                .open(path)
-                .with_context(cannot)?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, PROFILE_MODE);
+            let file = options.open(path).with_context(cannot)?;
             Claimed::Through(file)
         }
         Ok(_) => replace(path, name.to_os_string()).with_context(cannot)?,

@@ -7,14 +7,19 @@ use std::io::IsTerminal;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use super::mode::{self, Chosen};
+use super::mode;
+#[cfg(target_os = "linux")]
+use super::mode::Chosen;
 use super::output_file::Output;
 use super::signals;
+#[cfg(target_os = "linux")]
 use super::stack_size::{self, Copier};
 use super::target::{self, child_alive, finish_child, StartedChild, Target};
 use super::RecordArgs;
+#[cfg(target_os = "linux")]
 use crate::bpf::BpfSampler;
 use crate::frames::{identity_frames, sample_labels, FrameOptions};
+#[cfg(target_os = "linux")]
 use crate::native::NativeReader;
 use crate::output;
 use crate::process::lineage::Lineage;
@@ -22,6 +27,7 @@ use crate::process::pause::Paused;
 use crate::process::proc;
 use crate::profile::{unix_ns, Profile, ProfileMeta};
 use crate::python::{PythonProcess, StackOptions};
+#[cfg(target_os = "linux")]
 use crate::sampler::bpf::{self as bpf_source, BpfSourceConfig, Scope};
 use crate::sampler::stats::Stats;
 use crate::sampler::{EndReason, SamplerConfig, UserspaceSampler};
@@ -31,7 +37,17 @@ const EXIT_TARGET_GONE: i32 = 2;
 
 pub fn run(mut args: RecordArgs) -> anyhow::Result<i32> {
     args.format = output_format(args.format_flag, args.output.as_deref());
+    // Off Linux only the user-space sampler exists: BPF-only options fail before anything
+    // starts.
+    mode::refuse_off_linux(&[
+        ("--all", args.target.all),
+        ("--mode bpf", args.mode == mode::ModeArg::Bpf),
+        ("--native", args.native),
+        ("--python-only", args.python_only),
+        ("--event", !mode::is_default_event(&args.event)),
+    ])?;
     // Checked before anything starts: a bad size must not leave a started program behind.
+    #[cfg(target_os = "linux")]
     let native_stack = match args.native {
         true => Some(stack_size::bytes_for(
             args.native_stack_size,
@@ -56,6 +72,45 @@ pub fn run(mut args: RecordArgs) -> anyhow::Result<i32> {
             (Some(process), child)
         }
     };
+    #[cfg(not(target_os = "linux"))]
+    let result = match process {
+        Some(process) => record_userspace(&args, process, &mut child, &stop, output, stats_out),
+        None => anyhow::bail!("--all needs Linux (the BPF sampler)"),
+    };
+    #[cfg(target_os = "linux")]
+    let result = record_chosen(
+        &args,
+        process,
+        native_stack,
+        &mut child,
+        &stop,
+        output,
+        stats_out,
+    );
+    // `record -- CMD` ends with the program's own status, as a CI step that profiles a failing
+    // test run must fail; a program we stopped (duration, Ctrl-C) does not count.
+    let program_status = child.as_mut().and_then(StartedChild::exit_code);
+    finish_child(&mut child);
+    match (result, program_status) {
+        (Ok(0), Some(code)) if code != 0 => {
+            eprintln!("pyspy-bpf: the program exited with status {code}");
+            Ok(code)
+        }
+        (result, _) => result,
+    }
+}
+
+/// Linux: record with the sampler `--mode` picks (BPF, or user space).
+#[cfg(target_os = "linux")]
+fn record_chosen(
+    args: &RecordArgs,
+    process: Option<PythonProcess>,
+    native_stack: Option<usize>,
+    child: &mut Option<StartedChild>,
+    stop: &AtomicBool,
+    output: Output,
+    stats_out: Option<Output>,
+) -> anyhow::Result<i32> {
     let root = process.as_ref().map(|p| p.pid);
     let bpf_config = BpfSourceConfig {
         rate_hz: args.rate,
@@ -77,6 +132,7 @@ pub fn run(mut args: RecordArgs) -> anyhow::Result<i32> {
             ),
         native: native_stack,
     };
+    let args = &args;
     // `--native` runs in both samplers, and in both the native and Python parts of a stack are
     // from one instant (BPF walks the Python frames at the sample; user space pauses the
     // thread); `auto` prefers BPF, which does not pause the target.
@@ -86,52 +142,37 @@ pub fn run(mut args: RecordArgs) -> anyhow::Result<i32> {
         Some("--blocking")
     } else if args.idle && !args.target.all {
         Some("--idle (threads that are not on a CPU)")
-    } else if args.native && native_copier(&args) == Copier::Userspace {
+    } else if args.native && native_copier(args) == Copier::Userspace {
         Some("--native-stack-size above what a BPF sample holds")
     } else {
         None
     };
     let chosen = mode::choose(args.mode, args.target.all, userspace_only, &bpf_config);
-    let result = chosen.and_then(|chosen| match (chosen, process) {
+    chosen.and_then(|chosen| match (chosen, process) {
         (Chosen::Bpf(sampler), process) => record_bpf(
-            &args,
+            args,
             sampler,
             &bpf_config,
             process.as_ref(),
-            &mut child,
-            &stop,
+            child,
+            stop,
             output,
             stats_out,
         ),
-        (Chosen::Userspace, Some(process)) => record_userspace(
-            &args,
-            process,
+        (Chosen::Userspace, Some(process)) => {
             // `auto` may have fallen back from BPF: the user-space default then, not BPF's.
-            match args.native {
+            let native_stack = match args.native {
                 true => Some(stack_size::bytes_for(
                     args.native_stack_size,
                     Copier::Userspace,
                 )?),
                 false => None,
-            },
-            &mut child,
-            &stop,
-            output,
-            stats_out,
-        ),
-        (Chosen::Userspace, None) => anyhow::bail!("--all needs the BPF sampler"),
-    });
-    // `record -- CMD` ends with the program's own status, as a CI step that profiles a failing
-    // test run must fail; a program we stopped (duration, Ctrl-C) does not count.
-    let program_status = child.as_mut().and_then(StartedChild::exit_code);
-    finish_child(&mut child);
-    match (result, program_status) {
-        (Ok(0), Some(code)) if code != 0 => {
-            eprintln!("pyspy-bpf: the program exited with status {code}");
-            Ok(code)
+            };
+            let native = native_stack.map(NativeReader::new);
+            record_userspace(args, process, native, child, stop, output, stats_out)
         }
-        (result, _) => result,
-    }
+        (Chosen::Userspace, None) => anyhow::bail!("--all needs the BPF sampler"),
+    })
 }
 
 /// `-f`, else the format `-o`'s name implies, else a flamegraph (said when `-o` names a file
@@ -160,6 +201,7 @@ fn output_format(flag: Option<output::Format>, output: Option<&std::path::Path>)
 /// `--all`, `--mode bpf`, or `auto` unless an option needs user space (`--blocking`, `--idle`
 /// on one target, a stack copy larger than a BPF sample holds). If `auto` then cannot start
 /// BPF, the user-space sampler checks the size again with its own bounds.
+#[cfg(target_os = "linux")]
 fn native_copier(args: &RecordArgs) -> Copier {
     let too_big_for_bpf = args
         .native_stack_size
@@ -173,11 +215,11 @@ fn native_copier(args: &RecordArgs) -> Copier {
     }
 }
 
-/// `native_stack`: with `--native`, the bytes of stack to copy per thread.
+/// `native`: with `--native` (Linux), the reader that unwinds each thread's native stack.
 fn record_userspace(
     args: &RecordArgs,
     process: PythonProcess,
-    native_stack: Option<usize>,
+    #[cfg(target_os = "linux")] native: Option<NativeReader>,
     child: &mut Option<StartedChild>,
     stop: &AtomicBool,
     output: Output,
@@ -223,9 +265,11 @@ fn record_userspace(
     let mut names: HashMap<u32, String> = HashMap::new();
     let mut lineage = args.subprocesses.then(|| Lineage::new(pid));
     let live = std::io::stderr().is_terminal() && !args.hideprogress;
+    #[allow(unused_mut)] // only Linux adds a native reader
     let mut sampler = UserspaceSampler::new(config, process);
-    if let Some(bytes) = native_stack {
-        sampler = sampler.with_native(NativeReader::new(bytes));
+    #[cfg(target_os = "linux")]
+    if let Some(native) = native {
+        sampler = sampler.with_native(native);
     }
     let summary = sampler.run(
         args.duration.map(Duration::from_secs_f64),
@@ -258,6 +302,7 @@ fn record_userspace(
     if live {
         eprintln!();
     }
+    #[cfg(target_os = "linux")]
     if let Some(n) = sampler.native_stats() {
         eprintln!(
             "pyspy-bpf: native: {} stacks unwound, {} truncated, {} native/python mismatches, {} without registers, {} with kernel frames",
@@ -268,10 +313,11 @@ fn record_userspace(
     profile.meta.errors = summary.errors;
     profile.meta.processes = lineage.map(Lineage::into_nodes).unwrap_or_default();
     write_profile(args, &profile, frame_options(args), output)?;
-    write_stats(
-        stats_out,
-        &Stats::userspace(&summary, sampler.native_stats()),
-    )?;
+    #[cfg(target_os = "linux")]
+    let native_stats = sampler.native_stats();
+    #[cfg(not(target_os = "linux"))]
+    let native_stats = None;
+    write_stats(stats_out, &Stats::userspace(&summary, native_stats))?;
     eprintln!(
         "pyspy-bpf: {} samples in {} reads, {} errors, {} late ticks, {:.1}s",
         profile.total_samples(),
@@ -320,6 +366,7 @@ fn record_userspace(
     ))
 }
 
+#[cfg(target_os = "linux")]
 fn record_bpf(
     args: &RecordArgs,
     sampler: BpfSampler,

@@ -1,12 +1,17 @@
 //! `--native-stack-size`: how many bytes of each thread's stack `--native` copies for the
 //! unwinder. Parsed here (bytes, or a K/KiB/M/MiB suffix), then checked against the sampler
 //! that will copy it: the BPF program holds at most `bpf::MAX_USER_STACK_COPY` per sample, the
-//! user-space sampler copies from a paused thread and only needs a sane bound.
+//! user-space sampler copies from a paused thread and only needs a sane bound. (`--native` is
+//! Linux-only: elsewhere only the parsing is compiled, so the command line reads the same.)
 
+#[cfg(target_os = "linux")]
 use anyhow::bail;
 
+#[cfg(target_os = "linux")]
 use crate::bpf::MAX_USER_STACK_COPY;
+#[cfg(target_os = "linux")]
 use crate::native::unwind::DEFAULT_STACK_BYTES;
+#[cfg(target_os = "linux")]
 use crate::sampler::bpf::DEFAULT_STACK_COPY;
 
 const KIB: u64 = 1024;
@@ -14,9 +19,11 @@ const MIB: u64 = 1024 * 1024;
 
 /// The smallest copy: one page. The BPF program copies whole pages anyway, and less than a
 /// page does not hold the few frames nearest the leaf.
+#[cfg(target_os = "linux")]
 pub const MIN_STACK_BYTES: usize = 4 * 1024;
 /// The largest copy in user space: eight times the usual 8 MiB stack limit. A copy ends where
 /// the stack's mapping ends, so a larger bound would buy nothing but a larger buffer.
+#[cfg(target_os = "linux")]
 pub const MAX_USERSPACE_STACK_BYTES: usize = 64 * 1024 * 1024;
 
 /// A size as given on the command line, not yet checked against a sampler.
@@ -24,6 +31,7 @@ pub const MAX_USERSPACE_STACK_BYTES: usize = 64 * 1024 * 1024;
 pub struct StackSize(pub u64);
 
 /// Which sampler copies the stack.
+#[cfg(target_os = "linux")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Copier {
     Bpf,
@@ -54,6 +62,7 @@ pub fn parse(s: &str) -> Result<StackSize, String> {
 }
 
 /// The bytes to copy: `size`, or the copier's default, if it is in the copier's range.
+#[cfg(target_os = "linux")]
 pub fn bytes_for(size: Option<StackSize>, copier: Copier) -> anyhow::Result<usize> {
     let (default, max, who) = match copier {
         Copier::Bpf => (DEFAULT_STACK_COPY, MAX_USER_STACK_COPY, "the BPF sampler"),
@@ -78,6 +87,7 @@ pub fn bytes_for(size: Option<StackSize>, copier: Copier) -> anyhow::Result<usiz
 }
 
 /// `60K`, `1M`, or a plain byte count when it is not a whole number of KiB.
+#[cfg(target_os = "linux")]
 fn show(bytes: u64) -> String {
     match bytes {
         b if b >= MIB && b % MIB == 0 => format!("{}M", b / MIB),
@@ -86,7 +96,7 @@ fn show(bytes: u64) -> String {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 

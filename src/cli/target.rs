@@ -44,11 +44,17 @@ impl StartedChild {
 
     /// How it ended on its own, once it has (`None` while it runs, or if we stopped it).
     pub fn exit_code(&mut self) -> Option<i32> {
-        use std::os::unix::process::ExitStatusExt;
         self.is_running();
         let status = self.1?;
-        // As a shell reports it: the code, or 128 + the signal that ended it.
-        status.code().or_else(|| status.signal().map(|s| 128 + s))
+        // As a shell reports it: the code, or 128 + the signal that ended it (Unix).
+        #[cfg(unix)]
+        let code = {
+            use std::os::unix::process::ExitStatusExt;
+            status.code().or_else(|| status.signal().map(|s| 128 + s))
+        };
+        #[cfg(not(unix))]
+        let code = status.code();
+        code
     }
 }
 

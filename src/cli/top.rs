@@ -8,15 +8,21 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::mode::{self, Chosen};
+use super::mode;
+#[cfg(target_os = "linux")]
+use super::mode::Chosen;
 use super::signals;
+#[cfg(target_os = "linux")]
 use super::stack_size::{self, Copier};
 use super::target::{self, StartedChild};
 use super::TopArgs;
+#[cfg(target_os = "linux")]
 use crate::bpf::PerfEventKind;
+#[cfg(target_os = "linux")]
 use crate::native::NativeReader;
 use crate::process::pause::Paused;
 use crate::python::StackOptions;
+#[cfg(target_os = "linux")]
 use crate::sampler::bpf::{self as bpf_source, BpfSourceConfig, Scope};
 use crate::sampler::{EndReason, SamplerConfig, UserspaceSampler};
 use crate::top::{self, lock, Live, Watched};
@@ -25,7 +31,15 @@ use crate::top::{self, lock, Live, Watched};
 const EXIT_TARGET_GONE: i32 = 2;
 
 pub fn run(args: TopArgs) -> anyhow::Result<i32> {
+    // Off Linux only the user-space sampler exists: BPF-only options fail before anything
+    // starts.
+    mode::refuse_off_linux(&[
+        ("--all", args.target.all),
+        ("--mode bpf", args.mode == mode::ModeArg::Bpf),
+        ("--native", args.native),
+    ])?;
     let stop = signals::stop_flag()?;
+    #[cfg(target_os = "linux")]
     if args.target.all {
         return run_bpf(
             args,
@@ -35,6 +49,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
         );
     }
     // Checked before anything starts: a bad size must not leave a started program behind.
+    #[cfg(target_os = "linux")]
     let native_stack = match args.native {
         true => Some(stack_size::bytes_for(
             args.native_stack_size,
@@ -46,19 +61,22 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
     let pid = target.process.pid;
     // As in `record`: BPF unless an option needs the user-space sampler (top's --native
     // pauses the target and unwinds in user space).
-    let userspace_only = if args.blocking {
-        Some("--blocking")
-    } else if args.idle {
-        Some("--idle (threads that are not on a CPU)")
-    } else if args.native {
-        Some("--native in top")
-    } else {
-        None
-    };
-    let scope = TopScope::Target(pid, args.subprocesses);
-    let config = bpf_config(&scope, args.gil);
-    if let Chosen::Bpf(sampler) = mode::choose(args.mode, false, userspace_only, &config)? {
-        return run_bpf(args, Some(target), sampler, stop);
+    #[cfg(target_os = "linux")]
+    {
+        let userspace_only = if args.blocking {
+            Some("--blocking")
+        } else if args.idle {
+            Some("--idle (threads that are not on a CPU)")
+        } else if args.native {
+            Some("--native in top")
+        } else {
+            None
+        };
+        let scope = TopScope::Target(pid, args.subprocesses);
+        let config = bpf_config(&scope, args.gil);
+        if let Chosen::Bpf(sampler) = mode::choose(args.mode, false, userspace_only, &config)? {
+            return run_bpf(args, Some(target), sampler, stop);
+        }
     }
     if args.blocking || args.native {
         // Find out now, not at the first sample, whether we may pause the target.
@@ -95,7 +113,9 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
             .spawn(move || {
                 // If sampling panics, the display must not wait for it forever.
                 let failed = FailureFlag(shared.clone());
+                #[allow(unused_mut)] // only Linux adds a native reader
                 let mut sampler = UserspaceSampler::new(config, process);
+                #[cfg(target_os = "linux")]
                 if let Some(bytes) = native_stack {
                     sampler = sampler.with_native(NativeReader::new(bytes));
                 }
@@ -134,12 +154,14 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
 }
 
 /// What `top` watches with the BPF sampler.
+#[cfg(target_os = "linux")]
 enum TopScope {
     All,
     /// A process (and with `-s` its descendants).
     Target(u32, bool),
 }
 
+#[cfg(target_os = "linux")]
 fn bpf_config(scope: &TopScope, gil_only: bool) -> BpfSourceConfig {
     BpfSourceConfig {
         rate_hz: 100,
@@ -160,6 +182,7 @@ fn bpf_config(scope: &TopScope, gil_only: bool) -> BpfSourceConfig {
 
 /// `top` on the BPF sampler: every process (`--all`, a process column), or one target and
 /// with `-s` its children.
+#[cfg(target_os = "linux")]
 fn run_bpf(
     args: TopArgs,
     target: Option<target::Target>,

@@ -16,7 +16,15 @@ pub struct KernelStack {
     pub syscall: Option<u64>,
 }
 
+/// The kernel stack of thread `tid` of `pid`, `None` when it cannot be read or is empty
+/// (always, off Linux: no other OS we support shows another process's kernel stack).
+#[cfg(not(target_os = "linux"))]
+pub fn read(_pid: u32, _tid: u32) -> Option<KernelStack> {
+    None
+}
+
 /// The kernel stack of thread `tid` of `pid`, `None` when it cannot be read or is empty.
+#[cfg(target_os = "linux")]
 pub fn read(pid: u32, tid: u32) -> Option<KernelStack> {
     let dir = format!("/proc/{pid}/task/{tid}");
     let frames = parse_stack(&std::fs::read_to_string(format!("{dir}/stack")).ok()?);

@@ -112,12 +112,18 @@ impl<T: RemoteMemory + ?Sized> RemoteMemory for &T {
     }
 }
 
+/// Live memory of a process (off Linux: `proc::ProcessMemory`, the OS's own way).
+#[cfg(not(target_os = "linux"))]
+pub use super::proc::ProcessMemory;
+
 /// Live memory of a process, read with `process_vm_readv` (no ptrace stop needed).
+#[cfg(target_os = "linux")]
 #[derive(Debug, Clone, Copy)]
 pub struct ProcessMemory {
     pid: u32,
 }
 
+#[cfg(target_os = "linux")]
 impl ProcessMemory {
     pub fn new(pid: u32) -> Self {
         ProcessMemory { pid }
@@ -129,8 +135,10 @@ impl ProcessMemory {
 }
 
 /// Most iovecs one `process_vm_readv` takes (`IOV_MAX` on Linux).
+#[cfg(target_os = "linux")]
 const MAX_IOVECS: usize = 1024;
 
+#[cfg(target_os = "linux")]
 impl RemoteMemory for ProcessMemory {
     /// One `process_vm_readv` for up to `MAX_IOVECS` reads. The kernel never splits an iovec
     /// and stops at the first one it cannot read; the reads after that one are retried one

@@ -6,6 +6,7 @@
 //! every mapped candidate is searched. Every value read is checked to be plausible before
 //! anything follows it.
 
+#[cfg(target_os = "linux")]
 use std::collections::HashSet;
 use std::path::PathBuf;
 
@@ -13,12 +14,17 @@ use super::attach::{Interpreter, InterpreterRoot};
 use super::debug_offsets::{debug_field, parse_debug_offsets, DEBUG_OFFSETS_READ_LEN};
 use super::offsets::{coro_model_for, CoroModel};
 use crate::model::PyVersion;
+#[cfg(target_os = "linux")]
 use crate::process::elf::{section_range, ElfImage};
+#[cfg(target_os = "linux")]
 use crate::process::maps::MapRange;
 use crate::process::memory::{MemoryError, RemoteMemory};
-use crate::process::proc::{self, ProcError};
+#[cfg(target_os = "linux")]
+use crate::process::proc;
+use crate::process::proc::ProcError;
 
 /// The section `GENERATE_DEBUG_SECTION(AsyncioDebug, ...)` creates on Linux.
+#[cfg(target_os = "linux")]
 const SECTION: &str = ".AsyncioDebug";
 /// `sizeof(struct _Py_AsyncioModuleDebugOffsets)` in 3.14 and 3.15: 13 `uint64_t`s.
 const SECTION_WORDS: usize = 13;
@@ -43,6 +49,9 @@ pub enum AsyncioError {
     Proc(#[from] ProcError),
     #[error(transparent)]
     Threads(#[from] super::state::SampleError),
+    /// The section is looked up in ELF files through /proc: Linux only so far.
+    #[error("asyncio task stacks are read on Linux only (the AsyncioDebug section is not looked up in Mach-O or PE images yet)")]
+    OnlyLinux,
     /// The last search failed a moment ago (this says why); not searched again yet.
     #[error("{0}")]
     Again(String),
@@ -196,8 +205,19 @@ fn check(l: &AsyncLayout, words: &[u64; SECTION_WORDS]) -> Result<(), String> {
     Ok(())
 }
 
+/// Off Linux: not looked up yet (see `AsyncioError::OnlyLinux`).
+#[cfg(not(target_os = "linux"))]
+fn find_section(
+    _mem: &dyn RemoteMemory,
+    _pid: u32,
+    _interp: &Interpreter,
+) -> Result<(PathBuf, [u64; SECTION_WORDS]), AsyncioError> {
+    Err(AsyncioError::OnlyLinux)
+}
+
 /// The words of the `.AsyncioDebug` section in the first mapped file that has one: the
 /// interpreter binary, then `_asyncio` extension modules.
+#[cfg(target_os = "linux")]
 fn find_section(
     mem: &dyn RemoteMemory,
     pid: u32,

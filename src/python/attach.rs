@@ -8,7 +8,10 @@ use super::debug_offsets::{apply_debug_offsets, parse_debug_offsets, DEBUG_OFFSE
 use super::offsets::{offsets_for, PyOffsets, SUPPORTED_SERIES};
 use super::threads::GilLocation;
 use crate::model::{Addr, PyVersion};
+#[cfg(unix)]
 use crate::process::elf::ElfImage;
+use crate::process::image::ObjectImage;
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
 use crate::process::maps::MapRange;
 use crate::process::memory::{MemoryError, ProcessMemory, RemoteMemory};
 use crate::process::proc::{self, ProcError};
@@ -100,6 +103,7 @@ impl Interpreter {
 }
 
 /// Locate the interpreter in `pid`.
+#[cfg(target_os = "linux")]
 pub fn locate(pid: u32) -> Result<Interpreter, AttachError> {
     let exe = proc::exe(pid)?;
     let mem = ProcessMemory::new(pid);
@@ -111,21 +115,32 @@ pub fn locate(pid: u32) -> Result<Interpreter, AttachError> {
     // interpreter (a shared build's launcher, a program embedding libpython).
     let local_exe = PathBuf::from(format!("/proc/{pid}/exe"));
     if let Ok(image) = ElfImage::load_cached(&local_exe, SYMBOLS, needs_version_scan) {
-        if is_interpreter(&image) {
+        if is_interpreter(&*image) {
             if let Ok(entry) = proc::entry_point(pid) {
                 let bias = entry.wrapping_sub(image.entry);
                 // Anything amiss (a libpython that holds the live state, a process still
                 // starting) is settled by the maps, as without this shortcut.
-                match interpreter_in(pid, &mem, exe.clone(), &image, bias) {
+                match interpreter_in(pid, &mem, exe.clone(), &*image, bias) {
                     Ok(interpreter) => return Ok(interpreter),
                     Err(e) => log::debug!("pid {pid}: the executable's interpreter: {e}"),
                 }
             }
         }
     }
+    locate_in_maps(pid, &mem, &exe)
+}
 
+/// Locate the interpreter in `pid` (FreeBSD: ELF binaries, mappings from `kinfo_getvmmap`).
+#[cfg(target_os = "freebsd")]
+pub fn locate(pid: u32) -> Result<Interpreter, AttachError> {
+    locate_in_maps(pid, &ProcessMemory::new(pid), &proc::exe(pid)?)
+}
+
+/// The interpreter among the ELF binaries mapped in `pid`.
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+fn locate_in_maps(pid: u32, mem: &ProcessMemory, exe: &Path) -> Result<Interpreter, AttachError> {
     let maps = proc::maps(pid)?;
-    for binary in candidate_binaries(&maps, &exe) {
+    for binary in candidate_binaries(&maps, exe) {
         let local = proc::file_in_maps(pid, &maps, &binary);
         let image = match ElfImage::load_cached(&local, SYMBOLS, needs_version_scan) {
             Ok(image) => image,
@@ -134,7 +149,7 @@ pub fn locate(pid: u32) -> Result<Interpreter, AttachError> {
                 continue;
             }
         };
-        if !is_interpreter(&image) {
+        if !is_interpreter(&*image) {
             continue;
         }
         let mappings: Vec<&MapRange> = maps
@@ -147,7 +162,7 @@ pub fn locate(pid: u32) -> Result<Interpreter, AttachError> {
                 binary: binary.display().to_string(),
                 reason: "no mapping matches its load segments".into(),
             })?;
-        return interpreter_in(pid, &mem, binary, &image, bias);
+        return interpreter_in(pid, mem, binary, &*image, bias);
     }
     Err(AttachError::NotPython {
         pid,
@@ -155,8 +170,89 @@ pub fn locate(pid: u32) -> Result<Interpreter, AttachError> {
     })
 }
 
+/// Locate the interpreter in `pid` (macOS, Windows): among its loaded Mach-O or PE images,
+/// the Python library first (`Python.framework/.../Python`, `libpython3.X.dylib`,
+/// `python3X.dll`: the executable is then a launcher; `python3.dll`, which only forwards to
+/// it, has no symbols of its own and is passed over), then the executable.
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+pub fn locate(pid: u32) -> Result<Interpreter, AttachError> {
+    let exe = proc::exe(pid)?;
+    let mem = ProcessMemory::new(pid);
+    let images = proc::images(pid)?;
+    let is_library = |path: &Path| {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let lower = name.to_ascii_lowercase();
+        name == "Python"
+            || lower.starts_with("libpython")
+            || (lower.starts_with("python") && lower.ends_with(".dll"))
+    };
+    // The executable: named as `exe` says, or the first image (dyld and toolhelp both list
+    // it first), in case the two spell its path differently.
+    let mut ordered: Vec<&proc::LoadedImage> =
+        images.iter().filter(|i| is_library(&i.path)).collect();
+    for loaded in images
+        .iter()
+        .filter(|i| i.path == exe)
+        .chain(images.first())
+    {
+        if !ordered.contains(&loaded) {
+            ordered.push(loaded);
+        }
+    }
+    for loaded in ordered {
+        let image =
+            match ObjectImage::load(&loaded.path, SYMBOLS, crate::process::image::Arch::ours()) {
+                Ok(image) => image,
+                Err(e) => {
+                    log::debug!("pid {pid}: skipping {}: {e}", loaded.path.display());
+                    continue;
+                }
+            };
+        if !is_interpreter(&image) {
+            continue;
+        }
+        let bias = image.load_bias(loaded.base);
+        return interpreter_in(pid, &mem, loaded.path.clone(), &image, bias);
+    }
+    Err(AttachError::NotPython {
+        pid,
+        exe: exe.display().to_string(),
+    })
+}
+
+/// What finding the interpreter needs of its binary, whatever the format.
+trait InterpreterImage {
+    /// A symbol's address as linked (add the load bias for the target's).
+    fn symbol(&self, name: &str) -> Option<Addr>;
+    /// The patch number of a `PY_VERSION` literal of the series.
+    fn find_version_patch(&self, major: u8, minor: u8) -> Option<u8>;
+}
+
+#[cfg(unix)]
+impl InterpreterImage for ElfImage {
+    fn symbol(&self, name: &str) -> Option<Addr> {
+        ElfImage::symbol(self, name)
+    }
+    fn find_version_patch(&self, major: u8, minor: u8) -> Option<u8> {
+        ElfImage::find_version_patch(self, major, minor)
+    }
+}
+
+impl InterpreterImage for ObjectImage {
+    /// `_PyRuntime` is also where its own section starts, for binaries that do not export it.
+    fn symbol(&self, name: &str) -> Option<Addr> {
+        ObjectImage::symbol(self, name).or_else(|| match name {
+            "_PyRuntime" => self.runtime_section(),
+            _ => None,
+        })
+    }
+    fn find_version_patch(&self, major: u8, minor: u8) -> Option<u8> {
+        ObjectImage::find_version_patch(self, major, minor)
+    }
+}
+
 /// Whether `image` holds CPython's interpreter state (defines one of its roots).
-fn is_interpreter(image: &ElfImage) -> bool {
+fn is_interpreter(image: &dyn InterpreterImage) -> bool {
     [
         "_PyRuntime",
         "_PyThreadState_Current",
@@ -183,7 +279,7 @@ fn interpreter_in(
     pid: u32,
     mem: &ProcessMemory,
     binary: PathBuf,
-    image: &ElfImage,
+    image: &dyn InterpreterImage,
     bias: Addr,
 ) -> Result<Interpreter, AttachError> {
     let mem_err = |source| memory_error(pid, source);
@@ -257,6 +353,7 @@ fn interpreter_in(
 
 /// The `PY_VERSION` literal is only needed for interpreters without `Py_Version` (< 3.11);
 /// scanning every binary of a host for it would cost a pass over each file.
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
 fn needs_version_scan(symbols: &std::collections::HashMap<String, (u64, u64)>) -> bool {
     !symbols.contains_key("Py_Version")
         && [
@@ -271,6 +368,7 @@ fn needs_version_scan(symbols: &std::collections::HashMap<String, (u64, u64)>) -
 
 /// `libpython*.so` first (in a shared build the executable is only a launcher), then the
 /// executable itself.
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
 fn candidate_binaries(maps: &[MapRange], exe: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     for m in maps {
@@ -290,7 +388,7 @@ fn candidate_binaries(maps: &[MapRange], exe: &Path) -> Vec<PathBuf> {
 /// file name.
 fn detect_version(
     mem: &dyn RemoteMemory,
-    image: &ElfImage,
+    image: &dyn InterpreterImage,
     binary: &Path,
     bias: Addr,
 ) -> Result<Result<PyVersion, AttachError>, MemoryError> {
@@ -334,7 +432,7 @@ fn series_from_name(path: &Path) -> Option<(u8, u8)> {
 /// `mov rax, [rip + disp32]; ret`.
 fn interp_head_var(
     mem: &dyn RemoteMemory,
-    image: &ElfImage,
+    image: &dyn InterpreterImage,
     bias: Addr,
 ) -> Result<Option<Addr>, MemoryError> {
     if let Some(var) = image.symbol("interp_head") {

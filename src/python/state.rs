@@ -162,6 +162,13 @@ impl PythonProcess {
     /// only losing the process (or its interpreter list) is an error.
     pub fn stacks(&mut self, opts: StackOptions) -> Result<Vec<StackTrace>, SampleError> {
         let pid = self.pid;
+        // Off Linux a thread's state comes from a listing of all of them: one per sample.
+        #[cfg(not(target_os = "linux"))]
+        {
+            let running = proc::running_threads(pid);
+            self.stacks_with_activity(opts, |tid| running.contains(&tid))
+        }
+        #[cfg(target_os = "linux")]
         self.stacks_with_activity(opts, |tid| proc::thread_is_running(pid, tid))
     }
 

@@ -1,9 +1,13 @@
-//! Sources of samples. `userspace`: a timer that reads the stacks of one process tree with
-//! `process_vm_readv` (py-spy style, no BPF needed).
+//! Sources of samples. `userspace`: a timer that reads the stacks of one process tree through
+//! `process::ProcessMemory` (py-spy style, no BPF needed; every OS). `bpf`: Linux only.
 
+#[cfg(target_os = "linux")]
 pub mod bpf;
+#[cfg(target_os = "linux")]
 pub mod bpf_layout;
+#[cfg(target_os = "linux")]
 pub mod bpf_registry;
+#[cfg(target_os = "linux")]
 pub mod exit_sweep;
 pub mod stats;
 pub mod userspace;

@@ -8,9 +8,15 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+#[cfg(target_os = "linux")]
 use crate::native::NativeStats;
 use crate::python::code::FrameErrors;
+#[cfg(target_os = "linux")]
 use crate::sampler::bpf::BpfSummary;
+
+/// No native frames off Linux: no counters of them can exist.
+#[cfg(not(target_os = "linux"))]
+type NativeStats = std::convert::Infallible;
 use crate::sampler::RunSummary;
 
 /// What a run counted.
@@ -72,6 +78,7 @@ impl Stats {
     }
 
     /// From a BPF run.
+    #[cfg(target_os = "linux")]
     pub fn bpf(s: &BpfSummary, native: bool) -> Stats {
         let mut stats = Stats {
             sampler: "bpf",
@@ -120,6 +127,12 @@ impl Stats {
         }
     }
 
+    #[cfg(not(target_os = "linux"))]
+    fn native(&mut self, n: NativeStats) {
+        match n {}
+    }
+
+    #[cfg(target_os = "linux")]
     fn native(&mut self, n: NativeStats) {
         for (name, v) in [
             ("native.stacks", n.stacks),

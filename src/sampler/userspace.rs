@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::model::StackTrace;
+#[cfg(target_os = "linux")]
 use crate::native::{NativeReader, NativeStats};
 use crate::process::kstack::{self, KernelStack};
 use crate::process::pause::Paused;
@@ -16,6 +17,10 @@ use crate::python::asyncio_layout::AsyncioError;
 use crate::python::code::FrameErrors;
 use crate::python::state::SampleError;
 use crate::python::{PythonProcess, StackOptions};
+
+/// No native unwinding off Linux (`--native` is refused there): no reader can exist.
+#[cfg(not(target_os = "linux"))]
+type NativeReader = std::convert::Infallible;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SamplerConfig {
@@ -95,12 +100,14 @@ impl UserspaceSampler {
     }
 
     /// `--native`: mixed native + Python stacks. Implies pausing the target for each read.
+    #[cfg(target_os = "linux")]
     pub fn with_native(mut self, reader: NativeReader) -> Self {
         self.native = Some(reader);
         self
     }
 
     /// The `--native` counters, when native stacks are read.
+    #[cfg(target_os = "linux")]
     pub fn native_stats(&self) -> Option<NativeStats> {
         self.native.as_ref().map(|n| n.stats)
     }
@@ -232,7 +239,10 @@ impl UserspaceSampler {
             self.children_dropped += 1;
         }
         if let Some(native) = self.native.as_mut() {
+            #[cfg(target_os = "linux")]
             native.forget(pid);
+            #[cfg(not(target_os = "linux"))]
+            match *native {}
         }
     }
 
@@ -292,9 +302,13 @@ fn read_one(
         return read_tasks(p);
     }
     if let Some(native) = native {
+        #[cfg(target_os = "linux")]
         return read_native(p, config.stacks, native);
+        #[cfg(not(target_os = "linux"))]
+        match *native {}
     }
-    if !config.blocking {
+    // FreeBSD reads memory only from a process stopped under ptrace: always paused.
+    if !config.blocking && !cfg!(target_os = "freebsd") {
         return p.stacks(config.stacks);
     }
     // The guard lives only for this read; dropping it resumes the target.
@@ -380,6 +394,7 @@ fn pause_for_read(
 /// each thread's native stack and merge the two (`--native`); a thread sleeping in a system
 /// call gets its kernel frames on the leaf side (with `--idle`, and when readable: root). If
 /// the target cannot be paused, the Python stacks are returned without native frames.
+#[cfg(target_os = "linux")]
 pub fn read_native(
     p: &mut PythonProcess,
     opts: StackOptions,
@@ -398,6 +413,7 @@ pub fn read_native(
 
 /// As [`read_native`], for a process the caller has paused (`pause::Paused`) after reading
 /// `before`.
+#[cfg(target_os = "linux")]
 pub fn read_native_paused(
     p: &mut PythonProcess,
     opts: StackOptions,
