@@ -139,6 +139,13 @@ mod tests {
             .read_line(&mut line)
             .unwrap();
         let sleep: u32 = line.trim().parse().unwrap();
+        // `$!` is known right after the fork, before the child has exec'd `sleep`.
+        for _ in 0..200 {
+            if proc::cmdline(sleep).is_ok_and(|args| args.first().is_some_and(|a| a == "sleep")) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let me = std::process::id();
         let mut lineage = Lineage::new(me);
         lineage.observe(sleep);
