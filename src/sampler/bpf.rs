@@ -21,10 +21,13 @@ use crate::bpf::{
     monotonic_ns, online_cpus, ringbuf_bytes_for, BpfConfig, BpfError, BpfSampler, PerfEventKind,
     MAX_PYTHON_THREADS,
 };
-use crate::model::{Addr, BpfPyStatus, Frame, PyVersion, RawSample, StackTrace};
+use crate::model::{
+    Addr, BpfPyStatus, Frame, PyVersion, RawSample, Reason, StackStatus, StackTrace,
+};
 use crate::native::merge::{self, NativeSlot};
+use crate::native::return_address::ReturnAddresses;
 use crate::native::unwind::{NativeStack, NativeUnwinder};
-use crate::native::{symbolize, NativeStats, NativeSymbolizer};
+use crate::native::{fp_stack, symbolize, NativeStats, NativeSymbolizer};
 use crate::process::priority::{set_own_nice, PROFILER_NICE};
 use crate::process::proc;
 use crate::process::regs::{StackCopy, UserRegs};
@@ -161,10 +164,12 @@ impl Entry {
     }
 }
 
-/// Turns addresses into frames: the symbolizer, and with `native` the unwinder.
+/// Turns addresses into frames: the symbolizer, and with `native` the unwinder; the check of
+/// the return addresses of frame-pointer stacks.
 struct Resolver {
     symbols: NativeSymbolizer,
     unwinder: Option<NativeUnwinder>,
+    returns: ReturnAddresses,
 }
 
 /// Quick retries (every `RETRY_STARTING`) before falling back to `RECHECK`.
@@ -239,6 +244,7 @@ pub fn run(
     let mut symbols = Resolver {
         symbols: NativeSymbolizer::with_dwarf(config.native.is_some()),
         unwinder: config.native.map(|_| NativeUnwinder::new()),
+        returns: ReturnAddresses::default(),
     };
     let mut summary = BpfSummary::default();
     let mut registry = WalkRegistry::default();
@@ -390,6 +396,7 @@ fn drop_process(
         sampler.remove_child(pid);
     }
     symbols.symbols.forget(pid);
+    symbols.returns.forget(pid);
     if let Some(unwinder) = symbols.unwinder.as_mut() {
         unwinder.forget(pid);
     }
@@ -455,6 +462,7 @@ fn to_stack<'t>(
         owns_gil: false,
         frames: Vec::new(),
     };
+    let starting_python = !entry.is_python() && entry.retry_soon;
     if let Kind::Python(process) = &mut entry.kind {
         summary.python_samples += 1;
         // Frames the BPF program walked are the sample's own, however late we get to them;
@@ -545,13 +553,10 @@ fn to_stack<'t>(
                     stack.frames.push(Frame::Truncated(reason));
                 }
             }
-            None => stack.frames.extend(
-                symbols
-                    .symbols
-                    .user_frames(raw.pid, &raw.user)
-                    .into_iter()
-                    .map(Frame::Native),
-            ),
+            // An interpreter still starting up: not readable as Python yet, and its
+            // frame-pointer stack would be the garbage of code built without them.
+            None if starting_python => stack.frames.push(Frame::Unknown(Reason::PythonStarting)),
+            None => stack.frames.extend(frame_pointer_frames(raw, symbols)),
         }
     }
     let python = match &entry.kind {
@@ -602,6 +607,27 @@ fn read_python(
         None => summary.python_read_late.push((why, 1)),
     }
     (process.thread_stack_with_entries(raw.tid, want), false)
+}
+
+/// The frame-pointer user stack the kernel recorded, symbolized as far as it can be trusted
+/// (`fp_stack`), then a `Truncated` marker saying why it stops there.
+fn frame_pointer_frames(raw: &RawSample, symbols: &mut Resolver) -> Vec<Frame> {
+    let Resolver {
+        symbols: names,
+        returns,
+        ..
+    } = symbols;
+    let full = raw.user_status == StackStatus::DepthLimit;
+    let (keep, cut) = fp_stack::trusted_len(&raw.user, full, |addr| {
+        returns.check(raw.pid, addr, |a| names.is_executable(raw.pid, a))
+    });
+    let mut frames: Vec<Frame> = names
+        .user_frames(raw.pid, &raw.user[..keep])
+        .into_iter()
+        .map(Frame::Native)
+        .collect();
+    frames.extend(cut.map(Frame::Truncated));
+    frames
 }
 
 fn kernel_frames(raw: &RawSample, symbols: &mut Resolver) -> Vec<Frame> {
@@ -691,6 +717,7 @@ fn entry_for<'t>(
         // caught at its first sample, with no /proc read.
         Some(e) if e.started_ns != 0 && raw.process_start_ns != e.started_ns => {
             symbols.symbols.forget(pid);
+            symbols.returns.forget(pid);
             if let Some(unwinder) = symbols.unwinder.as_mut() {
                 unwinder.forget(pid);
             }
@@ -710,6 +737,7 @@ fn entry_for<'t>(
             e.checked = Instant::now();
             if e.started_ns == 0 && proc::start_time(pid).is_ok_and(|now| now != e.start_time) {
                 symbols.symbols.forget(pid);
+                symbols.returns.forget(pid);
                 if let Some(unwinder) = symbols.unwinder.as_mut() {
                     unwinder.forget(pid);
                 }
