@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use crate::model::{Frame, StackTrace};
+use crate::native::interpreter_frames;
 use crate::profile::{FrameKind, Profile, ProfileFrame, SampleLabels};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -26,9 +27,19 @@ pub struct FrameOptions {
 /// Root-first frames of one stack, each with its identity (full file name, line and first
 /// line; module and offset).
 pub fn identity_frames(stack: &StackTrace) -> Vec<ProfileFrame> {
+    identity_frames_with(stack, false)
+}
+
+/// `identity_frames`; with `hide_interpreter` (`--native` without `--native-all`), a stack
+/// that has Python frames loses the interpreter's own native frames and its start-up path
+/// (`native::interpreter_frames::hidden`).
+pub fn identity_frames_with(stack: &StackTrace, hide_interpreter: bool) -> Vec<ProfileFrame> {
+    let hidden = hide_interpreter
+        .then(|| interpreter_frames::hidden(&stack.frames))
+        .flatten();
     let mut out = Vec::with_capacity(stack.frames.len());
-    for frame in stack.frames.iter().rev() {
-        if is_entry_shim(frame) {
+    for (i, frame) in stack.frames.iter().enumerate().rev() {
+        if is_entry_shim(frame) || hidden.as_ref().is_some_and(|h| h[i]) {
             continue;
         }
         out.push(match frame {

@@ -72,7 +72,9 @@ fn create_venv() -> Result<PathBuf, String> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     let made = run(
-        std::process::Command::new(BASE_PYTHON).args(["-m", "venv"]).arg(&dir),
+        std::process::Command::new(BASE_PYTHON)
+            .args(["-m", "venv"])
+            .arg(&dir),
         Duration::from_secs(120),
     )
     .and_then(Outcome::ok);
@@ -97,7 +99,10 @@ fn create_venv() -> Result<PathBuf, String> {
         }
         panic!("pip install {PACKAGES:?} failed:\n{}", clip(&said, 4000));
     }
-    assert!(imports(&python), "the venv does not import numpy and pytest");
+    assert!(
+        imports(&python),
+        "the venv does not import numpy and pytest"
+    );
     Ok(python)
 }
 
@@ -118,7 +123,9 @@ fn symbol(frame: &str) -> &str {
 fn data_symbols(python: &Path) -> HashSet<String> {
     let real = std::fs::canonicalize(python).expect("venv python resolves");
     let out = run(
-        std::process::Command::new("nm").args(["-D", "--defined-only"]).arg(&real),
+        std::process::Command::new("nm")
+            .args(["-D", "--defined-only"])
+            .arg(&real),
         Duration::from_secs(30),
     )
     .and_then(Outcome::ok)
@@ -193,7 +200,9 @@ fn session_args(python: &Path) -> Vec<String> {
 
 fn ran_the_tests(stacks: &[RawStack]) -> bool {
     count(stacks, |s| {
-        s.frames.iter().any(|f| f.starts_with("work (test_session.py:"))
+        s.frames
+            .iter()
+            .any(|f| f.starts_with("work (test_session.py:"))
     }) > 0
 }
 
@@ -218,7 +227,9 @@ fn a_pytest_session_started_by_record_shows_no_invented_native_frames() {
         args.push("--");
         let cmd = session_args(&python);
         args.extend(cmd.iter().map(String::as_str));
-        pyspy(&args).and_then(Outcome::ok).expect("record -- pytest");
+        pyspy(&args)
+            .and_then(Outcome::ok)
+            .expect("record -- pytest");
         let stacks = read_raw(&out).expect("raw profile");
         assert!(ran_the_tests(&stacks), "{}", summary(&stacks));
         let bad = invented_frames(&stacks, &data, true);
@@ -246,8 +257,10 @@ fn a_pytest_session_under_record_all_shows_no_invented_native_frames() {
     let out = dir.join("out.txt");
     let out_s = out.display().to_string();
     let recorder = std::thread::spawn(move || {
-        pyspy(&["record", "--all", "-r", "250", "-d", "7", "-f", "raw", "-o", &out_s])
-            .and_then(Outcome::ok)
+        pyspy(&[
+            "record", "--all", "-r", "250", "-d", "7", "-f", "raw", "-o", &out_s,
+        ])
+        .and_then(Outcome::ok)
     });
     // (Loading the BPF program takes a moment; the session then runs for about two seconds.)
     std::thread::sleep(Duration::from_millis(2500));

@@ -270,6 +270,10 @@ pub struct RecordArgs {
     /// (default 16K in BPF mode, which holds at most 60K; 256K in user space).
     #[arg(long, value_name = "SIZE", requires = "native", value_parser = stack_size::parse)]
     pub native_stack_size: Option<stack_size::StackSize>,
+    /// With --native: keep the interpreter's own C frames (_PyEval_*, PyObject_Call*,
+    /// python3.11+0x... addresses), which are hidden by default in stacks with Python frames.
+    #[arg(long, requires = "native")]
+    pub native_all: bool,
     /// Also write the run's counters (samples, errors by name, processes, lost samples) as
     /// JSON to FILE.
     #[arg(long, value_name = "FILE")]

@@ -14,7 +14,7 @@ use super::stack_size::{self, Copier};
 use super::target::{self, child_alive, finish_child, StartedChild, Target};
 use super::RecordArgs;
 use crate::bpf::BpfSampler;
-use crate::frames::{identity_frames, sample_labels, FrameOptions};
+use crate::frames::{identity_frames_with, sample_labels, FrameOptions};
 use crate::native::NativeReader;
 use crate::output;
 use crate::process::pause::Paused;
@@ -180,6 +180,7 @@ fn record_userspace(
     output: Output,
     stats_out: Option<Output>,
 ) -> anyhow::Result<i32> {
+    let hide_interpreter = hide_interpreter_frames(args);
     let pid = process.pid;
     if args.blocking || args.native {
         // Find out now, not at the first sample, whether we may pause the target.
@@ -225,7 +226,13 @@ fn record_userspace(
                     .entry(stack.pid)
                     .or_insert_with(|| proc::comm(stack.pid).unwrap_or_else(|_| "?".into()));
                 let labels = sample_labels(stack, name);
-                profile.add_sample(&identity_frames(stack), &labels, now, 1, 1);
+                profile.add_sample(
+                    &identity_frames_with(stack, hide_interpreter),
+                    &labels,
+                    now,
+                    1,
+                    1,
+                );
             }
         },
         |s| {
@@ -311,6 +318,7 @@ fn record_bpf(
     output: Output,
     stats_out: Option<Output>,
 ) -> anyhow::Result<i32> {
+    let hide_interpreter = hide_interpreter_frames(args);
     let what = match process {
         Some(p) => format!("process {} (Python {})", p.pid, p.version()),
         None => "every process".to_string(),
@@ -338,7 +346,13 @@ fn record_bpf(
         |stack, process| {
             let labels = sample_labels(stack, process.name);
             let now = Some(unix_ns(std::time::SystemTime::now()));
-            profile.add_sample(&identity_frames(stack), &labels, now, 1, 1)
+            profile.add_sample(
+                &identity_frames_with(stack, hide_interpreter),
+                &labels,
+                now,
+                1,
+                1,
+            )
         },
         |s| {
             if live {
@@ -421,6 +435,12 @@ fn record_bpf(
     }
     let pid = process.map(|p| p.pid).unwrap_or(0);
     Ok(exit_status(args, summary.target_exited, pid))
+}
+
+/// `--native` without `--native-all`: the interpreter's own C frames are left out of stacks
+/// that have Python frames (`native::interpreter_frames`).
+fn hide_interpreter_frames(args: &RecordArgs) -> bool {
+    args.native && !args.native_all
 }
 
 fn frame_options(args: &RecordArgs) -> FrameOptions {

@@ -316,8 +316,7 @@ mod tests {
         // An assembly kernel without unwind information: the unwinder found its frame and
         // nothing it could trust after it. The Python frames are its callers.
         let native = [c("dgemm_kernel")];
-        let (groups, complete) =
-            python_groups(&[py("matmul"), py("<module>")], &[false, true]);
+        let (groups, complete) = python_groups(&[py("matmul"), py("<module>")], &[false, true]);
         let m = merge(&native, None, groups, complete);
         assert!(!m.mismatch);
         assert_eq!(

@@ -1,10 +1,12 @@
 //! Native (machine-code) frames: turning user and kernel addresses into symbol names
 //! (`symbolize`), unwinding a paused thread's stack with `.eh_frame` (`unwind`), and the merge
 //! of native and Python frames (`merge`) for `--native`; telling a return address from other
-//! values (`return_address`) and so how much of a frame-pointer stack to trust (`fp_stack`).
+//! values (`return_address`) and so how much of a frame-pointer stack to trust (`fp_stack`);
+//! which frames are the interpreter's own machinery (`interpreter_frames`).
 
 pub mod debug_info;
 pub mod fp_stack;
+pub mod interpreter_frames;
 pub mod kallsyms;
 pub mod merge;
 pub mod return_address;

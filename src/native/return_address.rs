@@ -102,18 +102,18 @@ mod tests {
     #[test]
     fn recognises_the_call_encodings_compilers_emit() {
         for call in [
-            &[0xe8, 0x10, 0x20, 0x30, 0x40][..],       // call rel32
-            &[0xff, 0xd0],                             // call *%rax
-            &[0x41, 0xff, 0xd3],                       // call *%r11
-            &[0xff, 0x10],                             // call *(%rax)
-            &[0xff, 0x50, 0x08],                       // call *0x8(%rax)
-            &[0xff, 0x14, 0x24],                       // call *(%rsp)
-            &[0xff, 0x54, 0x24, 0x08],                 // call *0x8(%rsp)
-            &[0xff, 0x15, 1, 2, 3, 4],                 // call *disp32(%rip)
-            &[0xff, 0x90, 1, 2, 3, 4],                 // call *disp32(%rax)
-            &[0xff, 0x94, 0xc8, 1, 2, 3, 4],           // call *disp32(%rax,%rcx,8)
-            &[0xff, 0x14, 0xc5, 1, 2, 3, 4],           // call *disp32(,%rax,8)
-            &[0x3e, 0xff, 0xd0],                       // notrack call *%rax
+            &[0xe8, 0x10, 0x20, 0x30, 0x40][..], // call rel32
+            &[0xff, 0xd0],                       // call *%rax
+            &[0x41, 0xff, 0xd3],                 // call *%r11
+            &[0xff, 0x10],                       // call *(%rax)
+            &[0xff, 0x50, 0x08],                 // call *0x8(%rax)
+            &[0xff, 0x14, 0x24],                 // call *(%rsp)
+            &[0xff, 0x54, 0x24, 0x08],           // call *0x8(%rsp)
+            &[0xff, 0x15, 1, 2, 3, 4],           // call *disp32(%rip)
+            &[0xff, 0x90, 1, 2, 3, 4],           // call *disp32(%rax)
+            &[0xff, 0x94, 0xc8, 1, 2, 3, 4],     // call *disp32(%rax,%rcx,8)
+            &[0xff, 0x14, 0xc5, 1, 2, 3, 4],     // call *disp32(,%rax,8)
+            &[0x3e, 0xff, 0xd0],                 // notrack call *%rax
         ] {
             for pad in [0x00, 0x90, 0xcc] {
                 assert!(follows_call(&before(call, pad)), "{call:x?}");
