@@ -304,3 +304,91 @@ fn a_pytest_session_under_record_all_shows_no_invented_native_frames() {
         bad.join("\n")
     );
 }
+
+/// `record --native` of numpy's matmul (OpenBLAS from numpy's wheel, one thread): the
+/// stacks, root first.
+fn record_matmul(python: &Path, mode: &str, coretype: Option<&str>) -> Vec<RawStack> {
+    let dir = TempDir::new("pypi-matmul");
+    let out = dir.join("out.txt");
+    let out_s = out.display().to_string();
+    let script = scripts_dir().join("pypi/np_matmul.py");
+    let mut cmd = pyspy_bpf();
+    cmd.args([
+        "record", "--native", "--mode", mode, "-r", "100", "-f", "raw", "-o",
+    ])
+    .arg(&out_s)
+    .arg("--")
+    .arg(python)
+    .arg(&script)
+    .arg("4")
+    .env("OPENBLAS_NUM_THREADS", "1");
+    if let Some(core) = coretype {
+        cmd.env("OPENBLAS_CORETYPE", core);
+    }
+    run(&mut cmd, RUN_TIMEOUT)
+        .and_then(Outcome::ok)
+        .expect("record --native numpy");
+    read_raw(&out).expect("raw profile")
+}
+
+/// In at least 95% of the samples in `matmul`, the stack reads `<module> -> matmul -> ... ->
+/// an OpenBLAS function`, with no marker of a cut or a mismatch anywhere.
+fn check_matmul(what: &str, stacks: &[RawStack]) -> Result<(), String> {
+    let at = |s: &RawStack, p: &dyn Fn(&str) -> bool| s.frames.iter().position(|f| p(f));
+    let in_matmul = |s: &RawStack| at(s, &|f| f.starts_with("matmul (np_matmul.py:")).is_some();
+    let good = |s: &RawStack| {
+        let matmul = at(s, &|f| f.starts_with("matmul (np_matmul.py:"));
+        let blas = s.frames.iter().rposition(|f| f.contains("openblas"));
+        let marked = s
+            .frames
+            .iter()
+            .any(|f| f.starts_with("<truncated") || f.starts_with("<unknown"));
+        matches!((matmul, blas), (Some(m), Some(b)) if m > 0 && b > m) && !marked
+    };
+    let total = count(stacks, in_matmul);
+    let shaped = count(stacks, |s| in_matmul(s) && good(s));
+    // (BPF samples count CPU time: on a loaded 2-CPU host the target gets a third of one.)
+    if total < 40 || shaped * 100 < total * 95 {
+        return Err(format!(
+            "{what}: {shaped} of {total} matmul samples read <caller> -> matmul -> ... -> \
+             OpenBLAS with no marker: {}",
+            summary(stacks)
+        ));
+    }
+    eprintln!("{what}: {shaped} of {total} matmul samples in shape");
+    Ok(())
+}
+
+#[test]
+fn numpy_matmul_under_native_puts_blas_under_its_python_caller() {
+    const TEST: &str = "numpy matmul --native";
+    let Some(python) = venv_python(TEST) else {
+        return;
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let data = data_symbols(&python);
+    let modes: &[&str] = if is_root() {
+        &["bpf", "userspace"]
+    } else {
+        assert!(!in_ci(), "{TEST}: CI must run this test as root");
+        eprintln!("{TEST}: BPF mode SKIPPED: not root");
+        &["userspace"]
+    };
+    let mut failures = Vec::new();
+    // The host's own kernel (chosen by OpenBLAS for this CPU), and the Haswell one, whose
+    // hand-written assembly has no unwind information and keeps ~32 KiB on the stack.
+    for coretype in [None, Some("Haswell")] {
+        for &mode in modes {
+            let what = format!("{mode}, OPENBLAS_CORETYPE={}", coretype.unwrap_or("(host)"));
+            let stacks = record_matmul(&python, mode, coretype);
+            if let Err(e) = check_matmul(&what, &stacks) {
+                failures.push(e);
+            }
+            let bad = invented_frames(&stacks, &data, false);
+            if !bad.is_empty() {
+                failures.push(format!("{what}: invented frames:\n{}", bad.join("\n")));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

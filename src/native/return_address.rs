@@ -53,6 +53,32 @@ fn indirect_call_len(modrm: u8, sib: Option<u8>) -> Option<usize> {
     })
 }
 
+/// The target of the call that ends right before `ret`, when it is a direct `call rel32`
+/// (`None`: an indirect call, whose target was in a register or memory at the time).
+pub fn direct_call_target(mem: &dyn RemoteMemory, ret: Addr) -> Option<Addr> {
+    let mut call = [0u8; 5];
+    mem.read_into(ret.checked_sub(5)?, &mut call).ok()?;
+    let rel = i32::from_le_bytes(call[1..].try_into().ok()?);
+    (call[0] == 0xe8).then(|| ret.wrapping_add_signed(i64::from(rel)))
+}
+
+/// Where a call to `addr` really goes when `addr` is a jump stub (a PLT entry: `jmp
+/// *disp32(%rip)`, after an `endbr64` and with a `bnd` prefix in the variants linkers emit):
+/// the address in the slot it jumps through. `None`: not a stub, or unreadable.
+pub fn stub_target(mem: &dyn RemoteMemory, addr: Addr) -> Option<Addr> {
+    let mut code = [0u8; 11];
+    mem.read_into(addr, &mut code).ok()?;
+    let endbr = code[..4] == [0xf3, 0x0f, 0x1e, 0xfa];
+    let at = if endbr { 4 } else { 0 };
+    let at = at + usize::from(code[at] == 0xf2);
+    if code[at..at + 2] != [0xff, 0x25] {
+        return None;
+    }
+    let disp = i32::from_le_bytes(code[at + 2..at + 6].try_into().ok()?);
+    let next = addr + at as Addr + 6;
+    mem.read_u64(next.wrapping_add_signed(i64::from(disp))).ok()
+}
+
 /// Cached verdicts, per process.
 #[derive(Default)]
 pub struct ReturnAddresses {

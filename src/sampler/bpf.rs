@@ -81,8 +81,12 @@ pub struct SampleProcess<'a> {
     pub start_time: u64,
 }
 
-/// Default `BpfSourceConfig::stack_copy_bytes`.
-pub const DEFAULT_STACK_COPY: usize = 16 * 1024;
+/// Default `BpfSourceConfig::native`: the most a BPF sample holds (60 KiB). numpy's matmul
+/// needs 32 KiB to reach the eval loop through OpenBLAS's SkylakeX kernel and 60 KiB through
+/// its Haswell kernel (~32 KiB of packed matrix on the stack below the kernel's return
+/// address); 16 KiB truncated nearly every such stack. Copying the extra pages cost nothing
+/// measurable at 100 Hz (pyspy-bpf's CPU and the workload's speed within run-to-run noise).
+pub const DEFAULT_STACK_COPY: usize = crate::bpf::MAX_USER_STACK_COPY;
 
 /// What a run counted; `lost` holds every non-zero loss/error counter by name.
 #[derive(Debug, Clone, Default)]
