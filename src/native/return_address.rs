@@ -166,11 +166,19 @@ mod tests {
     fn checks_a_live_process() {
         let pid = std::process::id();
         let mut check = ReturnAddresses::default();
-        // A function's own entry is not after a call; a real return address is.
-        let entry = refuses_what_is_not_a_call as fn() as usize as Addr;
-        assert!(!check.check(pid, entry, |_| true));
+        // A small integer (unreadable before it) and data (not code) are no return addresses.
         assert!(!check.check(pid, 6, |_| true));
         let data = &MAX_VERDICTS_PER_PROCESS as *const usize as Addr;
         assert!(!check.check(pid, data, |_| false));
+        // Bytes ending in a `call rel32` (`in_code` stands in for the executable mapping).
+        let mut bytes = [0u8; 16];
+        bytes[4] = 0xe8;
+        std::hint::black_box(&bytes);
+        let after_call = bytes.as_ptr() as Addr + 9;
+        assert!(check.check(pid, after_call, |_| true));
+        // The verdict is cached: the bytes are not read again.
+        bytes[4] = 0;
+        std::hint::black_box(&bytes);
+        assert!(check.check(pid, after_call, |_| true));
     }
 }

@@ -8,8 +8,9 @@
 //! of its stack: the stack is unwound here with `.eh_frame` (one unwinder for the whole run,
 //! which keeps each process's modules), symbolized, and for a Python thread merged with its
 //! Python frames (`native::merge`) as the user-space `--native` does; kernel frames go on the
-//! leaf side. A sample without a stack copy (a kernel thread, a failed copy) keeps the
-//! frame-pointer user stack the kernel recorded.
+//! leaf side. A sample without a stack copy (a kernel thread, a failed copy, any sample
+//! without `--native`) keeps the frame-pointer user stack the kernel recorded, as far as its
+//! return addresses can be trusted (`native::fp_stack`).
 
 use std::collections::HashMap;
 use std::ops::Range;
