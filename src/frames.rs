@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::collections::BTreeMap;
 
 use crate::model::{Frame, StackTrace};
+#[cfg(target_os = "linux")]
+use crate::native::interpreter_frames;
 use crate::process::lineage::ancestry;
 use crate::profile::{FrameKind, ProcessNode, Profile, ProfileFrame, SampleLabels};
 
@@ -29,9 +31,23 @@ pub struct FrameOptions {
 /// Root-first frames of one stack, each with its identity (full file name, line and first
 /// line; module and offset).
 pub fn identity_frames(stack: &StackTrace) -> Vec<ProfileFrame> {
+    identity_frames_with(stack, false)
+}
+
+/// `identity_frames`; with `hide_interpreter` (`--native` without `--native-all`), a stack
+/// that has Python frames loses the interpreter's own native frames and its start-up path
+/// (`native::interpreter_frames::hidden`).
+pub fn identity_frames_with(stack: &StackTrace, hide_interpreter: bool) -> Vec<ProfileFrame> {
+    #[cfg(target_os = "linux")]
+    let hidden = hide_interpreter
+        .then(|| interpreter_frames::hidden(&stack.frames))
+        .flatten();
+    // Native frames (`--native`) are Linux-only: nothing to hide elsewhere.
+    #[cfg(not(target_os = "linux"))]
+    let hidden: Option<Vec<bool>> = hide_interpreter.then_some(None).flatten();
     let mut out = Vec::with_capacity(stack.frames.len());
-    for frame in stack.frames.iter().rev() {
-        if is_entry_shim(frame) {
+    for (i, frame) in stack.frames.iter().enumerate().rev() {
+        if is_entry_shim(frame) || hidden.as_ref().is_some_and(|h| h[i]) {
             continue;
         }
         out.push(match frame {

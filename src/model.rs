@@ -76,6 +76,19 @@ pub enum Reason {
     /// The code object the BPF program saw at the sample was freed and its memory holds
     /// another object by the time user space read it (a short-lived function).
     Replaced,
+    /// A native stack walk reached a value that is not a return address (outside executable
+    /// code, or not right after a call instruction): frame pointers through code built
+    /// without them, or an unwind that lost its way. What follows would be invented.
+    NotReturnAddress,
+    /// A frame-pointer chain that points back at itself: every further frame would repeat.
+    FramePointerLoop,
+    /// `--native`: the native stack ended before reaching the eval loop the Python frames
+    /// run in (code without usable unwind information): the native frames found are the
+    /// leaf side, the Python frames the caller side, and what lies between is unknown.
+    NativeIncomplete,
+    /// A process that is becoming Python (its interpreter is not ready to be read yet): its
+    /// native frames are not shown (a frame-pointer walk through such code is garbage).
+    PythonStarting,
 }
 
 impl Reason {
@@ -87,6 +100,10 @@ impl Reason {
             Reason::BadObject => "bad object",
             Reason::NativeMismatch => "native/python mismatch",
             Reason::Replaced => "code object gone",
+            Reason::NotReturnAddress => "not a return address",
+            Reason::FramePointerLoop => "frame pointer loop",
+            Reason::NativeIncomplete => "native stack incomplete",
+            Reason::PythonStarting => "python starting",
         }
     }
 }

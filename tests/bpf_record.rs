@@ -222,7 +222,18 @@ fn record_native_in_bpf_mode_unwinds_to_the_root() {
         let out_s = out.display().to_string();
         let pid = target.pid().to_string();
         let outcome = pyspy(&[
-            "record", "--mode", "bpf", "--native", "-f", "raw", "-d", "2", "-o", &out_s, "--pid",
+            "record",
+            "--mode",
+            "bpf",
+            "--native",
+            "--native-all",
+            "-f",
+            "raw",
+            "-d",
+            "2",
+            "-o",
+            &out_s,
+            "--pid",
             &pid,
         ])
         .unwrap();
@@ -284,7 +295,16 @@ fn record_all_native_keeps_native_processes() {
     let out = dir.join("all.txt");
     let out_s = out.display().to_string();
     let outcome = pyspy(&[
-        "record", "--all", "--native", "-f", "raw", "-d", "2", "-o", &out_s,
+        "record",
+        "--all",
+        "--native",
+        "--native-all",
+        "-f",
+        "raw",
+        "-d",
+        "2",
+        "-o",
+        &out_s,
     ])
     .unwrap()
     .ok()
@@ -353,8 +373,21 @@ fn bpf_native_python_and_native_frames_agree_in_every_sample() {
         let out_s = out.display().to_string();
         let pid = target.pid().to_string();
         let outcome = pyspy(&[
-            "record", "--mode", "bpf", "--native", "-r", "400", "-f", "raw", "-d", "2", "-o",
-            &out_s, "--pid", &pid,
+            "record",
+            "--mode",
+            "bpf",
+            "--native",
+            "--native-all",
+            "-r",
+            "400",
+            "-f",
+            "raw",
+            "-d",
+            "2",
+            "-o",
+            &out_s,
+            "--pid",
+            &pid,
         ])
         .unwrap();
         let Ok(outcome) = outcome.ok() else {

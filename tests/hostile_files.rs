@@ -358,8 +358,19 @@ fn kernel_symbol_cache_only_in_a_directory_of_our_own() {
                 env!("CARGO_BIN_EXE_pyspy-bpf"),
             ]);
             cmd.args([
-                "record", "--mode", "bpf", "--native", "-d", "2", "-f", "raw", "-o", &out_s,
-                "--pid", &pid,
+                "record",
+                "--mode",
+                "bpf",
+                "--native",
+                "--native-all",
+                "-d",
+                "2",
+                "-f",
+                "raw",
+                "-o",
+                &out_s,
+                "--pid",
+                &pid,
             ]);
             cmd.env("PLANT", plant)
                 .env("VICTIM", &victim)

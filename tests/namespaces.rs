@@ -350,7 +350,10 @@ fn native_by_host_pid() {
         target.wait_ready()?;
         let pid = target.host_pid.to_string();
         for mode in ["bpf", "userspace"] {
-            let (stacks, stderr) = record(&["--mode", mode, "--native", "-p", &pid], "2")?;
+            let (stacks, stderr) = record(
+                &["--mode", mode, "--native", "--native-all", "-p", &pid],
+                "2",
+            )?;
             expect_busy(&format!("{mode} --native"), &stacks, &stderr)?;
             let good = count(&stacks, |s| has_busy_chain(s) && rooted(s));
             ensure!(
@@ -666,7 +669,10 @@ fn in_root(interp: &Interpreter, root_change: RootChange) -> Result<()> {
             let (stacks, stderr) = record(&["--mode", mode, "-p", &pid], "2")?;
             expect_busy(mode, &stacks, &stderr)?;
         }
-        let (stacks, stderr) = record(&["--mode", "bpf", "--native", "-p", &pid], "2")?;
+        let (stacks, stderr) = record(
+            &["--mode", "bpf", "--native", "--native-all", "-p", &pid],
+            "2",
+        )?;
         expect_busy("bpf --native", &stacks, &stderr)?;
         let named = count(&stacks, |s| {
             has_busy_chain(s)

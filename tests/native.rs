@@ -35,7 +35,19 @@ fn record_native_with(
     let out = dir.join("out.txt");
     let out_s = out.display().to_string();
     let mut args = vec![
-        "record", "--native", "-r", "100", "-d", seconds, "-f", "raw", "-o", &out_s, "--pid", &pid,
+        "record",
+        "--native",
+        "--native-all",
+        "-r",
+        "100",
+        "-d",
+        seconds,
+        "-f",
+        "raw",
+        "-o",
+        &out_s,
+        "--pid",
+        &pid,
     ];
     args.extend_from_slice(extra);
     pyspy(&args)?.ok()?;
@@ -70,6 +82,62 @@ fn python_calls_c_calls_python_in_true_order() {
         }
         Ok(())
     });
+}
+
+/// Without `--native-all`, a stack with Python frames shows no frame of the interpreter
+/// itself (the eval loop, calls and trampolines, start-up): the Python frames are its root,
+/// libc's qsort stays between the caller and its callback.
+#[test]
+fn interpreter_frames_are_hidden_unless_native_all() {
+    for_each_interpreter(
+        "interpreter_frames_are_hidden_unless_native_all",
+        |interp| {
+            for mode in native_modes() {
+                let dir = TempDir::new("native-hidden");
+                let target = interp.start("native_qsort.py", &[])?;
+                target.wait_ready()?;
+                let (pid, out) = (target.pid().to_string(), dir.join("out.txt"));
+                let out_s = out.display().to_string();
+                pyspy(&[
+                    "record", "--native", "--mode", mode, "-r", "100", "-d", "2", "-f", "raw",
+                    "-o", &out_s, "--pid", &pid,
+                ])?
+                .ok()?;
+                let stacks = read_raw(&out)?;
+                let in_callback =
+                    |s: &RawStack| position(s, |f| f.starts_with("py_compare (")).is_some();
+                let interpreter = |f: &str| f.contains(" (python") || f.contains(" (libpython");
+                // A Python frame: `function (file.py:LINE)`.
+                let python_root = |s: &RawStack| {
+                    s.root()
+                        .and_then(|r| r.strip_suffix(')'))
+                        .and_then(|r| r.rsplit_once(':'))
+                        .is_some_and(|(_, l)| {
+                            !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit())
+                        })
+                };
+                let total = count(&stacks, in_callback);
+                let clean = count(&stacks, |s| {
+                    in_callback(s)
+                        && python_root(s)
+                        && !s.frames.iter().any(|f| interpreter(f))
+                        && position(s, |f| f.starts_with("qsort") && f.contains("(libc")).is_some()
+                });
+                ensure!(
+                    total >= 10,
+                    "{mode}: too few samples in the callback: {}",
+                    summary(&stacks)
+                );
+                ensure!(
+                    clean * 100 >= total * 90,
+                    "{mode}: {clean} of {total} callback samples are rooted in Python, show qsort \
+                 and no interpreter frame: {}",
+                    summary(&stacks)
+                );
+            }
+            Ok(())
+        },
+    );
 }
 
 #[test]

@@ -269,9 +269,13 @@ pub struct RecordArgs {
     #[arg(short, long)]
     pub native: bool,
     /// With --native: bytes of each thread's stack copied for unwinding, e.g. 64K or 1M
-    /// (default 16K in BPF mode, which holds at most 60K; 256K in user space).
+    /// (default 60K in BPF mode, the most it holds; 256K in user space).
     #[arg(long, value_name = "SIZE", requires = "native", value_parser = stack_size::parse)]
     pub native_stack_size: Option<stack_size::StackSize>,
+    /// With --native: keep the interpreter's own C frames (_PyEval_*, PyObject_Call*,
+    /// python3.11+0x... addresses), which are hidden by default in stacks with Python frames.
+    #[arg(long, requires = "native")]
+    pub native_all: bool,
     /// Also write the run's counters (samples, errors by name, processes, lost samples) as
     /// JSON to FILE.
     #[arg(long, value_name = "FILE")]

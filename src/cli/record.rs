@@ -18,7 +18,7 @@ use super::target::{self, child_alive, finish_child, StartedChild, Target};
 use super::RecordArgs;
 #[cfg(target_os = "linux")]
 use crate::bpf::BpfSampler;
-use crate::frames::{identity_frames, sample_labels, FrameOptions};
+use crate::frames::{identity_frames_with, sample_labels, FrameOptions};
 #[cfg(target_os = "linux")]
 use crate::native::NativeReader;
 use crate::output;
@@ -225,6 +225,7 @@ fn record_userspace(
     output: Output,
     stats_out: Option<Output>,
 ) -> anyhow::Result<i32> {
+    let hide_interpreter = hide_interpreter_frames(args);
     let pid = process.pid;
     if args.async_tasks && !process.has_asyncio_offsets() {
         anyhow::bail!(
@@ -285,7 +286,13 @@ fn record_userspace(
                     proc::comm(stack.pid).unwrap_or_else(|_| "?".into())
                 });
                 let labels = sample_labels(stack, name);
-                profile.add_sample(&identity_frames(stack), &labels, now, 1, 1);
+                profile.add_sample(
+                    &identity_frames_with(stack, hide_interpreter),
+                    &labels,
+                    now,
+                    1,
+                    1,
+                );
             }
         },
         |s| {
@@ -377,6 +384,7 @@ fn record_bpf(
     output: Output,
     stats_out: Option<Output>,
 ) -> anyhow::Result<i32> {
+    let hide_interpreter = hide_interpreter_frames(args);
     let what = match process {
         Some(p) => format!("process {} (Python {})", p.pid, p.version()),
         None => "every process".to_string(),
@@ -411,7 +419,13 @@ fn record_bpf(
             }
             let labels = sample_labels(stack, process.name);
             let now = Some(unix_ns(std::time::SystemTime::now()));
-            profile.add_sample(&identity_frames(stack), &labels, now, 1, 1)
+            profile.add_sample(
+                &identity_frames_with(stack, hide_interpreter),
+                &labels,
+                now,
+                1,
+                1,
+            )
         },
         |s| {
             if live {
@@ -495,6 +509,12 @@ fn record_bpf(
     }
     let pid = process.map(|p| p.pid).unwrap_or(0);
     Ok(exit_status(args, summary.target_exited, pid))
+}
+
+/// `--native` without `--native-all`: the interpreter's own C frames are left out of stacks
+/// that have Python frames (`native::interpreter_frames`).
+fn hide_interpreter_frames(args: &RecordArgs) -> bool {
+    args.native && !args.native_all
 }
 
 fn frame_options(args: &RecordArgs) -> FrameOptions {

@@ -6,7 +6,12 @@
 //! group's root-most frame). Groups and eval-loop frames are paired from the root when both
 //! stacks are complete, from the leaf when either was cut short. What does not pair is kept
 //! as it is and the stack is marked with `Frame::Unknown(Reason::NativeMismatch)`: nothing is
-//! invented.
+//! invented. A native stack that ends before the root without the unwinder noticing (code
+//! with no usable unwind information: it found fewer eval-loop frames than there are Python
+//! groups, and its last frame is no thread's or program's first) is cut short too: its frames
+//! stay on the leaf side, the Python groups it did not reach on the caller side, and
+//! `Truncated(NativeIncomplete)` between them. A native frame never becomes the root of a
+//! stack that has Python callers.
 
 use crate::model::{Frame, NativeFrame, Reason};
 
@@ -15,6 +20,26 @@ use crate::model::{Frame, NativeFrame, Reason};
 pub struct NativeSlot {
     pub frame: NativeFrame,
     pub eval: bool,
+}
+
+/// The functions a complete native stack ends in: a program's or a thread's first frame.
+const NATIVE_ROOTS: &[&str] = &[
+    "_start",
+    "__libc_start_main",
+    "__libc_start_call_main",
+    "main",
+    "start_thread",
+    "clone",
+    "clone3",
+    "__clone",
+    "__clone3",
+];
+
+/// Whether the root-most native frame is a program's or a thread's first.
+fn reaches_root(native: &[NativeSlot]) -> bool {
+    native
+        .last()
+        .is_some_and(|s| NATIVE_ROOTS.contains(&s.frame.name.as_str()))
 }
 
 /// The merged stack, leaf first.
@@ -69,6 +94,8 @@ pub fn merge(
     let evals: Vec<usize> = (0..native.len()).filter(|&i| native[i].eval).collect();
     let (n, g) = (evals.len(), groups.len());
     let k = n.min(g);
+    let incomplete = native_truncated.is_none() && n < g && !reaches_root(native);
+    let native_truncated = native_truncated.or(incomplete.then_some(Reason::NativeIncomplete));
     let from_root = native_truncated.is_none() && python_complete;
     // pairs[native index] = group index
     let mut pair_of = vec![None; native.len()];
@@ -273,7 +300,7 @@ mod tests {
     }
 
     #[test]
-    fn no_eval_frames_found_keeps_python_at_the_leaf() {
+    fn no_eval_frames_found_on_a_rooted_stack_keeps_python_at_the_leaf() {
         let native = [c("a"), c("main")];
         let (groups, complete) = python_groups(&[py("f")], &[true]);
         let m = merge(&native, None, groups, complete);
@@ -281,6 +308,40 @@ mod tests {
         assert_eq!(
             names(&m.frames),
             ["<unknown native/python mismatch>", "py:f", "a", "main"]
+        );
+    }
+
+    #[test]
+    fn a_native_stack_that_stops_before_the_eval_loop_stays_on_the_leaf_side() {
+        // An assembly kernel without unwind information: the unwinder found its frame and
+        // nothing it could trust after it. The Python frames are its callers.
+        let native = [c("dgemm_kernel")];
+        let (groups, complete) = python_groups(&[py("matmul"), py("<module>")], &[false, true]);
+        let m = merge(&native, None, groups, complete);
+        assert!(!m.mismatch);
+        assert_eq!(
+            names(&m.frames),
+            [
+                "dgemm_kernel",
+                "<trunc native stack incomplete>",
+                "py:matmul",
+                "py:<module>"
+            ]
+        );
+        // Stopped between two eval calls: the leaf-side group pairs, the rest is the caller.
+        let native = [c("cmp"), c("eval"), c("qsort")];
+        let (groups, complete) = python_groups(&[py("cb"), py("caller")], &[true, true]);
+        let m = merge(&native, None, groups, complete);
+        assert!(!m.mismatch);
+        assert_eq!(
+            names(&m.frames),
+            [
+                "cmp",
+                "py:cb",
+                "qsort",
+                "<trunc native stack incomplete>",
+                "py:caller"
+            ]
         );
     }
 

@@ -1,10 +1,18 @@
 //! Native (machine-code) frames: turning user and kernel addresses into symbol names
 //! (`symbolize`), unwinding a paused thread's stack with `.eh_frame` (`unwind`), and the merge
-//! of native and Python frames (`merge`) for `--native`.
+//! of native and Python frames (`merge`) for `--native`; telling a return address from other
+//! values (`return_address`) and so how much of a frame-pointer stack to trust (`fp_stack`),
+//! and, where the unwinder has no rule for a frame (`cfi_coverage`), where its return
+//! address lies (`stack_scan`); which frames are the interpreter's own machinery (`interpreter_frames`).
 
+pub mod cfi_coverage;
 pub mod debug_info;
+pub mod fp_stack;
+pub mod interpreter_frames;
 pub mod kallsyms;
 pub mod merge;
+pub mod return_address;
+pub mod stack_scan;
 pub mod symbolize;
 pub mod unwind;
 

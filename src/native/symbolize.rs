@@ -259,31 +259,40 @@ impl NativeSymbolizer {
     /// The module and file offset of `addr` in `pid`, re-reading the maps (rate-limited) when
     /// it is not covered. The third value is the offset from the mapping's start, for names.
     fn locate(&mut self, pid: u32, addr: Addr) -> Option<(ModuleKey, u64, u64)> {
-        let fresh = |pid| -> Option<ProcessMaps> {
-            Some(ProcessMaps {
-                start_time: proc::start_time(pid).ok()?,
-                maps: proc::maps(pid).ok()?,
-                read_at: Instant::now(),
-            })
+        self.mapping(pid, addr).and_then(|m| module_offset(m, addr))
+    }
+
+    /// Whether `addr` lies in an executable mapping of `pid` (file-backed or not: JIT code
+    /// and trampolines are code too), from the same cached maps as the names.
+    pub fn is_executable(&mut self, pid: u32, addr: Addr) -> bool {
+        self.mapping(pid, addr).is_some_and(|m| m.executable)
+    }
+
+    /// The mapping of `pid` that holds `addr`, re-reading the maps (rate-limited) when the
+    /// cached ones do not cover it.
+    fn mapping(&mut self, pid: u32, addr: Addr) -> Option<&MapRange> {
+        let covered = self
+            .maps
+            .get(&pid)
+            .is_some_and(|m| m.maps.iter().any(|m| m.contains(addr)));
+        let stale = || {
+            self.maps
+                .get(&pid)
+                .is_none_or(|m| m.read_at.elapsed() >= MAPS_REFRESH)
         };
-        let known = self.maps.get(&pid).and_then(|m| find(&m.maps, addr));
-        let found = match known {
-            Some(hit) => Some(hit),
-            None => {
-                let stale = self
-                    .maps
-                    .get(&pid)
-                    .map(|m| m.read_at.elapsed() >= MAPS_REFRESH)
-                    .unwrap_or(true);
-                if stale {
-                    if let Some(m) = fresh(pid) {
-                        self.maps.insert(pid, m);
-                    }
-                }
-                self.maps.get(&pid).and_then(|m| find(&m.maps, addr))
+        if !covered && stale() {
+            let fresh = || -> Option<ProcessMaps> {
+                Some(ProcessMaps {
+                    start_time: proc::start_time(pid).ok()?,
+                    maps: proc::maps(pid).ok()?,
+                    read_at: Instant::now(),
+                })
+            };
+            if let Some(m) = fresh() {
+                self.maps.insert(pid, m);
             }
-        };
-        found
+        }
+        self.maps.get(&pid)?.maps.iter().find(|m| m.contains(addr))
     }
 
     /// Whether the cached maps of `pid` belong to the process that now has that pid.
@@ -374,8 +383,7 @@ fn pid_of(path: &std::path::Path) -> Option<u32> {
         .ok()
 }
 
-fn find(maps: &[MapRange], addr: Addr) -> Option<(ModuleKey, u64, u64)> {
-    let m = maps.iter().find(|m| m.contains(addr))?;
+fn module_offset(m: &MapRange, addr: Addr) -> Option<(ModuleKey, u64, u64)> {
     let path = m.pathname.clone()?;
     let from_start = addr - m.start;
     Some((

@@ -4,6 +4,11 @@
 //! (device, inode, size, mtime) for every process that maps it; each process gets its own
 //! module list from `/proc/PID/maps`, rebuilt (rate-limited) when an address falls outside it.
 //! A read outside the stack copy ends the stack: the result is marked truncated, not an error.
+//! Every return address the rules give is checked (`return_address`: in a module's code,
+//! right after a call); where a frame has no rule (assembly without unwind information) or
+//! its rule led outside the code, its return address is searched for on the stack
+//! (`stack_scan`), and where none is found the stack ends, marked, rather than going on with
+//! invented frames.
 
 use std::collections::HashMap;
 use std::ops::{Deref, Range};
@@ -15,9 +20,13 @@ use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder};
 use goblin::elf::{program_header::PT_LOAD, Elf};
 
+use super::cfi_coverage;
+use super::return_address::ReturnAddresses;
+use super::stack_scan;
 use crate::byte_lru::{evictions, ByteLru};
 use crate::model::{Addr, Reason};
 use crate::process::maps::MapRange;
+use crate::process::memory::ProcessMemory;
 use crate::process::proc;
 use crate::process::regs::{StackCopy, UserRegs};
 
@@ -25,6 +34,14 @@ use crate::process::regs::{StackCopy, UserRegs};
 pub const DEFAULT_STACK_BYTES: usize = 256 * 1024;
 /// Deepest native stack we unwind.
 pub const MAX_NATIVE_DEPTH: usize = 2048;
+/// A read this far past the end of the stack copy is the stack going on beyond it (frames
+/// with large locals); further is a rule reading a garbage address.
+const MAX_BEYOND_COPY: Addr = 1 << 20;
+/// Stack scans per stack (`stack_scan`): one for each frame without a rule (an assembly leaf,
+/// perhaps a caller of the same kind); more would be guessing a whole stack.
+const MAX_SCANS: u32 = 2;
+/// Candidates one scan tries (each costs an unwind of the rest of the stack).
+const MAX_SCAN_TRIALS: usize = 16;
 /// How often a process's module list may be rebuilt when an address is outside it.
 const MODULES_REFRESH: Duration = Duration::from_millis(200);
 /// Bound on the unwind sections kept across processes (libpython's `.eh_frame` + header is
@@ -150,18 +167,50 @@ pub struct NativeStack {
     pub truncated: Option<Reason>,
 }
 
+/// One module as the unwinder added it: where its code is mapped, its load bias, its file.
+struct ModuleRange {
+    range: Range<Addr>,
+    bias: Addr,
+    file: Arc<ModuleFile>,
+}
+
 struct ProcessModules {
     start_time: u64,
     unwinder: UnwinderX86_64<Section>,
-    /// Sorted address ranges of the modules added.
-    ranges: Vec<Range<Addr>>,
+    /// The modules added, sorted by address.
+    modules: Vec<ModuleRange>,
     read_at: Instant,
 }
 
 impl ProcessModules {
+    fn module(&self, addr: Addr) -> Option<&ModuleRange> {
+        let i = self.modules.partition_point(|m| m.range.start <= addr);
+        self.modules[..i].last().filter(|m| m.range.contains(&addr))
+    }
+
     fn covers(&self, addr: Addr) -> bool {
-        let i = self.ranges.partition_point(|r| r.start <= addr);
-        i > 0 && self.ranges[i - 1].contains(&addr)
+        self.module(addr).is_some()
+    }
+
+    /// Whether the unwind rules framehop finds for `addr` are its module's own (an FDE covers
+    /// it) rather than framehop's guess. Sections read no further than `cfi_coverage` goes,
+    /// and `.debug_frame`, count as covered: the rules are trusted as before.
+    fn has_rules(&self, addr: Addr) -> bool {
+        let Some(m) = self.module(addr) else {
+            return false;
+        };
+        let f = &m.file;
+        match (&f.eh_frame_hdr, &f.eh_frame) {
+            (Some((hdr_range, hdr)), Some((eh_range, eh))) => cfi_coverage::covered(
+                hdr,
+                hdr_range.start,
+                eh,
+                eh_range.start,
+                addr.wrapping_sub(m.bias),
+            )
+            .unwrap_or(true),
+            _ => f.debug_frame.is_some(),
+        }
     }
 }
 
@@ -169,6 +218,7 @@ impl ProcessModules {
 pub struct NativeUnwinder {
     processes: HashMap<u32, ProcessModules>,
     cache: CacheX86_64,
+    returns: ReturnAddresses,
 }
 
 impl Default for NativeUnwinder {
@@ -182,12 +232,14 @@ impl NativeUnwinder {
         NativeUnwinder {
             processes: HashMap::new(),
             cache: CacheX86_64::new(),
+            returns: ReturnAddresses::default(),
         }
     }
 
     /// Forget a process (it exited or its pid was reused).
     pub fn forget(&mut self, pid: u32) {
         self.processes.remove(&pid);
+        self.returns.forget(pid);
     }
 
     /// Unwind the thread of `pid` whose registers are `regs` and whose stack is `stack`.
@@ -200,77 +252,215 @@ impl NativeUnwinder {
         {
             self.reload(pid, start_time);
         }
-        let first = self.unwind_once(pid, regs, stack);
+        let (first, outside) = self.unwind_once(pid, regs, stack);
         let stale = self.processes.get(&pid).is_some_and(|p| {
-            p.read_at.elapsed() >= MODULES_REFRESH && first.addrs.iter().any(|&a| !p.covers(a))
+            p.read_at.elapsed() >= MODULES_REFRESH
+                && (outside || first.addrs.iter().any(|&a| !p.covers(a)))
         });
         if !stale {
             return first;
         }
         self.reload(pid, start_time);
-        self.unwind_once(pid, regs, stack)
+        self.unwind_once(pid, regs, stack).0
     }
 
     fn reload(&mut self, pid: u32, start_time: u64) {
         let maps = proc::maps(pid).unwrap_or_default();
-        let (unwinder, ranges) = build_modules(pid, &maps);
+        let (unwinder, modules) = build_modules(pid, &maps);
         self.processes.insert(
             pid,
             ProcessModules {
                 start_time,
                 unwinder,
-                ranges,
+                modules,
                 read_at: Instant::now(),
             },
         );
     }
 
-    fn unwind_once(&mut self, pid: u32, regs: UserRegs, stack: &StackCopy) -> NativeStack {
-        let Some(p) = self.processes.get(&pid) else {
-            return NativeStack {
-                addrs: vec![regs.ip],
-                sps: vec![regs.sp],
-                truncated: Some(Reason::ReadFailed),
-            };
-        };
-        let mut read_stack = |addr: u64| stack.read_u64(addr).ok_or(());
-        let mut uregs = UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp);
-        let mut at = FrameAddress::from_instruction_pointer(regs.ip);
+    /// The stack, and whether a rule gave an address outside every known module (a module
+    /// mapped since the list was built: the caller may rebuild it and try again).
+    fn unwind_once(&mut self, pid: u32, regs: UserRegs, stack: &StackCopy) -> (NativeStack, bool) {
         let mut out = NativeStack {
             addrs: vec![regs.ip],
             sps: vec![regs.sp],
             truncated: None,
         };
+        let Some(p) = self.processes.get(&pid) else {
+            out.truncated = Some(Reason::ReadFailed);
+            return (out, false);
+        };
+        let mut walk = Walk {
+            p,
+            pid,
+            stack,
+            mem: ProcessMemory::new(pid),
+            cache: &mut self.cache,
+            returns: &mut self.returns,
+            outside: false,
+        };
+        let at = FrameAddress::from_instruction_pointer(regs.ip);
+        let uregs = UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp);
+        walk.run(at, uregs, MAX_SCANS, &mut out);
+        (out, walk.outside)
+    }
+}
+
+/// One unwind of one stack: framehop's rules, each return address checked, and where a frame
+/// has no rule (or its rule led outside the code) a scan of the stack for its return address.
+struct Walk<'a> {
+    p: &'a ProcessModules,
+    pid: u32,
+    stack: &'a StackCopy,
+    mem: ProcessMemory,
+    cache: &'a mut CacheX86_64,
+    returns: &'a mut ReturnAddresses,
+    /// A rule gave an address outside every known module.
+    outside: bool,
+}
+
+impl Walk<'_> {
+    fn is_return_address(&mut self, addr: Addr) -> bool {
+        self.p.covers(addr) && self.returns.check(self.pid, addr, |_| true)
+    }
+
+    /// Unwind from frame `at` with registers `uregs`, appending to `out` (which holds `at`'s
+    /// frame already); at most `scans` stack scans.
+    fn run(
+        &mut self,
+        mut at: FrameAddress,
+        mut uregs: UnwindRegsX86_64,
+        scans: u32,
+        out: &mut NativeStack,
+    ) {
+        let stack = self.stack;
+        let copy_end = stack.base.saturating_add(stack.bytes.len() as Addr);
+        let mut read_stack = |addr: u64| stack.read_u64(addr).ok_or(());
         loop {
             if out.addrs.len() >= MAX_NATIVE_DEPTH {
                 out.truncated = Some(Reason::DepthLimit);
-                break;
+                return;
             }
-            match p
+            let before = uregs;
+            let step = self
+                .p
                 .unwinder
-                .unwind_frame(at, &mut uregs, &mut self.cache, &mut read_stack)
-            {
-                Ok(Some(ret)) => match FrameAddress::from_return_address(ret) {
-                    Some(next) => {
-                        out.addrs.push(next.address_for_lookup());
-                        out.sps.push(uregs.sp());
-                        at = next;
-                    }
-                    None => break,
-                },
-                Ok(None) => break,
-                Err(_) => {
-                    out.truncated = Some(Reason::ReadFailed);
-                    break;
+                .unwind_frame(at, &mut uregs, self.cache, &mut read_stack);
+            let callee = at.address_for_lookup();
+            let ret = match step {
+                // A rule of the module's own, or a guess that also called this function.
+                Ok(Some(ret))
+                    if self.is_return_address(ret)
+                        && (self.p.has_rules(callee)
+                            || stack_scan::call_can_reach(&self.mem, ret, callee)) =>
+                {
+                    ret
                 }
+                // The end of the stack, as the unwind information of its root frame says.
+                Ok(None) if out.addrs.len() > 1 => return,
+                // The stack goes on beyond the copy.
+                Err(framehop::Error::CouldNotReadStack(addr))
+                    if (copy_end..copy_end.saturating_add(MAX_BEYOND_COPY)).contains(&addr) =>
+                {
+                    out.truncated = Some(Reason::ReadFailed);
+                    return;
+                }
+                // No rule for this frame (framehop then guesses: the word at the stack
+                // pointer for the leaf, frame pointers above it), or a rule that led outside
+                // the code: look for its return address on the stack.
+                other => {
+                    self.outside |= matches!(other, Ok(Some(ret)) if !self.p.covers(ret));
+                    if scans > 0 && self.scan(callee, before, scans - 1, out) {
+                        return;
+                    }
+                    out.truncated = match other {
+                        Ok(None) => None,
+                        Err(_) => Some(Reason::ReadFailed),
+                        Ok(Some(_)) => Some(Reason::NotReturnAddress),
+                    };
+                    return;
+                }
+            };
+            match FrameAddress::from_return_address(ret) {
+                Some(next) => {
+                    out.addrs.push(next.address_for_lookup());
+                    out.sps.push(uregs.sp());
+                    at = next;
+                }
+                None => return,
             }
         }
-        out
+    }
+
+    /// The stack scan for the return address of frame `callee` (whose registers were
+    /// `before`): each candidate (after a call that can have called it) is tried by unwinding
+    /// on from it, and taken only if that unwind does not run into a value that is no return
+    /// address. Leftovers of earlier calls in the frame's locals are self-consistent for a
+    /// while, then lead into live frames through saved values that no longer fit. Callers in
+    /// the callee's own module are tried first: code without unwind information is
+    /// hand-written assembly, called by its own library's drivers (OpenBLAS's `dgemm_nn`
+    /// calls its kernels), while the leftovers below it are often another module's (a
+    /// stale libc frame unwound onto the live `dgemm_nn` in a third of the Haswell samples).
+    /// Whether a candidate was taken (its frames are then in `out`).
+    fn scan(
+        &mut self,
+        callee: Addr,
+        before: UnwindRegsX86_64,
+        scans: u32,
+        out: &mut NativeStack,
+    ) -> bool {
+        let own = self.p.module(callee).map(|m| m.range.clone());
+        let same_module = |ret: Addr| own.as_ref().is_some_and(|r| r.contains(&ret));
+        self.scan_pass(callee, before, scans, out, &same_module)
+            || self.scan_pass(callee, before, scans, out, &|_| true)
+    }
+
+    /// One pass of `scan` over the candidates `admit` accepts.
+    fn scan_pass(
+        &mut self,
+        callee: Addr,
+        before: UnwindRegsX86_64,
+        scans: u32,
+        out: &mut NativeStack,
+        admit: &dyn Fn(Addr) -> bool,
+    ) -> bool {
+        let mut from = before.sp();
+        for _ in 0..MAX_SCAN_TRIALS {
+            let stack = self.stack;
+            let mem = ProcessMemory::new(self.pid);
+            let found = stack_scan::find_return_address(stack, from, |ret| {
+                admit(ret)
+                    && self.is_return_address(ret)
+                    && stack_scan::call_can_reach(&mem, ret, callee)
+            });
+            let Some((slot, ret)) = found else {
+                return false;
+            };
+            let Some(next) = FrameAddress::from_return_address(ret) else {
+                return false;
+            };
+            let mut uregs = before;
+            uregs.set_sp(slot + 8);
+            let mut trial = NativeStack {
+                addrs: vec![next.address_for_lookup()],
+                sps: vec![uregs.sp()],
+                truncated: None,
+            };
+            self.run(next, uregs, scans, &mut trial);
+            if trial.truncated != Some(Reason::NotReturnAddress) {
+                out.addrs.extend(trial.addrs);
+                out.sps.extend(trial.sps);
+                out.truncated = trial.truncated;
+                return true;
+            }
+            from = slot + 8;
+        }
+        false
     }
 }
 
 /// One framehop module per mapped file with executable mappings.
-fn build_modules(pid: u32, maps: &[MapRange]) -> (UnwinderX86_64<Section>, Vec<Range<Addr>>) {
+fn build_modules(pid: u32, maps: &[MapRange]) -> (UnwinderX86_64<Section>, Vec<ModuleRange>) {
     let mut files: HashMap<(&PathBuf, u64), Vec<&MapRange>> = HashMap::new();
     for m in maps {
         if let Some(path) = &m.pathname {
@@ -307,10 +497,14 @@ fn build_modules(pid: u32, maps: &[MapRange]) -> (UnwinderX86_64<Section>, Vec<R
             };
             let name = path.display().to_string();
             unwinder.add_module(Module::new(name, range.clone(), bias, info));
-            ranges.push(range);
+            ranges.push(ModuleRange {
+                range,
+                bias,
+                file: file.clone(),
+            });
         }
     }
-    ranges.sort_by_key(|r| r.start);
+    ranges.sort_by_key(|m| m.range.start);
     (unwinder, ranges)
 }
 

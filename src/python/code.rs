@@ -93,11 +93,19 @@ impl FrameErrors {
 
 /// Why `frame` is a Python frame the reader could not give, if it is one: every
 /// `Frame::Unknown`, and a stack cut short by anything but its depth limit (the only cut that
-/// is not an error) or a `--native` mismatch (counted on its own).
+/// is not an error), a `--native` mismatch (counted on its own) or a native stack's own end
+/// (native frames are not Python read errors).
 pub fn rejected(frame: &Frame) -> Option<Reason> {
     match frame {
+        Frame::Unknown(Reason::PythonStarting) => None,
         Frame::Unknown(reason) => Some(*reason),
-        Frame::Truncated(Reason::DepthLimit | Reason::NativeMismatch) => None,
+        Frame::Truncated(
+            Reason::DepthLimit
+            | Reason::NativeMismatch
+            | Reason::NotReturnAddress
+            | Reason::FramePointerLoop
+            | Reason::NativeIncomplete,
+        ) => None,
         Frame::Truncated(reason) => Some(*reason),
         _ => None,
     }

@@ -8,8 +8,9 @@
 //! of its stack: the stack is unwound here with `.eh_frame` (one unwinder for the whole run,
 //! which keeps each process's modules), symbolized, and for a Python thread merged with its
 //! Python frames (`native::merge`) as the user-space `--native` does; kernel frames go on the
-//! leaf side. A sample without a stack copy (a kernel thread, a failed copy) keeps the
-//! frame-pointer user stack the kernel recorded.
+//! leaf side. A sample without a stack copy (a kernel thread, a failed copy, any sample
+//! without `--native`) keeps the frame-pointer user stack the kernel recorded, as far as its
+//! return addresses can be trusted (`native::fp_stack`).
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -21,10 +22,13 @@ use crate::bpf::{
     monotonic_ns, online_cpus, ringbuf_bytes_for, BpfConfig, BpfError, BpfSampler, PerfEventKind,
     MAX_PYTHON_THREADS,
 };
-use crate::model::{Addr, BpfPyStatus, Frame, PyVersion, RawSample, StackTrace};
+use crate::model::{
+    Addr, BpfPyStatus, Frame, PyVersion, RawSample, Reason, StackStatus, StackTrace,
+};
 use crate::native::merge::{self, NativeSlot};
+use crate::native::return_address::ReturnAddresses;
 use crate::native::unwind::{NativeStack, NativeUnwinder};
-use crate::native::{symbolize, NativeStats, NativeSymbolizer};
+use crate::native::{fp_stack, symbolize, NativeStats, NativeSymbolizer};
 use crate::process::priority::{set_own_nice, PROFILER_NICE};
 use crate::process::proc;
 use crate::process::regs::{StackCopy, UserRegs};
@@ -78,8 +82,12 @@ pub struct SampleProcess<'a> {
     pub start_time: u64,
 }
 
-/// Default `BpfSourceConfig::stack_copy_bytes`.
-pub const DEFAULT_STACK_COPY: usize = 16 * 1024;
+/// Default `BpfSourceConfig::native`: the most a BPF sample holds (60 KiB). numpy's matmul
+/// needs 32 KiB to reach the eval loop through OpenBLAS's SkylakeX kernel and 60 KiB through
+/// its Haswell kernel (~32 KiB of packed matrix on the stack below the kernel's return
+/// address); 16 KiB truncated nearly every such stack. Copying the extra pages cost nothing
+/// measurable at 100 Hz (pyspy-bpf's CPU and the workload's speed within run-to-run noise).
+pub const DEFAULT_STACK_COPY: usize = crate::bpf::MAX_USER_STACK_COPY;
 
 /// What a run counted; `lost` holds every non-zero loss/error counter by name.
 #[derive(Debug, Clone, Default)]
@@ -161,10 +169,12 @@ impl Entry {
     }
 }
 
-/// Turns addresses into frames: the symbolizer, and with `native` the unwinder.
+/// Turns addresses into frames: the symbolizer, and with `native` the unwinder; the check of
+/// the return addresses of frame-pointer stacks.
 struct Resolver {
     symbols: NativeSymbolizer,
     unwinder: Option<NativeUnwinder>,
+    returns: ReturnAddresses,
 }
 
 /// Quick retries (every `RETRY_STARTING`) before falling back to `RECHECK`.
@@ -239,6 +249,7 @@ pub fn run(
     let mut symbols = Resolver {
         symbols: NativeSymbolizer::with_dwarf(config.native.is_some()),
         unwinder: config.native.map(|_| NativeUnwinder::new()),
+        returns: ReturnAddresses::default(),
     };
     let mut summary = BpfSummary::default();
     let mut registry = WalkRegistry::default();
@@ -390,6 +401,7 @@ fn drop_process(
         sampler.remove_child(pid);
     }
     symbols.symbols.forget(pid);
+    symbols.returns.forget(pid);
     if let Some(unwinder) = symbols.unwinder.as_mut() {
         unwinder.forget(pid);
     }
@@ -455,6 +467,7 @@ fn to_stack<'t>(
         owns_gil: false,
         frames: Vec::new(),
     };
+    let starting_python = !entry.is_python() && entry.retry_soon;
     if let Kind::Python(process) = &mut entry.kind {
         summary.python_samples += 1;
         // Frames the BPF program walked are the sample's own, however late we get to them;
@@ -545,13 +558,10 @@ fn to_stack<'t>(
                     stack.frames.push(Frame::Truncated(reason));
                 }
             }
-            None => stack.frames.extend(
-                symbols
-                    .symbols
-                    .user_frames(raw.pid, &raw.user)
-                    .into_iter()
-                    .map(Frame::Native),
-            ),
+            // An interpreter still starting up: not readable as Python yet, and its
+            // frame-pointer stack would be the garbage of code built without them.
+            None if starting_python => stack.frames.push(Frame::Unknown(Reason::PythonStarting)),
+            None => stack.frames.extend(frame_pointer_frames(raw, symbols)),
         }
     }
     let python = match &entry.kind {
@@ -602,6 +612,27 @@ fn read_python(
         None => summary.python_read_late.push((why, 1)),
     }
     (process.thread_stack_with_entries(raw.tid, want), false)
+}
+
+/// The frame-pointer user stack the kernel recorded, symbolized as far as it can be trusted
+/// (`fp_stack`), then a `Truncated` marker saying why it stops there.
+fn frame_pointer_frames(raw: &RawSample, symbols: &mut Resolver) -> Vec<Frame> {
+    let Resolver {
+        symbols: names,
+        returns,
+        ..
+    } = symbols;
+    let full = raw.user_status == StackStatus::DepthLimit;
+    let (keep, cut) = fp_stack::trusted_len(&raw.user, full, |addr| {
+        returns.check(raw.pid, addr, |a| names.is_executable(raw.pid, a))
+    });
+    let mut frames: Vec<Frame> = names
+        .user_frames(raw.pid, &raw.user[..keep])
+        .into_iter()
+        .map(Frame::Native)
+        .collect();
+    frames.extend(cut.map(Frame::Truncated));
+    frames
 }
 
 fn kernel_frames(raw: &RawSample, symbols: &mut Resolver) -> Vec<Frame> {
@@ -691,6 +722,7 @@ fn entry_for<'t>(
         // caught at its first sample, with no /proc read.
         Some(e) if e.started_ns != 0 && raw.process_start_ns != e.started_ns => {
             symbols.symbols.forget(pid);
+            symbols.returns.forget(pid);
             if let Some(unwinder) = symbols.unwinder.as_mut() {
                 unwinder.forget(pid);
             }
@@ -710,6 +742,7 @@ fn entry_for<'t>(
             e.checked = Instant::now();
             if e.started_ns == 0 && proc::start_time(pid).is_ok_and(|now| now != e.start_time) {
                 symbols.symbols.forget(pid);
+                symbols.returns.forget(pid);
                 if let Some(unwinder) = symbols.unwinder.as_mut() {
                     unwinder.forget(pid);
                 }
