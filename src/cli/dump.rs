@@ -319,23 +319,30 @@ pub(super) fn bare_frame_json(frame: &Frame) -> serde_json::Value {
     })
 }
 
+/// The header of a process's text dump, as py-spy prints it (`dump` and `dump --async`):
+/// its command line and interpreter, escaped (`printable`).
+pub(super) fn write_header(
+    out: &mut String,
+    pid: u32,
+    cmdline: &[String],
+    version: &str,
+    executable: &str,
+) {
+    let _ = writeln!(out, "Process {pid}: {}", printable(&cmdline.join(" ")));
+    let _ = writeln!(
+        out,
+        "Python v{} ({})",
+        printable(version),
+        printable(executable)
+    );
+}
+
 /// The text form, for a terminal, as py-spy prints it (short file names unless
 /// `full_filenames`): every name and value that comes from the target is escaped
 /// (`printable`), so control characters in it cannot drive the terminal.
 fn render_text(d: &ProcessDump, full_filenames: bool) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "Process {}: {}",
-        d.pid,
-        printable(&d.cmdline.join(" "))
-    );
-    let _ = writeln!(
-        out,
-        "Python v{} ({})",
-        printable(&d.version),
-        printable(&d.executable)
-    );
+    write_header(&mut out, d.pid, &d.cmdline, &d.version, &d.executable);
     for t in &d.threads {
         let tid = t
             .tid

@@ -106,18 +106,7 @@ fn json(dumps: &[ProcessTasks]) -> serde_json::Value {
 /// Names from the target are escaped (`printable`).
 fn render_text(d: &ProcessTasks, full_filenames: bool) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "Process {}: {}",
-        d.pid,
-        printable(&d.cmdline.join(" "))
-    );
-    let _ = writeln!(
-        out,
-        "Python v{} ({})",
-        printable(&d.version),
-        printable(&d.executable)
-    );
+    super::dump::write_header(&mut out, d.pid, &d.cmdline, &d.version, &d.executable);
     if d.tasks.is_empty() {
         let _ = writeln!(out, "\nNo asyncio tasks.");
     }
