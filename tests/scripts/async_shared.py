@@ -17,7 +17,8 @@ async def main():
     b = asyncio.create_task(wait_for(shared), name="waiter-b")
     for _ in range(5):
         await asyncio.sleep(0)
-    print("ready", flush=True)
+    # From a loop callback, so "ready" is seen only once main is suspended in the gather.
+    asyncio.get_running_loop().call_soon(lambda: print("ready", flush=True))
     await asyncio.gather(a, b)
 
 

@@ -28,7 +28,9 @@ async def main():
     # Let the three tasks reach their awaits before saying so.
     for _ in range(5):
         await asyncio.sleep(0)
-    print("ready", flush=True)
+    # Say so from a loop callback, which runs only once this task is suspended in the await
+    # below: printing here would let a test read "ready" while main is still on this line.
+    asyncio.get_running_loop().call_soon(lambda: print("ready", flush=True))
     await outer  # LINE:main
 
 
