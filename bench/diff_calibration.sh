@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Calibration of `pyspy-bpf diff`: how often it raises a false alarm when nothing changed, and
 # how often it finds a real 10% slowdown of one function (and only that one). Prints a table;
-# no pass/fail. Runs long: PAIRS x 2 sides x RUNS recordings of DURATION seconds per scenario.
+# no pass/fail. Runs long: PAIRS x 3 sides x max(RUNS) recordings of DURATION seconds.
 #
 # usage: bench/diff_calibration.sh     (as root: BPF)
 # env:   PAIRS=20  RUNS="3 1"  DURATION=10  RATE=1000  SLOWER=0.10
 #        PYTHON=/usr/bin/python3 (the workload's interpreter)   KEEP=DIR (keep the profiles)
 #
 # The workload is tests/scripts/three_functions.py: big/mid/small take about 52/29/19% of the
-# time; BIG_SLOWER=x makes big() do x more work. For each number of runs per side and each
-# scenario ("unchanged": both sides BIG_SLOWER=0; "big slower": head BIG_SLOWER=SLOWER), PAIRS
-# independent base/head pairs are recorded (-f pprof) and compared with `pyspy-bpf diff
-# base/ head/ --json` at its defaults. Reported per row: pairs with any regression (false
+# time; BIG_SLOWER=x makes big() do x more work. PAIRS independent pairs are recorded (-f
+# pprof), each with max(RUNS) runs of a base, an unchanged head (BIG_SLOWER=0) and a slower
+# head (BIG_SLOWER=SLOWER); for each number of runs per side k in RUNS, the first k runs of base
+# and of each head are compared with `pyspy-bpf diff base/ head/ --json` at its defaults. Reported per row: pairs with any regression (false
 # alarms when unchanged), pairs flagging exactly big (hits when big is slower), pairs
 # inconclusive (exit 3), and the median smallest detectable change.
 set -euo pipefail
@@ -43,38 +43,62 @@ def record(path, big_slower):
                     python, script, duration], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-rows = []
+# Each pair records max(RUNS) runs of three sides: base, an unchanged head and a slower head.
+# A row for k runs per side compares the first k runs of each, so one set of recordings serves
+# every row and both scenarios (a third of the recording time of separate sets); pairs stay
+# independent of each other, which is what the counts are over.
+kmax = max(runs)
+counts = {(k, s): {"alarms": 0, "hits": 0, "inconclusive": 0, "detectable": []}
+          for k in runs for s in ("unchanged", "big slower")}
+
+def side(pair_dir, name, k):
+    """A directory holding the first k runs of one side (hard links)."""
+    d = os.path.join(pair_dir, "k%d-%s" % (k, name))
+    os.makedirs(d, exist_ok=True)
+    for r in range(k):
+        os.link(os.path.join(pair_dir, name, "%d.pb.gz" % r), os.path.join(d, "%d.pb.gz" % r))
+    return d
+
 try:
-    for k in runs:
-        for scenario, head_slower in (("unchanged", 0.0), ("big slower", float(slower))):
-            alarms = hits = inconclusive = 0
-            detectable = []
-            for p in range(pairs):
-                base = os.path.join(work, "k%d-%s-%d-base" % (k, scenario[:3], p))
-                head = os.path.join(work, "k%d-%s-%d-head" % (k, scenario[:3], p))
-                for d in (base, head):
-                    os.makedirs(d, exist_ok=True)
-                for r in range(k):
-                    record(os.path.join(base, "%d.pb.gz" % r), 0.0)
-                    record(os.path.join(head, "%d.pb.gz" % r), head_slower)
+    for p in range(pairs):
+        pair_dir = os.path.join(work, "pair%d" % p)
+        sides = (("base", 0.0), ("same", 0.0), ("slow", float(slower)))
+        for name, _ in sides:
+            os.makedirs(os.path.join(pair_dir, name), exist_ok=True)
+        # Runs of the three sides interleaved, so a drift of the host hits them alike.
+        for r in range(kmax):
+            for name, big_slower in sides:
+                record(os.path.join(pair_dir, name, "%d.pb.gz" % r), big_slower)
+        for k in runs:
+            base = side(pair_dir, "base", k)
+            for scenario, head_name in (("unchanged", "same"), ("big slower", "slow")):
+                head = side(pair_dir, head_name, k)
                 out = subprocess.run([binary, "diff", base, head, "--json"],
                                      capture_output=True, text=True)
                 if out.returncode == 2:
                     sys.exit("bench: diff failed: " + out.stderr)
                 v = json.loads(out.stdout)
-                regressed = sorted(f["function"] for f in v["functions"] if f["verdict"] == "regressed")
-                alarms += bool(regressed)
-                hits += regressed == ["big"]
-                inconclusive += out.returncode == 3
+                regressed = sorted(f["function"] for f in v["functions"]
+                                   if f["verdict"] == "regressed")
+                c = counts[(k, scenario)]
+                c["alarms"] += bool(regressed)
+                c["hits"] += regressed == ["big"]
+                c["inconclusive"] += out.returncode == 3
                 if v.get("detectable_change") is not None:
-                    detectable.append(100 * v["detectable_change"])
-                sys.stderr.write("bench: %d run(s) %s pair %d: regressed %s, exit %d\n"
-                                 % (k, scenario, p + 1, regressed or "-", out.returncode))
-            rows.append((k, scenario, alarms, hits, inconclusive,
-                         statistics.median(detectable) if detectable else float("nan")))
+                    c["detectable"].append(100 * v["detectable_change"])
+                sys.stderr.write("bench: pair %d, %d run(s), %s: regressed %s, exit %d\n"
+                                 % (p + 1, k, scenario, regressed or "-", out.returncode))
 finally:
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
+
+rows = []
+for k in runs:
+    for scenario in ("unchanged", "big slower"):
+        c = counts[(k, scenario)]
+        det = c["detectable"]
+        rows.append((k, scenario, c["alarms"], c["hits"], c["inconclusive"],
+                     statistics.median(det) if det else float("nan")))
 
 print()
 print("%-5s %-11s %6s %12s %10s %13s %14s" % ("runs", "scenario", "pairs", "any regr.",
