@@ -27,9 +27,13 @@ KEEP=${KEEP:-}
 
 echo "bench: building pyspy-bpf (release)" >&2
 (cd "$REPO" && cargo build --release -q)
-BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/pyspy-bpf"
+# A copy: a rebuild during the run must not change the binary under test.
+BIN_DIR=$(mktemp -d /tmp/pyspy-diff-cal-bin.XXXXXX)
+trap 'rm -rf "$BIN_DIR"' EXIT
+cp "${CARGO_TARGET_DIR:-$REPO/target}/release/pyspy-bpf" "$BIN_DIR/"
+BIN="$BIN_DIR/pyspy-bpf"
 
-exec /usr/bin/python3 - "$BIN" "$PYTHON" "$REPO/tests/scripts/three_functions.py" \
+/usr/bin/python3 - "$BIN" "$PYTHON" "$REPO/tests/scripts/three_functions.py" \
   "$PAIRS" "$RUNS" "$DURATION" "$RATE" "$SLOWER" "$KEEP" <<'PY'
 import json, os, shutil, statistics, subprocess, sys, tempfile
 
