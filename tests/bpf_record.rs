@@ -371,6 +371,8 @@ fn bpf_native_python_and_native_frames_agree_in_every_sample() {
         let dir = TempDir::new("bpf-consistency");
         let out = dir.join("switching.txt");
         let out_s = out.display().to_string();
+        let stats_path = dir.join("switching.json");
+        let stats_s = stats_path.display().to_string();
         let pid = target.pid().to_string();
         let outcome = pyspy(&[
             "record",
@@ -386,6 +388,8 @@ fn bpf_native_python_and_native_frames_agree_in_every_sample() {
             "2",
             "-o",
             &out_s,
+            "--stats-json",
+            &stats_s,
             "--pid",
             &pid,
         ])
@@ -395,17 +399,13 @@ fn bpf_native_python_and_native_frames_agree_in_every_sample() {
             continue;
         };
         let stacks = read_raw(&out).unwrap();
-        let stderr = &outcome.stderr;
-        let walked = count_after(stderr, "Python stacks walked in BPF at the sample: ");
-        let late = count_after(stderr, "read by user space after it: ");
-        let mismatches = count_after(stderr, "truncated, ");
+        let stats = RunStats::read(&stats_path).unwrap();
+        let walked = Some(stats.counter("walked_in_bpf"));
+        let late = Some(stats.sum_of("read_late."));
+        let mismatches = stats.counters.get("native.mismatched").copied();
         // Stacks whose Python part user space read after the sample (before the process was
         // registered with the BPF program) may disagree: they are counted apart.
-        let late_mismatches = stderr
-            .lines()
-            .find(|l| l.contains("more mismatches"))
-            .and_then(|l| count_after(l, "native: "))
-            .unwrap_or(0);
+        let late_mismatches = stats.counter("native.mismatched_read_late");
         let in_fn = |name: &str| -> u64 {
             let frame = format!("{name} (switching.py");
             count(&stacks, |s| {
@@ -461,8 +461,22 @@ fn bpf_walk_continues_deep_stacks_and_follows_threads() {
         let out = dir.join("deep.txt");
         let out_s = out.display().to_string();
         let pid = target.pid().to_string();
+        let stats_path = dir.join("deep.json");
+        let stats_s = stats_path.display().to_string();
         let outcome = pyspy(&[
-            "record", "--mode", "bpf", "-f", "raw", "-d", "2", "-o", &out_s, "--pid", &pid,
+            "record",
+            "--mode",
+            "bpf",
+            "-f",
+            "raw",
+            "-d",
+            "2",
+            "-o",
+            &out_s,
+            "--stats-json",
+            &stats_s,
+            "--pid",
+            &pid,
         ])
         .unwrap();
         drop(target);
@@ -483,10 +497,9 @@ fn bpf_walk_continues_deep_stacks_and_follows_threads() {
                 let stacks = read_raw(&out).unwrap();
                 let all = total(&stacks);
                 let good: u64 = stacks.iter().filter(|s| whole(s)).map(|s| s.count).sum();
-                let walked = count_after(
-                    &outcome.stderr,
-                    "Python stacks walked in BPF at the sample: ",
-                );
+                let walked = RunStats::read(&stats_path)
+                    .ok()
+                    .map(|s| s.counter("walked_in_bpf"));
                 if all < 20 || good * 100 < all * 95 || walked.is_none_or(|w| w * 10 < all * 9) {
                     failures.push(format!(
                         "{} deep.py: {good} of {all} stacks whole, {walked:?} walked in BPF\n{}",
@@ -506,6 +519,8 @@ fn bpf_walk_continues_deep_stacks_and_follows_threads() {
         let worker_tid = ids["worker-1"][0].as_u64().unwrap();
         let out = dir.join("threads.txt");
         let out_s = out.display().to_string();
+        let stats_path = dir.join("threads.json");
+        let stats_s = stats_path.display().to_string();
         let pid = target.pid().to_string();
         let outcome = pyspy(&[
             "record",
@@ -518,6 +533,8 @@ fn bpf_walk_continues_deep_stacks_and_follows_threads() {
             "2",
             "-o",
             &out_s,
+            "--stats-json",
+            &stats_s,
             "--pid",
             &pid,
         ])
@@ -531,10 +548,9 @@ fn bpf_walk_continues_deep_stacks_and_follows_threads() {
                         .is_some_and(|r| r.contains(&format!("({worker_tid})")))
                         && s.leaf() == Some(&format!("spin (threads.py:{spin_line})"))
                 });
-                let walked = count_after(
-                    &outcome.stderr,
-                    "Python stacks walked in BPF at the sample: ",
-                );
+                let walked = RunStats::read(&stats_path)
+                    .ok()
+                    .map(|s| s.counter("walked_in_bpf"));
                 if spin < 20 || walked.is_none_or(|w| w * 10 < spin * 9) {
                     failures.push(format!(
                         "{} threads.py: {spin} samples of spin under thread {worker_tid}, \
@@ -572,14 +588,26 @@ fn bpf_walk_loops_and_code_fingerprints_on_every_interpreter() {
             let dir = TempDir::new("bpf-fingerprint");
             let out = dir.join("busy.txt");
             let out_s = out.display().to_string();
+            let stats_path = dir.join("busy.json");
             let outcome = run(
                 pyspy_bpf()
                     .env("PYSPY_BPF_BOUNDED_WALK", bounded)
                     .env("RUST_LOG", "pyspy_bpf=info")
                     .args([
-                        "record", "--mode", "bpf", "-f", "raw", "-d", "1.5", "-o", &out_s, "--pid",
+                        "record",
+                        "--mode",
+                        "bpf",
+                        "-f",
+                        "raw",
+                        "-d",
+                        "1.5",
+                        "-o",
+                        &out_s,
+                        "--pid",
                         &pid,
-                    ]),
+                        "--stats-json",
+                    ])
+                    .arg(&stats_path),
                 RUN_TIMEOUT,
             )
             .unwrap();
@@ -600,10 +628,9 @@ fn bpf_walk_loops_and_code_fingerprints_on_every_interpreter() {
                     && s.frames.len() >= 2
                     && s.frames[s.frames.len() - 2] == caller
             });
-            let walked = count_after(
-                &outcome.stderr,
-                "Python stacks walked in BPF at the sample: ",
-            );
+            let walked = RunStats::read(&stats_path)
+                .ok()
+                .map(|s| s.counter("walked_in_bpf"));
             let known = count_after(&outcome.stderr, "INFO  pyspy_bpf::sampler::bpf] ");
             let resolved = count_after(&outcome.stderr, " of ");
             let fingerprinted =

@@ -45,6 +45,7 @@ fn check(interp: &Interpreter, mode: &str) -> Result<()> {
     running.wait_ready()?;
     let dir = TempDir::new("churn");
     let out = dir.join("churn.txt");
+    let stats_path = dir.join("churn.json");
     let pid = running.pid().to_string();
     let outcome = pyspy(&[
         "record",
@@ -60,12 +61,15 @@ fn check(interp: &Interpreter, mode: &str) -> Result<()> {
         "3",
         "-o",
         &out.display().to_string(),
+        "--stats-json",
+        &stats_path.display().to_string(),
     ])?
     .ok()?;
     let stacks = read_raw(&out)?;
-    let context = || format!("{}\n{}", outcome.describe(), summary(&stacks));
+    let stats = RunStats::read(&stats_path)?;
+    let context = || format!("{}\n{}\n{stats:?}", outcome.describe(), summary(&stacks));
     check_stacks(&stacks, mode).with_context(context)?;
-    check_counters(&stacks, &outcome.stderr, mode).with_context(context)
+    check_counters(&stacks, &stats, mode).with_context(context)
 }
 
 /// What one frame of the raw output is.
@@ -226,7 +230,7 @@ fn check_stacks(stacks: &[RawStack], mode: &str) -> Result<()> {
 
 /// The summary's error count covers every stack with a rejected frame, and its per-reason
 /// count of rejected frames is exactly what the profile shows.
-fn check_counters(stacks: &[RawStack], stderr: &str, mode: &str) -> Result<()> {
+fn check_counters(stacks: &[RawStack], stats: &RunStats, mode: &str) -> Result<()> {
     let mut shown_frames = 0;
     let mut shown_samples = 0;
     for stack in stacks {
@@ -238,54 +242,16 @@ fn check_counters(stacks: &[RawStack], stderr: &str, mode: &str) -> Result<()> {
         shown_frames += n * stack.count;
         shown_samples += if n > 0 { stack.count } else { 0 };
     }
-    let number_before = |text: &str, what: &str| -> Result<u64> {
-        let at = text
-            .find(what)
-            .with_context(|| format!("no {what:?} in the summary"))?;
-        let digits: String = text[..at]
-            .trim_end()
-            .chars()
-            .rev()
-            .take_while(|c| c.is_ascii_digit())
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        digits
-            .parse()
-            .with_context(|| format!("count before {what:?}"))
-    };
-    let errors = match mode {
-        "bpf" => {
-            let line = summary_line(stderr, "Python read errors")?;
-            // Every Python sample was walked in BPF at its instant: this test is about the
-            // frames it recorded.
-            let walked = summary_line(stderr, "walked in BPF at the sample: ")?;
-            let walked = walked
-                .split("walked in BPF at the sample: ")
-                .nth(1)
-                .and_then(|rest| rest.split(',').next())
-                .and_then(|n| n.trim().parse::<u64>().ok())
-                .context("walked in BPF count")?;
-            ensure!(walked > 0, "no sample was walked in BPF");
-            number_before(line, "Python read errors")?
-        }
-        _ => number_before(summary_line(stderr, " reads, ")?, "errors,")?,
-    };
-    let rejected: u64 = match stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("pyspy-bpf: Python frames rejected: "))
-    {
-        Some(list) => list
-            .split(", ")
-            .map(|part| {
-                part.rsplit_once('=')
-                    .and_then(|(_, n)| n.parse::<u64>().ok())
-                    .with_context(|| format!("bad count {part:?}"))
-            })
-            .sum::<Result<u64>>()?,
-        None => 0,
-    };
+    if mode == "bpf" {
+        // Every Python sample was walked in BPF at its instant: this test is about the frames
+        // it recorded.
+        ensure!(
+            stats.counter("walked_in_bpf") > 0,
+            "no sample was walked in BPF"
+        );
+    }
+    let errors = stats.python_errors;
+    let rejected = stats.frames_rejected_total();
     if rejected != shown_frames || errors < shown_samples {
         bail!(
             "{mode}: the profile shows {shown_frames} rejected frames in {shown_samples} samples; \
@@ -293,11 +259,4 @@ fn check_counters(stacks: &[RawStack], stderr: &str, mode: &str) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn summary_line<'a>(stderr: &'a str, what: &str) -> Result<&'a str> {
-    stderr
-        .lines()
-        .find(|l| l.starts_with("pyspy-bpf: ") && l.contains(what))
-        .with_context(|| format!("no summary line with {what:?}"))
 }

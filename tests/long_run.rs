@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,17 +29,15 @@ fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
-/// "pyspy-bpf: processes: attached N (P Python), dropped after exit M, live at end K".
-fn process_counts(stderr: &str) -> Option<[u64; 4]> {
-    let line = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("pyspy-bpf: processes: "))?;
-    let numbers: Vec<u64> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().ok())
-        .collect::<Option<_>>()?;
-    numbers.try_into().ok()
+/// [attached, of them Python, dropped after exit, live at the end], from `--stats-json`.
+fn process_counts(stats: &Path) -> [u64; 4] {
+    let stats = RunStats::read(stats).expect("the --stats-json file");
+    [
+        stats.processes_attached,
+        stats.python_attached,
+        stats.processes_dropped,
+        stats.processes_live,
+    ]
 }
 
 #[test]
@@ -70,8 +69,20 @@ fn record_all_drops_exited_processes_and_does_not_keep_their_files() {
     let dir = TempDir::new("long-run");
     let out = dir.join("all.txt");
     let out_s = out.display().to_string();
+    let stats = dir.join("all.json");
     let profiler = pyspy_bpf()
-        .args(["record", "--all", "-f", "raw", "-d", "22", "-o", &out_s])
+        .args([
+            "record",
+            "--all",
+            "-f",
+            "raw",
+            "-d",
+            "22",
+            "-o",
+            &out_s,
+            "--stats-json",
+        ])
+        .arg(&stats)
         .stderr(Stdio::piped())
         .spawn()
         .expect("start pyspy-bpf");
@@ -126,8 +137,7 @@ fn record_all_drops_exited_processes_and_does_not_keep_their_files() {
     }
     assert!(status.success(), "record --all failed: {stderr}");
     assert!(started >= 60, "only {started} processes started");
-    let [attached, python, dropped, live] = process_counts(&stderr)
-        .unwrap_or_else(|| panic!("no parseable 'processes:' line in: {stderr}"));
+    let [attached, python, dropped, live] = process_counts(&stats);
     let report = format!(
         "{started} short-lived Pythons started; attached {attached} ({python} Python), \
          dropped {dropped}, live at end {live}; fds after start {fds_start}, during \
@@ -191,6 +201,8 @@ fn subprocesses_that_exit_are_dropped_in_userspace_mode() {
         let dir = TempDir::new("long-run-s");
         let out = dir.join("s.txt");
         let out_s = out.display().to_string();
+        let stats = dir.join("s.json");
+        let stats_s = stats.display().to_string();
         let outcome = pyspy(&[
             "record",
             "--mode",
@@ -202,14 +214,15 @@ fn subprocesses_that_exit_are_dropped_in_userspace_mode() {
             "raw",
             "-o",
             &out_s,
+            "--stats-json",
+            &stats_s,
             "--pid",
             &pid,
         ])
         .expect("run pyspy-bpf");
         drop(parent);
         let stderr = &outcome.stderr;
-        let [attached, python_attached, dropped, live] = process_counts(stderr)
-            .unwrap_or_else(|| panic!("{}: no 'processes:' line: {stderr}", python.label()));
+        let [attached, python_attached, dropped, live] = process_counts(&stats);
         // ~0.3 s per child over 5 s: several children came and went; at the end at most the
         // parent and the child running then are attached.
         assert!(

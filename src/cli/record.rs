@@ -309,13 +309,6 @@ fn record_userspace(
     if live {
         eprintln!();
     }
-    #[cfg(target_os = "linux")]
-    if let Some(n) = sampler.native_stats() {
-        eprintln!(
-            "pyspy-bpf: native: {} stacks unwound, {} truncated, {} native/python mismatches, {} without registers, {} with kernel frames",
-            n.stacks, n.truncated, n.mismatched, n.no_registers, n.kernel
-        );
-    }
     profile.meta.duration_secs = summary.elapsed.as_secs_f64();
     profile.meta.errors = summary.errors;
     profile.meta.processes = lineage.map(Lineage::into_nodes).unwrap_or_default();
@@ -324,15 +317,9 @@ fn record_userspace(
     let native_stats = sampler.native_stats();
     #[cfg(not(target_os = "linux"))]
     let native_stats = None;
-    write_stats(stats_out, &Stats::userspace(&summary, native_stats))?;
-    eprintln!(
-        "pyspy-bpf: {} samples in {} reads, {} errors, {} late ticks, {:.1}s",
-        profile.total_samples(),
-        summary.ticks,
-        summary.errors,
-        summary.late,
-        summary.elapsed.as_secs_f64()
-    );
+    let stats = Stats::userspace(&summary, native_stats);
+    write_stats(stats_out, &stats)?;
+    print_summary(&stats, args.subprocesses);
     let untranslated = sampler.root().untranslated_tids();
     if untranslated > 0 {
         eprintln!(
@@ -352,18 +339,6 @@ fn record_userspace(
             } else {
                 "none of its Python threads was running on a CPU at any read (the program sleeps or waits); --idle records idle threads too"
             }
-        );
-    }
-    if let Some(rejected) = summary.frames_rejected.describe() {
-        eprintln!("pyspy-bpf: Python frames rejected: {rejected}");
-    }
-    if args.subprocesses {
-        eprintln!(
-            "pyspy-bpf: processes: attached {} ({} Python), dropped after exit {}, live at end {}",
-            summary.children_attached + 1,
-            summary.children_attached + 1,
-            summary.children_dropped,
-            summary.children + 1
         );
     }
     Ok(exit_status(
@@ -444,69 +419,13 @@ fn record_bpf(
     if live {
         eprintln!();
     }
-    if args.native {
-        let n = summary.native;
-        eprintln!(
-            "pyspy-bpf: native: {} stacks unwound, {} truncated, {} native/python mismatches, {} without a stack copy",
-            n.stacks, n.truncated, n.mismatched, n.no_registers
-        );
-        if summary.mismatched_read_late > 0 {
-            eprintln!(
-                "pyspy-bpf: native: {} more mismatches among Python stacks read by user space after their sample",
-                summary.mismatched_read_late
-            );
-        }
-    }
     profile.meta.duration_secs = summary.elapsed.as_secs_f64();
     profile.meta.errors = summary.python_errors + summary.lost.iter().map(|(_, n)| n).sum::<u64>();
     profile.meta.processes = lineage.map(Lineage::into_nodes).unwrap_or_default();
     write_profile(args, &profile, frame_opts, output)?;
-    write_stats(stats_out, &Stats::bpf(&summary, args.native))?;
-    eprintln!(
-        "pyspy-bpf: {} samples ({} of Python processes, {} Python read errors) from {} processes, {:.1}s",
-        profile.total_samples(),
-        summary.python_samples,
-        summary.python_errors,
-        summary.processes,
-        summary.elapsed.as_secs_f64()
-    );
-    if let Some(rejected) = summary.python_frames_rejected.describe() {
-        eprintln!("pyspy-bpf: Python frames rejected: {rejected}");
-    }
-    // One parseable line: a long host-wide run must not keep what exited.
-    eprintln!(
-        "pyspy-bpf: processes: attached {} ({} Python), dropped after exit {}, live at end {}",
-        summary.processes_attached,
-        summary.python_attached,
-        summary.processes_dropped,
-        summary.processes
-    );
-    let evicted = crate::byte_lru::evictions::nonzero();
-    if !evicted.is_empty() {
-        let evicted: Vec<String> = evicted.iter().map(|(n, c)| format!("{n}={c}")).collect();
-        eprintln!("pyspy-bpf: cache evictions: {}", evicted.join(", "));
-    }
-    if !summary.lost.is_empty() {
-        let lost: Vec<String> = summary
-            .lost
-            .iter()
-            .map(|(name, n)| format!("{name}={n}"))
-            .collect();
-        eprintln!("pyspy-bpf: lost or damaged samples: {}", lost.join(", "));
-    }
-    if summary.python_samples > 0 {
-        let late: Vec<String> = summary
-            .python_read_late
-            .iter()
-            .map(|(name, n)| format!("{name}={n}"))
-            .collect();
-        eprintln!(
-            "pyspy-bpf: Python stacks walked in BPF at the sample: {}, read by user space after it: {}{}",
-            summary.python_walked_in_bpf,
-            summary.python_read_late.iter().map(|(_, n)| n).sum::<u64>(),
-            if late.is_empty() { String::new() } else { format!(" ({})", late.join(", ")) }
-        );
-    }
+    let stats = Stats::bpf(&summary, args.native);
+    write_stats(stats_out, &stats)?;
+    print_summary(&stats, true);
     let pid = process.map(|p| p.pid).unwrap_or(0);
     Ok(exit_status(args, summary.target_exited, pid))
 }
@@ -537,6 +456,13 @@ fn write_profile(
     destination.write(|out| output::write(args.format, profile, view, out))?;
     eprintln!("pyspy-bpf: wrote {} ({})", path.display(), args.format);
     Ok(())
+}
+
+/// The end-of-run summary on stderr: the counters `--stats-json` writes, as text.
+fn print_summary(stats: &Stats, show_processes: bool) {
+    for line in stats.summary_lines(show_processes) {
+        eprintln!("pyspy-bpf: {line}");
+    }
 }
 
 /// `--stats-json FILE`: the run's counters.

@@ -120,6 +120,100 @@ impl Stats {
         stats
     }
 
+    /// The end-of-run summary printed on stderr, one line each, from these counters alone: the
+    /// same numbers `--stats-json` writes. `show_processes`: the processes line (always with
+    /// BPF; with user space only when following subprocesses).
+    pub fn summary_lines(&self, show_processes: bool) -> Vec<String> {
+        let counter = |name: &str| self.counters.get(name).copied().unwrap_or(0);
+        let named = |prefix: &str| -> Vec<String> {
+            self.counters
+                .iter()
+                .filter_map(|(name, n)| Some(format!("{}={n}", name.strip_prefix(prefix)?)))
+                .collect()
+        };
+        let mut lines = Vec::new();
+        if self.sampler == "bpf" {
+            lines.push(format!(
+                "{} samples ({} of Python processes, {} Python read errors) from {} processes, {:.1}s",
+                self.samples,
+                self.python_samples,
+                self.python_errors,
+                self.processes_live,
+                self.elapsed_secs
+            ));
+        } else {
+            lines.push(format!(
+                "{} samples in {} reads, {} errors, {} late ticks, {:.1}s",
+                self.samples,
+                counter("reads"),
+                self.python_errors,
+                counter("late_ticks"),
+                self.elapsed_secs
+            ));
+        }
+        if self.counters.contains_key("native.stacks") {
+            lines.push(format!(
+                "native: {} stacks unwound, {} truncated, {} native/python mismatches, {} without registers or a stack copy, {} with kernel frames",
+                counter("native.stacks"),
+                counter("native.truncated"),
+                counter("native.mismatched"),
+                counter("native.no_registers"),
+                counter("native.kernel"),
+            ));
+            let late = counter("native.mismatched_read_late");
+            if late > 0 {
+                lines.push(format!(
+                    "native: {late} more mismatches among Python stacks read by user space after their sample"
+                ));
+            }
+        }
+        if !self.frames_rejected.is_empty() {
+            let parts: Vec<String> = self
+                .frames_rejected
+                .iter()
+                .map(|(reason, n)| format!("{reason}={n}"))
+                .collect();
+            lines.push(format!("Python frames rejected: {}", parts.join(", ")));
+        }
+        if show_processes {
+            // One parseable line: a long host-wide run must not keep what exited.
+            lines.push(format!(
+                "processes: attached {} ({} Python), dropped after exit {}, live at end {}",
+                self.processes_attached,
+                self.python_attached,
+                self.processes_dropped,
+                self.processes_live
+            ));
+        }
+        let evicted = named("cache_evictions.");
+        if !evicted.is_empty() {
+            lines.push(format!("cache evictions: {}", evicted.join(", ")));
+        }
+        let lost = named("lost.");
+        if !lost.is_empty() {
+            lines.push(format!("lost or damaged samples: {}", lost.join(", ")));
+        }
+        if self.sampler == "bpf" && self.python_samples > 0 {
+            let late = named("read_late.");
+            let late_total: u64 = self
+                .counters
+                .iter()
+                .filter(|(name, _)| name.starts_with("read_late."))
+                .map(|(_, n)| n)
+                .sum();
+            lines.push(format!(
+                "Python stacks walked in BPF at the sample: {}, read by user space after it: {late_total}{}",
+                counter("walked_in_bpf"),
+                if late.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", late.join(", "))
+                }
+            ));
+        }
+        lines
+    }
+
     fn rejected(&mut self, f: &FrameErrors) {
         self.stacks_with_rejected_frames = f.stacks;
         for (reason, n) in &f.frames {
@@ -149,5 +243,60 @@ impl Stats {
         for (name, n) in crate::byte_lru::evictions::nonzero() {
             self.counters.insert(format!("cache_evictions.{name}"), n);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_is_printed_from_the_counters() {
+        let mut stats = Stats {
+            sampler: "bpf",
+            elapsed_secs: 2.04,
+            samples: 90,
+            python_samples: 80,
+            python_errors: 3,
+            processes_attached: 4,
+            python_attached: 2,
+            processes_dropped: 1,
+            processes_live: 3,
+            ..Stats::default()
+        };
+        stats.frames_rejected.insert("bad object", 2);
+        for (name, n) in [
+            ("walked_in_bpf", 70),
+            ("read_late.unregistered", 6),
+            ("read_late.py_no_thread", 4),
+            ("lost.ringbuf_full", 5),
+            ("cache_evictions.symbols", 7),
+        ] {
+            stats.counters.insert(name.into(), n);
+        }
+        assert_eq!(
+            stats.summary_lines(true),
+            [
+                "90 samples (80 of Python processes, 3 Python read errors) from 3 processes, 2.0s",
+                "Python frames rejected: bad object=2",
+                "processes: attached 4 (2 Python), dropped after exit 1, live at end 3",
+                "cache evictions: symbols=7",
+                "lost or damaged samples: ringbuf_full=5",
+                "Python stacks walked in BPF at the sample: 70, read by user space after it: 10 (py_no_thread=4, unregistered=6)",
+            ]
+        );
+        // User space: its own first line, no processes line unless asked, no BPF walk line.
+        let stats = Stats {
+            sampler: "userspace",
+            elapsed_secs: 1.0,
+            samples: 50,
+            python_errors: 1,
+            counters: [("reads".to_string(), 60), ("late_ticks".to_string(), 2)].into(),
+            ..Stats::default()
+        };
+        assert_eq!(
+            stats.summary_lines(false),
+            ["50 samples in 60 reads, 1 errors, 2 late ticks, 1.0s"]
+        );
     }
 }

@@ -856,3 +856,53 @@ pub fn flat_percent(top: &str, function: &str) -> Option<f64> {
             .flatten()
     })
 }
+
+/// The counters `record --stats-json FILE` writes (src/sampler/stats.rs): what tests read
+/// instead of the summary printed on stderr.
+#[derive(Debug, serde::Deserialize)]
+pub struct RunStats {
+    pub sampler: String,
+    pub samples: u64,
+    pub python_samples: u64,
+    pub python_errors: u64,
+    pub frames_rejected: std::collections::BTreeMap<String, u64>,
+    pub stacks_with_rejected_frames: u64,
+    pub processes_attached: u64,
+    pub python_attached: u64,
+    pub processes_dropped: u64,
+    pub processes_live: u64,
+    pub counters: std::collections::BTreeMap<String, u64>,
+    pub ended: String,
+}
+
+impl RunStats {
+    pub fn read(path: &Path) -> Result<RunStats> {
+        let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "parse {}: {}",
+                path.display(),
+                String::from_utf8_lossy(&bytes)
+            )
+        })
+    }
+
+    /// A named counter; absent counts as 0.
+    pub fn counter(&self, name: &str) -> u64 {
+        self.counters.get(name).copied().unwrap_or(0)
+    }
+
+    /// The sum of the counters named `PREFIX...` (`read_late.`, `lost.`).
+    pub fn sum_of(&self, prefix: &str) -> u64 {
+        self.counters
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Rejected Python frames, all reasons together.
+    pub fn frames_rejected_total(&self) -> u64 {
+        self.frames_rejected.values().sum()
+    }
+}
