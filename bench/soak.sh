@@ -71,8 +71,10 @@ BIN="$WORK/pyspy-bpf"
 cp "$REPO/target/release/pyspy-bpf" "$BIN"
 LOAD_PIDS=()
 PROFILER=
+SLEEPER=
 cleanup() {
   trap - EXIT INT TERM
+  [[ -n $SLEEPER ]] && kill "$SLEEPER" 2>/dev/null || true
   if [[ -n $PROFILER ]] && kill -0 "$PROFILER" 2>/dev/null; then
     kill -INT "$PROFILER" 2>/dev/null || true
   fi
@@ -166,7 +168,11 @@ echo "soak: ${cmd[*]} (pid $PROFILER) for $MINUTES minutes; python: ${pythons[*]
 rss=() fds=()
 printf '%6s %10s %10s %10s %6s %10s\n' minute rss_kib anon_kib file_kib fds spawned
 for (( m = 1; m <= MINUTES; m++ )); do
-  sleep 60
+  # In the background and waited for: bash runs a trap (Ctrl-C, SIGTERM) only once the
+  # foreground command ends, which for `sleep 60` could be a minute later; `wait` returns at once.
+  sleep 60 &
+  SLEEPER=$!
+  wait "$SLEEPER"
   if ! kill -0 "$PROFILER" 2>/dev/null; then
     echo "soak: the profiler exited early:" >&2
     cat "$WORK/profiler.log" >&2
