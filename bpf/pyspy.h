@@ -18,8 +18,9 @@
 
 /* User-stack copy (--native): the copy mirrors whole pages of the thread's stack starting at
  * the page holding sp, at most this many (the first one only from sp up). Copied page by page:
- * a single large bpf_probe_read_user is all-or-nothing, and the main thread's stack often ends
- * a few KiB above sp. */
+ * a single large bpf_probe_read_user is all-or-nothing, the main thread's stack often ends
+ * a few KiB above sp, and a page in the middle can be absent (never touched, inside a large
+ * frame) while the pages above it, where the callers' return addresses are, are not. */
 #define PYSPY_PAGE_SIZE 4096
 #define MAX_USER_STACK_PAGES 16
 
@@ -184,6 +185,11 @@ struct pyspy_native_sample {
 	__u64 bp;
 	__u32 stack_len; /* end of the valid bytes of stack[]; 0: no copy */
 	__u32 stack_pages; /* pages reserved for stack[] */
+	/* Bit i: page i of stack[] (below stack_len) could not be read and is zero in the copy.
+	 * A page of a frame that was never written is not mapped yet and a BPF program cannot
+	 * fault it in: msgpack's Cython unpackb keeps 40 KiB of parser state on the stack and
+	 * touches its first entries only. */
+	__u32 missing_pages;
 	__u8 stack[MAX_USER_STACK_PAGES * PYSPY_PAGE_SIZE];
 };
 

@@ -394,7 +394,9 @@ static __always_inline __u64 wakeup_flag(void)
 /* A user thread's sample with its user registers and the top of its stack. The registers are
  * the sample's when it interrupted user mode, else (in a system call or fault) the ones saved
  * on entry to the kernel. The stack is copied page by page into the record (stack[] mirrors
- * the pages from the one holding sp): the copy ends at the first page that cannot be read. */
+ * the pages from the one holding sp): a page that cannot be read is left zeroed (as
+ * bpf_probe_read_user leaves it) and marked in missing_pages, and the copy ends after the
+ * last page read. */
 static __always_inline void sample_native(struct bpf_perf_event_data *ctx, struct task_struct *task,
 					  __u32 tgid, __u32 tid)
 {
@@ -415,6 +417,7 @@ static __always_inline void sample_native(struct bpf_perf_event_data *ctx, struc
 	n->sample.flags |= SAMPLE_NATIVE;
 	n->stack_len = 0;
 	n->stack_pages = user_stack_pages;
+	n->missing_pages = 0;
 
 	sampled = (struct pyspy_x86_regs *)ctx;
 	if ((sampled->cs & 3) == 3) {
@@ -450,10 +453,14 @@ static __always_inline void sample_native(struct bpf_perf_event_data *ctx, struc
 		if (i >= user_stack_pages)
 			break;
 		if (bpf_probe_read_user(&n->stack[i * PYSPY_PAGE_SIZE], PYSPY_PAGE_SIZE,
-					(void *)(page + i * PYSPY_PAGE_SIZE)) != 0)
-			break;
+					(void *)(page + i * PYSPY_PAGE_SIZE)) != 0) {
+			n->missing_pages |= 1U << i;
+			continue;
+		}
 		n->stack_len = (i + 1) * PYSPY_PAGE_SIZE;
 	}
+	/* Only the missing pages below the end of the copy are holes in it. */
+	n->missing_pages &= (1U << (n->stack_len / PYSPY_PAGE_SIZE)) - 1;
 	bpf_ringbuf_submit(n, wakeup_flag());
 }
 

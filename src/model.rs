@@ -179,6 +179,9 @@ pub struct RawSample {
     /// With `user_regs`: the top of the thread's user stack, from `user_regs.sp` up (empty when
     /// it could not be copied).
     pub user_stack: Vec<u8>,
+    /// Address ranges inside `user_stack` that could not be read (zero in the copy): pages of
+    /// a large frame never touched yet, which the BPF program cannot fault in.
+    pub user_stack_unread: Vec<std::ops::Range<Addr>>,
     /// The thread's Python frames as the BPF program walked them at the same instant.
     pub python: BpfPython,
 }

@@ -5,7 +5,11 @@
 //!   native frames: no data symbol used as a frame, no run of small integers, no native part
 //!   deeper than a real one;
 //! - `--native` on numpy's matmul puts the BLAS kernel under its Python caller, in BPF and
-//!   user-space modes.
+//!   user-space modes;
+//! - a Cython extension (msgpack's `unpackb` with an `object_hook`) and a pybind11 one
+//!   (hnswlib's `knn_query` with a `filter`) calling back into Python read, under `record
+//!   --native` (both modes) and `dump --native`: Python caller -> the extension's own native
+//!   functions -> the Python callback, in that order, in one stack.
 //!
 //! Without a way to PyPI the tests are skipped with a line saying SKIPPED and why; in CI
 //! (`CI` set) they fail instead.
@@ -21,7 +25,17 @@ use common::*;
 
 /// The interpreter the venv is made from: Debian's, built without frame pointers.
 const BASE_PYTHON: &str = "/usr/bin/python3";
-const PACKAGES: &[&str] = &["numpy>=1.26", "pytest"];
+/// msgpack and chroma-hnswlib are pinned: the tests name functions of their compiled
+/// extensions (Cython's `__pyx_pw_...`, hnswlib's C++ templates), which a new build may rename.
+/// Both wheels keep their symbol tables (not stripped), as pybind11's CMake builds do not.
+const PACKAGES: &[&str] = &[
+    "numpy>=1.26",
+    "pytest",
+    "msgpack==1.2.4",
+    "chroma-hnswlib==0.7.6",
+];
+/// What the venv must import to be reused.
+const IMPORTS: &str = "import numpy, pytest, msgpack._cmsgpack, hnswlib";
 /// What pip says when it cannot reach the index (the only reason to skip).
 const OFFLINE: &[&str] = &[
     "NewConnectionError",
@@ -62,7 +76,7 @@ fn create_venv() -> Result<PathBuf, String> {
     let python = dir.join("bin/python");
     let imports = |python: &Path| {
         run(
-            std::process::Command::new(python).args(["-c", "import numpy, pytest"]),
+            std::process::Command::new(python).args(["-c", IMPORTS]),
             Duration::from_secs(60),
         )
         .is_ok_and(|o| o.status.success())
@@ -99,10 +113,7 @@ fn create_venv() -> Result<PathBuf, String> {
         }
         panic!("pip install {PACKAGES:?} failed:\n{}", clip(&said, 4000));
     }
-    assert!(
-        imports(&python),
-        "the venv does not import numpy and pytest"
-    );
+    assert!(imports(&python), "the venv fails `{IMPORTS}`");
     Ok(python)
 }
 
@@ -388,6 +399,253 @@ fn numpy_matmul_under_native_puts_blas_under_its_python_caller() {
             if !bad.is_empty() {
                 failures.push(format!("{what}: invented frames:\n{}", bad.join("\n")));
             }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// A compiled extension from PyPI calling back into Python, as a script in tests/scripts/pypi
+/// runs it: `<module> -> main -> CALLER -> the extension's functions -> CALLBACK`. The
+/// script's `# LINE:CALLER` marks the caller's call into the extension, `# LINE:CALLBACK` the
+/// callback's busy line (its lines from its `def` to there are the ones samples land on).
+struct Callback {
+    what: &'static str,
+    script: &'static str,
+    caller: &'static str,
+    callback: &'static str,
+    /// The extension's file name, up to the ABI tag: `(MODULE...)` ends its frames.
+    module: &'static str,
+    /// A part of each of the extension's functions between caller and callback, caller side
+    /// first (others may sit between them).
+    native: &'static [&'static str],
+}
+
+/// Cython: `__pyx_pw_` is the Python-visible wrapper, `__pyx_pf_` the function's body, and
+/// `unpack_execute` (msgpack's C, compiled into the module) calls the hook.
+const MSGPACK: Callback = Callback {
+    what: "msgpack (Cython): unpackb -> object_hook",
+    script: "msgpack_hook.py",
+    caller: "decode",
+    callback: "hook",
+    module: "_cmsgpack.cpython-",
+    native: &[
+        "__pyx_pw_7msgpack_9_cmsgpack_3unpackb",
+        "__pyx_pf_7msgpack_9_cmsgpack_2unpackb",
+        "unpack_execute",
+    ],
+};
+
+/// pybind11: its dispatcher, the bound method, hnswlib's search, and the functor that calls
+/// the `std::function` pybind11 made of the Python filter.
+const HNSWLIB: Callback = Callback {
+    what: "hnswlib (pybind11): knn_query -> filter",
+    script: "hnsw_filter.py",
+    caller: "query",
+    callback: "allowed",
+    module: "hnswlib.cpython-",
+    native: &[
+        "pybind11::cpp_function::dispatcher(",
+        "Index<float, float>::knnQuery_return_numpy(",
+        "hnswlib::HierarchicalNSW<float>::searchKnn(",
+        "hnswlib::HierarchicalNSW<float>::searchBaseLayerST<",
+        "CustomFilterFunctor::operator()(unsigned long)",
+    ],
+};
+
+impl Callback {
+    fn path(&self) -> PathBuf {
+        Path::new("pypi").join(self.script)
+    }
+
+    /// `CALLER (SCRIPT:LINE)`: the caller's frame at its call into the extension.
+    fn caller_frame(&self) -> String {
+        let line = line_of(self.path(), self.caller);
+        format!("{} ({}:{line})", self.caller, self.script)
+    }
+
+    /// Whether `frame` is the callback's (any line).
+    fn in_callback(&self, frame: &str) -> bool {
+        frame.starts_with(&format!("{} ({}:", self.callback, self.script))
+    }
+
+    /// Whether `frame` is the callback's, on one of the lines of its body up to the marker.
+    fn is_callback(&self, frame: &str) -> bool {
+        let body = def_line(self.path(), self.callback) + 1..=line_of(self.path(), self.callback);
+        body.map(|line| format!("{} ({}:{line})", self.callback, self.script))
+            .any(|f| f == frame)
+    }
+
+    fn is_extension(&self, frame: &str) -> bool {
+        frame
+            .rsplit_once(" (")
+            .is_some_and(|(_, module)| module.starts_with(self.module))
+    }
+
+    /// Whether `frames` (root first) read CALLER -> the extension's functions in order ->
+    /// CALLBACK, with no Python frame and no marker between. `record`: also nothing but the
+    /// extension's frames between (record hides the interpreter's), and the Python frames
+    /// are exactly `<module> -> main -> CALLER -> CALLBACK`, with no marker anywhere.
+    fn shaped(&self, frames: &[&str], record: bool) -> bool {
+        let caller = self.caller_frame();
+        let (Some(c), Some(k)) = (
+            frames.iter().position(|f| *f == caller),
+            frames.iter().rposition(|f| self.is_callback(f)),
+        ) else {
+            return false;
+        };
+        if k <= c {
+            return false;
+        }
+        let between = &frames[c + 1..k];
+        let mut at = 0;
+        for want in self.native {
+            let found = between[at..]
+                .iter()
+                .position(|f| self.is_extension(f) && symbol(f).contains(want));
+            match found {
+                Some(i) => at += i + 1,
+                None => return false,
+            }
+        }
+        if between.iter().any(|f| is_python(f) || f.starts_with('<')) {
+            return false;
+        }
+        if !record {
+            return true;
+        }
+        let script = |f: &str| format!("{f} ({}:", self.script);
+        let python: Vec<&str> = frames.iter().copied().filter(|f| is_python(f)).collect();
+        between.iter().all(|f| self.is_extension(f))
+            && !frames.iter().any(|f| f.starts_with('<') && !is_python(f))
+            && python.len() == 4
+            && python[0].starts_with(&script("<module>"))
+            && python[1].starts_with(&script("main"))
+    }
+}
+
+/// `record --native` of a callback script, 4 seconds: the stacks, root first.
+fn record_callback(python: &Path, cb: &Callback, mode: &str) -> Vec<RawStack> {
+    let dir = TempDir::new("pypi-callback");
+    let out = dir.join("out.txt");
+    let mut cmd = pyspy_bpf();
+    cmd.args([
+        "record", "--native", "--mode", mode, "-r", "100", "-f", "raw", "-o",
+    ])
+    .arg(&out)
+    .arg("--")
+    .arg(python)
+    .arg(scripts_dir().join(cb.path()))
+    .arg("4");
+    run(&mut cmd, RUN_TIMEOUT)
+        .and_then(Outcome::ok)
+        .unwrap_or_else(|e| panic!("record --native {}: {e:#}", cb.script));
+    read_raw(&out).expect("raw profile")
+}
+
+/// In at least 90% of the samples in the callback (and at least 40 of them), the stack reads
+/// `<module> -> main -> CALLER -> the extension -> CALLBACK` with nothing else between and no
+/// marker.
+fn check_callback_record(what: &str, cb: &Callback, stacks: &[RawStack]) -> Result<(), String> {
+    fn frames(s: &RawStack) -> Vec<&str> {
+        s.frames.iter().map(String::as_str).collect()
+    }
+    let in_callback = |s: &RawStack| s.frames.iter().any(|f| cb.in_callback(f));
+    let total = count(stacks, in_callback);
+    let shaped = count(stacks, |s| in_callback(s) && cb.shaped(&frames(s), true));
+    // (BPF samples count CPU time: on a loaded 2-CPU host the target gets a third of one.)
+    if total < 40 || shaped * 100 < total * 90 {
+        return Err(format!(
+            "{what}: {shaped} of {total} samples in {} read <module> -> main -> {} -> {} -> {}: {}",
+            cb.callback,
+            cb.caller_frame(),
+            cb.native.join(" -> "),
+            cb.callback,
+            summary(stacks)
+        ));
+    }
+    eprintln!(
+        "{what}: {shaped} of {total} samples in {} in shape",
+        cb.callback
+    );
+    Ok(())
+}
+
+/// Each thread's frames in `dump --native` text, root first.
+fn dumped_threads(text: &str) -> Vec<Vec<&str>> {
+    let mut threads: Vec<Vec<&str>> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("Thread ") {
+            threads.push(Vec::new());
+        } else if let (Some(frames), Some(frame)) = (threads.last_mut(), line.strip_prefix("    "))
+        {
+            frames.push(frame.trim());
+        }
+    }
+    for frames in &mut threads {
+        frames.reverse();
+    }
+    threads
+}
+
+/// `dump --native` of the running script: one of five dumps (the script spends nearly all
+/// its time in the callback) reads CALLER -> the extension -> CALLBACK.
+fn check_callback_dump(python: &Path, cb: &Callback) -> Result<(), String> {
+    let interp = Interpreter {
+        series: String::new(),
+        version: String::new(),
+        flavour: "venv".into(),
+        path: python.to_path_buf(),
+    };
+    let target = interp
+        .start(cb.path(), &["60"])
+        .map_err(|e| format!("{e:#}"))?;
+    target.wait_ready().map_err(|e| format!("{e:#}"))?;
+    let pid = target.pid().to_string();
+    let mut last = String::new();
+    for _ in 0..5 {
+        let out = pyspy(&["dump", "--native", "--pid", &pid])
+            .and_then(Outcome::ok)
+            .map_err(|e| format!("dump --native {}: {e:#}", cb.script))?;
+        let threads = dumped_threads(&out.stdout);
+        if threads.iter().any(|frames| cb.shaped(frames, false)) {
+            return Ok(());
+        }
+        last = out.stdout;
+    }
+    Err(format!(
+        "dump --native, {}: 5 dumps without {} -> {} -> {}; the last:\n{last}",
+        cb.what,
+        cb.caller_frame(),
+        cb.native.join(" -> "),
+        cb.callback
+    ))
+}
+
+#[test]
+fn cython_and_pybind11_extensions_sit_between_python_caller_and_callback() {
+    const TEST: &str = "Cython and pybind11 callbacks --native";
+    let Some(python) = venv_python(TEST) else {
+        return;
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let modes: &[&str] = if is_root() {
+        &["bpf", "userspace"]
+    } else {
+        assert!(!in_ci(), "{TEST}: CI must run this test as root");
+        eprintln!("{TEST}: BPF mode SKIPPED: not root");
+        &["userspace"]
+    };
+    let mut failures = Vec::new();
+    for cb in [&MSGPACK, &HNSWLIB] {
+        for &mode in modes {
+            let what = format!("record --native --mode {mode}, {}", cb.what);
+            let stacks = record_callback(&python, cb, mode);
+            if let Err(e) = check_callback_record(&what, cb, &stacks) {
+                failures.push(e);
+            }
+        }
+        if let Err(e) = check_callback_dump(&python, cb) {
+            failures.push(e);
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

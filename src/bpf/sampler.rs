@@ -745,6 +745,7 @@ mod tests {
             user_status: crate::model::StackStatus::Collected,
             user_regs: None,
             user_stack: Vec::new(),
+            user_stack_unread: Vec::new(),
             python: Default::default(),
         };
         let copy = RawSample {

@@ -56,6 +56,7 @@ mod tests {
         StackCopy {
             base,
             bytes: words.iter().flat_map(|w| w.to_ne_bytes()).collect(),
+            unread: Vec::new(),
         }
     }
 

@@ -2,6 +2,8 @@
 //! native unwinder. The thread must be in a ptrace stop (`pause::Paused`); the stack is copied
 //! page by page, so a copy ends where the stack mapping ends instead of failing whole.
 
+use std::ops::Range;
+
 use super::memory::RemoteMemory;
 use crate::model::Addr;
 
@@ -19,11 +21,17 @@ pub struct StackCopy {
     /// Address of `bytes[0]` (the stack pointer at the time of the copy).
     pub base: Addr,
     pub bytes: Vec<u8>,
+    /// Ranges inside the copy that could not be read (their bytes are no data).
+    pub unread: Vec<Range<Addr>>,
 }
 
 impl StackCopy {
-    /// The 8 bytes at `addr`, if they are inside the copy.
+    /// The 8 bytes at `addr`, if they are inside the copy and were read.
     pub fn read_u64(&self, addr: Addr) -> Option<u64> {
+        let end = addr.checked_add(8)?;
+        if self.unread.iter().any(|r| addr < r.end && r.start < end) {
+            return None;
+        }
         let at = usize::try_from(addr.checked_sub(self.base)?).ok()?;
         let b = self.bytes.get(at..at.checked_add(8)?)?;
         Some(u64::from_ne_bytes(b.try_into().ok()?))
@@ -41,6 +49,7 @@ pub fn copy_stack(mem: &dyn RemoteMemory, sp: Addr, max_len: usize) -> StackCopy
     let mut copy = StackCopy {
         base: sp,
         bytes: Vec::with_capacity(max_len.min(PREALLOCATE)),
+        unread: Vec::new(),
     };
     let mut at = sp;
     while copy.bytes.len() < max_len {

@@ -661,6 +661,7 @@ fn unwind(
     let copy = StackCopy {
         base: regs.sp,
         bytes: raw.user_stack.clone(),
+        unread: raw.user_stack_unread.clone(),
     };
     let regs = UserRegs {
         ip: regs.ip,

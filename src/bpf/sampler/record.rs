@@ -6,7 +6,9 @@ use super::skel::types::{
     pyspy_native_sample, pyspy_py_status as py_status, pyspy_sample, pyspy_sample_flag as flag,
 };
 use super::{STACK_OFFSET, STACK_PAGE};
-use crate::model::{BpfPyFrame, BpfPyStatus, BpfPython, RawSample, SampleRegs, StackStatus};
+use std::ops::Range;
+
+use crate::model::{Addr, BpfPyFrame, BpfPyStatus, BpfPython, RawSample, SampleRegs, StackStatus};
 
 /// `PY_FRAME_SHIM`, `PY_FRAME_ENTRY`, `PY_FRAME_FLAGS` (bpf/pyspy.h): low bits of a recorded
 /// frame address.
@@ -32,15 +34,14 @@ pub(super) fn decode(data: &[u8]) -> Option<RawSample> {
     let record = read_record(data)?;
     let mut sample = to_raw_sample(&record);
     if record.flags & flag::SAMPLE_NATIVE.0 != 0 {
-        let (regs, stack) = native_part(data, record.flags)?;
+        let (regs, stack, unread) = native_part(data, record.flags)?;
         sample.user_regs = regs;
         sample.user_stack = stack;
+        sample.user_stack_unread = unread;
     }
     Some(sample)
 }
 
-/// The registers and the stack copy (from sp up) of a `pyspy_native_sample` record; `None`
-/// when the record is too short for its header.
 /// What a decoded sample holds in memory (the unit of the queue's bound): a sample with a
 /// 60 KiB stack copy costs that much more than one without.
 pub(super) fn sample_bytes(sample: &RawSample) -> usize {
@@ -48,10 +49,16 @@ pub(super) fn sample_bytes(sample: &RawSample) -> usize {
         + sample.comm.capacity()
         + (sample.kernel.capacity() + sample.user.capacity()) * std::mem::size_of::<u64>()
         + sample.user_stack.capacity()
+        + sample.user_stack_unread.capacity() * std::mem::size_of::<std::ops::Range<u64>>()
         + sample.python.frames.capacity() * std::mem::size_of::<BpfPyFrame>()
 }
 
-fn native_part(data: &[u8], flags: u32) -> Option<(Option<SampleRegs>, Vec<u8>)> {
+/// What a `pyspy_native_sample` record adds: the registers, the stack copy (from sp up) and
+/// the address ranges of the copy that could not be read; `None` when the record is too short
+/// for its header.
+type NativePart = (Option<SampleRegs>, Vec<u8>, Vec<Range<Addr>>);
+
+fn native_part(data: &[u8], flags: u32) -> Option<NativePart> {
     use std::mem::offset_of;
     let u64_at = |at: usize| -> Option<u64> {
         Some(u64::from_ne_bytes(data.get(at..at + 8)?.try_into().ok()?))
@@ -65,15 +72,25 @@ fn native_part(data: &[u8], flags: u32) -> Option<(Option<SampleRegs>, Vec<u8>)>
         bp: u64_at(offset_of!(pyspy_native_sample, bp))?,
     };
     let stack_len = u32_at(offset_of!(pyspy_native_sample, stack_len))? as usize;
+    let missing = u32_at(offset_of!(pyspy_native_sample, missing_pages))?;
     let copy = data.get(STACK_OFFSET..).unwrap_or_default();
     if flags & flag::SAMPLE_REGS_FAILED.0 != 0 {
-        return Some((None, Vec::new()));
+        return Some((None, Vec::new(), Vec::new()));
     }
     // stack[] mirrors the pages from the one holding sp: the valid bytes start at sp's offset.
     let first = (regs.sp % STACK_PAGE as u64) as usize;
     let end = stack_len.min(copy.len());
     let stack = copy.get(first..end).unwrap_or_default().to_vec();
-    Some((Some(regs), stack))
+    // Page 0 holds sp (a copy without it is empty); a missing page above is a hole in the copy.
+    let page_addr = regs.sp - first as u64;
+    let unread = (1..end.div_ceil(STACK_PAGE).min(32))
+        .filter(|&i| missing & (1 << i) != 0)
+        .map(|i| {
+            let start = page_addr + (i * STACK_PAGE) as u64;
+            start..start + STACK_PAGE as u64
+        })
+        .collect();
+    Some((Some(regs), stack, unread))
 }
 
 fn to_raw_sample(record: &pyspy_sample) -> RawSample {
@@ -113,6 +130,7 @@ fn to_raw_sample(record: &pyspy_sample) -> RawSample {
         user_status: status(flag::SAMPLE_USTACK_FAILED, flag::SAMPLE_USTACK_FULL, None),
         user_regs: None,
         user_stack: Vec::new(),
+        user_stack_unread: Vec::new(),
         python: python_part(record),
     }
 }
@@ -278,6 +296,7 @@ mod tests {
         // From sp (0xff0 into its page) to the end of the second page.
         assert_eq!(sample.user_stack.len(), 0x10 + STACK_PAGE);
         assert_eq!(sample.user_stack[..8], 0x1234u64.to_ne_bytes());
+        assert!(sample.user_stack_unread.is_empty());
         // A failed copy: registers, no stack; failed registers: neither.
         native.stack_len = 0;
         native.sample.flags |= flag::SAMPLE_USTACK_COPY_FAILED.0;
@@ -294,6 +313,36 @@ mod tests {
         assert!(plain.is_some_and(|s| s.user_regs.is_none()));
         assert_eq!(user_stack_pages(16 * 1024), 5);
         assert_eq!(user_stack_pages(1), 2);
+    }
+
+    /// A page the BPF program could not read, between two it could, is a hole in the copy:
+    /// the pages above it are kept, and reads inside it fail.
+    #[test]
+    fn a_missing_page_is_a_hole_in_the_copy() {
+        let sp = 0x7ffc_0000_1ff0;
+        let mut native = Box::new(pyspy_native_sample {
+            sample: record(),
+            sp,
+            stack_len: 4 * STACK_PAGE as u32,
+            stack_pages: 4,
+            missing_pages: 1 << 2,
+            ..Default::default()
+        });
+        native.sample.flags = flag::SAMPLE_NATIVE.0;
+        native.stack[3 * STACK_PAGE..3 * STACK_PAGE + 8].copy_from_slice(&0x5678u64.to_ne_bytes());
+        let sample = decode(bytes_of(&native, STACK_OFFSET + 4 * STACK_PAGE)).expect("decodes");
+        assert_eq!(sample.user_stack.len(), 0x10 + 3 * STACK_PAGE);
+        let hole = 0x7ffc_0000_3000..0x7ffc_0000_4000;
+        assert_eq!(sample.user_stack_unread, vec![hole.clone()]);
+        let copy = crate::process::regs::StackCopy {
+            base: sp,
+            bytes: sample.user_stack,
+            unread: sample.user_stack_unread,
+        };
+        assert_eq!(copy.read_u64(hole.end), Some(0x5678));
+        assert_eq!(copy.read_u64(hole.start), None);
+        assert_eq!(copy.read_u64(hole.start - 4), None);
+        assert_eq!(copy.read_u64(hole.start - 8), Some(0));
     }
 
     fn bytes_of(native: &pyspy_native_sample, len: usize) -> &[u8] {
