@@ -1,10 +1,17 @@
-//! Snapshot tests: a walk of a real interpreter, recorded through `RecordingMemory` and
-//! committed under tests/fixtures/snapshots/, is replayed through the same walker code with
-//! `ReplayMemory` and must give the same stacks. No live process is needed to replay.
+//! Snapshot tests: attaching to a real interpreter and reading its stacks, recorded through
+//! `RecordingMemory` and `RecordingFacts` and committed under tests/fixtures/snapshots/, is
+//! replayed through the same code with `ReplayMemory` and `RecordedFacts`, and must give the
+//! same interpreter and stacks. That code is `PythonProcess::attach_to` (the interpreter's
+//! binary found by the executable's entry point or by the maps, its version, the offsets
+//! with `_Py_DebugOffsets`, the interpreter list), then what the BPF sampler does per sampled
+//! thread: `read_thread_list` (thread states, their OS thread ids) and
+//! `thread_stack_with_entries` (frames, code objects, the GIL). Thread names are left out:
+//! looking `threading` up in `sys.modules` would be most of each fixture. No live process is
+//! needed to replay.
 //!
-//! A replay serves exactly the reads that were recorded, so a change in how the walker reads
-//! (which fields, in how many reads) needs the fixtures regenerated (needs the provisioned
-//! interpreters, root):
+//! A replay serves exactly the reads and answers that were recorded, so a change in what
+//! attaching or reading asks (which fields, in how many reads) needs the fixtures
+//! regenerated (needs the provisioned and pyenv interpreters, root):
 //! `PYSPY_WRITE_SNAPSHOTS=1 cargo test --release --test snapshot`
 
 mod common;
@@ -13,92 +20,104 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use pyspy_bpf::model::{Frame, PyVersion};
-use pyspy_bpf::process::memory::{
-    ProcessMemory, RecordingMemory, RemoteMemory, ReplayMemory, Snapshot,
-};
+use pyspy_bpf::model::{Frame, StackTrace};
+use pyspy_bpf::process::facts::{LiveProcess, RecordedFacts, RecordingFacts};
+use pyspy_bpf::process::memory::{ProcessMemory, RecordingMemory, ReplayMemory, Snapshot};
 use pyspy_bpf::process::pause::Paused;
-use pyspy_bpf::python::attach::{locate, Interpreter, InterpreterRoot};
-use pyspy_bpf::python::code::CodeCache;
-use pyspy_bpf::python::debug_offsets::{
-    apply_debug_offsets, parse_debug_offsets, DEBUG_OFFSETS_READ_LEN,
-};
-use pyspy_bpf::python::offsets::offsets_for;
-use pyspy_bpf::python::threads::{interpreters, thread_states, GilLocation};
-use pyspy_bpf::python::walk::walk_thread;
+use pyspy_bpf::process::{ProcessFacts, RemoteMemory};
+use pyspy_bpf::python::state::StackExtras;
+use pyspy_bpf::python::PythonProcess;
 
 fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/snapshots")
 }
 
-/// Every thread's stack as `func (file:line)` strings, leaf first, read through `mem`.
-fn read_stacks(mem: &dyn RemoteMemory, interp: &Interpreter) -> Vec<Vec<String>> {
-    let o = &interp.offsets;
-    let head = interp
-        .interpreters_head(mem)
-        .expect("interpreter list head");
-    let mut codes = CodeCache::default();
-    let mut stacks = Vec::new();
-    for i in interpreters(mem, o, head).expect("interpreters") {
-        for t in thread_states(mem, o, i).expect("thread states") {
-            let walk = walk_thread(mem, o, t.addr);
-            assert!(
-                walk.truncated.is_none(),
-                "walk truncated: {:?}",
-                walk.truncated
-            );
-            let frames = walk
-                .frames
-                .iter()
-                .map(|raw| match codes.resolve(mem, o, *raw) {
-                    Frame::Python(f) => {
-                        let file = f.filename.rsplit('/').next().unwrap_or("").to_string();
-                        format!("{} ({}:{})", f.function, file, f.line)
-                    }
-                    other => format!("{other:?}"),
-                })
-                .collect();
-            stacks.push(frames);
-        }
-    }
-    stacks
+fn target_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/snapshot_target.py")
 }
 
-/// The offsets for `version`, corrected by the `_Py_DebugOffsets` found in `mem` (3.13+),
-/// exactly as attaching to a live process does.
-fn offsets_from(
-    mem: &dyn RemoteMemory,
-    version: PyVersion,
-    root: InterpreterRoot,
-) -> pyspy_bpf::python::offsets::PyOffsets {
-    let mut offsets = offsets_for(version).expect("supported version");
-    if let (InterpreterRoot::Runtime(runtime), true) = (root, version >= PyVersion::new(3, 13, 0)) {
-        let bytes = mem
-            .read_bytes(runtime, DEBUG_OFFSETS_READ_LEN)
-            .expect("debug offsets bytes");
-        let debug = parse_debug_offsets(&bytes, version).expect("debug offsets parse");
-        apply_debug_offsets(&mut offsets, &debug);
+/// One thread as read: frames as `func (file:line)`, leaf first, and which of them the eval
+/// loop was entered at (`Walk::entry`).
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Thread {
+    tid: Option<u32>,
+    owns_gil: bool,
+    frames: Vec<String>,
+    entry: Vec<bool>,
+}
+
+impl Thread {
+    fn of(trace: &StackTrace, entry: Vec<bool>) -> Thread {
+        let frames = trace
+            .frames
+            .iter()
+            .map(|frame| match frame {
+                Frame::Python(f) => {
+                    let file = f.filename.rsplit('/').next().unwrap_or("").to_string();
+                    format!("{} ({}:{})", f.function, file, f.line)
+                }
+                other => format!("{other:?}"),
+            })
+            .collect();
+        Thread {
+            tid: trace.tid,
+            owns_gil: trace.owns_gil,
+            frames,
+            entry,
+        }
     }
-    offsets
+}
+
+/// What attaching found and what reading every thread gave.
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Read {
+    version: String,
+    /// The binary holding the interpreter (the executable, or a libpython).
+    binary: PathBuf,
+    threads: Vec<Thread>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Fixture {
-    version: (u8, u8, u8),
-    /// "runtime" (3.x `_PyRuntime`) or "interp_head" (2.7 variable).
-    root_kind: String,
-    root_addr: u64,
-    expected: Vec<Vec<String>>,
+    read: Read,
+    /// What the OS said of the process.
+    facts: RecordedFacts,
     /// `Snapshot::to_json` text.
     memory: String,
 }
 
+/// Attach through `mem` and `os` and read every thread as the BPF sampler does for a
+/// sampled one.
+fn attach_and_read<M: RemoteMemory, F: ProcessFacts>(mem: M, os: F) -> Read {
+    let mut process = PythonProcess::attach_to(mem, os).expect("attach");
+    process.read_thread_list().expect("thread list");
+    let mut tids: Vec<u32> = process.thread_state_addrs().map(|(tid, _)| tid).collect();
+    tids.sort_unstable();
+    let want = StackExtras {
+        gil: true,
+        thread_name: false,
+    };
+    let threads = tids
+        .into_iter()
+        .map(|tid| {
+            let (trace, entry, _shims) = process
+                .thread_stack_with_entries(tid, want)
+                .expect("stack")
+                .expect("a thread state");
+            Thread::of(&trace, entry)
+        })
+        .collect();
+    Read {
+        version: process.version().to_string(),
+        binary: process.interpreter.binary.clone(),
+        threads,
+    }
+}
+
 fn record_fixture(interp: &common::Interpreter) -> Fixture {
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/snapshot_target.py");
     let mut child = Command::new(&interp.path)
-        .arg(if interp.is_py2() { "-sE" } else { "-I" })
-        .arg(&script)
+        .arg(interp.isolation_flag())
+        .arg(target_script())
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn");
@@ -107,50 +126,26 @@ fn record_fixture(interp: &common::Interpreter) -> Fixture {
         .read_line(&mut line)
         .unwrap();
     let guard = common::ChildGuard(child);
-    let located = locate(guard.pid()).expect("locate");
     let paused = Paused::pause(guard.pid()).expect("pause");
-    let rec = RecordingMemory::new(ProcessMemory::new(guard.pid()));
-    let offsets = offsets_from(&rec, located.version, located.root);
-    assert_eq!(offsets, located.offsets);
-    let expected = read_stacks(&rec, &located);
+    let mem = RecordingMemory::new(ProcessMemory::new(guard.pid()));
+    let os = RecordingFacts::new(LiveProcess::new(guard.pid()));
+    let read = attach_and_read(&mem, &os);
     drop(paused);
-    let (root_kind, root_addr) = match located.root {
-        InterpreterRoot::Runtime(a) => ("runtime", a),
-        InterpreterRoot::InterpHeadVar(a) => ("interp_head", a),
-    };
-    let v = located.version;
     Fixture {
-        version: (v.major, v.minor, v.patch),
-        root_kind: root_kind.into(),
-        root_addr,
-        expected,
-        memory: rec.into_snapshot().to_json(),
+        read,
+        facts: os.into_recorded(),
+        memory: mem.into_snapshot().to_json(),
     }
 }
 
-fn replay(fixture: &Fixture) -> Vec<Vec<String>> {
+fn replay(fixture: &Fixture) -> Read {
     let mem = ReplayMemory::new(Snapshot::from_json(&fixture.memory).expect("snapshot json"));
-    let version = PyVersion::new(fixture.version.0, fixture.version.1, fixture.version.2);
-    let root = match fixture.root_kind.as_str() {
-        "runtime" => InterpreterRoot::Runtime(fixture.root_addr),
-        _ => InterpreterRoot::InterpHeadVar(fixture.root_addr),
-    };
-    let interp = Interpreter {
-        pid: 0,
-        version,
-        offsets: offsets_from(&mem, version, root),
-        binary: PathBuf::new(),
-        root,
-        gil: GilLocation::Unknown,
-    };
-    read_stacks(&mem, &interp)
+    attach_and_read(mem, fixture.facts.clone())
 }
 
 /// Line number of the `# LINE:name` marker in the target script.
 fn marker_line(name: &str) -> usize {
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/snapshot_target.py");
-    let text = std::fs::read_to_string(script).unwrap();
+    let text = std::fs::read_to_string(target_script()).unwrap();
     let marker = format!("# LINE:{name}");
     text.lines()
         .position(|l| l.trim_end().ends_with(&marker))
@@ -158,59 +153,105 @@ fn marker_line(name: &str) -> usize {
         + 1
 }
 
+/// The fixture itself must hold what the script does, or replaying it proves nothing: its
+/// version and binary, one thread with the script's stack at its marked lines.
+fn check_recorded(name: &str, fixture: &Fixture) {
+    let read = &fixture.read;
+    // python3.11-static.json, python3.12-pyenv.json
+    let (series, flavour) = name
+        .trim_start_matches("python")
+        .trim_end_matches(".json")
+        .split_once('-')
+        .unwrap_or_else(|| panic!("{name}: not pythonX.Y-FLAVOUR.json"));
+    assert!(
+        read.version.starts_with(&format!("{series}.")),
+        "{name}: version {}",
+        read.version
+    );
+    let binary = read.binary.file_name().unwrap().to_string_lossy();
+    match flavour {
+        "static" => assert_eq!(Some(&read.binary), fixture.facts.exe.as_ref(), "{name}"),
+        _ => assert!(binary.starts_with("libpython"), "{name}: binary {binary}"),
+    }
+    let [thread] = read.threads.as_slice() else {
+        panic!("{name}: expected one thread, got {:?}", read.threads);
+    };
+    assert!(thread.tid.is_some(), "{name}: no tid: {thread:?}");
+    let major_minor: Vec<u32> = read
+        .version
+        .split('.')
+        .take(2)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    // Qualified names from 3.11 on (`co_qualname`).
+    let method = match major_minor >= vec![3, 11] {
+        true => "Holder.method",
+        false => "method",
+    };
+    let names: Vec<&str> = thread
+        .frames
+        .iter()
+        .map(|f| f.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(names, ["leaf", "middle", method, "<module>"], "{name}");
+    for (frame, marker) in thread.frames.iter().zip(["leaf", "middle", "method"]) {
+        let line = format!("(snapshot_target.py:{})", marker_line(marker));
+        assert!(
+            frame.ends_with(&line),
+            "{name}: {frame} should end with {line}"
+        );
+    }
+}
+
 #[test]
-fn snapshots_replay_to_the_recorded_stacks() {
+fn snapshots_replay_attach_and_stacks() {
     if std::env::var("PYSPY_WRITE_SNAPSHOTS").is_ok() {
         std::fs::create_dir_all(fixtures_dir()).unwrap();
-        for interp in common::interpreters()
-            .iter()
-            .filter(|i| i.flavour == "static")
-        {
+        // pyenv's builds only for the series the provisioned ones do not cover.
+        let interpreters = common::interpreters();
+        let provisioned = |series: &str| {
+            interpreters
+                .iter()
+                .any(|i| i.series == series && i.flavour == "static")
+        };
+        for interp in interpreters.iter().filter(|i| match i.flavour.as_str() {
+            "static" | "shared" => true,
+            "pyenv" => !provisioned(&i.series),
+            _ => false,
+        }) {
             let fixture = record_fixture(interp);
-            let path = fixtures_dir().join(format!("python{}.json", interp.series));
+            let path =
+                fixtures_dir().join(format!("python{}-{}.json", interp.series, interp.flavour));
             std::fs::write(&path, serde_json::to_string(&fixture).unwrap()).unwrap();
             eprintln!("wrote {}", path.display());
         }
     }
-    let mut seen = 0;
+    let mut seen = Vec::new();
     for entry in std::fs::read_dir(fixtures_dir()).expect("fixtures dir") {
         let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let fixture: Fixture =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        // The fixture itself must hold the script's stack, or this test proves nothing.
-        let main = fixture
-            .expected
-            .iter()
-            .find(|s| s.iter().any(|f| f.starts_with("leaf ")));
-        let main = main.unwrap_or_else(|| panic!("{}: no stack with leaf()", path.display()));
-        let method = if fixture.version.0 >= 3 && fixture.version.1 >= 11 {
-            "Holder.method"
-        } else {
-            "method"
-        };
-        let names: Vec<&str> = main.iter().map(|f| f.split(' ').next().unwrap()).collect();
-        assert_eq!(
-            names,
-            ["leaf", "middle", method, "<module>"],
-            "{}",
-            path.display()
-        );
-        let lines: Vec<String> = ["leaf", "middle", "method"]
-            .iter()
-            .map(|m| format!(":{})", marker_line(m)))
-            .collect();
-        for (frame, line) in main.iter().zip(&lines) {
-            assert!(
-                frame.ends_with(line.as_str()),
-                "{}: {frame} should end with {line}",
-                path.display()
-            );
-        }
-        assert_eq!(replay(&fixture), fixture.expected, "{}", path.display());
-        seen += 1;
+        check_recorded(&name, &fixture);
+        assert_eq!(replay(&fixture), fixture.read, "{name}");
+        seen.push(name);
     }
-    assert!(
-        seen >= 5,
-        "expected snapshot fixtures for every provisioned series, found {seen}"
-    );
+    seen.sort();
+    // Every supported series, and both ways of finding the interpreter (the executable by
+    // its entry point, a libpython by the maps).
+    for want in [
+        "python2.7-static.json",
+        "python2.7-shared.json",
+        "python3.9-static.json",
+        "python3.11-static.json",
+        "python3.11-shared.json",
+        "python3.13-static.json",
+        "python3.14-static.json",
+        "python3.15-static.json",
+    ] {
+        assert!(
+            seen.iter().any(|s| s == want),
+            "no fixture {want}: {seen:?}"
+        );
+    }
 }

@@ -38,7 +38,8 @@ pub enum ElfError {
 }
 
 /// A parsed binary: the symbols we asked for (unrelocated addresses) and its load segments.
-#[derive(Debug, Clone)]
+/// Serialisable: a snapshot fixture keeps the images attaching looked at (`RecordedFacts`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ElfImage {
     pub path: PathBuf,
     /// Symbol name -> (address as linked, size).

@@ -1,6 +1,6 @@
 //! Parsing `/proc/PID/maps`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::model::Addr;
 
@@ -30,6 +30,40 @@ impl MapRange {
     /// The file name of the mapped path (`libpython3.11.so.1.0`).
     pub fn file_name(&self) -> Option<&str> {
         self.pathname.as_ref()?.file_name()?.to_str()
+    }
+}
+
+/// As a maps line (the device is not kept: 00:00).
+impl std::fmt::Display for MapRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let flag = |on: bool, c: char| if on { c } else { '-' };
+        write!(
+            f,
+            "{:x}-{:x} {}{}{}p {:08x} 00:00 {} {}",
+            self.start,
+            self.end,
+            flag(self.readable, 'r'),
+            flag(self.writable, 'w'),
+            flag(self.executable, 'x'),
+            self.offset,
+            self.inode,
+            self.pathname.as_deref().unwrap_or(Path::new("")).display()
+        )
+    }
+}
+
+/// Serialised as its maps line (a snapshot fixture keeps the maps attaching read).
+impl serde::Serialize for MapRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MapRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MapRange, D::Error> {
+        let line = String::deserialize(d)?;
+        parse_line(&line)
+            .ok_or_else(|| serde::de::Error::custom(format!("not a maps line: {line}")))
     }
 }
 
@@ -94,5 +128,8 @@ garbage line
             Some(std::path::Path::new("/tmp/my lib.so"))
         );
         assert!(maps[3].executable && maps[3].offset == 0x1000);
+        for m in &maps {
+            assert_eq!(parse_line(&m.to_string()).as_ref(), Some(m), "{m}");
+        }
     }
 }

@@ -12,6 +12,7 @@
 pub mod access;
 #[cfg(unix)]
 pub mod elf;
+pub mod facts;
 pub mod image;
 pub mod kstack;
 pub mod lineage;
@@ -46,4 +47,5 @@ pub mod access {
     pub use super::proc::{why_denied, why_no_ptrace};
 }
 
+pub use facts::{LiveProcess, ProcessFacts};
 pub use memory::{MemoryError, ProcessMemory, RemoteMemory};

@@ -10,11 +10,16 @@ use super::threads::GilLocation;
 use crate::model::{Addr, PyVersion};
 #[cfg(unix)]
 use crate::process::elf::ElfImage;
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+use crate::process::facts::ImageQuery;
+use crate::process::facts::{LiveProcess, ProcessFacts};
 use crate::process::image::ObjectImage;
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
 use crate::process::maps::MapRange;
 use crate::process::memory::{MemoryError, ProcessMemory, RemoteMemory};
-use crate::process::proc::{self, ProcError};
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+use crate::process::proc;
+use crate::process::proc::ProcError;
 
 /// Symbols we look up in the interpreter's binary.
 const SYMBOLS: &[&str] = &[
@@ -103,46 +108,65 @@ impl Interpreter {
 }
 
 /// Locate the interpreter in `pid`.
-#[cfg(target_os = "linux")]
 pub fn locate(pid: u32) -> Result<Interpreter, AttachError> {
-    let exe = proc::exe(pid)?;
-    let mem = ProcessMemory::new(pid);
+    locate_in(&ProcessMemory::new(pid), &LiveProcess::new(pid))
+}
+
+/// What `ProcessFacts::binary_image` keeps of a binary for attaching.
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+const IMAGE_QUERY: ImageQuery = (SYMBOLS, needs_version_scan);
+
+/// Locate the interpreter in the process `os` describes, whose memory is `mem` (live, or a
+/// recording replayed).
+#[cfg(target_os = "linux")]
+pub fn locate_in(
+    mem: &dyn RemoteMemory,
+    os: &dyn ProcessFacts,
+) -> Result<Interpreter, AttachError> {
+    let pid = os.pid();
+    let exe = os.exe()?;
 
     // Most Python processes run an interpreter built into their executable: its load bias
     // comes from the entry point (`AT_ENTRY`, in a few hundred bytes of auxv), without
     // /proc/PID/maps (a line per mapping: ~150 us for a process of 50 threads, paid per
     // process by `record --all`). The maps are read when the executable is not the
     // interpreter (a shared build's launcher, a program embedding libpython).
-    let local_exe = PathBuf::from(format!("/proc/{pid}/exe"));
-    if let Ok(image) = ElfImage::load_cached(&local_exe, SYMBOLS, needs_version_scan) {
+    if let Ok(image) = os.binary_image(&exe, None, IMAGE_QUERY) {
         if is_interpreter(&*image) {
-            if let Ok(entry) = proc::entry_point(pid) {
+            if let Ok(entry) = os.entry_point() {
                 let bias = entry.wrapping_sub(image.entry);
                 // Anything amiss (a libpython that holds the live state, a process still
                 // starting) is settled by the maps, as without this shortcut.
-                match interpreter_in(pid, &mem, exe.clone(), &*image, bias) {
+                match interpreter_in(pid, mem, exe.clone(), &*image, bias) {
                     Ok(interpreter) => return Ok(interpreter),
                     Err(e) => log::debug!("pid {pid}: the executable's interpreter: {e}"),
                 }
             }
         }
     }
-    locate_in_maps(pid, &mem, &exe)
+    locate_in_maps(mem, os, &exe)
 }
 
-/// Locate the interpreter in `pid` (FreeBSD: ELF binaries, mappings from `kinfo_getvmmap`).
+/// Locate the interpreter (FreeBSD: ELF binaries, mappings from `kinfo_getvmmap`).
 #[cfg(target_os = "freebsd")]
-pub fn locate(pid: u32) -> Result<Interpreter, AttachError> {
-    locate_in_maps(pid, &ProcessMemory::new(pid), &proc::exe(pid)?)
+pub fn locate_in(
+    mem: &dyn RemoteMemory,
+    os: &dyn ProcessFacts,
+) -> Result<Interpreter, AttachError> {
+    locate_in_maps(mem, os, &os.exe()?)
 }
 
-/// The interpreter among the ELF binaries mapped in `pid`.
+/// The interpreter among the ELF binaries mapped in the process.
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
-fn locate_in_maps(pid: u32, mem: &ProcessMemory, exe: &Path) -> Result<Interpreter, AttachError> {
-    let maps = proc::maps(pid)?;
+fn locate_in_maps(
+    mem: &dyn RemoteMemory,
+    os: &dyn ProcessFacts,
+    exe: &Path,
+) -> Result<Interpreter, AttachError> {
+    let pid = os.pid();
+    let maps = os.maps()?;
     for binary in candidate_binaries(&maps, exe) {
-        let local = proc::file_in_maps(pid, &maps, &binary);
-        let image = match ElfImage::load_cached(&local, SYMBOLS, needs_version_scan) {
+        let image = match os.binary_image(&binary, Some(&maps), IMAGE_QUERY) {
             Ok(image) => image,
             Err(e) => {
                 log::debug!("pid {pid}: skipping {}: {e}", binary.display());
@@ -170,14 +194,18 @@ fn locate_in_maps(pid: u32, mem: &ProcessMemory, exe: &Path) -> Result<Interpret
     })
 }
 
-/// Locate the interpreter in `pid` (macOS, Windows): among its loaded Mach-O or PE images,
+/// Locate the interpreter (macOS, Windows): among the process's loaded Mach-O or PE images,
 /// the Python library first (`Python.framework/.../Python`, `libpython3.X.dylib`,
 /// `python3X.dll`: the executable is then a launcher; `python3.dll`, which only forwards to
-/// it, has no symbols of its own and is passed over), then the executable.
+/// it, has no symbols of its own and is passed over), then the executable. The images come
+/// from the OS (`proc::images`), whatever `os` is.
 #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
-pub fn locate(pid: u32) -> Result<Interpreter, AttachError> {
-    let exe = proc::exe(pid)?;
-    let mem = ProcessMemory::new(pid);
+pub fn locate_in(
+    mem: &dyn RemoteMemory,
+    os: &dyn ProcessFacts,
+) -> Result<Interpreter, AttachError> {
+    let pid = os.pid();
+    let exe = os.exe()?;
     let images = proc::images(pid)?;
     let is_library = |path: &Path| {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -212,7 +240,7 @@ pub fn locate(pid: u32) -> Result<Interpreter, AttachError> {
             continue;
         }
         let bias = image.load_bias(loaded.base);
-        return interpreter_in(pid, &mem, loaded.path.clone(), &image, bias);
+        return interpreter_in(pid, mem, loaded.path.clone(), &image, bias);
     }
     Err(AttachError::NotPython {
         pid,
@@ -277,7 +305,7 @@ fn memory_error(pid: u32, source: MemoryError) -> AttachError {
 /// offsets for it (with `_Py_DebugOffsets` applied on 3.13+), and where its state starts.
 fn interpreter_in(
     pid: u32,
-    mem: &ProcessMemory,
+    mem: &dyn RemoteMemory,
     binary: PathBuf,
     image: &dyn InterpreterImage,
     bias: Addr,

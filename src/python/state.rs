@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::asyncio::{read_tasks, AsyncTask, TaskList};
 use super::asyncio_layout::{locate_async_layout, AsyncLayout, AsyncioError};
-use super::attach::{locate, AttachError, Interpreter};
+use super::attach::{locate_in, AttachError, Interpreter};
 use super::code::CodeCache;
 use super::locals::{frame_locals, Local};
 use super::repr::ReprLimits;
@@ -16,6 +16,7 @@ use super::thread_names::{ThreadKey, ThreadNameCache};
 use super::threads::{gil_holders, interpreters, thread_states, ThreadState, TidResolver};
 use super::walk::{walk_bpf_frames, walk_thread, walk_thread_with_addrs, Walk};
 use crate::model::{Addr, BpfPyFrame, Frame, PyVersion, StackTrace};
+use crate::process::facts::{LiveProcess, ProcessFacts};
 use crate::process::memory::{MemoryError, ProcessMemory, RemoteMemory};
 use crate::process::pidns::TidNamespace;
 use crate::process::proc;
@@ -70,15 +71,17 @@ impl StackExtras {
 /// A stack for `--native`: the trace, `Walk::entry` flags and `Walk::shims` addresses.
 pub type StackWithEntries = (StackTrace, Vec<bool>, Vec<Addr>);
 
-/// An attached Python process.
-pub struct PythonProcess {
+/// An attached Python process: its memory `M` and what the OS says of it `F`, live by
+/// default, or a recording replayed (the snapshot tests).
+pub struct PythonProcess<M = ProcessMemory, F = LiveProcess> {
     pub pid: u32,
     /// `/proc/PID/stat` start time: a different value under the same pid is another process.
     pub start_time: u64,
     pub interpreter: Interpreter,
     pub executable: PathBuf,
     pub cmdline: Vec<String>,
-    mem: ProcessMemory,
+    mem: M,
+    os: F,
     codes: CodeCache,
     tids: TidResolver,
     /// The target's own thread ids (what its thread states hold) <-> the host's.
@@ -108,18 +111,84 @@ const TSTATE_MAP_TTL: Duration = Duration::from_secs(10);
 
 impl PythonProcess {
     pub fn attach(pid: u32) -> Result<PythonProcess, AttachError> {
-        let start_time = proc::start_time(pid)?;
-        let interpreter = locate(pid)?;
+        PythonProcess::attach_to(ProcessMemory::new(pid), LiveProcess::new(pid))
+    }
+
+    /// Every selected thread's stack, leaf first. Per-thread trouble becomes a truncated stack;
+    /// only losing the process (or its interpreter list) is an error.
+    pub fn stacks(&mut self, opts: StackOptions) -> Result<Vec<StackTrace>, SampleError> {
+        let pid = self.pid;
+        // Off Linux a thread's state comes from a listing of all of them: one per sample.
+        #[cfg(not(target_os = "linux"))]
+        {
+            let running = proc::running_threads(pid);
+            self.stacks_with_activity(opts, |tid| running.contains(&tid))
+        }
+        #[cfg(target_os = "linux")]
+        self.stacks_with_activity(opts, |tid| proc::thread_is_running(pid, tid))
+    }
+
+    /// Every asyncio task of the process (3.14+): each thread's, then each interpreter's
+    /// (tasks of threads that ended). The asyncio layout is found at the first call; until
+    /// the target imports asyncio there is none, and the error says so.
+    pub fn async_tasks(&mut self) -> Result<Vec<AsyncTask>, AsyncioError> {
+        if self.asyncio.is_none() {
+            // Until asyncio is imported there is no layout; while sampling, looking again
+            // (the maps and ELF headers) five times a second is plenty.
+            if let Some((at, why)) = &self.asyncio_missing {
+                if at.elapsed() < ASYNCIO_RETRY {
+                    return Err(AsyncioError::Again(why.clone()));
+                }
+            }
+            match locate_async_layout(&self.mem, &self.interpreter) {
+                Ok(layout) => self.asyncio = Some(layout),
+                Err(e) => {
+                    self.asyncio_missing = Some((Instant::now(), e.to_string()));
+                    return Err(e);
+                }
+            }
+        }
+        self.read_thread_list()?;
+        let pid = self.pid;
+        let o = &self.interpreter.offsets;
+        let mem: &dyn RemoteMemory = &self.mem;
+        let lost = |source: MemoryError| SampleError::Memory { pid, source };
+        let head = self.interpreter.interpreters_head(mem).map_err(lost)?;
+        let interps = interpreters(mem, o, head).map_err(lost)?;
+        let Some(layout) = self.asyncio.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let tid_of: HashMap<Addr, u32> =
+            self.tstates.iter().map(|(&tid, t)| (t.addr, tid)).collect();
+        let mut lists = Vec::new();
+        for &interp in &interps {
+            for t in thread_states(mem, o, interp).map_err(lost)? {
+                let tid = tid_of.get(&t.addr).copied();
+                lists.push(TaskList::of_thread(mem, layout, t.addr, tid));
+            }
+            lists.push(TaskList::of_interpreter(layout, interp));
+        }
+        Ok(read_tasks(mem, o, layout, &mut self.codes, &lists))
+    }
+}
+
+impl<M: RemoteMemory, F: ProcessFacts> PythonProcess<M, F> {
+    /// Attach to the process `os` describes, reading its memory through `mem`.
+    pub fn attach_to(mem: M, os: F) -> Result<PythonProcess<M, F>, AttachError> {
+        let pid = os.pid();
+        let start_time = os.start_time()?;
+        let interpreter = locate_in(&mem, &os)?;
         Ok(PythonProcess {
             pid,
             start_time,
-            executable: proc::exe(pid).unwrap_or_default(),
-            cmdline: proc::cmdline(pid).unwrap_or_default(),
+            executable: os.exe().unwrap_or_default(),
+            cmdline: os.cmdline().unwrap_or_default(),
             interpreter,
-            mem: ProcessMemory::new(pid),
+            ns: os.tid_namespace()?,
+            mem,
+            os,
             codes: CodeCache::default(),
             tids: TidResolver::default(),
-            ns: TidNamespace::of(pid)?,
             untranslated: 0,
             names: ThreadNameCache::default(),
             tstates: HashMap::new(),
@@ -136,12 +205,13 @@ impl PythonProcess {
 
     /// Whether this pid still names the process we attached to (not exited, not reused).
     pub fn is_same_process(&self) -> bool {
-        proc::start_time(self.pid)
+        self.os
+            .start_time()
             .map(|t| t == self.start_time)
             .unwrap_or(false)
     }
 
-    pub fn memory(&self) -> &ProcessMemory {
+    pub fn memory(&self) -> &M {
         &self.mem
     }
 
@@ -156,20 +226,6 @@ impl PythonProcess {
     /// in BPF. A thread that ends between the two reads counts too.
     pub fn untranslated_tids(&self) -> u64 {
         self.untranslated
-    }
-
-    /// Every selected thread's stack, leaf first. Per-thread trouble becomes a truncated stack;
-    /// only losing the process (or its interpreter list) is an error.
-    pub fn stacks(&mut self, opts: StackOptions) -> Result<Vec<StackTrace>, SampleError> {
-        let pid = self.pid;
-        // Off Linux a thread's state comes from a listing of all of them: one per sample.
-        #[cfg(not(target_os = "linux"))]
-        {
-            let running = proc::running_threads(pid);
-            self.stacks_with_activity(opts, |tid| running.contains(&tid))
-        }
-        #[cfg(target_os = "linux")]
-        self.stacks_with_activity(opts, |tid| proc::thread_is_running(pid, tid))
     }
 
     /// `stacks`, with the caller telling which threads are running: a paused process has
@@ -226,49 +282,6 @@ impl PythonProcess {
             .into_iter()
             .map(|(trace, (entry, shims), _)| (trace, entry, shims))
             .next())
-    }
-
-    /// Every asyncio task of the process (3.14+): each thread's, then each interpreter's
-    /// (tasks of threads that ended). The asyncio layout is found at the first call; until
-    /// the target imports asyncio there is none, and the error says so.
-    pub fn async_tasks(&mut self) -> Result<Vec<AsyncTask>, AsyncioError> {
-        if self.asyncio.is_none() {
-            // Until asyncio is imported there is no layout; while sampling, looking again
-            // (the maps and ELF headers) five times a second is plenty.
-            if let Some((at, why)) = &self.asyncio_missing {
-                if at.elapsed() < ASYNCIO_RETRY {
-                    return Err(AsyncioError::Again(why.clone()));
-                }
-            }
-            match locate_async_layout(&self.mem, &self.interpreter) {
-                Ok(layout) => self.asyncio = Some(layout),
-                Err(e) => {
-                    self.asyncio_missing = Some((Instant::now(), e.to_string()));
-                    return Err(e);
-                }
-            }
-        }
-        self.read_thread_list()?;
-        let pid = self.pid;
-        let o = &self.interpreter.offsets;
-        let mem: &dyn RemoteMemory = &self.mem;
-        let lost = |source: MemoryError| SampleError::Memory { pid, source };
-        let head = self.interpreter.interpreters_head(mem).map_err(lost)?;
-        let interps = interpreters(mem, o, head).map_err(lost)?;
-        let Some(layout) = self.asyncio.as_ref() else {
-            return Ok(Vec::new());
-        };
-        let tid_of: HashMap<Addr, u32> =
-            self.tstates.iter().map(|(&tid, t)| (t.addr, tid)).collect();
-        let mut lists = Vec::new();
-        for &interp in &interps {
-            for t in thread_states(mem, o, interp).map_err(lost)? {
-                let tid = tid_of.get(&t.addr).copied();
-                lists.push(TaskList::of_thread(mem, layout, t.addr, tid));
-            }
-            lists.push(TaskList::of_interpreter(layout, interp));
-        }
-        Ok(read_tasks(mem, o, layout, &mut self.codes, &lists))
     }
 
     /// Whether this version publishes asyncio's debug offsets (3.14+), which `async_tasks`
@@ -375,7 +388,7 @@ impl PythonProcess {
             tid: Some(tid),
         };
         let thread_name = match want.thread_name {
-            true => self.names.name(mem, o, key, || proc::thread_comm(pid, tid)),
+            true => self.names.name(mem, o, key, || self.os.thread_comm(tid)),
             false => None,
         };
         let stack = StackTrace {
@@ -447,7 +460,7 @@ impl PythonProcess {
         let mem: &dyn RemoteMemory = &self.mem;
         let lost = |source: MemoryError| match source {
             MemoryError::Gone { .. } => SampleError::Exited { pid },
-            _ if !proc::exists(pid) => SampleError::Exited { pid },
+            _ if !self.os.exists() => SampleError::Exited { pid },
             source => SampleError::Memory { pid, source },
         };
         let head = self.interpreter.interpreters_head(mem).map_err(lost)?;
@@ -472,7 +485,7 @@ impl PythonProcess {
         let os_tids = if need_mapping.is_empty() && !self.ns.is_nested() {
             Vec::new()
         } else {
-            proc::threads(pid).map_err(|_| SampleError::Exited { pid })?
+            self.os.threads().map_err(|_| SampleError::Exited { pid })?
         };
         self.ns.update(&os_tids);
         let mapped = if need_mapping.is_empty() {
@@ -541,7 +554,7 @@ impl PythonProcess {
             let thread_name = match want.thread_name {
                 true => self
                     .names
-                    .name(mem, o, key, || tid.and_then(|t| proc::thread_comm(pid, t))),
+                    .name(mem, o, key, || tid.and_then(|t| self.os.thread_comm(t))),
                 false => None,
             };
             let stack = StackTrace {
