@@ -44,7 +44,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
         return run_bpf(
             args,
             None,
-            bpf_source::start(&bpf_config(&TopScope::All, false))?,
+            bpf_source::start(&bpf_config(&TopScope::All, args.gil))?,
             stop,
         );
     }
