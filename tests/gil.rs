@@ -28,7 +28,7 @@ fn record(
     args: &[&str],
 ) -> Result<(Vec<RawStack>, serde_json::Value)> {
     let out = dir.join(name);
-    let stats = dir.join(format!("{name}.json"));
+    let stats = dir.join(&format!("{name}.json"));
     let (out_s, stats_s) = (out.display().to_string(), stats.display().to_string());
     let mut cmd = pyspy_bpf();
     cmd.envs(env.iter().copied()).arg("record").args(args);
