@@ -82,7 +82,7 @@ fn gil_is_read_in_bpf_on_every_interpreter() {
             ensure!(
                 s >= MIN_SAMPLES && c <= (s / 10).max(2),
                 "record --mode bpf --gil (bounded walk: {bounded}): {s} samples in `{spin}`, {c} in \
-                 `{compress}`; expected only the spinning thread:\n{}",
+                 `{compress}`; expected only the spinning thread:\n{}\n{stats}",
                 summary(&stacks)
             );
             // The target is handed to the program before the first sample: every GIL state is
@@ -94,8 +94,9 @@ fn gil_is_read_in_bpf_on_every_interpreter() {
             );
         }
 
-        // --all --gil: host-wide, this process's samples are the spinner's only (its first
-        // sample is read by user space, the rest in BPF).
+        // --all --gil: host-wide, this process's samples are (almost) only the spinner's: the
+        // compressor holds the GIL only between its calls (its first sample is read by user
+        // space, the rest in BPF).
         let (stacks, _) = record(
             &dir,
             "all-gil.txt",
@@ -109,7 +110,7 @@ fn gil_is_read_in_bpf_on_every_interpreter() {
             .collect();
         let (s, c) = (leaf_count(&ours, &spin), leaf_count(&ours, &compress));
         ensure!(
-            s >= MIN_SAMPLES && c <= (s / 10).max(2) && s == total(&ours),
+            s >= MIN_SAMPLES && c <= (s / 10).max(2) && s + c == total(&ours),
             "record --all --gil: {s} samples of pid {pid} in `{spin}`, {c} in `{compress}`, {} in \
              all; expected only the spinning thread:\n{}",
             total(&ours),
