@@ -74,6 +74,9 @@ enum pyspy_error {
 	/* Python walk: reading the thread state or a frame failed (paged out, freed under us);
 	 * the frames read before are kept and user space reads the stack instead. */
 	ERR_PY_READ_FAILED,
+	/* Python walk: the thread's GIL state could not be read (the sample has no
+	 * SAMPLE_PY_GIL_READ); user space reads it instead. */
+	ERR_PY_GIL_READ_FAILED,
 	ERR_COUNT,
 };
 
@@ -91,6 +94,10 @@ enum pyspy_sample_flag {
 	SAMPLE_NATIVE = 1 << 6,
 	SAMPLE_REGS_FAILED = 1 << 7,
 	SAMPLE_USTACK_COPY_FAILED = 1 << 8,
+	/* The Python walk read whether the sampled thread held the GIL at the sample
+	 * (pyspy_py_layout.gil_model); SAMPLE_PY_GIL_HELD says it did. */
+	SAMPLE_PY_GIL_READ = 1 << 9,
+	SAMPLE_PY_GIL_HELD = 1 << 10,
 };
 
 /* struct pyspy_sample.py_status: what the Python walk did. */
@@ -117,6 +124,19 @@ enum pyspy_frame_model {
 	PY_MODEL_CURRENT_FRAME = 2,
 };
 
+/* Where a Python process keeps which thread holds its GIL (src/python/threads.rs GilLocation
+ * mirrors it: both read the same fields). */
+enum pyspy_gil_model {
+	/* Not known for this process: the sample has no SAMPLE_PY_GIL_READ. */
+	PY_GIL_NONE = 0,
+	/* 2.7, 3.6: the _PyThreadState_Current variable; 3.7-3.11: _PyRuntime.gilstate.
+	 * tstate_current. It holds the thread state holding the GIL (NULL while none does). */
+	PY_GIL_CURRENT_TSTATE = 1,
+	/* 3.12+: tstate->interp->ceval.gil points to the interpreter's struct _gil_runtime_state,
+	 * whose last_holder holds it while locked is set. */
+	PY_GIL_PER_INTERPRETER = 2,
+};
+
 struct pyspy_py_layout {
 	__u32 frame_model;	    /* enum pyspy_frame_model */
 	__u32 tstate_frame;	    /* offset of frame / cframe / current_frame in the thread state */
@@ -139,6 +159,14 @@ struct pyspy_py_layout {
 	__u32 code_filename;
 	__u32 code_linetable;	/* co_linetable / co_lnotab */
 	__u32 code_firstlineno;
+	/* The GIL (enum pyspy_gil_model). */
+	__u32 gil_model;
+	__u32 tstate_interp;	/* PY_GIL_PER_INTERPRETER: offset of interp in the thread state */
+	__u32 interp_gil;	/* offset of ceval.gil (a pointer) in PyInterpreterState */
+	__u32 gil_locked;	/* offset of locked (an int) in struct _gil_runtime_state */
+	__u32 gil_last_holder;	/* offset of last_holder in struct _gil_runtime_state */
+	__u32 gil_reserved;	/* 0 (keeps gil_current 8-aligned without hidden padding) */
+	__u64 gil_current;	/* PY_GIL_CURRENT_TSTATE: the variable's address */
 };
 
 /* One frame the BPF walk recorded. */

@@ -109,6 +109,7 @@ enum pyspy_error _error_type = 0;
 enum pyspy_sample_flag _flag_type = 0;
 enum pyspy_py_status _py_status_type = 0;
 enum pyspy_frame_model _frame_model_type = 0;
+enum pyspy_gil_model _gil_model_type = 0;
 struct pyspy_py_layout _py_layout_type = {};
 struct pyspy_native_sample *_native_sample_type = 0;
 
@@ -234,6 +235,45 @@ static long py_walk_step(__u32 i, void *w)
 	return py_walk_step_inline(i, w);
 }
 
+/* Whether the thread whose thread state is tstate holds the GIL now, as flags on the sample
+ * (SAMPLE_PY_GIL_READ, SAMPLE_PY_GIL_HELD); the same reads as src/python/threads.rs
+ * gil_holders. Read at the sample: a later read would describe another instant, and the GIL
+ * changes hands every few milliseconds. */
+static __always_inline void read_gil(struct pyspy_py_layout *layout, __u64 tstate,
+				     struct pyspy_sample *s)
+{
+	__u64 holder = 0, interp = 0, gil = 0;
+	__s32 locked = 0;
+
+	if (layout->gil_model == PY_GIL_CURRENT_TSTATE) {
+		if (bpf_probe_read_user(&holder, sizeof(holder), (void *)layout->gil_current) != 0)
+			goto failed;
+	} else if (layout->gil_model == PY_GIL_PER_INTERPRETER) {
+		if (bpf_probe_read_user(&interp, sizeof(interp),
+					(void *)(tstate + layout->tstate_interp)) != 0 ||
+		    interp == 0 ||
+		    bpf_probe_read_user(&gil, sizeof(gil), (void *)(interp + layout->interp_gil)) != 0 ||
+		    gil == 0 ||
+		    bpf_probe_read_user(&locked, sizeof(locked),
+					(void *)(gil + layout->gil_locked)) != 0 ||
+		    bpf_probe_read_user(&holder, sizeof(holder),
+					(void *)(gil + layout->gil_last_holder)) != 0)
+			goto failed;
+		/* last_holder stays set after the GIL is dropped: it counts only while locked. */
+		if (locked == 0)
+			holder = 0;
+	} else {
+		return;
+	}
+	s->flags |= SAMPLE_PY_GIL_READ;
+	if (holder != 0 && holder == tstate)
+		s->flags |= SAMPLE_PY_GIL_HELD;
+	return;
+
+failed:
+	count_error(ERR_PY_GIL_READ_FAILED);
+}
+
 /* The Python frames of the sampled thread, leaf first, into s->py (see enum pyspy_py_status).
  * The walk mirrors src/python/walk.rs, which finishes it (py_next) or replaces it (failures).
  * With bpf_loop (Linux 5.17+) the verifier checks one step instead of MAX_PY_DEPTH unrolled
@@ -268,6 +308,7 @@ static __always_inline void walk_python(struct task_struct *task, struct pyspy_s
 		count_error(ERR_PY_THREAD_MISMATCH);
 		return;
 	}
+	read_gil(layout, tstate, s);
 	if (bpf_probe_read_user(&frame, sizeof(frame), (void *)(tstate + layout->tstate_frame)) != 0)
 		goto read_failed;
 	if (layout->frame_model == PY_MODEL_CFRAME && frame != 0 &&

@@ -98,6 +98,7 @@ pub fn sample_labels(stack: &StackTrace, process_name: &str) -> SampleLabels {
         thread_ident: stack.thread_ident,
         thread_name: stack.thread_name.clone(),
         process: process_name.to_string(),
+        gil: stack.owns_gil,
     }
 }
 

@@ -145,8 +145,9 @@ pub struct StackTrace {
     pub thread_ident: u64,
     /// Whether the thread was running on a CPU (false = idle / waiting).
     pub active: bool,
-    /// Whether the thread held the GIL.
-    pub owns_gil: bool,
+    /// Whether the thread held the GIL; `None` when that was not read (not a Python thread,
+    /// not asked for, or a version whose GIL holder is not known).
+    pub owns_gil: Option<bool>,
     /// Frames, leaf (innermost) first.
     pub frames: Vec<Frame>,
 }
@@ -196,6 +197,8 @@ pub struct BpfPython {
     pub frames: Vec<BpfPyFrame>,
     /// `Depth`: the address of the first frame not walked.
     pub next: Addr,
+    /// Whether the thread held the GIL at the sample, when the program read it.
+    pub gil: Option<bool>,
 }
 
 /// What the BPF program's Python walk did for one sample.

@@ -115,6 +115,22 @@ pub struct SampleLabels {
     pub thread_name: Option<String>,
     /// The process's name (its `comm`); empty when unknown.
     pub process: String,
+    /// Whether the thread held the GIL at the sample (Python threads whose GIL state was read;
+    /// pprof's `gil` label).
+    pub gil: Option<bool>,
+}
+
+/// The key of `SampleLabels::gil` as a label of exported profiles (pprof), and its values:
+/// `released` for a thread running without the GIL (in C code that released it, or waiting to
+/// take it back). Neither value contains the other, so pprof's `-tagfocus=gil=held` (a regular
+/// expression) picks one of them.
+pub const GIL_KEY: &str = "gil";
+
+pub fn gil_label(held: bool) -> &'static str {
+    match held {
+        true => "held",
+        false => "released",
+    }
 }
 
 impl SampleLabels {
@@ -403,6 +419,7 @@ impl Profile {
             thread_ident: 0,
             thread_name: None,
             process: String::new(),
+            gil: None,
         };
         self.labels.get(id as usize).unwrap_or(&NONE)
     }
@@ -575,6 +592,7 @@ mod tests {
             thread_ident: 0,
             thread_name: Some("MainThread".into()),
             process: "python3".into(),
+            gil: None,
         }
     }
 

@@ -49,9 +49,19 @@ fn check(mode: &str) {
         assert!(lines.contains(&want), "{want} in:\n{lines}");
     }
 
-    // Labels: thread names, pids and tids; focusing on one thread keeps only its function.
+    // Labels: thread names, pids and tids, whether the thread held the GIL (both threads run
+    // Python code, so most samples are `held`); focusing on one thread keeps only its function.
     let tags = go_pprof(&["-tags"], &out).unwrap();
-    for want in ["thread_name:", "alpha", "beta", "tid:", "pid:", "process:"] {
+    for want in [
+        "thread_name:",
+        "alpha",
+        "beta",
+        "tid:",
+        "pid:",
+        "process:",
+        "gil:",
+        ": held",
+    ] {
         assert!(tags.contains(want), "{want} in:\n{tags}");
     }
     let focused = go_pprof(&["-top", "-tagfocus=thread_name=alpha"], &out).unwrap();

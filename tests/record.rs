@@ -227,21 +227,13 @@ fn record_idle_and_gil() {
     for_each_interpreter("record_idle_and_gil", |interp| {
         let dir = TempDir::new("idle");
         let threads = interp.start("threads.py", &[])?;
-        // gil.py is only started where its premise holds: a hashlib that holds the GIL (no
-        // OpenSSL: pyenv's 2.7) leaves three threads fighting over it, and on a loaded host
-        // the main thread can wait minutes for it before printing "ready".
-        let gil = match interp.hashlib_releases_gil() {
-            true => Some(interp.start("gil.py", &[])?),
-            false => None,
-        };
+        let gil = interp.start("gil.py", &[])?;
         let ids: std::collections::HashMap<String, Vec<u64>> =
             serde_json::from_str(&threads.wait_ready()?)?;
-        if let Some(gil) = &gil {
-            gil.wait_ready()?;
-        }
-        let (threads_pid, gil_pid) = (threads.pid(), gil.as_ref().map(|g| g.pid()));
+        gil.wait_ready()?;
+        let (threads_pid, gil_pid) = (threads.pid(), gil.pid());
         let spin = format!("spin_gil (gil.py:{})", line_of("gil.py", "spin"));
-        let hash = format!("hash_loop (gil.py:{})", line_of("gil.py", "hash"));
+        let compress = format!("compress_loop (gil.py:{})", line_of("gil.py", "compress"));
         let count = |stacks: &[RawStack], leaf: &str| -> u64 {
             stacks
                 .iter()
@@ -272,35 +264,24 @@ fn record_idle_and_gil() {
                 }
                 Ok(())
             }),
-            // Default: both busy threads are recorded, the one hashing without the GIL too.
+            // Default: both busy threads are recorded, the one compressing without the GIL too.
             Box::new(|| {
-                let Some(gil_pid) = gil_pid else {
-                    eprintln!(
-                        "SKIPPED record (gil.py) on {}: its hashlib (no OpenSSL) holds the GIL",
-                        interp.label()
-                    );
-                    return Ok(());
-                };
                 let stacks = record_pid(&dir, "nogil.txt", gil_pid, &[])?;
-                let (s, h) = (count(&stacks, &spin), count(&stacks, &hash));
+                let (s, c) = (count(&stacks, &spin), count(&stacks, &compress));
                 ensure!(
-                    s >= MIN_SAMPLES && h >= MIN_SAMPLES,
-                    "record (gil.py): {s} samples in `{spin}`, {h} in `{hash}`; expected both busy:\n{}",
+                    s >= MIN_SAMPLES && c >= MIN_SAMPLES,
+                    "record (gil.py): {s} samples in `{spin}`, {c} in `{compress}`; expected both busy:\n{}",
                     summary(&stacks)
                 );
                 Ok(())
             }),
-            // --gil: only the thread holding the GIL, so the hashing thread (almost) never.
+            // --gil: only the thread holding the GIL, so the compressing thread (almost) never.
             Box::new(|| {
-                let Some(gil_pid) = gil_pid else {
-                    eprintln!("SKIPPED record --gil (gil.py) on {}: its hashlib (no OpenSSL) holds the GIL", interp.label());
-                    return Ok(());
-                };
                 let stacks = record_pid(&dir, "gil.txt", gil_pid, &["--gil"])?;
-                let (s, h) = (count(&stacks, &spin), count(&stacks, &hash));
+                let (s, c) = (count(&stacks, &spin), count(&stacks, &compress));
                 ensure!(
-                    s >= MIN_SAMPLES && h <= (s / 10).max(2),
-                    "record --gil (gil.py): {s} samples in `{spin}`, {h} in `{hash}`; expected only the \
+                    s >= MIN_SAMPLES && c <= (s / 10).max(2),
+                    "record --gil (gil.py): {s} samples in `{spin}`, {c} in `{compress}`; expected only the \
                      spinning thread:\n{}",
                     summary(&stacks)
                 );

@@ -253,7 +253,7 @@ mod tests {
             thread_name: Some("MainThread".into()),
             thread_ident: 1,
             active: true,
-            owns_gil: true,
+            owns_gil: Some(true),
             frames: vec![Frame::Python(PyFrame {
                 function: function.into(),
                 filename: "/app/x.py".into(),

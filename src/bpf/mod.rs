@@ -49,7 +49,7 @@ mod python;
 mod sampler;
 
 pub use perf::{monotonic_ns, online_cpus, PerfEventKind};
-pub use python::{BpfFrameModel, CodeFields, PyLayout, PY_CODE_READ, PY_FRAME_READ};
+pub use python::{BpfFrameModel, BpfGil, CodeFields, PyLayout, PY_CODE_READ, PY_FRAME_READ};
 pub use sampler::{
     ringbuf_bytes_for, BpfConfig, BpfSampler, Samples, COUNTER_NAMES, MAX_PYTHON_THREADS,
     MAX_USER_STACK_COPY,

@@ -32,6 +32,26 @@ pub struct PyLayout {
     pub code_tag_mask: u64,
     /// The code object fields the program fingerprints each frame's code object by.
     pub code: CodeFields,
+    /// Where the program reads whether the sampled thread holds the GIL.
+    pub gil: BpfGil,
+}
+
+/// Where a process keeps which thread holds its GIL (`enum pyspy_gil_model`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BpfGil {
+    /// Not read in BPF: user space reads it after the sample.
+    None,
+    /// The variable at `addr` (2.7, 3.6: `_PyThreadState_Current`; 3.7-3.11:
+    /// `_PyRuntime.gilstate.tstate_current`) holds the thread state holding the GIL.
+    CurrentTstate { addr: u64 },
+    /// 3.12+: `tstate->interp->ceval.gil` points to the interpreter's `_gil_runtime_state`,
+    /// whose `last_holder` holds the GIL while `locked` is set.
+    PerInterpreter {
+        tstate_interp: u32,
+        interp_gil: u32,
+        locked: u32,
+        last_holder: u32,
+    },
 }
 
 /// Offsets in the code object of the header fields `pyspy_py_frame.code_id` hashes (the ones
@@ -117,6 +137,7 @@ mod tests {
                 linetable: 136,
                 firstlineno: 68,
             },
+            gil: BpfGil::None,
         }
     }
 

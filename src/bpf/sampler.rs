@@ -14,7 +14,7 @@ use libbpf_rs::skel::{OpenSkel as _, SkelBuilder as _};
 use libbpf_rs::{MapCore as _, MapFlags, ProgramType, RingBufferBuilder};
 
 use super::perf::{self, PerfEventKind};
-use super::python::{BpfFrameModel, PyLayout};
+use super::python::{BpfFrameModel, BpfGil, PyLayout};
 use super::{BpfError, KERNEL_BTF};
 use crate::model::RawSample;
 
@@ -30,7 +30,10 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/sampler_errors.rs"));
 }
 
-use skel::types::{pyspy_frame_model as model, pyspy_native_sample, pyspy_py_layout, pyspy_sample};
+use skel::types::{
+    pyspy_frame_model as model, pyspy_gil_model as gil_kind, pyspy_native_sample, pyspy_py_layout,
+    pyspy_sample,
+};
 
 /// `PY_NO_FIELD`: a layout field the version does not have.
 const PY_NO_FIELD: u32 = u32::MAX;
@@ -383,6 +386,26 @@ impl BpfSampler {
                 super::PY_FRAME_READ
             ))
         })?;
+        let (gil_model, tstate_interp, interp_gil, gil_locked, gil_last_holder, gil_current) =
+            match layout.gil {
+                BpfGil::None => (gil_kind::PY_GIL_NONE.0, 0, 0, 0, 0, 0),
+                BpfGil::CurrentTstate { addr } => {
+                    (gil_kind::PY_GIL_CURRENT_TSTATE.0, 0, 0, 0, 0, addr)
+                }
+                BpfGil::PerInterpreter {
+                    tstate_interp,
+                    interp_gil,
+                    locked,
+                    last_holder,
+                } => (
+                    gil_kind::PY_GIL_PER_INTERPRETER.0,
+                    tstate_interp,
+                    interp_gil,
+                    locked,
+                    last_holder,
+                    0,
+                ),
+            };
         let value = pyspy_py_layout {
             frame_model: match layout.frame_model {
                 BpfFrameModel::FrameObject => model::PY_MODEL_FRAME_OBJECT.0,
@@ -407,6 +430,13 @@ impl BpfSampler {
             code_filename: layout.code.filename,
             code_linetable: layout.code.linetable,
             code_firstlineno: layout.code.firstlineno,
+            gil_model,
+            tstate_interp,
+            interp_gil,
+            gil_locked,
+            gil_last_holder,
+            gil_reserved: 0,
+            gil_current,
         };
         self.skel
             .maps
@@ -636,8 +666,8 @@ fn thread_key(tgid: u32, tid: u32) -> [u8; 8] {
 
 fn layout_bytes(layout: &pyspy_py_layout) -> &[u8] {
     #[allow(unsafe_code)]
-    // SAFETY: pyspy_py_layout is a #[repr(C)] struct of twelve u32, one u64 and six u32 (no
-    // padding: every byte is initialized); the slice borrows it for its lifetime.
+    // SAFETY: pyspy_py_layout is a #[repr(C)] struct of twelve u32, one u64, twelve u32 and
+    // one u64 (no padding: every byte is initialized); the slice borrows it for its lifetime.
     unsafe {
         std::slice::from_raw_parts(
             (layout as *const pyspy_py_layout).cast::<u8>(),

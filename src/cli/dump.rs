@@ -198,7 +198,7 @@ fn to_dump(process: &PythonProcess, stacks: Vec<StackWithLocals>, locals: bool) 
                     ident: s.trace.thread_ident,
                     name: s.trace.thread_name,
                     active: s.trace.active,
-                    owns_gil: s.trace.owns_gil,
+                    owns_gil: s.trace.owns_gil == Some(true),
                     frames,
                 }
             })

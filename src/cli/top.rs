@@ -41,6 +41,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
     let stop = signals::stop_flag()?;
     #[cfg(target_os = "linux")]
     if args.target.all {
+        // (`run_bpf` applies `--gil`: a filter on the samples, not part of what is loaded.)
         return run_bpf(
             args,
             None,

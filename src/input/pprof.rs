@@ -12,7 +12,8 @@ use anyhow::{anyhow, bail, Context};
 use flate2::read::GzDecoder;
 
 use crate::profile::{
-    FrameKind, Profile, ProfileFrame, ProfileMeta, SampleKind, SampleLabels, WeightUnit,
+    gil_label, FrameKind, Profile, ProfileFrame, ProfileMeta, SampleKind, SampleLabels, WeightUnit,
+    GIL_KEY,
 };
 
 /// The largest decompressed message read (a 50x50-host profile is a few MB).
@@ -277,6 +278,12 @@ fn build(raw: Raw) -> anyhow::Result<Profile> {
                 "tid" => labels.tid = u32::try_from(num).ok().filter(|&t| t > 0),
                 "thread_name" => labels.thread_name = Some(string(str_v)?.to_string()),
                 "process" => labels.process = string(str_v)?.to_string(),
+                // Our own `gil` label (held / released); another value of it is no GIL state.
+                GIL_KEY => {
+                    labels.gil = [true, false]
+                        .into_iter()
+                        .find(|&held| gil_label(held) == string(str_v).unwrap_or(""))
+                }
                 key => {
                     // A label on every sample is the profile's (service_name, env): kept once.
                     let pair = (key.to_string(), string(str_v)?.to_string());
@@ -497,6 +504,7 @@ mod tests {
             thread_ident: 0,
             thread_name: Some("MainThread".into()),
             process: "python3".into(),
+            gil: Some(true),
         };
         let main = ProfileFrame {
             first_line: Some(1),
@@ -526,7 +534,10 @@ mod tests {
                 main,
                 ProfileFrame::new(FrameKind::Truncated, "<truncated: depth limit>"),
             ],
-            &SampleLabels::default(),
+            &SampleLabels {
+                gil: Some(false),
+                ..SampleLabels::default()
+            },
             None,
             2,
             2,
@@ -581,8 +592,8 @@ mod tests {
         for (x, y) in a.iter().zip(&b) {
             assert_eq!(x.0, y.0);
             assert_eq!(
-                (x.1.pid, x.1.tid, &x.1.thread_name, &x.1.process),
-                (y.1.pid, y.1.tid, &y.1.thread_name, &y.1.process)
+                (x.1.pid, x.1.tid, &x.1.thread_name, &x.1.process, x.1.gil),
+                (y.1.pid, y.1.tid, &y.1.thread_name, &y.1.process, y.1.gil)
             );
             assert_eq!(x.2, y.2);
         }

@@ -171,6 +171,7 @@ mod tests {
             thread_ident: 0,
             thread_name: Some(format!("t{tid}")),
             process: "python3".into(),
+            gil: None,
         };
         let main = ProfileFrame::python("main", "/a/app.py", Some(1));
         let f = ProfileFrame::python("f", "/a/app.py", Some(2));

@@ -5,8 +5,9 @@
 //! Python frame's line (`Line.line`) and its function's first line (`Function.start_line`).
 //! - Sample types: a count profile writes `samples/count` and `cpu/nanoseconds` (count times
 //!   the period); a nanosecond-weighted one `samples/count` and `KIND/nanoseconds`.
-//! - Sample labels: `pid` and `tid` (numeric), `thread_name` and `process` (strings), and
-//!   the profile's own labels (`service_name=...`) on every sample.
+//! - Sample labels: `pid` and `tid` (numeric), `thread_name` and `process` (strings), `gil`
+//!   (`held` / `released`, on Python samples whose GIL state was read), and the profile's own
+//!   labels (`service_name=...`) on every sample.
 //! - Functions: the name, `system_name` the frame's kind (`python`, `native`, `kernel`,
 //!   `truncated`: what `convert` and `diff` read back), the file (Python source or native
 //!   module) and the first line.
@@ -24,7 +25,7 @@ use std::io::{self, Write};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
-use crate::profile::{FrameKind, Profile, ProfileFrame, WeightUnit};
+use crate::profile::{gil_label, FrameKind, Profile, ProfileFrame, WeightUnit, GIL_KEY};
 
 /// Each native module's range in the synthetic address space of the written profile.
 pub const MODULE_SPAN: u64 = 1 << 40;
@@ -167,6 +168,10 @@ pub fn encode(profile: &Profile) -> Vec<u8> {
                 3,
                 &str_label(keys.process, strings.id(&l.process)),
             );
+        }
+        if let Some(held) = l.gil {
+            let value = strings.id(gil_label(held));
+            put_bytes(&mut sample, 3, &str_label(strings.id(GIL_KEY), value));
         }
         for &(k, v) in &profile_labels {
             // The sample's own pid and process say the same more precisely (a pid as a

@@ -157,7 +157,7 @@ pub fn task_stacks(pid: u32, tasks: &[AsyncTask]) -> Vec<StackTrace> {
             thread_name: None,
             thread_ident: 0,
             active: leaf.running,
-            owns_gil: false,
+            owns_gil: None,
             frames,
         });
     }

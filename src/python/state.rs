@@ -55,7 +55,7 @@ pub type FrameLocals = Result<Vec<Local>, String>;
 /// What `thread_stack_from_bpf` reads beside the frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StackExtras {
-    /// `StackTrace::owns_gil` (a few reads per sample).
+    /// `StackTrace::owns_gil` (a few reads per sample; `None` when not wanted).
     pub gil: bool,
     /// `StackTrace::thread_name` (the `threading` name: many reads, once per thread).
     pub thread_name: bool,
@@ -380,8 +380,11 @@ impl<M: RemoteMemory, F: ProcessFacts> PythonProcess<M, F> {
         if let Some(reason) = walk.truncated {
             frames.push(Frame::Truncated(reason));
         }
-        let owns_gil =
-            want.gil && gil_holders(mem, o, self.interpreter.gil, &[t.interp]).contains(&t.addr);
+        let owns_gil = match want.gil {
+            true => gil_holders(mem, o, self.interpreter.gil, &[t.interp])
+                .map(|holders| holders.contains(&t.addr)),
+            false => None,
+        };
         let key = ThreadKey {
             interp: t.interp,
             ident: t.ident,
@@ -471,7 +474,7 @@ impl<M: RemoteMemory, F: ProcessFacts> PythonProcess<M, F> {
         }
         let holders = match want.gil || opts.gil_only {
             true => gil_holders(mem, o, self.interpreter.gil, &interps),
-            false => Vec::new(),
+            false => None,
         };
         let need_mapping: Vec<u64> = threads
             .iter()
@@ -504,8 +507,8 @@ impl<M: RemoteMemory, F: ProcessFacts> PythonProcess<M, F> {
         self.tstates_generation += 1;
         let mut out = Vec::with_capacity(threads.len());
         for t in threads {
-            let owns_gil = holders.contains(&t.addr);
-            if opts.gil_only && !owns_gil {
+            let owns_gil = holders.as_ref().map(|h| h.contains(&t.addr));
+            if opts.gil_only && owns_gil != Some(true) {
                 continue;
             }
             let own_tid = t.native_tid.or_else(|| mapped.get(&t.ident).copied());
@@ -521,7 +524,7 @@ impl<M: RemoteMemory, F: ProcessFacts> PythonProcess<M, F> {
             }
             let active = match tid {
                 Some(tid) => is_running(tid),
-                None => owns_gil,
+                None => owns_gil == Some(true),
             };
             if !opts.include_idle && !active && !opts.gil_only {
                 continue;

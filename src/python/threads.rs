@@ -125,37 +125,41 @@ pub enum GilLocation {
     Unknown,
 }
 
-/// Thread states holding a GIL right now (one per GIL).
+/// Thread states holding a GIL right now (one per GIL); `None` when this process's GIL holder
+/// cannot be known (no location for it). A GIL that could not be read has no holder.
 pub fn gil_holders(
     mem: &dyn RemoteMemory,
     o: &PyOffsets,
     at: GilLocation,
     interps: &[Addr],
-) -> Vec<Addr> {
+) -> Option<Vec<Addr>> {
     match at {
-        GilLocation::CurrentTstate(var) => mem
-            .read_u64(var)
-            .ok()
-            .filter(|&t| t != 0)
-            .into_iter()
-            .collect(),
+        GilLocation::CurrentTstate(var) => Some(
+            mem.read_u64(var)
+                .ok()
+                .filter(|&t| t != 0)
+                .into_iter()
+                .collect(),
+        ),
         GilLocation::PerInterpreter => {
             let (Some(gil_ptr), Some(holder), Some(locked)) =
                 (o.interp_gil_ptr, o.gil_last_holder, o.gil_locked)
             else {
-                return Vec::new();
+                return None;
             };
-            interps
-                .iter()
-                .filter_map(|&interp| {
-                    let gil = mem.read_u64(interp + gil_ptr).ok().filter(|&g| g != 0)?;
-                    let is_locked = mem.read_i32(gil + locked).ok()? != 0;
-                    let tstate = mem.read_u64(gil + holder).ok()?;
-                    (is_locked && tstate != 0).then_some(tstate)
-                })
-                .collect()
+            Some(
+                interps
+                    .iter()
+                    .filter_map(|&interp| {
+                        let gil = mem.read_u64(interp + gil_ptr).ok().filter(|&g| g != 0)?;
+                        let is_locked = mem.read_i32(gil + locked).ok()? != 0;
+                        let tstate = mem.read_u64(gil + holder).ok()?;
+                        (is_locked && tstate != 0).then_some(tstate)
+                    })
+                    .collect(),
+            )
         }
-        GilLocation::Unknown => Vec::new(),
+        GilLocation::Unknown => None,
     }
 }
 

@@ -107,6 +107,9 @@ pub struct BpfSummary {
     /// Python stacks read by user space after the sample instead, and why (the BPF walk's
     /// counters `py_*`, and `unregistered` for a process or thread not handed to it yet).
     pub python_read_late: Vec<(&'static str, u64)>,
+    /// Python samples whose GIL state user space read after the sample, because the BPF
+    /// program had not (a sample it did not walk, or whose GIL it failed to read).
+    pub gil_read_late: u64,
     /// `native`: mismatches among the stacks of `python_read_late` (their Python part is from
     /// a later instant than their native part); `native.mismatched` counts the others.
     pub mismatched_read_late: u64,
@@ -464,7 +467,7 @@ fn to_stack<'t>(
         thread_name: Some(raw.comm.clone()),
         thread_ident: 0,
         active: true,
-        owns_gil: false,
+        owns_gil: None,
         frames: Vec::new(),
     };
     let starting_python = !entry.is_python() && entry.retry_soon;
@@ -477,10 +480,16 @@ fn to_stack<'t>(
             return None;
         }
         let want = StackExtras {
-            gil: config.gil_only,
+            // The GIL as the program read it at the sample; read here only where it did not.
+            gil: raw.python.gil.is_none(),
             thread_name: config.thread_names,
         };
         let (read, walked_in_bpf) = read_python(process, raw, want, summary);
+        let late_gil = match &read {
+            Ok(Some((py, _, _))) => py.owns_gil,
+            _ => None,
+        };
+        summary.gil_read_late += u64::from(raw.python.gil.is_none() && late_gil.is_some());
         if let Some(sampler) = bpf {
             if let Err(SampleError::Exited { .. }) = &read {
                 registry.forget(sampler, raw.pid);
@@ -530,7 +539,8 @@ fn to_stack<'t>(
                 log::debug!("pid {}: {e}", raw.pid);
             }
         }
-        if config.gil_only && !stack.owns_gil {
+        stack.owns_gil = raw.python.gil.or(late_gil);
+        if config.gil_only && stack.owns_gil != Some(true) {
             return None;
         }
     } else {

@@ -38,11 +38,12 @@ impl WalkRegistry {
         let registered = match self.processes.entry(pid) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                let layout = layout_for(&process.interpreter.offsets).and_then(|layout| {
-                    sampler
-                        .set_python_layout(pid, &layout)
-                        .map_err(|e| e.to_string())
-                });
+                let layout = layout_for(&process.interpreter.offsets, process.interpreter.gil)
+                    .and_then(|layout| {
+                        sampler
+                            .set_python_layout(pid, &layout)
+                            .map_err(|e| e.to_string())
+                    });
                 if let Err(e) = &layout {
                     log::info!("pid {pid}: Python frames are read by user space only: {e}");
                 }

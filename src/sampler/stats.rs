@@ -41,7 +41,7 @@ pub struct Stats {
     pub processes_dropped: u64,
     pub processes_live: u64,
     /// Everything else by name: `lost.ringbuf_full`, `walked_in_bpf`, `read_late.unregistered`,
-    /// `late_ticks`, `reads`, `native.stacks`, `cache_evictions.symbols`, ...
+    /// `gil_read_late`, `late_ticks`, `reads`, `native.stacks`, `cache_evictions.symbols`, ...
     pub counters: BTreeMap<String, u64>,
     /// Why the run ended: `duration`, `interrupted`, `target_exited`.
     pub ended: &'static str,
@@ -103,6 +103,9 @@ impl Stats {
         stats
             .counters
             .insert("walked_in_bpf".into(), s.python_walked_in_bpf);
+        stats
+            .counters
+            .insert("gil_read_late".into(), s.gil_read_late);
         for (name, n) in &s.python_read_late {
             stats.counters.insert(format!("read_late.{name}"), *n);
         }

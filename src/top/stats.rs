@@ -416,7 +416,7 @@ mod tests {
             thread_name: None,
             thread_ident: 1,
             active: true,
-            owns_gil: true,
+            owns_gil: Some(true),
             frames,
         }
     }

@@ -53,12 +53,6 @@ impl Interpreter {
         self.evaluates_true("'threading' in sys.modules")
     }
 
-    /// Whether `hashlib` releases the GIL while it hashes (OpenSSL's `_hashlib`; a build
-    /// without OpenSSL falls back to modules that hold it).
-    pub fn hashlib_releases_gil(&self) -> bool {
-        self.evaluates_true("__import__('_hashlib') is not None")
-    }
-
     pub fn label(&self) -> String {
         format!(
             "{} {} ({})",

@@ -157,6 +157,7 @@ fn python_part(record: &pyspy_sample) -> BpfPython {
             code_id: f.code_id,
         })
         .collect();
+    let has = |bit: flag| record.flags & bit.0 != 0;
     BpfPython {
         status,
         frames,
@@ -165,6 +166,7 @@ fn python_part(record: &pyspy_sample) -> BpfPython {
         } else {
             0
         },
+        gil: has(flag::SAMPLE_PY_GIL_READ).then(|| has(flag::SAMPLE_PY_GIL_HELD)),
     }
 }
 
@@ -245,6 +247,20 @@ mod tests {
         assert_eq!(python.next, 0);
         r.py_status = 999;
         assert_eq!(to_raw_sample(&r).python.status, BpfPyStatus::NotWalked);
+    }
+
+    #[test]
+    fn gil_flags_say_read_and_held() {
+        let mut r = record();
+        r.py_status = py_status::PY_WALKED.0;
+        assert_eq!(to_raw_sample(&r).python.gil, None);
+        r.flags = flag::SAMPLE_PY_GIL_READ.0;
+        assert_eq!(to_raw_sample(&r).python.gil, Some(false));
+        r.flags |= flag::SAMPLE_PY_GIL_HELD.0;
+        assert_eq!(to_raw_sample(&r).python.gil, Some(true));
+        // Held without read is no reading.
+        r.flags = flag::SAMPLE_PY_GIL_HELD.0;
+        assert_eq!(to_raw_sample(&r).python.gil, None);
     }
 
     #[test]
