@@ -61,7 +61,8 @@ impl Thread {
             .collect();
         Thread {
             tid: trace.tid,
-            owns_gil: trace.owns_gil,
+            // Asked for (`gil: true` below): read, held or not.
+            owns_gil: trace.owns_gil.expect("the GIL was asked for"),
             frames,
             entry,
         }
