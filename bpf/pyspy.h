@@ -73,6 +73,9 @@ enum pyspy_error {
 	/* Python walk: reading the thread state or a frame failed (paged out, freed under us);
 	 * the frames read before are kept and user space reads the stack instead. */
 	ERR_PY_READ_FAILED,
+	/* Off-CPU: a thread of the profiled scope left the CPU while offcpu_inflight was full
+	 * (more threads off CPU at once than it holds); its time away is not recorded. */
+	ERR_OFFCPU_INFLIGHT_FULL,
 	ERR_COUNT,
 };
 
@@ -90,6 +93,9 @@ enum pyspy_sample_flag {
 	SAMPLE_NATIVE = 1 << 6,
 	SAMPLE_REGS_FAILED = 1 << 7,
 	SAMPLE_USTACK_COPY_FAILED = 1 << 8,
+	/* An off-CPU record (on_switch): the thread's stacks when it left the CPU (ktime_ns),
+	 * off_cpu_ns how long it was away. Without it, a perf-event sample of a running thread. */
+	SAMPLE_OFFCPU = 1 << 9,
 };
 
 /* struct pyspy_sample.py_status: what the Python walk did. */
@@ -148,7 +154,8 @@ struct pyspy_py_frame {
 	__u64 code_id; /* fingerprint of the code object's header; 0: not read */
 };
 
-/* One ring-buffer record: one perf event firing on one CPU. Stacks are copied in whole (no
+/* One ring-buffer record: one perf event firing on one CPU, or (SAMPLE_OFFCPU) one stretch a
+ * thread spent off the CPU. Stacks are copied in whole (no
  * stack-id map), leaf first, as instruction pointers; user space symbolizes them. */
 struct pyspy_sample {
 	__u32 tgid;     /* process id */
@@ -159,6 +166,8 @@ struct pyspy_sample {
 	/* The process's start (its thread group leader's start_time, ns since boot): tells a
 	 * process from an earlier one that had the same pid, at every sample. */
 	__u64 process_start_ns;
+	/* SAMPLE_OFFCPU: nanoseconds the thread was off the CPU; 0 for an on-CPU sample. */
+	__u64 off_cpu_ns;
 	char comm[PYSPY_COMM_LEN];
 	__u32 kernel_len; /* valid entries in kernel[] */
 	__u32 user_len;   /* valid entries in user[] */
