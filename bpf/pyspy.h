@@ -96,6 +96,10 @@ enum pyspy_sample_flag {
 	/* An off-CPU record (on_switch): the thread's stacks when it left the CPU (ktime_ns),
 	 * off_cpu_ns how long it was away. Without it, a perf-event sample of a running thread. */
 	SAMPLE_OFFCPU = 1 << 9,
+	/* With SAMPLE_OFFCPU, set by user space only: an offcpu_inflight entry it wrote for a thread
+	 * that was off the CPU when the recording started (it read that thread's stacks itself);
+	 * the record has no stacks. */
+	SAMPLE_OFFCPU_SEEDED = 1 << 10,
 };
 
 /* struct pyspy_sample.py_status: what the Python walk did. */

@@ -280,3 +280,50 @@ fn wall_profiles_say_so_and_diff_refuses_cpu_against_wall() {
         refused.describe()
     );
 }
+
+/// A thread asleep since before the recording started (sleeper.py's main thread, in an hour's
+/// time.sleep) never leaves or comes back to a CPU during it: user space reads its stack at
+/// the start and tells the BPF program it is away, so the whole recording is its wall time.
+#[test]
+fn wall_mode_counts_threads_asleep_since_before_the_start() {
+    if !bpf_test_can_run("wall") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    jobs();
+    let leaf = format!(
+        "wait_forever (sleeper.py:{})",
+        line_of("sleeper.py", "sleep")
+    );
+    for_each_interpreter("wall_asleep", |interp| {
+        let target = interp.start("sleeper.py", &[])?;
+        target.wait_ready()?;
+        let pid = target.pid();
+        // Asleep in time.sleep (not still on its way there) before recording.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while proc_state(pid) != Some('S') {
+            if std::time::Instant::now() > deadline {
+                bail!("pid {pid} never slept");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let dir = TempDir::new("wall-asleep");
+        let out = dir.join("asleep.txt");
+        let out_s = out.display().to_string();
+        let pid_s = pid.to_string();
+        let outcome = pyspy(&[
+            "record", "--mode", "bpf", "--idle", "-d", "1", "-f", "raw", "-o", &out_s, "-p", &pid_s,
+        ])?
+        .ok()?;
+        let stacks = read_raw(&out)?;
+        let asleep = count(&stacks, |s| s.leaf() == Some(leaf.as_str()));
+        if !(800_000..=1_500_000).contains(&asleep) {
+            bail!(
+                "{asleep} µs at {leaf}, want the recording's second\n{}\n{}",
+                summary(&stacks),
+                outcome.describe()
+            );
+        }
+        Ok(())
+    });
+}

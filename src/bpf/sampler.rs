@@ -30,7 +30,10 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/sampler_errors.rs"));
 }
 
-use skel::types::{pyspy_frame_model as model, pyspy_native_sample, pyspy_py_layout, pyspy_sample};
+use skel::types::{
+    pyspy_frame_model as model, pyspy_native_sample, pyspy_py_layout, pyspy_sample,
+    pyspy_sample_flag as sample_flag,
+};
 
 /// `PY_NO_FIELD`: a layout field the version does not have.
 const PY_NO_FIELD: u32 = u32::MAX;
@@ -530,6 +533,30 @@ impl BpfSampler {
             .collect()
     }
 
+    /// Off-CPU: thread `tid` of process `tgid` has been off the CPU since before `now_ns`
+    /// (`CLOCK_MONOTONIC`), when the recording started; user space read its stack. When it
+    /// comes back (or at the end) the program sends the time since as a record marked
+    /// `off_cpu_seeded`, without stacks. A thread the program has seen leave since is left
+    /// alone (its own record is better).
+    pub fn seed_off_cpu(&self, tgid: u32, tid: u32, now_ns: u64) -> Result<(), BpfError> {
+        let record = pyspy_sample {
+            tgid,
+            tid,
+            flags: sample_flag::SAMPLE_OFFCPU.0 | sample_flag::SAMPLE_OFFCPU_SEEDED.0,
+            ktime_ns: now_ns,
+            ..Default::default()
+        };
+        self.skel
+            .maps
+            .offcpu_inflight
+            .update(
+                &tid.to_ne_bytes(),
+                sample_bytes_of(&record),
+                MapFlags::NO_EXIST,
+            )
+            .map_err(|e| BpfError::libbpf(format!("recording thread {tid} of {tgid} as away"), e))
+    }
+
     /// `follow_children`: the descendants of the target the program has seen so far.
     pub fn children(&self) -> Vec<u32> {
         self.skel
@@ -706,6 +733,18 @@ fn thread_key(tgid: u32, tid: u32) -> [u8; 8] {
     ((u64::from(tgid) << 32) | u64::from(tid)).to_ne_bytes()
 }
 
+fn sample_bytes_of(record: &pyspy_sample) -> &[u8] {
+    #[allow(unsafe_code)]
+    // SAFETY: pyspy_sample is a #[repr(C)] struct of integers and integer arrays whose fields
+    // leave no padding (u32 pairs before each u64); the slice borrows it for its lifetime.
+    unsafe {
+        std::slice::from_raw_parts(
+            (record as *const pyspy_sample).cast::<u8>(),
+            std::mem::size_of::<pyspy_sample>(),
+        )
+    }
+}
+
 fn layout_bytes(layout: &pyspy_py_layout) -> &[u8] {
     #[allow(unsafe_code)]
     // SAFETY: pyspy_py_layout is a #[repr(C)] struct of twelve u32, one u64 and six u32 (no
@@ -811,6 +850,7 @@ mod tests {
             ktime_ns: 0,
             process_start_ns: 0,
             off_cpu_ns: 0,
+            off_cpu_seeded: false,
             comm: String::new(),
             kernel: Vec::new(),
             user: vec![0x1000; 127],

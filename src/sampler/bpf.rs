@@ -112,6 +112,9 @@ pub struct BpfSummary {
     pub python_frames_rejected: FrameErrors,
     /// Python stacks whose frames the BPF program walked at the sample's instant.
     pub python_walked_in_bpf: u64,
+    /// Wall-clock mode: off-CPU samples of threads that were away when the recording started
+    /// (their stacks read by user space then, `seed_sleepers`).
+    pub off_cpu_seeded: u64,
     /// Python stacks read by user space after the sample instead, and why (the BPF walk's
     /// counters `py_*`, and `unregistered` for a process or thread not handed to it yet).
     pub python_read_late: Vec<(&'static str, u64)>,
@@ -310,6 +313,10 @@ pub fn run(
         summary.processes_attached += 1;
         summary.python_attached += table.get(&pid).map_or(0, |e| e.is_python() as u64);
     }
+    let mut seeded = match config.off_cpu_min_ns {
+        Some(_) => seed_sleepers(&sampler, &mut table),
+        None => HashMap::new(),
+    };
     let mut sweep = ExitSweep::default();
     let mut children_checked = Instant::now();
     let mut alive_checked = Instant::now() - ALIVE_CHECK;
@@ -368,6 +375,7 @@ pub fn run(
                 Some(&sampler),
                 &mut registry,
                 &mut summary,
+                &mut seeded,
                 &mut on_stack,
             ),
             Err(RecvTimeoutError::Timeout) => {}
@@ -400,6 +408,7 @@ pub fn run(
             None,
             &mut registry,
             &mut summary,
+            &mut seeded,
             &mut on_stack,
         );
     }
@@ -439,6 +448,44 @@ fn register_target(
         }
     }
     table.insert(pid, entry);
+}
+
+/// Wall-clock mode: the Python threads of the processes registered so far that are off the CPU
+/// now. The program only sees a thread leave the CPU; one asleep since before the start (a
+/// worker waiting on a queue, a main thread in `join`) would not be seen until it comes back,
+/// or at all. So its stack is read now, while it sleeps, and the program is told it is away
+/// since now (`BpfSampler::seed_off_cpu`): its record, when it comes back or at the end, is
+/// given this stack. Returns tid -> stack.
+fn seed_sleepers(
+    sampler: &BpfSampler,
+    table: &mut HashMap<u32, Entry>,
+) -> HashMap<u32, StackTrace> {
+    let now = monotonic_ns();
+    let mut seeded = HashMap::new();
+    let all = crate::python::StackOptions {
+        include_idle: true,
+        gil_only: false,
+    };
+    for (&pid, entry) in table.iter_mut() {
+        let Kind::Python(process) = &mut entry.kind else {
+            continue;
+        };
+        let Ok(stacks) = process.stacks(all) else {
+            continue;
+        };
+        for stack in stacks {
+            let Some(tid) = stack.tid.filter(|_| !stack.active) else {
+                continue;
+            };
+            match sampler.seed_off_cpu(pid, tid, now) {
+                Ok(()) => {
+                    seeded.insert(tid, stack);
+                }
+                Err(e) => log::debug!("{e}"),
+            }
+        }
+    }
+    seeded
 }
 
 /// The processes running now whose executable is named python (the cheap half of
@@ -499,8 +546,35 @@ fn handle(
     bpf: Option<&BpfSampler>,
     registry: &mut WalkRegistry,
     summary: &mut BpfSummary,
+    seeded: &mut HashMap<u32, StackTrace>,
     on_stack: &mut impl FnMut(&StackTrace, &SampleProcess),
 ) {
+    if raw.off_cpu_seeded {
+        // Away since before the start: the stack user space read then (`seed_sleepers`).
+        let (Some(stack), Some(entry)) = (seeded.remove(&raw.tid), table.get(&raw.pid)) else {
+            return;
+        };
+        if stack.pid != raw.pid || (config.gil_only && !stack.owns_gil) {
+            return;
+        }
+        summary.samples += 1;
+        summary.python_samples += 1;
+        summary.off_cpu_seeded += 1;
+        let python = match &entry.kind {
+            Kind::Python(process) => Some(process.version()),
+            Kind::Native => None,
+        };
+        on_stack(
+            &stack,
+            &SampleProcess {
+                name: entry.name.as_str(),
+                python,
+                start_time: entry.start_time,
+                off_cpu_ns: raw.off_cpu_ns,
+            },
+        );
+        return;
+    }
     if let Some((stack, process)) = to_stack(raw, config, table, symbols, bpf, registry, summary) {
         summary.samples += 1;
         on_stack(&stack, &process);

@@ -119,6 +119,7 @@ fn to_raw_sample(record: &pyspy_sample) -> RawSample {
             true => record.off_cpu_ns.max(1),
             false => 0,
         },
+        off_cpu_seeded: has(flag::SAMPLE_OFFCPU) && has(flag::SAMPLE_OFFCPU_SEEDED),
         comm: String::from_utf8_lossy(&comm).into_owned(),
         kernel: stack(&record.kernel, record.kernel_len),
         user: stack(&record.user, record.user_len),
