@@ -6,6 +6,9 @@
 # usage: bench/scaling.sh           (as root: BPF, and reading other processes)
 # env:   SHAPES="4x2 20x20 50x50"  (N processes x T threads)   DURATION=5   RATE=100
 #        PYTHON=/usr/bin/python3   (the workload's interpreter)
+#        PYSPY_BPF_ARGS=           (more arguments for pyspy-bpf record, e.g. --idle: a
+#                                   wall-clock profile, with the off-CPU program)
+#        PYSPY=1                   (0: do not run py-spy)
 #        BPF_STATS=1               (0: do not turn on kernel.bpf_stats_enabled; see below)
 #        SESSION=own               (own: the workload runs in its own session, so with
 #                                   kernel.sched_autogroup_enabled=1 its busy threads share
@@ -43,6 +46,8 @@ SHAPES=${SHAPES:-"4x2 20x20 50x50"}
 DURATION=${DURATION:-5}
 RATE=${RATE:-100}
 PYTHON=${PYTHON:-/usr/bin/python3}
+PYSPY_BPF_ARGS=${PYSPY_BPF_ARGS:-}
+PYSPY=${PYSPY:-1}
 BPF_STATS=${BPF_STATS:-1}
 SESSION=${SESSION:-own}
 KSYM_CACHE=${KSYM_CACHE:-keep}
@@ -61,7 +66,7 @@ if [[ $(id -u) != 0 ]]; then
   exit 1
 fi
 
-if [[ ! -x "$VENV/bin/py-spy" ]]; then
+if [[ $PYSPY == 1 && ! -x "$VENV/bin/py-spy" ]]; then
   echo "bench: creating $VENV with py-spy" >&2
   /usr/bin/python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q 'py-spy>=0.4,<0.5'
@@ -102,12 +107,14 @@ echo "bench: building pyspy-bpf (release)" >&2
 PYSPY_BPF="${CARGO_TARGET_DIR:-$REPO/target}/release/pyspy-bpf"
 
 exec /usr/bin/python3 - "$PYSPY_BPF" "$VENV/bin/py-spy" "$PYTHON" "$REPO/bench/workload_tree.py" \
-  "$DURATION" "$RATE" "$BPF_STATS" "$SESSION" "$PYSPY_MAX_WALL" "$KSYM_CACHE" $SHAPES <<'PY'
+  "$DURATION" "$RATE" "$BPF_STATS" "$SESSION" "$PYSPY_MAX_WALL" "$KSYM_CACHE" "$PYSPY" \
+  "$PYSPY_BPF_ARGS" $SHAPES <<'PY'
 import os, re, shutil, signal, subprocess, sys, tempfile, time
 
 (pyspy_bpf, py_spy, python, workload_py, duration, rate, bpf_stats, session, pyspy_max_wall,
- ksym_cache) = sys.argv[1:11]
-shapes = [tuple(int(x) for x in s.split("x")) for s in sys.argv[11:]]
+ ksym_cache, run_pyspy, pyspy_bpf_args) = sys.argv[1:13]
+pyspy_bpf_args = pyspy_bpf_args.split()
+shapes = [tuple(int(x) for x in s.split("x")) for s in sys.argv[13:]]
 duration_s = float(duration)
 STATS_KNOB = "/proc/sys/kernel/bpf_stats_enabled"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -389,7 +396,8 @@ try:
         shape = "%dx%d" % (n, t)
         parent, infos[shape] = start_workload(n, t)
         out = os.path.join(tmp, "profile.txt")
-        log("%s: pyspy-bpf record --all at %s Hz for %s s" % (shape, rate, duration))
+        log("%s: pyspy-bpf record --all %sat %s Hz for %s s"
+            % (shape, "".join(a + " " for a in pyspy_bpf_args), rate, duration))
         cache = ksym_cache_path()
         if ksym_cache == "cold" and cache and os.path.exists(cache):
             os.unlink(cache)
@@ -398,13 +406,16 @@ try:
             old_stats = set_stats("1")
         try:
             r = measure("pyspy-bpf", [pyspy_bpf, "record", "--all", "-r", rate, "-d", duration, "-f", "raw",
-                                      "-o", out], out, bpf_stats == "1")
+                                      "-o", out] + pyspy_bpf_args, out, bpf_stats == "1")
         finally:
             if old_stats is not None:
                 set_stats(old_stats)
                 old_stats = None
         parse_bpf(r)
         rows.append((shape, "pyspy-bpf --all", r))
+        if run_pyspy != "1":
+            stop_workload()
+            continue
         time.sleep(1)
         log("%s: py-spy --subprocesses --nonblocking at %s Hz for %s s" % (shape, rate, duration))
         r = measure("py-spy", [py_spy, "record", "--subprocesses", "--pid", str(parent), "-r", rate, "-d",

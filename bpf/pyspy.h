@@ -77,6 +77,9 @@ enum pyspy_error {
 	/* Python walk: the thread's GIL state could not be read (the sample has no
 	 * SAMPLE_PY_GIL_READ); user space reads it instead. */
 	ERR_PY_GIL_READ_FAILED,
+	/* Off-CPU: a thread of the profiled scope left the CPU while offcpu_inflight was full
+	 * (more threads off CPU at once than it holds); its time away is not recorded. */
+	ERR_OFFCPU_INFLIGHT_FULL,
 	ERR_COUNT,
 };
 
@@ -98,6 +101,13 @@ enum pyspy_sample_flag {
 	 * (pyspy_py_layout.gil_model); SAMPLE_PY_GIL_HELD says it did. */
 	SAMPLE_PY_GIL_READ = 1 << 9,
 	SAMPLE_PY_GIL_HELD = 1 << 10,
+	/* An off-CPU record (on_switch): the thread's stacks when it left the CPU (ktime_ns),
+	 * off_cpu_ns how long it was away. Without it, a perf-event sample of a running thread. */
+	SAMPLE_OFFCPU = 1 << 11,
+	/* With SAMPLE_OFFCPU, set by user space only: an offcpu_inflight entry it wrote for a thread
+	 * that was off the CPU when the recording started (it read that thread's stacks itself);
+	 * the record has no stacks. */
+	SAMPLE_OFFCPU_SEEDED = 1 << 12,
 };
 
 /* struct pyspy_sample.py_status: what the Python walk did. */
@@ -177,7 +187,8 @@ struct pyspy_py_frame {
 	__u64 code_id; /* fingerprint of the code object's header; 0: not read */
 };
 
-/* One ring-buffer record: one perf event firing on one CPU. Stacks are copied in whole (no
+/* One ring-buffer record: one perf event firing on one CPU, or (SAMPLE_OFFCPU) one stretch a
+ * thread spent off the CPU. Stacks are copied in whole (no
  * stack-id map), leaf first, as instruction pointers; user space symbolizes them. */
 struct pyspy_sample {
 	__u32 tgid;     /* process id */
@@ -188,6 +199,8 @@ struct pyspy_sample {
 	/* The process's start (its thread group leader's start_time, ns since boot): tells a
 	 * process from an earlier one that had the same pid, at every sample. */
 	__u64 process_start_ns;
+	/* SAMPLE_OFFCPU: nanoseconds the thread was off the CPU; 0 for an on-CPU sample. */
+	__u64 off_cpu_ns;
 	char comm[PYSPY_COMM_LEN];
 	__u32 kernel_len; /* valid entries in kernel[] */
 	__u32 user_len;   /* valid entries in user[] */

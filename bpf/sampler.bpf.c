@@ -6,10 +6,17 @@
  * user_stack_pages set (--native) a user thread's record also carries its user registers and
  * a copy of the top of its stack (struct pyspy_native_sample), which user space unwinds with
  * .eh_frame. Nothing is resolved here. Loaded and attached by src/bpf/sampler.rs.
+ *
+ * Off-CPU (wall-clock mode, loaded only then): a sched_switch program records the same stacks
+ * (and Python frames) of a thread of the profiled scope when it leaves the CPU, keeps them in
+ * offcpu_inflight while it is away, and when it comes back after at least offcpu_min_ns sends
+ * them as one record weighted by the time away (SAMPLE_OFFCPU). It lives in this object to
+ * share the scope (settings, children), the Python maps and the walk with the sampler.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
 
 #include "pyspy.h"
 
@@ -29,6 +36,11 @@ const volatile __u32 user_stack_pages = 0;
 /* Walk Python frames under bpf_loop (Linux 5.17+; user space probes for it, and tests turn it
  * off to cover the bounded loop older kernels run). */
 const volatile bool use_bpf_loop = false;
+/* Off-CPU (on_switch): stretches off the CPU shorter than this are not recorded. */
+const volatile __u64 offcpu_min_ns = 1000000;
+/* Off-CPU without a target (--all): only processes in py_layouts (Python processes user space
+ * has attached to), so the host's other threads cost one map lookup per switch. */
+const volatile bool offcpu_python_only = true;
 
 /* x86-64 registers as the ptrace ABI lays them out (struct pt_regs in asm/ptrace.h; also the
  * start of struct bpf_perf_event_data). The layout is fixed, so they are read without CO-RE,
@@ -38,8 +50,10 @@ struct pyspy_x86_regs {
 	__u64 ip, cs, flags, sp, ss;
 };
 
-/* task_struct.flags: a kernel thread (no user stack). */
+/* task_struct.flags: a kernel thread (no user stack); a thread that is exiting (its last
+ * switch out: it never comes back). */
 #define PF_KTHREAD 0x00200000
+#define PF_EXITING 0x00000004
 
 /* Samples to user space. max_entries (bytes, a power-of-two multiple of the page size) is
  * set by the loader before load; this is only the default. */
@@ -85,6 +99,26 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } children SEC(".maps");
+
+/* Off-CPU: threads of the scope that are off the CPU now (tid -> their record, taken when
+ * they left: ktime_ns is when). An entry lives from a thread's switch out to its switch back
+ * in. Preallocated at load; max_entries is set by the loader for the scope (a thread that
+ * leaves while it is full is counted, ERR_OFFCPU_INFLIGHT_FULL). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pyspy_sample);
+} offcpu_inflight SEC(".maps");
+
+/* Off-CPU: where a leaving thread's record is built before it goes into offcpu_inflight (too
+ * large for the BPF stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pyspy_sample);
+} offcpu_scratch SEC(".maps");
 
 /* Ancestors looked at to decide whether a process descends from target_tgid. */
 #define MAX_ANCESTRY 16
@@ -349,7 +383,7 @@ read_failed:
 }
 
 /* Everything but the stack copy: who, where, when, comm and the kernel and user call chains. */
-static __always_inline void fill_sample(struct bpf_perf_event_data *ctx, struct pyspy_sample *s,
+static __always_inline void fill_sample(void *ctx, struct pyspy_sample *s,
 					struct task_struct *task, __u32 tgid, __u32 tid)
 {
 	long len;
@@ -360,6 +394,7 @@ static __always_inline void fill_sample(struct bpf_perf_event_data *ctx, struct 
 	s->flags = 0;
 	s->ktime_ns = bpf_ktime_get_ns();
 	s->process_start_ns = BPF_CORE_READ(task, group_leader, start_time);
+	s->off_cpu_ns = 0;
 	s->kernel_len = 0;
 	s->user_len = 0;
 
@@ -420,6 +455,14 @@ static __always_inline bool is_target_child(struct task_struct *task, __u32 tgid
 		}
 	}
 	return false;
+}
+
+/* Whether a thread of process tgid is in the profiled scope: the target (and with
+ * follow_children its descendants), or every process. */
+static __always_inline bool in_scope(struct task_struct *task, __u32 tgid)
+{
+	return target_tgid == 0 || tgid == target_tgid ||
+	       (follow_children && tgid != 0 && is_target_child(task, tgid));
 }
 
 /* Waking the reader for every record costs it a context switch per sample, times the number
@@ -517,8 +560,7 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	if (tid == 0 && skip_idle)
 		return 0;
 	task = bpf_get_current_task_btf();
-	if (target_tgid != 0 && tgid != target_tgid &&
-	    (!follow_children || tgid == 0 || !is_target_child(task, tgid)))
+	if (!in_scope(task, tgid))
 		return 0;
 
 	if (user_stack_pages != 0) {
@@ -535,5 +577,66 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	}
 	fill_sample(ctx, s, task, tgid, tid);
 	bpf_ringbuf_submit(s, wakeup_flag());
+	return 0;
+}
+
+/* Off-CPU: prev (the current task) leaves the CPU. A user thread of the scope (with --all, of
+ * a Python process) has its record taken now, as the sampler takes one, and kept until it
+ * comes back. */
+static __always_inline void offcpu_leave(void *ctx, struct task_struct *prev)
+{
+	struct pyspy_sample *s;
+	__u32 tgid = prev->tgid, tid = prev->pid, zero = 0;
+
+	if (tid == 0 || (prev->flags & (PF_KTHREAD | PF_EXITING)))
+		return;
+	if (target_tgid == 0 && offcpu_python_only && !bpf_map_lookup_elem(&py_layouts, &tgid))
+		return;
+	if (!in_scope(prev, tgid))
+		return;
+	s = bpf_map_lookup_elem(&offcpu_scratch, &zero);
+	if (!s)
+		return;
+	fill_sample(ctx, s, prev, tgid, tid);
+	s->flags |= SAMPLE_OFFCPU;
+	if (bpf_map_update_elem(&offcpu_inflight, &tid, s, BPF_ANY) != 0)
+		count_error(ERR_OFFCPU_INFLIGHT_FULL);
+}
+
+/* Off-CPU: next comes back to a CPU. If it left while in scope, at least offcpu_min_ns ago,
+ * its record goes to user space with the time it was away. */
+static __always_inline void offcpu_return(struct task_struct *next, __u64 now)
+{
+	struct pyspy_sample *kept, *s;
+	__u32 tid = next->pid;
+
+	if (tid == 0)
+		return;
+	kept = bpf_map_lookup_elem(&offcpu_inflight, &tid);
+	if (!kept)
+		return;
+	if (now > kept->ktime_ns && now - kept->ktime_ns >= offcpu_min_ns) {
+		s = bpf_ringbuf_reserve(&samples, sizeof(*s), 0);
+		if (s) {
+			if (bpf_probe_read_kernel(s, sizeof(*s), kept) == 0) {
+				s->off_cpu_ns = now - s->ktime_ns;
+				bpf_ringbuf_submit(s, wakeup_flag());
+			} else {
+				bpf_ringbuf_discard(s, 0);
+			}
+		} else {
+			count_error(ERR_RINGBUF_FULL);
+		}
+	}
+	bpf_map_delete_elem(&offcpu_inflight, &tid);
+}
+
+/* Runs in the context of prev, with the runqueue locked: prev's stacks and memory are the
+ * current task's. */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	offcpu_leave(ctx, prev);
+	offcpu_return(next, bpf_ktime_get_ns());
 	return 0;
 }

@@ -166,6 +166,12 @@ pub struct RawSample {
     /// When the process started (ns since boot; 0 when unknown): a different value under the
     /// same pid is another process.
     pub process_start_ns: u64,
+    /// An off-CPU sample (BPF wall-clock mode): nanoseconds the thread was off the CPU from
+    /// `ktime_ns`, when it left and its stacks were taken. 0: a sample of a running thread.
+    pub off_cpu_ns: u64,
+    /// An off-CPU sample of a thread that was off the CPU when the recording started: user space
+    /// read its stack then (the record has none).
+    pub off_cpu_seeded: bool,
     /// The thread's `comm` (at most 15 bytes; empty when it could not be read).
     pub comm: String,
     /// Kernel stack, leaf first.

@@ -229,6 +229,36 @@ impl ProfileMeta {
     }
 }
 
+impl ProfileMeta {
+    /// A wall-clock profile (BPF `--idle`): on-CPU samples at `rate_hz`, each weighing one
+    /// period, and off-CPU samples weighing the time away, in nanoseconds; starting now.
+    pub fn wall(title: impl Into<String>, rate_hz: u32) -> Self {
+        ProfileMeta {
+            kind: SampleKind::Wall,
+            unit: WeightUnit::Nanoseconds,
+            ..ProfileMeta::cpu(title, rate_hz)
+        }
+    }
+
+    /// What the text outputs (collapsed stacks, flame graph, speedscope) count for `counts`:
+    /// samples, or for a profile weighted in nanoseconds, microseconds (whole numbers, as
+    /// collapsed stacks need, and fine enough for stretches of at least a microsecond).
+    pub fn shown_value(&self, counts: Counts) -> u64 {
+        match self.unit {
+            WeightUnit::Samples => counts.samples,
+            WeightUnit::Nanoseconds => counts.weight.saturating_add(500) / 1000,
+        }
+    }
+
+    /// The unit of [`shown_value`](Self::shown_value), for people: `samples` or `μs`.
+    pub fn shown_unit(&self) -> &'static str {
+        match self.unit {
+            WeightUnit::Samples => "samples",
+            WeightUnit::Nanoseconds => "μs",
+        }
+    }
+}
+
 /// Nanoseconds between samples at `rate_hz`; 0 for an unknown rate.
 pub fn period_ns(rate_hz: u32) -> u64 {
     match rate_hz {
@@ -447,6 +477,25 @@ impl Profile {
         v.into_iter()
     }
 
+    /// Distinct stacks with what the text outputs show for them ([`ProfileMeta::shown_value`]:
+    /// samples, or microseconds of a profile weighted in nanoseconds), summed over labels,
+    /// sorted by ids; stacks that round to 0 are left out.
+    pub fn shown_stacks(&self) -> impl Iterator<Item = (&[u32], u64)> {
+        let mut per_stack: Vec<Counts> = vec![Counts::default(); self.stacks.len()];
+        for (&(s, _), c) in &self.counts {
+            add_counts(&mut per_stack[s as usize], *c);
+        }
+        let mut v: Vec<(&[u32], u64)> = self
+            .stacks
+            .iter()
+            .zip(per_stack)
+            .map(|(s, c)| (&s[..], self.meta.shown_value(c)))
+            .filter(|(_, v)| *v > 0)
+            .collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        v.into_iter()
+    }
+
     /// Every (stack, labels) pair with its counts, sorted by stack then labels.
     pub fn samples(&self) -> Vec<Entry<'_>> {
         let mut v: Vec<Entry<'_>> = self
@@ -650,6 +699,30 @@ mod tests {
         let offsets: Vec<u64> = p.timeline().iter().map(|t| t.offset_ns).collect();
         assert_eq!(offsets, vec![500, 700, 900]);
         assert_eq!(p.labels(p.timeline()[1].labels).tid, Some(8));
+    }
+
+    #[test]
+    fn wall_profiles_show_microseconds() {
+        let mut p = Profile::with_meta(ProfileMeta::wall("t", 100));
+        assert_eq!(
+            (p.meta.kind, p.meta.unit),
+            (SampleKind::Wall, WeightUnit::Nanoseconds)
+        );
+        assert_eq!(p.meta.period_ns, 10_000_000);
+        let none = SampleLabels::default();
+        // Two on-CPU samples (a period each) and one stretch off the CPU, of one stack.
+        p.add_sample(&[py("f", 1)], &none, None, 1, 10_000_000);
+        p.add_sample(&[py("f", 1)], &none, None, 1, 10_000_000);
+        p.add_sample(&[py("f", 1)], &none, None, 1, 2_500_400);
+        p.add_sample(&[py("g", 1)], &none, None, 1, 400);
+        let shown: Vec<u64> = p.shown_stacks().map(|(_, v)| v).collect();
+        // g's 0.4 µs rounds to nothing shown.
+        assert_eq!(shown, [22_500]);
+        assert_eq!(p.meta.shown_unit(), "μs");
+        let mut cpu = Profile::with_meta(ProfileMeta::cpu("t", 100));
+        cpu.add_sample(&[py("f", 1)], &none, None, 3, 3);
+        assert_eq!(cpu.shown_stacks().map(|(_, v)| v).collect::<Vec<_>>(), [3]);
+        assert_eq!(cpu.meta.shown_unit(), "samples");
     }
 
     #[test]

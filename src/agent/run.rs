@@ -156,6 +156,7 @@ fn sampler_config(config: &AgentConfig) -> BpfSourceConfig {
         kernel_stacks: !config.python_only || config.native,
         thread_names: true,
         native: config.native.then_some(DEFAULT_STACK_COPY),
+        off_cpu_min_ns: None,
     }
 }
 

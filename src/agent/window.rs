@@ -277,6 +277,7 @@ mod tests {
             name: "python3",
             python: Some(PyVersion::new(3, 11, 7)),
             start_time,
+            off_cpu_ns: 0,
         }
     }
 

@@ -51,8 +51,8 @@ mod sampler;
 pub use perf::{monotonic_ns, online_cpus, PerfEventKind};
 pub use python::{BpfFrameModel, BpfGil, CodeFields, PyLayout, PY_CODE_READ, PY_FRAME_READ};
 pub use sampler::{
-    ringbuf_bytes_for, BpfConfig, BpfSampler, Samples, COUNTER_NAMES, MAX_PYTHON_THREADS,
-    MAX_USER_STACK_COPY,
+    ringbuf_bytes_for, BpfConfig, BpfSampler, OffCpuConfig, Samples, COUNTER_NAMES,
+    MAX_OFFCPU_THREADS, MAX_PYTHON_THREADS, MAX_USER_STACK_COPY,
 };
 
 use std::io;

@@ -32,7 +32,7 @@ mod generated {
 
 use skel::types::{
     pyspy_frame_model as model, pyspy_gil_model as gil_kind, pyspy_native_sample, pyspy_py_layout,
-    pyspy_sample,
+    pyspy_sample, pyspy_sample_flag as sample_flag,
 };
 
 /// `PY_NO_FIELD`: a layout field the version does not have.
@@ -104,7 +104,28 @@ pub struct BpfConfig {
     /// whole pages, up to [`MAX_USER_STACK_COPY`]; `None` copies nothing. The record grows by
     /// the pages copied (e.g. 20 KiB for 16 KiB): size the ring buffer for it.
     pub copy_user_stack: Option<usize>,
+    /// Also record the time threads of the scope spend off the CPU (the `sched_switch`
+    /// program); `None`: on-CPU samples only (the program is not even loaded).
+    pub off_cpu: Option<OffCpuConfig>,
 }
+
+/// Settings of the off-CPU program (`on_switch` in sampler.bpf.c).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffCpuConfig {
+    /// Stretches off the CPU shorter than this are not recorded (each recorded one costs a
+    /// ring-buffer record and its handling in user space).
+    pub min_ns: u64,
+    /// Without a target: only threads of Python processes (those with a layout, see
+    /// [`BpfSampler::set_python_layout`]).
+    pub python_only: bool,
+    /// Entries of `offcpu_inflight`: threads of the scope that can be off the CPU at once
+    /// (~4 KiB each, allocated at load). A thread that leaves while it is full is counted
+    /// (`offcpu_inflight_full`) and its time away not recorded.
+    pub inflight_threads: u32,
+}
+
+/// The most `offcpu_inflight` entries (~4.3 KiB each, allocated at load: 18 MiB).
+pub const MAX_OFFCPU_THREADS: u32 = 4096;
 
 impl Default for BpfConfig {
     fn default() -> Self {
@@ -118,6 +139,7 @@ impl Default for BpfConfig {
             ringbuf_bytes: 8 << 20,
             python_threads: MAX_PYTHON_THREADS,
             copy_user_stack: None,
+            off_cpu: None,
         }
     }
 }
@@ -171,6 +193,24 @@ impl BpfConfig {
                 return Err(BpfError::Config(format!(
                     "a ring buffer of {} bytes is too small for records of {record} bytes",
                     self.ringbuf_bytes
+                )));
+            }
+        }
+        if let Some(off) = &self.off_cpu {
+            // (Also: both programs use the per-CPU py_scratch. sched_switch runs with interrupts
+            // off, so cpu-clock's timer interrupt never cuts into a walk there; a hardware
+            // event's NMI could.)
+            if !matches!(self.event, PerfEventKind::CpuClock) {
+                return Err(BpfError::Config(format!(
+                    "off-CPU time goes with the cpu-clock event only (on-CPU samples then stand \
+                     for a period of time), not {}",
+                    self.event
+                )));
+            }
+            if off.inflight_threads == 0 || off.inflight_threads > MAX_OFFCPU_THREADS {
+                return Err(BpfError::Config(format!(
+                    "{} off-CPU threads in flight: must be 1 to {MAX_OFFCPU_THREADS}",
+                    off.inflight_threads
                 )));
             }
         }
@@ -228,6 +268,10 @@ impl BpfSampler {
         rodata.skip_idle = !config.include_idle;
         rodata.kernel_stacks = config.kernel_stacks;
         rodata.user_stack_pages = config.copy_user_stack.map_or(0, user_stack_pages);
+        if let Some(off) = &config.off_cpu {
+            rodata.offcpu_min_ns = off.min_ns;
+            rodata.offcpu_python_only = off.python_only;
+        }
         // The Python walk's loop: bpf_loop where the kernel has it (a probe load of ~0.2 ms;
         // a CO-RE check in the program cost a search of the kernel's BTF, ~1 ms), unless a
         // test forces the bounded loop of older kernels.
@@ -245,6 +289,14 @@ impl BpfSampler {
             .py_threads
             .set_max_entries(config.python_threads.clamp(1, MAX_PYTHON_THREADS))
             .map_err(|e| BpfError::libbpf("sizing the Python thread map", e))?;
+        // The off-CPU program is verified and its map allocated only when it runs.
+        open.progs.on_switch.set_autoload(config.off_cpu.is_some());
+        if let Some(off) = &config.off_cpu {
+            open.maps
+                .offcpu_inflight
+                .set_max_entries(off.inflight_threads)
+                .map_err(|e| BpfError::libbpf("sizing the off-CPU map", e))?;
+        }
         let skel = open.load().map_err(BpfError::load)?;
 
         let cpus = perf::online_cpus().map_err(|e| BpfError::os("listing online CPUs", e))?;
@@ -269,6 +321,14 @@ impl BpfSampler {
                 .map_err(|e| BpfError::libbpf(format!("attaching to CPU {cpu}"), e))?;
             // The link owns the event now: libbpf closes it when the link is dropped.
             let _ = fd.into_raw_fd();
+            links.push(link);
+        }
+        if config.off_cpu.is_some() {
+            let link = skel
+                .progs
+                .on_switch
+                .attach()
+                .map_err(|e| BpfError::libbpf("attaching to sched_switch", e))?;
             links.push(link);
         }
         log::debug!(
@@ -488,6 +548,42 @@ impl BpfSampler {
         let _ = self.skel.maps.py_threads.delete(&thread_key(tgid, tid));
     }
 
+    /// Off-CPU: the threads off the CPU now (since at least `min_ns` before `now_ns`,
+    /// `CLOCK_MONOTONIC`), as the records they would send if they came back at `now_ns`. For
+    /// the end of a run: a thread blocked until then has its time away counted too.
+    pub fn off_cpu_in_flight(&self, now_ns: u64, min_ns: u64) -> Vec<RawSample> {
+        let map = &self.skel.maps.offcpu_inflight;
+        map.keys()
+            .filter_map(|key| map.lookup(&key, MapFlags::ANY).ok().flatten())
+            .filter_map(|value| record::decode_in_flight(&value, now_ns))
+            .filter(|sample| sample.off_cpu_ns >= min_ns)
+            .collect()
+    }
+
+    /// Off-CPU: thread `tid` of process `tgid` has been off the CPU since before `now_ns`
+    /// (`CLOCK_MONOTONIC`), when the recording started; user space read its stack. When it
+    /// comes back (or at the end) the program sends the time since as a record marked
+    /// `off_cpu_seeded`, without stacks. A thread the program has seen leave since is left
+    /// alone (its own record is better).
+    pub fn seed_off_cpu(&self, tgid: u32, tid: u32, now_ns: u64) -> Result<(), BpfError> {
+        let record = pyspy_sample {
+            tgid,
+            tid,
+            flags: sample_flag::SAMPLE_OFFCPU.0 | sample_flag::SAMPLE_OFFCPU_SEEDED.0,
+            ktime_ns: now_ns,
+            ..Default::default()
+        };
+        self.skel
+            .maps
+            .offcpu_inflight
+            .update(
+                &tid.to_ne_bytes(),
+                sample_bytes_of(&record),
+                MapFlags::NO_EXIST,
+            )
+            .map_err(|e| BpfError::libbpf(format!("recording thread {tid} of {tgid} as away"), e))
+    }
+
     /// `follow_children`: the descendants of the target the program has seen so far.
     pub fn children(&self) -> Vec<u32> {
         self.skel
@@ -664,6 +760,18 @@ fn thread_key(tgid: u32, tid: u32) -> [u8; 8] {
     ((u64::from(tgid) << 32) | u64::from(tid)).to_ne_bytes()
 }
 
+fn sample_bytes_of(record: &pyspy_sample) -> &[u8] {
+    #[allow(unsafe_code)]
+    // SAFETY: pyspy_sample is a #[repr(C)] struct of integers and integer arrays whose fields
+    // leave no padding (u32 pairs before each u64); the slice borrows it for its lifetime.
+    unsafe {
+        std::slice::from_raw_parts(
+            (record as *const pyspy_sample).cast::<u8>(),
+            std::mem::size_of::<pyspy_sample>(),
+        )
+    }
+}
+
 fn layout_bytes(layout: &pyspy_py_layout) -> &[u8] {
     #[allow(unsafe_code)]
     // SAFETY: pyspy_py_layout is a #[repr(C)] struct of twelve u32, one u64, twelve u32 and
@@ -768,6 +876,8 @@ mod tests {
             cpu: 0,
             ktime_ns: 0,
             process_start_ns: 0,
+            off_cpu_ns: 0,
+            off_cpu_seeded: false,
             comm: String::new(),
             kernel: Vec::new(),
             user: vec![0x1000; 127],

@@ -221,9 +221,14 @@ pub struct RecordArgs {
     /// Seconds to record (default: until the program exits or Ctrl-C).
     #[arg(short, long, value_parser = numbers::duration)]
     pub duration: Option<f64>,
-    /// Include idle threads (not running on a CPU).
+    /// Include idle threads (not running on a CPU). In BPF mode (and with --all): a
+    /// wall-clock profile, time on and off the CPU in nanoseconds.
     #[arg(short, long)]
     pub idle: bool,
+    /// With --idle in BPF mode: stretches a thread spends off the CPU shorter than this are
+    /// not recorded, e.g. 500us, 1ms, 0.2s (a bare number is milliseconds).
+    #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = numbers::off_cpu_min)]
+    pub offcpu_min: u64,
     /// Only record the thread holding the GIL.
     #[arg(short, long)]
     pub gil: bool,

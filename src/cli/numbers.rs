@@ -52,6 +52,43 @@ pub fn delay(s: &str) -> Result<f64, String> {
     seconds(s, MIN_DELAY_SECS, MAX_DELAY_SECS, "a refresh interval")
 }
 
+/// `--offcpu-min` bounds: below 10 µs the off-CPU program would record most context switches
+/// of a busy host; above a minute it would record nearly none.
+pub const MIN_OFFCPU_NS: u64 = 10_000;
+pub const MAX_OFFCPU_NS: u64 = 60_000_000_000;
+
+/// `--offcpu-min`: a duration with a unit, `ns`, `us`, `ms` or `s` (`500us`, `1ms`, `0.2s`); a
+/// bare number is milliseconds. Returned in nanoseconds, `MIN_OFFCPU_NS` to `MAX_OFFCPU_NS`.
+pub fn off_cpu_min(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (number, ns_per) = [
+        ("ns", 1.0),
+        ("us", 1e3),
+        ("µs", 1e3),
+        ("ms", 1e6),
+        ("s", 1e9),
+    ]
+    .iter()
+    .find_map(|&(unit, per)| Some((t.strip_suffix(unit)?, per)))
+    .unwrap_or((t, 1e6));
+    let bad = || {
+        format!(
+            "{s:?} is not a duration from 10us to 60s (a number with ns, us, ms or s; a bare number is milliseconds)"
+        )
+    };
+    match number.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() => {
+            let ns = x * ns_per;
+            if (MIN_OFFCPU_NS as f64..=MAX_OFFCPU_NS as f64).contains(&ns) {
+                Ok(ns.round() as u64)
+            } else {
+                Err(bad())
+            }
+        }
+        _ => Err(bad()),
+    }
+}
+
 /// `diff --threshold`, `--min-change`: a percentage, 0 to 100.
 pub fn percent(s: &str) -> Result<f64, String> {
     match s.trim().trim_end_matches('%').parse::<f64>() {
@@ -143,6 +180,19 @@ mod tests {
         assert_eq!(pid("1"), Ok(1));
         for bad in ["0", "-5", "4194305", "99999999999", "x", "1.5"] {
             assert!(pid(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn off_cpu_minimum_takes_units() {
+        assert_eq!(off_cpu_min("1ms"), Ok(1_000_000));
+        assert_eq!(off_cpu_min("2"), Ok(2_000_000));
+        assert_eq!(off_cpu_min("500us"), Ok(500_000));
+        assert_eq!(off_cpu_min("0.25s"), Ok(250_000_000));
+        assert_eq!(off_cpu_min("10000ns"), Ok(10_000));
+        for bad in ["", "ms", "5us", "61s", "-1ms", "nan", "1h", "1e400"] {
+            let e = off_cpu_min(bad).unwrap_err();
+            assert!(e.contains("10us to 60s"), "{bad}: {e}");
         }
     }
 }

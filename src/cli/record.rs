@@ -120,9 +120,12 @@ fn record_chosen(
             Some(pid) if args.subprocesses => Scope::Tree(pid),
             Some(pid) => Scope::Pid(pid),
         },
-        python_only: args.python_only,
+        // Wall-clock time with --all covers Python processes: the time others spend off the CPU
+        // is not recorded, so their share would be only their CPU time.
+        python_only: args.python_only || (args.idle && root.is_none()),
         gil_only: args.gil,
-        include_idle: args.idle,
+        // (The CPUs' idle task is no thread's time.)
+        include_idle: false,
         kernel_stacks: true,
         // pprof and chrometrace carry thread names whatever the presentation.
         thread_names: args.threads
@@ -131,6 +134,7 @@ fn record_chosen(
                 crate::output::Format::Pprof | crate::output::Format::Chrometrace
             ),
         native: native_stack,
+        off_cpu_min_ns: args.idle.then_some(args.offcpu_min),
     };
     let args = &args;
     // `--native` runs in both samplers, and in both the native and Python parts of a stack are
@@ -140,8 +144,6 @@ fn record_chosen(
         Some("--async")
     } else if args.blocking {
         Some("--blocking")
-    } else if args.idle && !args.target.all {
-        Some("--idle (threads that are not on a CPU)")
     } else if args.native && native_copier(args) == Copier::Userspace {
         Some("--native-stack-size above what a BPF sample holds")
     } else {
@@ -198,8 +200,8 @@ fn output_format(flag: Option<output::Format>, output: Option<&std::path::Path>)
 }
 
 /// Which sampler copies the stacks for `--native` (as `mode::choose` will pick it): BPF with
-/// `--all`, `--mode bpf`, or `auto` unless an option needs user space (`--blocking`, `--idle`
-/// on one target, a stack copy larger than a BPF sample holds). If `auto` then cannot start
+/// `--all`, `--mode bpf`, or `auto` unless an option needs user space (`--blocking`, a stack
+/// copy larger than a BPF sample holds). If `auto` then cannot start
 /// BPF, the user-space sampler checks the size again with its own bounds.
 #[cfg(target_os = "linux")]
 fn native_copier(args: &RecordArgs) -> Copier {
@@ -210,7 +212,7 @@ fn native_copier(args: &RecordArgs) -> Copier {
         _ if args.target.all => Copier::Bpf,
         mode::ModeArg::Bpf => Copier::Bpf,
         mode::ModeArg::Userspace => Copier::Userspace,
-        mode::ModeArg::Auto if args.blocking || args.idle || too_big_for_bpf => Copier::Userspace,
+        mode::ModeArg::Auto if args.blocking || too_big_for_bpf => Copier::Userspace,
         mode::ModeArg::Auto => Copier::Bpf,
     }
 }
@@ -364,11 +366,24 @@ fn record_bpf(
         Some(p) => format!("process {} (Python {})", p.pid, p.version()),
         None => "every process".to_string(),
     };
+    let wall = config.off_cpu_min_ns.is_some();
     eprintln!(
-        "pyspy-bpf: sampling {what} on {} CPUs at {} Hz with BPF ({} event); Ctrl-C to stop",
+        "pyspy-bpf: sampling {what} on {} CPUs at {} Hz with BPF ({} event){}; Ctrl-C to stop",
         sampler.cpus().len(),
         args.rate,
-        args.event
+        args.event,
+        match config.off_cpu_min_ns {
+            Some(ns) => format!(
+                ", and threads off the CPU for {} µs or more (wall-clock time{})",
+                ns / 1000,
+                if process.is_none() {
+                    " of Python processes"
+                } else {
+                    ""
+                }
+            ),
+            None => String::new(),
+        }
     );
     let mut frame_opts = frame_options(args);
     frame_opts.processes |= args.target.all;
@@ -376,7 +391,12 @@ fn record_bpf(
         Some(p) => p.cmdline.join(" "),
         None => "--all".to_string(),
     };
-    let mut profile = Profile::with_meta(ProfileMeta::cpu(format!("pyspy-bpf {title}"), args.rate));
+    let title = format!("pyspy-bpf {title}");
+    let mut profile = Profile::with_meta(match wall {
+        true => ProfileMeta::wall(title, args.rate),
+        false => ProfileMeta::cpu(title, args.rate),
+    });
+    let period_ns = profile.meta.period_ns;
     let mut lineage = match process {
         Some(p) if args.subprocesses => Some(Lineage::new(p.pid)),
         _ => None,
@@ -394,12 +414,18 @@ fn record_bpf(
             }
             let labels = sample_labels(stack, process.name);
             let now = Some(unix_ns(std::time::SystemTime::now()));
+            // Wall-clock: nanoseconds, a running thread's sample standing for one period.
+            let weight = match (wall, process.off_cpu_ns) {
+                (false, _) => 1,
+                (true, 0) => period_ns,
+                (true, away) => away,
+            };
             profile.add_sample(
                 &identity_frames_with(stack, hide_interpreter),
                 &labels,
                 now,
                 1,
-                1,
+                weight,
             )
         },
         |s| {

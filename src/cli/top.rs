@@ -178,6 +178,7 @@ fn bpf_config(scope: &TopScope, gil_only: bool) -> BpfSourceConfig {
         kernel_stacks: true,
         thread_names: false,
         native: None,
+        off_cpu_min_ns: None,
     }
 }
 

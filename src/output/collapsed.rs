@@ -56,7 +56,9 @@ pub fn labels(profile: &Profile) -> Vec<String> {
 }
 
 /// Each distinct stack as `root;...;leaf` with its count, sorted frame by frame (so a
-/// frame's callers and callees stay together, as inferno needs) and merged when equal.
+/// frame's callers and callees stay together, as inferno needs) and merged when equal. The
+/// count of a profile weighted in nanoseconds (wall-clock) is microseconds
+/// ([`crate::profile::ProfileMeta::shown_value`]).
 pub fn stacks(profile: &Profile) -> Vec<(String, u64)> {
     let labels = labels(profile);
     let label = |id: &u32| {
@@ -65,7 +67,7 @@ pub fn stacks(profile: &Profile) -> Vec<(String, u64)> {
             .map_or(UNKNOWN_NAME, String::as_str)
     };
     let mut merged: BTreeMap<Vec<&str>, u64> = BTreeMap::new();
-    for (ids, count) in profile.stacks() {
+    for (ids, count) in profile.shown_stacks() {
         let c = merged.entry(ids.iter().map(label).collect()).or_insert(0);
         *c = c.saturating_add(count);
     }

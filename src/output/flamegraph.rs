@@ -16,7 +16,7 @@ use inferno::flamegraph::color::{Color, MultiPalette, Palette, PaletteMap};
 use inferno::flamegraph::{self as inferno_fg, Direction, Options};
 
 use super::collapsed;
-use crate::profile::{FrameKind, Profile, ProfileMeta};
+use crate::profile::{FrameKind, Profile, ProfileMeta, SampleKind};
 
 const DEFAULT_TITLE: &str = "pyspy-bpf";
 
@@ -36,7 +36,7 @@ pub fn write(profile: &Profile, meta: &ProfileMeta, out: &mut dyn Write) -> io::
     opts.subtitle = Some(subtitle(profile, meta));
     opts.colors = Palette::Multi(MultiPalette::Python);
     opts.direction = Direction::Inverted;
-    opts.count_name = "samples".to_string();
+    opts.count_name = meta.shown_unit().to_string();
     opts.min_width = 0.1;
     // Colour by name hash so the same function gets the same colour in every graph.
     opts.hash = true;
@@ -87,6 +87,9 @@ fn name_hash(name: &str) -> f32 {
 /// `N samples, 12.3 s at 100 Hz, E errors`, leaving out what is unknown or zero.
 fn subtitle(profile: &Profile, meta: &ProfileMeta) -> String {
     let mut s = format!("{} samples", profile.total_samples());
+    if meta.kind == SampleKind::Wall {
+        s += ", wall-clock time (on and off CPU)";
+    }
     if meta.duration_secs > 0.0 {
         s += &format!(", {:.1} s", meta.duration_secs);
     }

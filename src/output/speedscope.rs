@@ -21,7 +21,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::{frame_label, UNKNOWN_NAME};
-use crate::profile::{FrameKind, Profile, ProfileFrame, ProfileMeta};
+use crate::profile::{Counts, FrameKind, Profile, ProfileFrame, ProfileMeta, WeightUnit};
 
 pub const SCHEMA: &str = "https://www.speedscope.app/file-format-schema.json";
 const DEFAULT_NAME: &str = "pyspy-bpf";
@@ -116,9 +116,15 @@ pub fn write(profile: &Profile, meta: &ProfileMeta, out: &mut dyn Write) -> io::
         true => profile
             .timeline()
             .iter()
-            .map(|t| (profile.stack(t.stack), 1))
+            .map(|t| {
+                let counts = Counts {
+                    samples: 1,
+                    weight: t.weight,
+                };
+                (profile.stack(t.stack), meta.shown_value(counts))
+            })
             .collect(),
-        false => profile.stacks().collect(),
+        false => profile.shown_stacks().collect(),
     };
     for (ids, count) in samples {
         let thread_at = ids.iter().position(|&id| {
@@ -162,7 +168,7 @@ pub fn write(profile: &Profile, meta: &ProfileMeta, out: &mut dyn Write) -> io::
     }
     let profiles = builders
         .into_iter()
-        .map(|b| to_sampled(b, meta.rate_hz))
+        .map(|b| to_sampled(b, per_second(meta)))
         .collect();
     let file = File {
         schema: SCHEMA,
@@ -194,9 +200,18 @@ fn profile_name(prefix: &[u32], frames: &[ProfileFrame], title: &str) -> String 
         .join(" / ")
 }
 
-fn to_sampled(b: Builder, rate_hz: u32) -> SampledProfile {
-    let (unit, end_value, weights) = if rate_hz > 0 {
-        let rate = f64::from(rate_hz);
+/// Shown values per second: the rate (samples), a million (microseconds of a profile weighted
+/// in nanoseconds), or 0 when unknown (plain counts).
+fn per_second(meta: &ProfileMeta) -> u32 {
+    match meta.unit {
+        WeightUnit::Samples => meta.rate_hz,
+        WeightUnit::Nanoseconds => 1_000_000,
+    }
+}
+
+fn to_sampled(b: Builder, per_second: u32) -> SampledProfile {
+    let (unit, end_value, weights) = if per_second > 0 {
+        let rate = f64::from(per_second);
         let w: Vec<f64> = b.counts.iter().map(|&c| c as f64 / rate).collect();
         ("seconds", b.total as f64 / rate, Weights::Seconds(w))
     } else {

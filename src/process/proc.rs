@@ -199,6 +199,15 @@ pub fn thread_is_running(pid: u32, tid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// Every process running now (the numeric entries of `/proc`).
+pub fn pids() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .collect()
+}
+
 /// Direct and indirect children of `pid` (for `--subprocesses`), by scanning `/proc`.
 pub fn descendants(pid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {

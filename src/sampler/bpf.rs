@@ -19,8 +19,8 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use crate::bpf::{
-    monotonic_ns, online_cpus, ringbuf_bytes_for, BpfConfig, BpfError, BpfSampler, PerfEventKind,
-    MAX_PYTHON_THREADS,
+    monotonic_ns, online_cpus, ringbuf_bytes_for, BpfConfig, BpfError, BpfSampler, OffCpuConfig,
+    PerfEventKind, MAX_OFFCPU_THREADS, MAX_PYTHON_THREADS,
 };
 use crate::model::{
     Addr, BpfPyStatus, Frame, PyVersion, RawSample, Reason, StackStatus, StackTrace,
@@ -68,6 +68,10 @@ pub struct BpfSourceConfig {
     /// many bytes of the top of its stack in BPF (at most `bpf::MAX_USER_STACK_COPY`;
     /// [`DEFAULT_STACK_COPY`]) and unwind them here. `None`: frame-pointer user stacks.
     pub native: Option<usize>,
+    /// Wall-clock mode: also record threads off the CPU (`--idle` in BPF mode), each stretch
+    /// of at least this many nanoseconds as one sample weighted by its length (`--offcpu-min`).
+    /// With `Scope::All`, only Python processes. `None`: on-CPU samples only.
+    pub off_cpu_min_ns: Option<u64>,
 }
 
 /// The process a stack handed to `run`'s `on_stack` belongs to.
@@ -80,6 +84,10 @@ pub struct SampleProcess<'a> {
     /// When it started (ns since boot, as in `/proc/PID/stat`): with the pid, tells it from a
     /// later process that reuses the pid.
     pub start_time: u64,
+    /// (Of the sample, not the process.) An off-CPU sample: nanoseconds the thread was off the
+    /// CPU, at the stack given (`off_cpu_min_ns`). 0: a sample of a running thread, which
+    /// stands for one sampling period.
+    pub off_cpu_ns: u64,
 }
 
 /// Default `BpfSourceConfig::native`: the most a BPF sample holds (60 KiB). numpy's matmul
@@ -104,6 +112,9 @@ pub struct BpfSummary {
     pub python_frames_rejected: FrameErrors,
     /// Python stacks whose frames the BPF program walked at the sample's instant.
     pub python_walked_in_bpf: u64,
+    /// Wall-clock mode: off-CPU samples of threads that were away when the recording started
+    /// (their stacks read by user space then, `seed_sleepers`).
+    pub off_cpu_seeded: u64,
     /// Python stacks read by user space after the sample instead, and why (the BPF walk's
     /// counters `py_*`, and `unregistered` for a process or thread not handed to it yet).
     pub python_read_late: Vec<(&'static str, u64)>,
@@ -136,6 +147,9 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// A Python stack read later than this after its sample was taken would describe another
 /// instant: such samples are dropped and counted as stale.
 const MAX_PYTHON_AGE_NS: u64 = 200_000_000;
+/// How often stale samples of threads the BPF program does not know yet have the thread list
+/// read (see `to_stack`).
+const REFRESH_THREADS: Duration = Duration::from_millis(100);
 /// How often a single target is checked for having exited.
 const ALIVE_CHECK: Duration = Duration::from_millis(100);
 /// Bytes of samples the ring-buffer reader may queue ahead of us: ~16K samples of frame
@@ -161,6 +175,9 @@ struct Entry {
     eval: Option<Vec<Range<Addr>>>,
     /// Tells this entry from an earlier one of the same pid (`WalkRegistry`).
     serial: u64,
+    /// When a stale sample of a thread the BPF program did not know last had the thread list
+    /// read (and registered).
+    threads_refreshed: Instant,
     /// The process's start as the BPF program saw it (`RawSample::process_start_ns`; 0:
     /// unknown, then pid reuse is found by re-reading /proc every `RECHECK`).
     started_ns: u64,
@@ -191,6 +208,13 @@ pub fn start(config: &BpfSourceConfig) -> Result<BpfSampler, BpfError> {
     // On a saturated host, loading and verifying the program at the default priority can take
     // a second of wall time: the profile would start that much later.
     raise_priority();
+    let cpus = online_cpus().map_or(1, |cpus| cpus.len());
+    // Off-CPU records come on top of the samples: at most one per thread per `min_ns` away,
+    // counted here as up to OFFCPU_RECORDS_PER_CPU a second per CPU more.
+    let records_hz = match config.off_cpu_min_ns {
+        Some(_) => config.rate_hz as u64 + OFFCPU_RECORDS_PER_CPU,
+        None => config.rate_hz as u64,
+    };
     BpfSampler::start(&BpfConfig {
         rate_hz: config.rate_hz as u64,
         event: config.event,
@@ -202,13 +226,35 @@ pub fn start(config: &BpfSourceConfig) -> Result<BpfSampler, BpfError> {
         kernel_stacks: config.kernel_stacks,
         include_idle: config.include_idle,
         copy_user_stack: config.native,
-        ringbuf_bytes: ringbuf_bytes_for(
-            online_cpus().map_or(1, |cpus| cpus.len()),
-            config.rate_hz as u64,
-            config.native,
-        ),
+        ringbuf_bytes: ringbuf_bytes_for(cpus, records_hz, config.native),
         python_threads: python_thread_slots(),
+        off_cpu: config.off_cpu_min_ns.map(|min_ns| OffCpuConfig {
+            min_ns,
+            python_only: true,
+            inflight_threads: offcpu_slots(config.scope),
+        }),
     })
+}
+
+/// Ring-buffer room for off-CPU records, per CPU and second (see `start`).
+const OFFCPU_RECORDS_PER_CPU: u64 = 1000;
+
+/// `offcpu_inflight` entries (threads of the scope off the CPU at once; ~4.3 KiB each,
+/// allocated at load): for one process, its threads now with room to grow (at least 256); with
+/// descendants or every Python process, twice the host's threads; at most
+/// `MAX_OFFCPU_THREADS`. One more thread than that off the CPU at once is counted
+/// (`offcpu_inflight_full`), not recorded.
+fn offcpu_slots(scope: Scope) -> u32 {
+    let wanted = match scope {
+        Scope::Pid(pid) => proc::threads(pid).map_or(256, |t| (t.len() as u32).saturating_mul(4)),
+        Scope::Tree(_) | Scope::All => {
+            proc::host_threads().map_or(MAX_OFFCPU_THREADS, |n| n.saturating_mul(2))
+        }
+    };
+    wanted
+        .clamp(256, MAX_OFFCPU_THREADS)
+        .next_power_of_two()
+        .min(MAX_OFFCPU_THREADS)
 }
 
 /// `py_threads` entries for this host: twice the threads it runs now (any of them may be
@@ -256,11 +302,24 @@ pub fn run(
     };
     let mut summary = BpfSummary::default();
     let mut registry = WalkRegistry::default();
-    if let Scope::Pid(pid) | Scope::Tree(pid) = config.scope {
+    let first = match config.scope {
+        Scope::Pid(pid) | Scope::Tree(pid) => vec![pid],
+        // Off-CPU time with --all is recorded for Python processes the program knows: those
+        // running now are handed to it before the start (one that sleeps throughout would
+        // otherwise never be sampled on a CPU, so never known); later ones at their first
+        // sample.
+        Scope::All if config.off_cpu_min_ns.is_some() => python_processes(),
+        Scope::All => Vec::new(),
+    };
+    for pid in first {
         register_target(pid, &sampler, &mut table, &mut registry);
         summary.processes_attached += 1;
         summary.python_attached += table.get(&pid).map_or(0, |e| e.is_python() as u64);
     }
+    let mut seeded = match config.off_cpu_min_ns {
+        Some(_) => seed_sleepers(&sampler, &mut table),
+        None => HashMap::new(),
+    };
     let mut sweep = ExitSweep::default();
     let mut children_checked = Instant::now();
     let mut alive_checked = Instant::now() - ALIVE_CHECK;
@@ -319,6 +378,7 @@ pub fn run(
                 Some(&sampler),
                 &mut registry,
                 &mut summary,
+                &mut seeded,
                 &mut on_stack,
             ),
             Err(RecvTimeoutError::Timeout) => {}
@@ -333,11 +393,16 @@ pub fn run(
         }
     }
     summary.elapsed = start.elapsed();
+    // Threads still off the CPU: their time away so far (they have not come back to send it).
+    let in_flight = match config.off_cpu_min_ns {
+        Some(min_ns) => sampler.off_cpu_in_flight(monotonic_ns(), min_ns),
+        None => Vec::new(),
+    };
     // Samples taken during the recording may still wait in the queue (the reader runs ahead
     // of us while we attach to new processes): stop sampling, then handle every one of them.
     let counters = sampler.stop()?;
     // (The BPF maps are gone with the program: nothing more is registered.)
-    for raw in samples.try_iter() {
+    for raw in samples.try_iter().chain(in_flight) {
         handle(
             &raw,
             config,
@@ -346,6 +411,7 @@ pub fn run(
             None,
             &mut registry,
             &mut summary,
+            &mut seeded,
             &mut on_stack,
         );
     }
@@ -385,6 +451,55 @@ fn register_target(
         }
     }
     table.insert(pid, entry);
+}
+
+/// Wall-clock mode: the Python threads of the processes registered so far that are off the CPU
+/// now. The program only sees a thread leave the CPU; one asleep since before the start (a
+/// worker waiting on a queue, a main thread in `join`) would not be seen until it comes back,
+/// or at all. So its stack is read now, while it sleeps, and the program is told it is away
+/// since now (`BpfSampler::seed_off_cpu`): its record, when it comes back or at the end, is
+/// given this stack. Returns tid -> stack.
+fn seed_sleepers(
+    sampler: &BpfSampler,
+    table: &mut HashMap<u32, Entry>,
+) -> HashMap<u32, StackTrace> {
+    let now = monotonic_ns();
+    let mut seeded = HashMap::new();
+    let all = crate::python::StackOptions {
+        include_idle: true,
+        gil_only: false,
+    };
+    for (&pid, entry) in table.iter_mut() {
+        let Kind::Python(process) = &mut entry.kind else {
+            continue;
+        };
+        let Ok(stacks) = process.stacks(all) else {
+            continue;
+        };
+        for stack in stacks {
+            let Some(tid) = stack.tid.filter(|_| !stack.active) else {
+                continue;
+            };
+            match sampler.seed_off_cpu(pid, tid, now) {
+                Ok(()) => {
+                    seeded.insert(tid, stack);
+                }
+                Err(e) => log::debug!("{e}"),
+            }
+        }
+    }
+    seeded
+}
+
+/// The processes running now whose executable is named python (the cheap half of
+/// `may_have_become_python`: a full scan of every process's maps would cost more).
+fn python_processes() -> Vec<u32> {
+    let own = std::process::id();
+    proc::pids()
+        .into_iter()
+        .filter(|&pid| pid != own)
+        .filter(|&pid| proc::exe(pid).is_ok_and(|exe| exe.to_string_lossy().contains("python")))
+        .collect()
 }
 
 /// Process `pid` exited: drop everything kept for it (its attached interpreter and code
@@ -434,8 +549,35 @@ fn handle(
     bpf: Option<&BpfSampler>,
     registry: &mut WalkRegistry,
     summary: &mut BpfSummary,
+    seeded: &mut HashMap<u32, StackTrace>,
     on_stack: &mut impl FnMut(&StackTrace, &SampleProcess),
 ) {
+    if raw.off_cpu_seeded {
+        // Away since before the start: the stack user space read then (`seed_sleepers`).
+        let (Some(stack), Some(entry)) = (seeded.remove(&raw.tid), table.get(&raw.pid)) else {
+            return;
+        };
+        if stack.pid != raw.pid || (config.gil_only && stack.owns_gil != Some(true)) {
+            return;
+        }
+        summary.samples += 1;
+        summary.python_samples += 1;
+        summary.off_cpu_seeded += 1;
+        let python = match &entry.kind {
+            Kind::Python(process) => Some(process.version()),
+            Kind::Native => None,
+        };
+        on_stack(
+            &stack,
+            &SampleProcess {
+                name: entry.name.as_str(),
+                python,
+                start_time: entry.start_time,
+                off_cpu_ns: raw.off_cpu_ns,
+            },
+        );
+        return;
+    }
     if let Some((stack, process)) = to_stack(raw, config, table, symbols, bpf, registry, summary) {
         summary.samples += 1;
         on_stack(&stack, &process);
@@ -452,7 +594,10 @@ fn to_stack<'t>(
     registry: &mut WalkRegistry,
     summary: &mut BpfSummary,
 ) -> Option<(StackTrace, SampleProcess<'t>)> {
-    let stale = monotonic_ns().saturating_sub(raw.ktime_ns) > MAX_PYTHON_AGE_NS;
+    // An off-CPU sample's thread ran again at the end of its time away: a stack read after
+    // that would be another instant's.
+    let taken_ns = raw.ktime_ns.saturating_add(raw.off_cpu_ns);
+    let stale = monotonic_ns().saturating_sub(taken_ns) > MAX_PYTHON_AGE_NS;
     if stale && !table.contains_key(&raw.pid) {
         // Attaching to a new process is the slow path; behind already, it would only put us
         // further behind for a sample whose Python stack could no longer be read truthfully.
@@ -466,7 +611,7 @@ fn to_stack<'t>(
         tid: Some(raw.tid),
         thread_name: Some(raw.comm.clone()),
         thread_ident: 0,
-        active: true,
+        active: raw.off_cpu_ns == 0,
         owns_gil: None,
         frames: Vec::new(),
     };
@@ -477,6 +622,17 @@ fn to_stack<'t>(
         // a stack read now is only the sample's if now is soon enough.
         if stale && !raw.python.status.is_walked() {
             summary.stale += 1;
+            // A thread the program does not know yet is read late at every sample until it is
+            // registered; behind already, we would never get to register it (wall-clock mode
+            // loses a new thread's time that way): read the thread list now and then.
+            if raw.python.status == BpfPyStatus::NoThread
+                && entry.threads_refreshed.elapsed() >= REFRESH_THREADS
+            {
+                entry.threads_refreshed = Instant::now();
+                if let (Some(sampler), Ok(())) = (bpf, process.read_thread_list()) {
+                    registry.sync(sampler, raw.pid, entry.serial, process);
+                }
+            }
             return None;
         }
         let want = StackExtras {
@@ -527,7 +683,7 @@ fn to_stack<'t>(
                     None => py.frames.clone(),
                 };
                 stack = StackTrace {
-                    active: true,
+                    active: raw.off_cpu_ns == 0,
                     frames,
                     thread_name: py.thread_name.clone().or(stack.thread_name),
                     ..py
@@ -584,6 +740,7 @@ fn to_stack<'t>(
             name: entry.name.as_str(),
             python,
             start_time: entry.start_time,
+            off_cpu_ns: raw.off_cpu_ns,
         },
     ))
 }
@@ -646,12 +803,17 @@ fn frame_pointer_frames(raw: &RawSample, symbols: &mut Resolver) -> Vec<Frame> {
 }
 
 fn kernel_frames(raw: &RawSample, symbols: &mut Resolver) -> Vec<Frame> {
-    symbols
-        .symbols
-        .kernel_frames(&raw.kernel)
-        .into_iter()
-        .map(Frame::Kernel)
-        .collect()
+    let names = symbols.symbols.kernel_frames(&raw.kernel);
+    // An off-CPU record's kernel stack was taken inside the sched_switch program: its leaf
+    // frames are the program and the tracepoint's call of it, not the thread's.
+    let ours = match raw.off_cpu_ns {
+        0 => 0,
+        _ => names
+            .iter()
+            .take_while(|n| n.starts_with("bpf_prog_") || n.starts_with("bpf_trace_run"))
+            .count(),
+    };
+    names.into_iter().skip(ours).map(Frame::Kernel).collect()
 }
 
 /// With `native`: the sample's user stack unwound from its registers and stack copy; `None`
@@ -838,6 +1000,7 @@ fn new_entry(pid: u32, comm: &str, started_ns: u64, attempts: u32) -> Entry {
         attempts,
         eval: None,
         serial: next_serial(),
+        threads_refreshed: Instant::now(),
         started_ns,
     }
 }

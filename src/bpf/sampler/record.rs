@@ -29,6 +29,18 @@ fn read_record(data: &[u8]) -> Option<pyspy_sample> {
     Some(record)
 }
 
+/// An `offcpu_inflight` entry (a thread off the CPU now) as the record it would send if it came
+/// back at `now_ns`; `None` when too short, or not an off-CPU record.
+pub(super) fn decode_in_flight(data: &[u8], now_ns: u64) -> Option<RawSample> {
+    let record = read_record(data)?;
+    if record.flags & flag::SAMPLE_OFFCPU.0 == 0 {
+        return None;
+    }
+    let mut sample = to_raw_sample(&record);
+    sample.off_cpu_ns = now_ns.saturating_sub(record.ktime_ns).max(1);
+    Some(sample)
+}
+
 /// One record, or `None` when it is too short for its header or for what its flags say.
 pub(super) fn decode(data: &[u8]) -> Option<RawSample> {
     let record = read_record(data)?;
@@ -119,6 +131,12 @@ fn to_raw_sample(record: &pyspy_sample) -> RawSample {
         cpu: record.cpu,
         ktime_ns: record.ktime_ns,
         process_start_ns: record.process_start_ns,
+        off_cpu_ns: match has(flag::SAMPLE_OFFCPU) {
+            // At least 1: an off-CPU sample is never taken for an on-CPU one.
+            true => record.off_cpu_ns.max(1),
+            false => 0,
+        },
+        off_cpu_seeded: has(flag::SAMPLE_OFFCPU) && has(flag::SAMPLE_OFFCPU_SEEDED),
         comm: String::from_utf8_lossy(&comm).into_owned(),
         kernel: stack(&record.kernel, record.kernel_len),
         user: stack(&record.user, record.user_len),
@@ -261,6 +279,41 @@ mod tests {
         // Held without read is no reading.
         r.flags = flag::SAMPLE_PY_GIL_HELD.0;
         assert_eq!(to_raw_sample(&r).python.gil, None);
+    }
+
+    #[test]
+    fn decodes_off_cpu_records() {
+        let mut r = record();
+        r.off_cpu_ns = 5_000_000;
+        // Without the flag the field means nothing: an on-CPU sample.
+        assert_eq!(to_raw_sample(&r).off_cpu_ns, 0);
+        r.flags = flag::SAMPLE_OFFCPU.0;
+        assert_eq!(to_raw_sample(&r).off_cpu_ns, 5_000_000);
+        r.off_cpu_ns = 0;
+        assert_eq!(to_raw_sample(&r).off_cpu_ns, 1);
+        // A thread still away: its time so far; an entry without the flag is no such thread.
+        r.ktime_ns = 1_000;
+        let bytes = bytes_of_sample(&r);
+        let away = decode_in_flight(bytes, 3_000_500).expect("in flight");
+        assert_eq!(away.off_cpu_ns, 2_999_500);
+        assert_eq!(
+            decode_in_flight(bytes, 10).expect("in flight").off_cpu_ns,
+            1
+        );
+        r.flags = 0;
+        assert!(decode_in_flight(bytes_of_sample(&r), 3_000_500).is_none());
+        assert!(decode_in_flight(&[0u8; 16], 1).is_none());
+    }
+
+    fn bytes_of_sample(r: &pyspy_sample) -> &[u8] {
+        #[allow(unsafe_code)]
+        // SAFETY: a plain #[repr(C)] struct of integers, read as its own size.
+        unsafe {
+            std::slice::from_raw_parts(
+                (r as *const pyspy_sample).cast::<u8>(),
+                std::mem::size_of::<pyspy_sample>(),
+            )
+        }
     }
 
     #[test]
