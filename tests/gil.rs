@@ -79,16 +79,24 @@ fn gil_is_read_in_bpf_on_every_interpreter() {
             let (s, c) = (leaf_count(&stacks, &spin), leaf_count(&stacks, &compress));
             let python = stats["python_samples"].as_u64().unwrap_or(0);
             let late = stats["counters"]["gil_read_late"].as_u64();
+            let counters = stats["counters"].as_object();
+            // Samples the program did not walk (a thread it was not told of yet: gil.py starts
+            // its threads while the recording may already run) are read by user space, GIL and
+            // all; every sample the program walked has its GIL state from the program.
+            let not_walked: u64 = counters
+                .into_iter()
+                .flatten()
+                .filter(|(name, _)| name.starts_with("read_late."))
+                .filter_map(|(_, n)| n.as_u64())
+                .sum();
             ensure!(
                 s >= MIN_SAMPLES && c <= (s / 10).max(2),
                 "record --mode bpf --gil (bounded walk: {bounded}): {s} samples in `{spin}`, {c} in \
                  `{compress}`; expected only the spinning thread:\n{}\n{stats}",
                 summary(&stacks)
             );
-            // The target is handed to the program before the first sample: every GIL state is
-            // the program's, none read by user space later.
             ensure!(
-                late == Some(0),
+                late.is_some_and(|late| late <= not_walked && late * 50 <= python),
                 "record --mode bpf --gil (bounded walk: {bounded}): gil_read_late {late:?} of \
                  {python} Python samples: {stats}"
             );
