@@ -9,6 +9,9 @@
 #        PYSPY_BPF_ARGS=           (more arguments for pyspy-bpf record, e.g. --idle: a
 #                                   wall-clock profile, with the off-CPU program)
 #        PYSPY=1                   (0: do not run py-spy)
+#        BASELINE=                 (another pyspy-bpf binary, e.g. an older build: run after
+#                                   this one on the same workload, a row "baseline --all" with
+#                                   this/base, the ratio of their CPU s)
 #        BPF_STATS=1               (0: do not turn on kernel.bpf_stats_enabled; see below)
 #        SESSION=own               (own: the workload runs in its own session, so with
 #                                   kernel.sched_autogroup_enabled=1 its busy threads share
@@ -108,13 +111,13 @@ PYSPY_BPF="${CARGO_TARGET_DIR:-$REPO/target}/release/pyspy-bpf"
 
 exec /usr/bin/python3 - "$PYSPY_BPF" "$VENV/bin/py-spy" "$PYTHON" "$REPO/bench/workload_tree.py" \
   "$DURATION" "$RATE" "$BPF_STATS" "$SESSION" "$PYSPY_MAX_WALL" "$KSYM_CACHE" "$PYSPY" \
-  "$PYSPY_BPF_ARGS" $SHAPES <<'PY'
+  "$PYSPY_BPF_ARGS" "${BASELINE:-}" $SHAPES <<'PY'
 import os, re, shutil, signal, subprocess, sys, tempfile, time
 
 (pyspy_bpf, py_spy, python, workload_py, duration, rate, bpf_stats, session, pyspy_max_wall,
- ksym_cache, run_pyspy, pyspy_bpf_args) = sys.argv[1:13]
+ ksym_cache, run_pyspy, pyspy_bpf_args, baseline) = sys.argv[1:14]
 pyspy_bpf_args = pyspy_bpf_args.split()
-shapes = [tuple(int(x) for x in s.split("x")) for s in sys.argv[13:]]
+shapes = [tuple(int(x) for x in s.split("x")) for s in sys.argv[14:]]
 duration_s = float(duration)
 STATS_KNOB = "/proc/sys/kernel/bpf_stats_enabled"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -413,6 +416,20 @@ try:
                 old_stats = None
         parse_bpf(r)
         rows.append((shape, "pyspy-bpf --all", r))
+        if baseline:
+            time.sleep(1)
+            log("%s: baseline %s record --all at %s Hz for %s s" % (shape, baseline, rate, duration))
+            if bpf_stats == "1":
+                old_stats = set_stats("1")
+            try:
+                r = measure("baseline", [baseline, "record", "--all", "-r", rate, "-d", duration, "-f",
+                                         "raw", "-o", out] + pyspy_bpf_args, out, bpf_stats == "1")
+            finally:
+                if old_stats is not None:
+                    set_stats(old_stats)
+                    old_stats = None
+            parse_bpf(r)
+            rows.append((shape, "baseline --all", r))
         if run_pyspy != "1":
             stop_workload()
             continue
@@ -441,6 +458,10 @@ for shape, name, r in rows:
     by_shape.setdefault(shape, {})[name] = r
 for shape, name, r in rows:
     ratio = ""
+    if name.startswith("baseline"):
+        b = by_shape[shape].get("pyspy-bpf --all")
+        if b and r["cpu"]:
+            ratio = "this/base %.3f" % (b["cpu"] / r["cpu"])
     if name.startswith("py-spy"):
         b = by_shape[shape].get("pyspy-bpf --all")
         if b and r["cpu"]:
