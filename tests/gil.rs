@@ -162,9 +162,12 @@ fn pprof_gil_label_on_every_interpreter() {
             let top = go_pprof(&["-top", &format!("-tagfocus=gil={value}")], &out).unwrap();
             let mine = flat_percent(&top, owner).unwrap_or(0.0);
             let theirs = flat_percent(&top, other).unwrap_or(0.0);
-            // (Percentages of the whole profile, where each thread has about half.)
+            // (Percentages of the whole profile, where each thread has about half.) The other
+            // thread may show a little: 2.7's GIL is dropped by the spinner every 100 bytecodes
+            // and taken back, and a sample on the CPU in that gap finds it released (CI saw
+            // spin_gil at 5.4% beside compress_loop's 46.7% on pyenv's 2.7).
             ensure!(
-                mine >= 15.0 && theirs <= (mine / 10.0).max(5.0),
+                mine >= 15.0 && theirs <= (mine / 5.0).max(5.0),
                 "gil={value}: {owner} {mine}%, {other} {theirs}%; expected {owner} only:\n{top}"
             );
         }
