@@ -760,6 +760,8 @@ fn thread_key(tgid: u32, tid: u32) -> [u8; 8] {
     ((u64::from(tgid) << 32) | u64::from(tid)).to_ne_bytes()
 }
 
+/// A sample record as the bytes of an `offcpu_inflight` value (user space seeds the threads
+/// that were already away when the recording started).
 fn sample_bytes_of(record: &pyspy_sample) -> &[u8] {
     #[allow(unsafe_code)]
     // SAFETY: pyspy_sample is a #[repr(C)] struct of integers and integer arrays whose fields

@@ -190,7 +190,7 @@ fn python_part(record: &pyspy_sample) -> BpfPython {
 
 #[cfg(test)]
 mod tests {
-    use super::super::user_stack_pages;
+    use super::super::{sample_bytes_of, user_stack_pages};
     use super::*;
 
     fn record() -> pyspy_sample {
@@ -293,7 +293,7 @@ mod tests {
         assert_eq!(to_raw_sample(&r).off_cpu_ns, 1);
         // A thread still away: its time so far; an entry without the flag is no such thread.
         r.ktime_ns = 1_000;
-        let bytes = bytes_of_sample(&r);
+        let bytes = sample_bytes_of(&r);
         let away = decode_in_flight(bytes, 3_000_500).expect("in flight");
         assert_eq!(away.off_cpu_ns, 2_999_500);
         assert_eq!(
@@ -301,19 +301,8 @@ mod tests {
             1
         );
         r.flags = 0;
-        assert!(decode_in_flight(bytes_of_sample(&r), 3_000_500).is_none());
+        assert!(decode_in_flight(sample_bytes_of(&r), 3_000_500).is_none());
         assert!(decode_in_flight(&[0u8; 16], 1).is_none());
-    }
-
-    fn bytes_of_sample(r: &pyspy_sample) -> &[u8] {
-        #[allow(unsafe_code)]
-        // SAFETY: a plain #[repr(C)] struct of integers, read as its own size.
-        unsafe {
-            std::slice::from_raw_parts(
-                (r as *const pyspy_sample).cast::<u8>(),
-                std::mem::size_of::<pyspy_sample>(),
-            )
-        }
     }
 
     #[test]
