@@ -22,19 +22,18 @@ use crate::bpf::{
     monotonic_ns, online_cpus, ringbuf_bytes_for, BpfConfig, BpfError, BpfSampler, OffCpuConfig,
     PerfEventKind, MAX_OFFCPU_THREADS, MAX_PYTHON_THREADS,
 };
-use crate::model::{
-    Addr, BpfPyStatus, Frame, PyVersion, RawSample, Reason, StackStatus, StackTrace,
-};
-use crate::native::merge::{self, NativeSlot};
+use crate::model::{Addr, BpfPyStatus, Frame, PyVersion, RawSample, Reason, StackTrace};
 use crate::native::return_address::ReturnAddresses;
-use crate::native::unwind::{NativeStack, NativeUnwinder};
-use crate::native::{fp_stack, symbolize, NativeStats, NativeSymbolizer};
+use crate::native::unwind::NativeUnwinder;
+use crate::native::{symbolize, NativeStats, NativeSymbolizer};
 use crate::process::priority::{set_own_nice, PROFILER_NICE};
 use crate::process::proc;
-use crate::process::regs::{StackCopy, UserRegs};
 use crate::python::code::FrameErrors;
 use crate::python::state::{SampleError, StackExtras, StackWithEntries};
 use crate::python::PythonProcess;
+use crate::sampler::bpf_frames::{
+    frame_pointer_frames, kernel_frames, merge_native, unwind, Resolver,
+};
 use crate::sampler::bpf_registry::WalkRegistry;
 use crate::sampler::exit_sweep::ExitSweep;
 
@@ -187,14 +186,6 @@ impl Entry {
     fn is_python(&self) -> bool {
         matches!(self.kind, Kind::Python(_))
     }
-}
-
-/// Turns addresses into frames: the symbolizer, and with `native` the unwinder; the check of
-/// the return addresses of frame-pointer stacks.
-struct Resolver {
-    symbols: NativeSymbolizer,
-    unwinder: Option<NativeUnwinder>,
-    returns: ReturnAddresses,
 }
 
 /// Quick retries (every `RETRY_STARTING`) before falling back to `RECHECK`.
@@ -779,104 +770,6 @@ fn read_python(
         None => summary.python_read_late.push((why, 1)),
     }
     (process.thread_stack_with_entries(raw.tid, want), false)
-}
-
-/// The frame-pointer user stack the kernel recorded, symbolized as far as it can be trusted
-/// (`fp_stack`), then a `Truncated` marker saying why it stops there.
-fn frame_pointer_frames(raw: &RawSample, symbols: &mut Resolver) -> Vec<Frame> {
-    let Resolver {
-        symbols: names,
-        returns,
-        ..
-    } = symbols;
-    let full = raw.user_status == StackStatus::DepthLimit;
-    let (keep, cut) = fp_stack::trusted_len(&raw.user, full, |addr| {
-        returns.check(raw.pid, addr, |a| names.is_executable(raw.pid, a))
-    });
-    let mut frames: Vec<Frame> = names
-        .user_frames(raw.pid, &raw.user[..keep])
-        .into_iter()
-        .map(Frame::Native)
-        .collect();
-    frames.extend(cut.map(Frame::Truncated));
-    frames
-}
-
-fn kernel_frames(raw: &RawSample, symbols: &mut Resolver) -> Vec<Frame> {
-    let names = symbols.symbols.kernel_frames(&raw.kernel);
-    // An off-CPU record's kernel stack was taken inside the sched_switch program: its leaf
-    // frames are the program and the tracepoint's call of it, not the thread's.
-    let ours = match raw.off_cpu_ns {
-        0 => 0,
-        _ => names
-            .iter()
-            .take_while(|n| n.starts_with("bpf_prog_") || n.starts_with("bpf_trace_run"))
-            .count(),
-    };
-    names.into_iter().skip(ours).map(Frame::Kernel).collect()
-}
-
-/// With `native`: the sample's user stack unwound from its registers and stack copy; `None`
-/// without a copy (a kernel thread, or the copy failed: counted as `no_registers`).
-fn unwind(
-    raw: &RawSample,
-    symbols: &mut Resolver,
-    summary: &mut BpfSummary,
-) -> Option<NativeStack> {
-    let unwinder = symbols.unwinder.as_mut()?;
-    let (Some(regs), false) = (raw.user_regs, raw.user_stack.is_empty()) else {
-        if raw.pid != 0 && !raw.user.is_empty() {
-            summary.native.no_registers += 1;
-        }
-        return None;
-    };
-    let copy = StackCopy {
-        base: regs.sp,
-        bytes: raw.user_stack.clone(),
-        unread: raw.user_stack_unread.clone(),
-    };
-    let regs = UserRegs {
-        ip: regs.ip,
-        sp: regs.sp,
-        bp: regs.bp,
-    };
-    let stack = unwinder.unwind(raw.pid, regs, &copy);
-    summary.native.stacks += 1;
-    if stack.truncated.is_some() {
-        summary.native.truncated += 1;
-    }
-    Some(stack)
-}
-
-/// A Python thread's unwound native stack merged with its Python frames (as
-/// `NativeReader::thread_frames` does for a paused thread).
-#[allow(clippy::too_many_arguments)]
-fn merge_native(
-    pid: u32,
-    native: &NativeStack,
-    eval: &[Range<Addr>],
-    python: &[Frame],
-    entries: &[bool],
-    shims: &[Addr],
-    symbols: &mut Resolver,
-) -> merge::Merged {
-    let slots: Vec<NativeSlot> = symbols
-        .symbols
-        .user_frames(pid, &native.addrs)
-        .into_iter()
-        .zip(&native.addrs)
-        .enumerate()
-        .map(|(i, (frame, addr))| {
-            let own = native.sps[i]..native.sps.get(i + 1).copied().unwrap_or(Addr::MAX);
-            NativeSlot {
-                frame,
-                eval: eval.iter().any(|r| r.contains(addr))
-                    || shims.iter().any(|s| own.contains(s)),
-            }
-        })
-        .collect();
-    let (groups, complete) = merge::python_groups(python, entries);
-    merge::merge(&slots, native.truncated, groups, complete)
 }
 
 /// The cached state of the sample's process: attached once; replaced when the pid now

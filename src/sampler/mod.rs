@@ -4,6 +4,8 @@
 #[cfg(target_os = "linux")]
 pub mod bpf;
 #[cfg(target_os = "linux")]
+pub mod bpf_frames;
+#[cfg(target_os = "linux")]
 pub mod bpf_layout;
 #[cfg(target_os = "linux")]
 pub mod bpf_registry;
