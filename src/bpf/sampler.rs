@@ -555,8 +555,7 @@ impl BpfSampler {
         let map = &self.skel.maps.offcpu_inflight;
         map.keys()
             .filter_map(|key| map.lookup(&key, MapFlags::ANY).ok().flatten())
-            .filter_map(|value| record::decode_in_flight(&value, now_ns))
-            .filter(|sample| sample.off_cpu_ns >= min_ns)
+            .filter_map(|value| record::decode_in_flight(&value, now_ns, min_ns))
             .collect()
     }
 

@@ -29,15 +29,26 @@ fn read_record(data: &[u8]) -> Option<pyspy_sample> {
     Some(record)
 }
 
+/// `OFFCPU_SAMPLE_EVERY` of bpf/pyspy.h: a record marked `SAMPLE_OFFCPU_SAMPLED` stands for this
+/// many times its stretch off the CPU.
+const OFFCPU_SAMPLE_EVERY: u64 = 4;
+
 /// An `offcpu_inflight` entry (a thread off the CPU now) as the record it would send if it came
-/// back at `now_ns`; `None` when too short, or not an off-CPU record.
-pub(super) fn decode_in_flight(data: &[u8], now_ns: u64) -> Option<RawSample> {
+/// back at `now_ns`; `None` when shorter than `min_ns`, or not an off-CPU record.
+pub(super) fn decode_in_flight(data: &[u8], now_ns: u64, min_ns: u64) -> Option<RawSample> {
     let record = read_record(data)?;
     if record.flags & flag::SAMPLE_OFFCPU.0 == 0 {
         return None;
     }
+    let away = now_ns.saturating_sub(record.ktime_ns).max(1);
+    if away < min_ns {
+        return None;
+    }
     let mut sample = to_raw_sample(&record);
-    sample.off_cpu_ns = now_ns.saturating_sub(record.ktime_ns).max(1);
+    sample.off_cpu_ns = match record.flags & flag::SAMPLE_OFFCPU_SAMPLED.0 {
+        0 => away,
+        _ => away.saturating_mul(OFFCPU_SAMPLE_EVERY),
+    };
     Some(sample)
 }
 
@@ -294,15 +305,26 @@ mod tests {
         // A thread still away: its time so far; an entry without the flag is no such thread.
         r.ktime_ns = 1_000;
         let bytes = sample_bytes_of(&r);
-        let away = decode_in_flight(bytes, 3_000_500).expect("in flight");
+        let away = decode_in_flight(bytes, 3_000_500, 1_000_000).expect("in flight");
         assert_eq!(away.off_cpu_ns, 2_999_500);
         assert_eq!(
-            decode_in_flight(bytes, 10).expect("in flight").off_cpu_ns,
+            decode_in_flight(bytes, 10, 0)
+                .expect("in flight")
+                .off_cpu_ns,
             1
         );
+        // Shorter than --offcpu-min: not recorded, as the program would not.
+        assert!(decode_in_flight(bytes, 3_000_500, 3_000_000).is_none());
+        // One of a busy thread's sampled stretches stands for OFFCPU_SAMPLE_EVERY of them; the
+        // minimum applies to the stretch itself.
+        r.flags = flag::SAMPLE_OFFCPU.0 | flag::SAMPLE_OFFCPU_SAMPLED.0;
+        let sampled = sample_bytes_of(&r);
+        let away = decode_in_flight(sampled, 3_000_500, 1_000_000).expect("in flight");
+        assert_eq!(away.off_cpu_ns, 4 * 2_999_500);
+        assert!(decode_in_flight(sampled, 500_500, 1_000_000).is_none());
         r.flags = 0;
-        assert!(decode_in_flight(sample_bytes_of(&r), 3_000_500).is_none());
-        assert!(decode_in_flight(&[0u8; 16], 1).is_none());
+        assert!(decode_in_flight(sample_bytes_of(&r), 3_000_500, 0).is_none());
+        assert!(decode_in_flight(&[0u8; 16], 1, 0).is_none());
     }
 
     #[test]
