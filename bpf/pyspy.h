@@ -108,19 +108,7 @@ enum pyspy_sample_flag {
 	 * that was off the CPU when the recording started (it read that thread's stacks itself);
 	 * the record has no stacks. */
 	SAMPLE_OFFCPU_SEEDED = 1 << 12,
-	/* With SAMPLE_OFFCPU: the thread switches often (OFFCPU_BUSY_SWITCH_NS), so only a random
-	 * 1 in OFFCPU_SAMPLE_EVERY of its stretches off the CPU was recorded, and off_cpu_ns is
-	 * OFFCPU_SAMPLE_EVERY times the stretch: the time the record stands for (unbiased). */
-	SAMPLE_OFFCPU_SAMPLED = 1 << 13,
 };
-
-/* Off-CPU sampling (SAMPLE_OFFCPU_SAMPLED): a thread that has left the CPU more than once per
- * OFFCPU_BUSY_SWITCH_NS on average over its life (task_struct nvcsw + nivcsw since start_time)
- * has its stacks taken at a random 1 in OFFCPU_SAMPLE_EVERY of its switches out; any other
- * thread at every one. Taking a leaving thread's stacks is most of what the off-CPU program
- * costs, and such a thread still gives more than 60 records a second. */
-#define OFFCPU_BUSY_SWITCH_NS 4000000ULL
-#define OFFCPU_SAMPLE_EVERY 4
 
 /* struct pyspy_sample.py_status: what the Python walk did. */
 enum pyspy_py_status {
@@ -211,8 +199,7 @@ struct pyspy_sample {
 	/* The process's start (its thread group leader's start_time, ns since boot): tells a
 	 * process from an earlier one that had the same pid, at every sample. */
 	__u64 process_start_ns;
-	/* SAMPLE_OFFCPU: nanoseconds the thread was off the CPU (SAMPLE_OFFCPU_SAMPLED: times
-	 * OFFCPU_SAMPLE_EVERY, the time the record stands for); 0 for an on-CPU sample. */
+	/* SAMPLE_OFFCPU: nanoseconds the thread was off the CPU; 0 for an on-CPU sample. */
 	__u64 off_cpu_ns;
 	char comm[PYSPY_COMM_LEN];
 	__u32 kernel_len; /* valid entries in kernel[] */

@@ -594,14 +594,11 @@ int on_sample(struct bpf_perf_event_data *ctx)
 
 /* Off-CPU: prev (the current task) leaves the CPU. A user thread of the scope (with --all, of
  * a Python process) has its record taken now, as the sampler takes one, and kept until it
- * comes back; a thread that switches often only at a random 1 in OFFCPU_SAMPLE_EVERY of its
- * switches (SAMPLE_OFFCPU_SAMPLED). */
+ * comes back. */
 static __always_inline void offcpu_leave(void *ctx, struct task_struct *prev)
 {
 	struct pyspy_sample *s;
 	__u32 tgid = prev->tgid, tid = prev->pid, zero = 0;
-	__u64 switches;
-	bool busy;
 
 	if (tid == 0 || (prev->flags & (PF_KTHREAD | PF_EXITING)))
 		return;
@@ -609,16 +606,10 @@ static __always_inline void offcpu_leave(void *ctx, struct task_struct *prev)
 		return;
 	if (!in_scope(prev, tgid))
 		return;
-	switches = prev->nvcsw + prev->nivcsw;
-	busy = switches * OFFCPU_BUSY_SWITCH_NS > bpf_ktime_get_ns() - prev->start_time;
-	if (busy && bpf_get_prandom_u32() % OFFCPU_SAMPLE_EVERY != 0)
-		return;
 	s = bpf_map_lookup_elem(&offcpu_scratch, &zero);
 	if (!s)
 		return;
 	fill_header(s, prev, tgid, tid);
-	if (busy)
-		s->flags |= SAMPLE_OFFCPU_SAMPLED;
 	walk_python(prev, s);
 	/* The Python frames are the stack user space shows for a thread whose walk found some
 	 * (without --native, and an off-CPU record has no stack copy for --native to unwind): its
@@ -652,8 +643,6 @@ static __always_inline void offcpu_return(struct task_struct *next, __u64 now)
 		/* The entry is this thread's alone until it is deleted below: the record is written
 		 * in place and copied to the ring buffer once. */
 		kept->off_cpu_ns = now - kept->ktime_ns;
-		if (kept->flags & SAMPLE_OFFCPU_SAMPLED)
-			kept->off_cpu_ns *= OFFCPU_SAMPLE_EVERY;
 		if (bpf_ringbuf_output(&samples, kept, sizeof(*kept), wakeup_flag()) != 0)
 			count_error(ERR_RINGBUF_FULL);
 	}

@@ -29,10 +29,6 @@ fn read_record(data: &[u8]) -> Option<pyspy_sample> {
     Some(record)
 }
 
-/// `OFFCPU_SAMPLE_EVERY` of bpf/pyspy.h: a record marked `SAMPLE_OFFCPU_SAMPLED` stands for this
-/// many times its stretch off the CPU.
-const OFFCPU_SAMPLE_EVERY: u64 = 4;
-
 /// An `offcpu_inflight` entry (a thread off the CPU now) as the record it would send if it came
 /// back at `now_ns`; `None` when shorter than `min_ns`, or not an off-CPU record.
 pub(super) fn decode_in_flight(data: &[u8], now_ns: u64, min_ns: u64) -> Option<RawSample> {
@@ -45,10 +41,7 @@ pub(super) fn decode_in_flight(data: &[u8], now_ns: u64, min_ns: u64) -> Option<
         return None;
     }
     let mut sample = to_raw_sample(&record);
-    sample.off_cpu_ns = match record.flags & flag::SAMPLE_OFFCPU_SAMPLED.0 {
-        0 => away,
-        _ => away.saturating_mul(OFFCPU_SAMPLE_EVERY),
-    };
+    sample.off_cpu_ns = away;
     Some(sample)
 }
 
@@ -315,13 +308,6 @@ mod tests {
         );
         // Shorter than --offcpu-min: not recorded, as the program would not.
         assert!(decode_in_flight(bytes, 3_000_500, 3_000_000).is_none());
-        // One of a busy thread's sampled stretches stands for OFFCPU_SAMPLE_EVERY of them; the
-        // minimum applies to the stretch itself.
-        r.flags = flag::SAMPLE_OFFCPU.0 | flag::SAMPLE_OFFCPU_SAMPLED.0;
-        let sampled = sample_bytes_of(&r);
-        let away = decode_in_flight(sampled, 3_000_500, 1_000_000).expect("in flight");
-        assert_eq!(away.off_cpu_ns, 4 * 2_999_500);
-        assert!(decode_in_flight(sampled, 500_500, 1_000_000).is_none());
         r.flags = 0;
         assert!(decode_in_flight(sample_bytes_of(&r), 3_000_500, 0).is_none());
         assert!(decode_in_flight(&[0u8; 16], 1, 0).is_none());
