@@ -278,6 +278,7 @@ mod tests {
             python: Some(PyVersion::new(3, 11, 7)),
             start_time,
             off_cpu_ns: 0,
+            ktime_ns: 0,
         }
     }
 
