@@ -51,8 +51,8 @@ impl Sample<'_> {
     }
 }
 
-/// How a run is going, for a status line.
-#[derive(Debug, Clone, Copy, Default)]
+/// How a run is going, for a status line (and the agent's metrics).
+#[derive(Debug, Clone, Default)]
 pub struct Progress {
     pub samples: u64,
     /// Samples whose Python stack could not be (fully) read, or reads that failed.
@@ -62,6 +62,11 @@ pub struct Progress {
     /// Processes sampled now.
     pub processes: usize,
     pub elapsed: Duration,
+    /// Samples of Python processes, and Python processes attached so far.
+    pub python_samples: u64,
+    pub python_attached: u64,
+    /// BPF: each non-zero loss counter by name (empty in user space).
+    pub lost_by_name: Vec<(&'static str, u64)>,
 }
 
 /// How a run ended.
@@ -159,6 +164,9 @@ impl Source for UserspaceSource {
                     lost: s.late,
                     processes: 1 + s.children,
                     elapsed: s.elapsed,
+                    python_samples: s.samples,
+                    python_attached: 1 + s.children_attached,
+                    lost_by_name: Vec::new(),
                 })
             },
         );
@@ -268,6 +276,9 @@ impl Source for BpfSource {
                     lost: s.lost.iter().map(|(_, n)| n).sum(),
                     processes: s.processes,
                     elapsed: s.elapsed,
+                    python_samples: s.python_samples,
+                    python_attached: s.python_attached,
+                    lost_by_name: s.lost.clone(),
                 })
             },
         )?;
