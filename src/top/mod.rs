@@ -76,6 +76,11 @@ impl Live {
         }
     }
 
+    /// One stack with its weight (see `TopStats::add_weighted`).
+    pub fn add_weighted(&mut self, stack: &StackTrace, weight: u64) {
+        self.stats.add_weighted(stack, weight);
+    }
+
     /// The user-space sampler's running totals.
     pub fn update_counters(&mut self, summary: &RunSummary) {
         self.set_counters(summary.errors, summary.late);
