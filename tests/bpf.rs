@@ -268,7 +268,7 @@ fn kernel_stacks_can_be_switched_off() {
 
 /// The clock event's period is varied (src/bpf/jitter.rs) so that sampling does not alias with
 /// periodic code: on each CPU the intervals between samples spread over ±20% of the period,
-/// while the mean rate stays the one asked for. (Every tick is a sample here: the idle task's
+/// around the period asked for (the median interval). (Every tick is a sample here: the idle task's
 /// too.) With a fixed period nearly every interval would be within 5% of 1 ms.
 #[test]
 fn the_clock_period_varies_around_the_rate() {
