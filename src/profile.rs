@@ -477,6 +477,24 @@ impl Profile {
         v.into_iter()
     }
 
+    /// Distinct stacks with their weight in the profile's unit (`meta.unit`: samples, or
+    /// nanoseconds), summed over labels, sorted by ids; stacks of weight 0 are left out.
+    pub fn weighted_stacks(&self) -> impl Iterator<Item = (&[u32], u64)> {
+        let mut per_stack: Vec<u64> = vec![0; self.stacks.len()];
+        for (&(s, _), c) in &self.counts {
+            per_stack[s as usize] = per_stack[s as usize].saturating_add(c.weight);
+        }
+        let mut v: Vec<(&[u32], u64)> = self
+            .stacks
+            .iter()
+            .zip(per_stack)
+            .filter(|(_, w)| *w > 0)
+            .map(|(s, w)| (&s[..], w))
+            .collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        v.into_iter()
+    }
+
     /// Distinct stacks with what the text outputs show for them ([`ProfileMeta::shown_value`]:
     /// samples, or microseconds of a profile weighted in nanoseconds), summed over labels,
     /// sorted by ids; stacks that round to 0 are left out.

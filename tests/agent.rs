@@ -854,6 +854,7 @@ fn otlp_sink_requests_decode_with_opentelemetry_proto() {
     let mut alpha = 0i64;
     let mut beta = 0i64;
     let mut total = 0i64;
+    let mut held = 0i64;
     for rp in &ours {
         let res = &rp["resource"];
         assert_eq!(res["service.name"], "search", "{res}");
@@ -903,6 +904,12 @@ fn otlp_sink_requests_decode_with_opentelemetry_proto() {
                 if frames.first().is_some_and(|f| f.ends_with("_work")) {
                     assert_eq!(s["frame_types"][0], "cpython", "{s}");
                     assert!(s["attributes"]["thread.name"].as_str().is_some(), "{s}");
+                    // Running Python code: the thread held the GIL (read in BPF at the sample).
+                    match s["attributes"]["gil"].as_str() {
+                        Some("held") => held += value,
+                        Some("released") => {}
+                        other => panic!("gil attribute {other:?}: {s}"),
+                    }
                     assert!(
                         s["files"][0].as_str().unwrap().ends_with("two_workers.py"),
                         "{s}"
@@ -915,6 +922,11 @@ fn otlp_sink_requests_decode_with_opentelemetry_proto() {
     assert!(
         share(alpha) > 25.0 && share(beta) > 25.0 && share(alpha + beta) > 85.0,
         "alpha {alpha} beta {beta} of {total}"
+    );
+    assert!(
+        held * 10 >= (alpha + beta) * 8,
+        "the workers held the GIL in {held} of {} in their loops",
+        alpha + beta
     );
 }
 

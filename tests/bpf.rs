@@ -266,6 +266,69 @@ fn kernel_stacks_can_be_switched_off() {
     }
 }
 
+/// The clock event's period is varied (src/bpf/jitter.rs) so that sampling does not alias with
+/// periodic code: on each CPU the intervals between samples spread over ±20% of the period,
+/// around the period asked for (the median interval). (Every tick is a sample here: the idle task's
+/// too.) With a fixed period nearly every interval would be within 5% of 1 ms.
+#[test]
+fn the_clock_period_varies_around_the_rate() {
+    if !privileged("the_clock_period_varies_around_the_rate") {
+        return;
+    }
+    let mut sampler = BpfSampler::start(&BpfConfig {
+        include_idle: true,
+        kernel_stacks: false,
+        ..config()
+    })
+    .expect("start the BPF sampler");
+    let mut rx = sampler.spawn_reader(64 << 20).expect("reader");
+    let start = Instant::now();
+    let mut by_cpu: HashMap<u32, Vec<u64>> = HashMap::new();
+    while start.elapsed() < Duration::from_secs(2) {
+        if let Ok(s) = rx.recv_timeout(Duration::from_millis(100)) {
+            by_cpu.entry(s.cpu).or_default().push(s.ktime_ns);
+        }
+    }
+    let counters = counters_by_name(&sampler.stop().expect("stop"));
+    assert_eq!(counters.get("ringbuf_full").copied().unwrap_or(0), 0);
+    let mut intervals = Vec::new();
+    let (mut samples, mut span_ns) = (0u64, 0u64);
+    for times in by_cpu.values_mut() {
+        times.sort_unstable();
+        // The first samples: the sampler's start; the rest is steady state.
+        let times = &times[times.len().min(50)..];
+        if times.len() < 100 {
+            continue;
+        }
+        intervals.extend(times.windows(2).map(|w| w[1] - w[0]));
+        samples += times.len() as u64 - 1;
+        span_ns += times[times.len() - 1] - times[0];
+    }
+    assert!(intervals.len() >= 500, "{} intervals", intervals.len());
+    // The median interval: a busy VM misses ticks now and then (a vCPU not running when its
+    // timer was due: one late tick, not several), which lowers the mean rate but not this.
+    let mut sorted = intervals.clone();
+    sorted.sort_unstable();
+    let median_ms = sorted[sorted.len() / 2] as f64 / 1e6;
+    let mean_rate = samples as f64 / (span_ns as f64 / 1e9);
+    assert!(
+        (median_ms - 1.0).abs() < 0.1,
+        "median interval {median_ms:.3} ms (mean rate {mean_rate:.1} Hz), asked for 1 ms"
+    );
+    let off = intervals
+        .iter()
+        .filter(|&&ns| (ns as f64 / 1e6 - 1.0).abs() > 0.05)
+        .count();
+    let share = off as f64 / intervals.len() as f64;
+    // Uniform rates in [0.8, 1.2]: ~75% of the periods are more than 5% off 1 ms.
+    assert!(
+        share > 0.4,
+        "{:.0}% of {} intervals more than 5% off 1 ms: the period does not vary",
+        share * 100.0,
+        intervals.len()
+    );
+}
+
 #[test]
 fn an_unavailable_event_says_so() {
     if !privileged("an_unavailable_event_says_so") {

@@ -517,6 +517,58 @@ fn target_exit_ends_text_mode() {
     });
 }
 
+/// `top --idle` with BPF is wall-clock time: a thread that sleeps in time.sleep (nap) for a
+/// measured share of its time shows about that share of the wall time, %Total of `nap`.
+#[test]
+fn idle_with_bpf_shows_shares_of_wall_time() {
+    if !bpf_test_can_run("top --idle") {
+        return;
+    }
+    let interp = interpreters()
+        .into_iter()
+        .find(|i| i.flavour == "system")
+        .or_else(|| interpreters().into_iter().next())
+        .expect("an interpreter");
+    let dir = TempDir::new("top-idle");
+    let truth = dir.join("truth.txt");
+    let target = interp
+        .start("top_idle.py", &[&truth.display().to_string()])
+        .unwrap();
+    target.wait_ready().unwrap();
+    let pid = target.pid().to_string();
+    let args: Vec<String> = [
+        "top", "--pid", &pid, "--idle", "--mode", "bpf", "--delay", "1",
+    ]
+    .map(String::from)
+    .to_vec();
+    let out = run_then_interrupt(&args, 4).unwrap();
+    assert!(out.contains("bpf sampling"), "not the BPF sampler:\n{out}");
+    let want: f64 = std::fs::read_to_string(&truth)
+        .expect("the workload's own measurement")
+        .trim()
+        .parse()
+        .unwrap();
+    // The last complete snapshot: nap's share of the wall time of the interval.
+    let snaps = snapshots(&out);
+    let last = &snaps[snaps.len() - 2];
+    let nap: f64 = last
+        .lines()
+        .find(|l| l.contains(" nap (top_idle.py:"))
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)?
+                .trim_end_matches('%')
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no nap row:\n{out}"));
+    assert!(
+        (nap - want * 100.0).abs() < 12.0,
+        "nap has {nap}% of the wall time, the workload measured {:.1}%:\n{last}",
+        want * 100.0
+    );
+}
+
 /// `top --all` (BPF, root): every process, a PID column, and a busy Python program's hot
 /// function listed with that program's pid.
 #[test]

@@ -327,3 +327,64 @@ fn wall_mode_counts_threads_asleep_since_before_the_start() {
         Ok(())
     });
 }
+
+/// `diff` of two wall profiles compares time: `nap` sleeping twice as long per loop is a
+/// regression of its share of wall time (1/2 -> 2/3), though its share of the samples (one
+/// off-CPU sample per nap) does not change.
+#[test]
+fn diff_of_wall_profiles_compares_time() {
+    if !bpf_test_can_run("wall") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let interp = interpreters()
+        .into_iter()
+        .rev()
+        .find(|i| i.flavour == "static")
+        .expect("an interpreter");
+    let dir = TempDir::new("wall-diff-time");
+    let script = scripts_dir().join("work_and_nap.py");
+    let record = |name: &str, nap_ms: &str| {
+        let out = dir.join(name);
+        let out_s = out.display().to_string();
+        let mut args: Vec<String> = ["record", "--mode", "bpf", "--idle", "-r", "1000", "-o"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.push(out_s.clone());
+        args.push("--".into());
+        args.extend(interp.argv(&script, &[nap_ms, "4"]));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = pyspy(&args).unwrap();
+        assert!(o.status.success(), "{}", o.describe());
+        out_s
+    };
+    let base = record("base.pb.gz", "40");
+    let head = record("head.pb.gz", "80");
+    // (--min-change 2: the interpreter's start, ~1% of a run, is not what is compared.)
+    let o = pyspy(&[
+        "diff",
+        &base,
+        &head,
+        "--python-only",
+        "--min-change",
+        "2",
+        "--json",
+    ])
+    .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", o.describe());
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("JSON");
+    let verdict = |name: &str| {
+        v["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["function"] == name)
+            .map(|f| f["verdict"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(verdict("nap").as_deref(), Some("regressed"), "{v}");
+    assert_ne!(verdict("work").as_deref(), Some("regressed"), "{v}");
+    assert_ne!(verdict("other").as_deref(), Some("regressed"), "{v}");
+    let o = pyspy(&["diff", &base, &head, "--python-only"]).unwrap();
+    assert!(o.stdout.contains("s of wall time"), "{}", o.describe());
+}

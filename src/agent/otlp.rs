@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 use crate::agent::window::{Window, WindowProfile};
-use crate::profile::{FrameKind, ProfileFrame, WeightUnit};
+use crate::profile::{gil_label, FrameKind, ProfileFrame, WeightUnit, GIL_KEY};
 
 /// The encoded request for `window`.
 pub fn encode_request(window: &Window) -> Vec<u8> {
@@ -136,6 +136,10 @@ fn profile(dict: &mut Dictionary, p: &WindowProfile, window: &Window) -> OtlpPro
             }
             if let Some(name) = &entry.labels.thread_name {
                 attributes.push(dict.attribute("thread.name", AttrValue::Str(name)));
+            }
+            // As pprof's label and Pyroscope's: whether the thread held the GIL.
+            if let Some(held) = entry.labels.gil {
+                attributes.push(dict.attribute(GIL_KEY, AttrValue::Str(gil_label(held))));
             }
             if entry.labels.pid != 0 && p.process.is_none() {
                 attributes.push(

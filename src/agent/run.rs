@@ -26,9 +26,8 @@ use crate::agent::delivery;
 use crate::agent::metrics::{self, Metrics};
 use crate::agent::sink::SinkHandle;
 use crate::agent::window::{hostname, Window, WindowBuilder, WindowSettings};
-use crate::sampler::bpf::{
-    self as bpf_source, BpfSourceConfig, BpfSummary, Scope, DEFAULT_STACK_COPY,
-};
+use crate::sampler::bpf::{self as bpf_source, BpfSourceConfig, Scope, DEFAULT_STACK_COPY};
+use crate::sampler::source::{BpfSource, Progress, Source};
 
 /// Windows waiting for the exporter: more means the exporter is stuck, and the newest are
 /// dropped (counted) rather than held in memory.
@@ -92,36 +91,53 @@ pub fn run(config_file: Option<&Path>, overrides: Overrides) -> anyhow::Result<i
 
     let builder = RefCell::new(WindowBuilder::new(window_settings(&config)));
     let mut running = config.clone();
-    let summary = bpf_source::run(
-        sampler,
-        &bpf_config,
-        None,
-        &stop,
-        || true,
-        |stack, process| builder.borrow_mut().add(stack, process),
-        |status| {
-            publish(&metrics, status);
-            let mut b = builder.borrow_mut();
-            if b.elapsed() >= running.interval || b.is_full() {
-                hand_over(&export_tx, b.cut(), &metrics);
-                // The window just handed over, and the last one encoded, are freed memory
-                // now: give it back, so RSS follows what is live (see own_heap).
-                crate::process::own_heap::release_free_memory();
-            }
-            if hup.swap(false, Ordering::Relaxed) {
-                reload(
-                    config_file,
-                    &overrides,
-                    &mut running,
-                    &mut b,
-                    &export_tx,
-                    &metrics,
-                );
-            }
+    let mut source = BpfSource::new(sampler, bpf_config);
+    let result = source
+        .run(
+            None,
+            &stop,
+            &mut || true,
+            &mut |sample| builder.borrow_mut().add(sample.stack, &sample.process),
+            &mut |status| {
+                publish(&metrics, status);
+                let mut b = builder.borrow_mut();
+                if b.elapsed() >= running.interval || b.is_full() {
+                    hand_over(&export_tx, b.cut(), &metrics);
+                    // The window just handed over, and the last one encoded, are freed memory
+                    // now: give it back, so RSS follows what is live (see own_heap).
+                    crate::process::own_heap::release_free_memory();
+                }
+                if hup.swap(false, Ordering::Relaxed) {
+                    reload(
+                        config_file,
+                        &overrides,
+                        &mut running,
+                        &mut b,
+                        &export_tx,
+                        &metrics,
+                    );
+                }
+            },
+        )
+        .context("BPF sampling failed")?;
+    let stats = &result.stats;
+    publish(
+        &metrics,
+        &Progress {
+            samples: stats.samples,
+            errors: stats.python_errors,
+            processes: stats.processes_live as usize,
+            elapsed: result.end.elapsed,
+            python_samples: stats.python_samples,
+            python_attached: stats.python_attached,
+            lost_by_name: source
+                .summary
+                .as_ref()
+                .map(|s| s.lost.clone())
+                .unwrap_or_default(),
+            ..Progress::default()
         },
-    )
-    .context("BPF sampling failed")?;
-    publish(&metrics, &summary);
+    );
     // The last window, however short: SIGTERM must not lose what was sampled since the cut.
     let last = builder.borrow_mut().cut();
     log::info!(
@@ -136,8 +152,8 @@ pub fn run(config_file: Option<&Path>, overrides: Overrides) -> anyhow::Result<i
     let _ = exporter.join();
     log::info!(
         "agent: stopped after {:.0}s: {} samples, {} windows",
-        summary.elapsed.as_secs_f64(),
-        summary.samples,
+        result.end.elapsed.as_secs_f64(),
+        stats.samples,
         metrics.windows.load(Ordering::Relaxed)
     );
     Ok(0)
@@ -194,21 +210,19 @@ fn start_sinks(
 }
 
 /// The sampler's counters, for the metrics endpoint.
-fn publish(metrics: &Metrics, s: &BpfSummary) {
+fn publish(metrics: &Metrics, s: &Progress) {
     metrics.samples.store(s.samples, Ordering::Relaxed);
     metrics
         .python_samples
         .store(s.python_samples, Ordering::Relaxed);
-    metrics
-        .python_errors
-        .store(s.python_errors, Ordering::Relaxed);
+    metrics.python_errors.store(s.errors, Ordering::Relaxed);
     metrics
         .python_attached
         .store(s.python_attached, Ordering::Relaxed);
     metrics
         .processes_live
         .store(s.processes as u64, Ordering::Relaxed);
-    *metrics.lost.lock().unwrap_or_else(|p| p.into_inner()) = s.lost.clone();
+    *metrics.lost.lock().unwrap_or_else(|p| p.into_inner()) = s.lost_by_name.clone();
 }
 
 fn hand_over(tx: &SyncSender<ExportMsg>, window: Window, metrics: &Metrics) {

@@ -15,7 +15,7 @@ use crate::agent::labels::{self, ProcessLabels};
 use crate::frames::{identity_frames, sample_labels};
 use crate::model::{PyVersion, StackTrace};
 use crate::profile::{unix_ns, Profile, ProfileMeta};
-use crate::sampler::bpf::SampleProcess;
+use crate::sampler::source::SampleProcess;
 
 /// Distinct stacks a window holds (over all its profiles) before it is cut early: a bound on
 /// the agent's memory whatever the host runs (~100 bytes a stack, frames aside).
@@ -274,10 +274,10 @@ mod tests {
 
     fn process(start_time: u64) -> SampleProcess<'static> {
         SampleProcess {
+            pid: 0,
             name: "python3",
             python: Some(PyVersion::new(3, 11, 7)),
             start_time,
-            off_cpu_ns: 0,
         }
     }
 

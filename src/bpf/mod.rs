@@ -44,6 +44,7 @@
 //! Needs root, or `CAP_BPF` and `CAP_PERFMON`, and a kernel with BTF
 //! (`/sys/kernel/btf/vmlinux`).
 
+mod jitter;
 mod perf;
 mod python;
 mod sampler;

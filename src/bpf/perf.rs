@@ -22,6 +22,15 @@ pub enum PerfEventKind {
 }
 
 impl PerfEventKind {
+    /// A clock event (an hrtimer; its period is in nanoseconds, and the kernel turns the
+    /// frequency asked for into a fixed period): the ones whose period `jitter` varies.
+    pub fn is_clock(&self) -> bool {
+        let (type_, config) = self.type_config();
+        type_ == libbpf_sys::PERF_TYPE_SOFTWARE
+            && (config == u64::from(libbpf_sys::PERF_COUNT_SW_CPU_CLOCK)
+                || config == u64::from(libbpf_sys::PERF_COUNT_SW_TASK_CLOCK))
+    }
+
     /// `(perf_event_attr.type, perf_event_attr.config)`.
     pub fn type_config(&self) -> (u32, u64) {
         match *self {
@@ -120,6 +129,22 @@ pub fn open_event(event: PerfEventKind, rate_hz: u64, cpu: u32) -> io::Result<Ow
     attr.set_disabled(1);
     let cpu = i32::try_from(cpu).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     sys_perf_event_open(&attr, -1, cpu)
+}
+
+/// `PERF_EVENT_IOC_PERIOD`: `_IOW('$', 4, __u64)`.
+const PERF_EVENT_IOC_PERIOD: libc::c_ulong = 0x4008_2404;
+
+/// Sets the sampling period of the perf event `fd` (nanoseconds, for a clock event); the
+/// kernel restarts its timer with it.
+#[allow(unsafe_code)]
+pub fn set_period(fd: std::os::fd::RawFd, period: u64) -> io::Result<()> {
+    // SAFETY: PERF_EVENT_IOC_PERIOD reads one u64 through the pointer, which points at a live
+    // local; an fd that is not a perf event fails with an error, touching nothing.
+    let rc = unsafe { libc::ioctl(fd, PERF_EVENT_IOC_PERIOD as _, &period as *const u64) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[allow(unsafe_code)]

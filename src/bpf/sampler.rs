@@ -13,6 +13,7 @@ use std::time::Duration;
 use libbpf_rs::skel::{OpenSkel as _, SkelBuilder as _};
 use libbpf_rs::{MapCore as _, MapFlags, ProgramType, RingBufferBuilder};
 
+use super::jitter::PeriodJitter;
 use super::perf::{self, PerfEventKind};
 use super::python::{BpfFrameModel, BpfGil, PyLayout};
 use super::{BpfError, KERNEL_BTF};
@@ -237,6 +238,9 @@ pub struct BpfSampler {
     cpus: Vec<u32>,
     queue_full: Arc<AtomicU64>,
     bad_records: Arc<AtomicU64>,
+    /// Varies the clock events' period (`jitter.rs`); holds their descriptors, so it is
+    /// stopped before `links` close them.
+    jitter: Option<PeriodJitter>,
 }
 
 struct Reader {
@@ -301,6 +305,7 @@ impl BpfSampler {
 
         let cpus = perf::online_cpus().map_err(|e| BpfError::os("listing online CPUs", e))?;
         let mut links = Vec::with_capacity(cpus.len());
+        let mut event_fds = Vec::with_capacity(cpus.len());
         for &cpu in &cpus {
             let step = || format!("opening a {} perf event on CPU {cpu}", config.event);
             let fd = perf::open_event(config.event, config.rate_hz, cpu).map_err(|e| {
@@ -320,7 +325,7 @@ impl BpfSampler {
                 .attach_perf_event(fd.as_raw_fd())
                 .map_err(|e| BpfError::libbpf(format!("attaching to CPU {cpu}"), e))?;
             // The link owns the event now: libbpf closes it when the link is dropped.
-            let _ = fd.into_raw_fd();
+            event_fds.push(fd.into_raw_fd());
             links.push(link);
         }
         if config.off_cpu.is_some() {
@@ -337,6 +342,14 @@ impl BpfSampler {
             config.event,
             config.rate_hz
         );
+        // A fixed period aliases with periodic code (see jitter.rs); a sampler that cannot
+        // vary it still samples, at the fixed period.
+        let jitter = match config.event.is_clock() {
+            true => PeriodJitter::start(event_fds, config.rate_hz)
+                .map_err(|e| log::info!("sampling at a fixed period: {e}"))
+                .ok(),
+            false => None,
+        };
         Ok(BpfSampler {
             reader: None,
             links,
@@ -344,6 +357,7 @@ impl BpfSampler {
             cpus,
             queue_full: Arc::default(),
             bad_records: Arc::default(),
+            jitter,
         })
     }
 
@@ -630,6 +644,10 @@ impl BpfSampler {
     }
 
     fn shutdown(&mut self) {
+        // Before the links close the events whose descriptors it uses.
+        if let Some(mut jitter) = self.jitter.take() {
+            jitter.stop();
+        }
         self.links.clear();
         if let Some(reader) = self.reader.take() {
             reader.stop.store(true, Ordering::Release);

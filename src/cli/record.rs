@@ -2,7 +2,6 @@
 //! write the profile. Samples come from the BPF sampler (every CPU; `--all`) or from the
 //! user-space sampler (one process tree), chosen by `--mode`.
 
-use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -24,11 +23,13 @@ use crate::native::NativeReader;
 use crate::output;
 use crate::process::lineage::Lineage;
 use crate::process::pause::Paused;
-use crate::process::proc;
-use crate::profile::{unix_ns, Profile, ProfileMeta};
+use crate::profile::{Profile, ProfileMeta};
 use crate::python::{PythonProcess, StackOptions};
 #[cfg(target_os = "linux")]
-use crate::sampler::bpf::{self as bpf_source, BpfSourceConfig, Scope};
+use crate::sampler::bpf::{BpfSourceConfig, Scope};
+#[cfg(target_os = "linux")]
+use crate::sampler::source::BpfSource;
+use crate::sampler::source::{RunResult, Source, UserspaceSource};
 use crate::sampler::stats::Stats;
 use crate::sampler::{EndReason, SamplerConfig, UserspaceSampler};
 
@@ -227,7 +228,6 @@ fn record_userspace(
     output: Output,
     stats_out: Option<Output>,
 ) -> anyhow::Result<i32> {
-    let hide_interpreter = hide_interpreter_frames(args);
     let pid = process.pid;
     if args.async_tasks && !process.has_asyncio_offsets() {
         anyhow::bail!(
@@ -263,75 +263,38 @@ fn record_userspace(
             ""
         }
     );
-    let title = process.cmdline.join(" ");
-    let mut profile = Profile::with_meta(ProfileMeta::cpu(format!("pyspy-bpf {title}"), args.rate));
-    let mut names: HashMap<u32, String> = HashMap::new();
-    let mut lineage = args.subprocesses.then(|| Lineage::new(pid));
-    let live = std::io::stderr().is_terminal() && !args.hideprogress;
+    let title = format!("pyspy-bpf {}", process.cmdline.join(" "));
     #[allow(unused_mut)] // only Linux adds a native reader
     let mut sampler = UserspaceSampler::new(config, process);
     #[cfg(target_os = "linux")]
     if let Some(native) = native {
         sampler = sampler.with_native(native);
     }
-    let summary = sampler.run(
-        args.duration.map(Duration::from_secs_f64),
+    let mut source = UserspaceSource::new(sampler);
+    let recorded = record_source(
+        args,
+        &mut source,
+        Recording {
+            title,
+            view: frame_options(args),
+            lineage_root: args.subprocesses.then_some(pid),
+            show_processes: args.subprocesses,
+        },
+        &mut || child_alive(child),
         stop,
-        || child_alive(child),
-        |stacks| {
-            let now = Some(unix_ns(std::time::SystemTime::now()));
-            for stack in stacks {
-                let name = names.entry(stack.pid).or_insert_with(|| {
-                    if let Some(lineage) = lineage.as_mut() {
-                        lineage.observe(stack.pid);
-                    }
-                    proc::comm(stack.pid).unwrap_or_else(|_| "?".into())
-                });
-                let labels = sample_labels(stack, name);
-                profile.add_sample(
-                    &identity_frames_with(stack, hide_interpreter),
-                    &labels,
-                    now,
-                    1,
-                    1,
-                );
-            }
-        },
-        |s| {
-            if live {
-                eprint!(
-                    "\r{} samples, {} errors, {:.1}s   ",
-                    s.samples,
-                    s.errors,
-                    s.elapsed.as_secs_f64()
-                );
-            }
-        },
-    );
-    if live {
-        eprintln!();
-    }
-    profile.meta.duration_secs = summary.elapsed.as_secs_f64();
-    profile.meta.errors = summary.errors;
-    profile.meta.processes = lineage.map(Lineage::into_nodes).unwrap_or_default();
-    write_profile(args, &profile, frame_options(args), output)?;
-    #[cfg(target_os = "linux")]
-    let native_stats = sampler.native_stats();
-    #[cfg(not(target_os = "linux"))]
-    let native_stats = None;
-    let stats = Stats::userspace(&summary, native_stats);
-    write_stats(stats_out, &stats)?;
-    print_summary(&stats, args.subprocesses);
-    let untranslated = sampler.root().untranslated_tids();
+        output,
+        stats_out,
+    )?;
+    let untranslated = source.sampler.root().untranslated_tids();
     if untranslated > 0 {
         eprintln!(
             "pyspy-bpf: warning: {untranslated} thread states held a thread id that is no thread of process {pid} in its PID namespace; those threads were recorded without a tid"
         );
     }
-    if profile.total_samples() == 0 && summary.ticks > 0 {
+    let ticks = source.summary.as_ref().map_or(0, |s| s.ticks);
+    if recorded.samples == 0 && ticks > 0 {
         eprintln!(
-            "pyspy-bpf: warning: no samples in {} reads of process {pid}: {}",
-            summary.ticks,
+            "pyspy-bpf: warning: no samples in {ticks} reads of process {pid}: {}",
             if args.async_tasks {
                 "it had no asyncio tasks at any read (or had not imported asyncio)"
             } else if args.gil {
@@ -345,12 +308,13 @@ fn record_userspace(
     }
     Ok(exit_status(
         args,
-        summary.ended == EndReason::TargetExited,
+        recorded.result.end.reason == EndReason::TargetExited,
         pid,
     ))
 }
 
 #[cfg(target_os = "linux")]
+#[allow(clippy::too_many_arguments)]
 fn record_bpf(
     args: &RecordArgs,
     sampler: BpfSampler,
@@ -361,12 +325,10 @@ fn record_bpf(
     output: Output,
     stats_out: Option<Output>,
 ) -> anyhow::Result<i32> {
-    let hide_interpreter = hide_interpreter_frames(args);
     let what = match process {
         Some(p) => format!("process {} (Python {})", p.pid, p.version()),
         None => "every process".to_string(),
     };
-    let wall = config.off_cpu_min_ns.is_some();
     eprintln!(
         "pyspy-bpf: sampling {what} on {} CPUs at {} Hz with BPF ({} event){}; Ctrl-C to stop",
         sampler.cpus().len(),
@@ -385,59 +347,104 @@ fn record_bpf(
             None => String::new(),
         }
     );
-    let mut frame_opts = frame_options(args);
-    frame_opts.processes |= args.target.all;
+    let mut view = frame_options(args);
+    view.processes |= args.target.all;
     let title = match process {
         Some(p) => p.cmdline.join(" "),
         None => "--all".to_string(),
     };
-    let title = format!("pyspy-bpf {title}");
+    let mut source = BpfSource::new(sampler, config.clone());
+    let recorded = record_source(
+        args,
+        &mut source,
+        Recording {
+            title: format!("pyspy-bpf {title}"),
+            view,
+            lineage_root: process.filter(|_| args.subprocesses).map(|p| p.pid),
+            show_processes: true,
+        },
+        &mut || child_alive(child) && process.is_none_or(|p| p.is_same_process()),
+        stop,
+        output,
+        stats_out,
+    )?;
+    let pid = process.map(|p| p.pid).unwrap_or(0);
+    Ok(exit_status(
+        args,
+        recorded.result.end.reason == EndReason::TargetExited,
+        pid,
+    ))
+}
+
+/// What a recording is, beside its source.
+struct Recording {
+    title: String,
+    /// How the profile is written.
+    view: FrameOptions,
+    /// `--subprocesses`: the process whose descendants are shown under their parents.
+    lineage_root: Option<u32>,
+    /// The processes line of the summary.
+    show_processes: bool,
+}
+
+struct Recorded {
+    result: RunResult,
+    /// Samples in the profile.
+    samples: u64,
+}
+
+/// The one recording path: samples of any source into a profile (each at its own time and,
+/// in wall-clock mode, weighted by the time it stands for), written with the run's counters.
+#[allow(clippy::too_many_arguments)]
+fn record_source(
+    args: &RecordArgs,
+    source: &mut dyn Source,
+    recording: Recording,
+    target_alive: &mut dyn FnMut() -> bool,
+    stop: &AtomicBool,
+    output: Output,
+    stats_out: Option<Output>,
+) -> anyhow::Result<Recorded> {
+    let hide_interpreter = hide_interpreter_frames(args);
+    let wall = source.wall_clock();
     let mut profile = Profile::with_meta(match wall {
-        true => ProfileMeta::wall(title, args.rate),
-        false => ProfileMeta::cpu(title, args.rate),
+        true => ProfileMeta::wall(recording.title, args.rate),
+        false => ProfileMeta::cpu(recording.title, args.rate),
     });
     let period_ns = profile.meta.period_ns;
-    let mut lineage = match process {
-        Some(p) if args.subprocesses => Some(Lineage::new(p.pid)),
-        _ => None,
-    };
+    let mut lineage = recording.lineage_root.map(Lineage::new);
     let live = std::io::stderr().is_terminal() && !args.hideprogress;
-    let summary = bpf_source::run(
-        sampler,
-        config,
+    let result = source.run(
         args.duration.map(Duration::from_secs_f64),
         stop,
-        || child_alive(child) && process.is_none_or(|p| p.is_same_process()),
-        |stack, process| {
+        target_alive,
+        &mut |sample| {
             if let Some(lineage) = lineage.as_mut() {
-                lineage.observe(stack.pid);
+                lineage.observe(sample.stack.pid);
             }
-            let labels = sample_labels(stack, process.name);
-            let now = Some(unix_ns(std::time::SystemTime::now()));
+            let labels = sample_labels(sample.stack, sample.process.name);
             // Wall-clock: nanoseconds, a running thread's sample standing for one period.
-            let weight = match (wall, process.off_cpu_ns) {
-                (false, _) => 1,
-                (true, 0) => period_ns,
-                (true, away) => away,
+            let weight = match wall {
+                true => sample.wall_ns(period_ns),
+                false => 1,
             };
             profile.add_sample(
-                &identity_frames_with(stack, hide_interpreter),
+                &identity_frames_with(sample.stack, hide_interpreter),
                 &labels,
-                now,
+                Some(sample.time_unix_ns),
                 1,
                 weight,
             )
         },
-        |s| {
+        &mut |p| {
             if live {
-                let lost: u64 = s.lost.iter().map(|(_, n)| n).sum();
                 eprint!(
                     "\r{} samples, {} processes, {} lost, {} errors, {:.1}s   ",
-                    s.samples,
-                    s.processes,
-                    lost,
-                    s.python_errors,
-                    s.elapsed.as_secs_f64()
+                    p.samples,
+                    p.processes,
+                    p.lost,
+                    p.errors,
+                    p.elapsed.as_secs_f64()
                 );
             }
         },
@@ -445,15 +452,23 @@ fn record_bpf(
     if live {
         eprintln!();
     }
-    profile.meta.duration_secs = summary.elapsed.as_secs_f64();
-    profile.meta.errors = summary.python_errors + summary.lost.iter().map(|(_, n)| n).sum::<u64>();
+    let stats = &result.stats;
+    profile.meta.duration_secs = result.end.elapsed.as_secs_f64();
+    profile.meta.errors = stats.python_errors
+        + stats
+            .counters
+            .iter()
+            .filter(|(name, _)| name.starts_with("lost."))
+            .map(|(_, n)| n)
+            .sum::<u64>();
     profile.meta.processes = lineage.map(Lineage::into_nodes).unwrap_or_default();
-    write_profile(args, &profile, frame_opts, output)?;
-    let stats = Stats::bpf(&summary, args.native);
-    write_stats(stats_out, &stats)?;
-    print_summary(&stats, true);
-    let pid = process.map(|p| p.pid).unwrap_or(0);
-    Ok(exit_status(args, summary.target_exited, pid))
+    write_profile(args, &profile, recording.view, output)?;
+    write_stats(stats_out, stats)?;
+    print_summary(stats, recording.show_processes);
+    Ok(Recorded {
+        samples: profile.total_samples(),
+        result,
+    })
 }
 
 /// `--native` without `--native-all`: the interpreter's own C frames are left out of stacks

@@ -21,9 +21,12 @@ use crate::bpf::PerfEventKind;
 #[cfg(target_os = "linux")]
 use crate::native::NativeReader;
 use crate::process::pause::Paused;
-use crate::python::StackOptions;
+use crate::python::{PythonProcess, StackOptions};
 #[cfg(target_os = "linux")]
 use crate::sampler::bpf::{self as bpf_source, BpfSourceConfig, Scope};
+#[cfg(target_os = "linux")]
+use crate::sampler::source::BpfSource;
+use crate::sampler::source::{Source, UserspaceSource};
 use crate::sampler::{EndReason, SamplerConfig, UserspaceSampler};
 use crate::top::{self, lock, Live, Watched};
 
@@ -41,13 +44,9 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
     let stop = signals::stop_flag()?;
     #[cfg(target_os = "linux")]
     if args.target.all {
-        // (`run_bpf` applies `--gil`: a filter on the samples, not part of what is loaded.)
-        return run_bpf(
-            args,
-            None,
-            bpf_source::start(&bpf_config(&TopScope::All, false))?,
-            stop,
-        );
+        let config = bpf_config(&TopScope::All, &args);
+        let sampler = bpf_source::start(&config)?;
+        return watch(&args, None, None, Plan::Bpf(sampler, config), stop);
     }
     // Checked before anything starts: a bad size must not leave a started program behind.
     #[cfg(target_os = "linux")]
@@ -61,22 +60,27 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
     let target = target::resolve(&args.target)?;
     let pid = target.process.pid;
     // As in `record`: BPF unless an option needs the user-space sampler (top's --native
-    // pauses the target and unwinds in user space).
+    // pauses the target and unwinds in user space). `--idle` in BPF is wall-clock time.
     #[cfg(target_os = "linux")]
     {
         let userspace_only = if args.blocking {
             Some("--blocking")
-        } else if args.idle {
-            Some("--idle (threads that are not on a CPU)")
         } else if args.native {
             Some("--native in top")
         } else {
             None
         };
         let scope = TopScope::Target(pid, args.subprocesses);
-        let config = bpf_config(&scope, args.gil);
+        let config = bpf_config(&scope, &args);
         if let Chosen::Bpf(sampler) = mode::choose(args.mode, false, userspace_only, &config)? {
-            return run_bpf(args, Some(target), sampler, stop);
+            let target::Target { process, child } = target;
+            return watch(
+                &args,
+                Some(process),
+                child,
+                Plan::Bpf(sampler, config),
+                stop,
+            );
         }
     }
     if args.blocking || args.native {
@@ -93,65 +97,24 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
         blocking: args.blocking,
         async_tasks: false,
     };
-    let watched = Watched {
-        mode: "userspace",
-        pid,
-        version: target.process.version().to_string(),
-        rate_hz: args.rate,
-        subprocesses: args.subprocesses,
+    let plan = Plan::Userspace {
+        config,
+        #[cfg(target_os = "linux")]
+        native_stack,
     };
-    let shared = Live::shared(args.subprocesses);
-    top::lock(&shared).stats.full_filenames = args.full_filenames;
-    let child: Option<Arc<Mutex<StartedChild>>> = target.child.map(|c| Arc::new(Mutex::new(c)));
+    watch(&args, Some(target.process), target.child, plan, stop)
+}
 
-    let sampler = {
-        let shared = shared.clone();
-        let stop = stop.clone();
-        let child = child.clone();
-        let process = target.process;
-        std::thread::Builder::new()
-            .name("sampler".into())
-            .spawn(move || {
-                // If sampling panics, the display must not wait for it forever.
-                let failed = FailureFlag(shared.clone());
-                #[allow(unused_mut)] // only Linux adds a native reader
-                let mut sampler = UserspaceSampler::new(config, process);
-                #[cfg(target_os = "linux")]
-                if let Some(bytes) = native_stack {
-                    sampler = sampler.with_native(NativeReader::new(bytes));
-                }
-                let summary = sampler.run(
-                    None,
-                    &stop,
-                    || match &child {
-                        Some(c) => c.lock().unwrap_or_else(|p| p.into_inner()).is_running(),
-                        None => true,
-                    },
-                    |stacks| lock(&shared).add(stacks),
-                    |summary| lock(&shared).update_counters(summary),
-                );
-                lock(&shared).finish(&summary);
-                drop(failed);
-            })
-            .context("cannot start the sampling thread")?
-    };
-
-    let shown = show(&shared, &watched, args.delay, &stop, child.is_some());
-    // Read before stopping: killing a program we started must not count as it exiting.
-    let ended = lock(&shared).ended;
-    stop.store(true, Ordering::Relaxed);
-    // Joining makes sure a `--blocking` target is resumed before we exit; dropping the last
-    // handle on a program we started then kills and reaps it.
-    let _ = sampler.join();
-    drop(child);
-    shown?;
-    if ended == Some(EndReason::TargetExited) {
-        eprintln!("pyspy-bpf: process {pid} exited");
-        if args.target.pid.is_some() {
-            return Ok(EXIT_TARGET_GONE);
-        }
-    }
-    Ok(0)
+/// Which source `top` samples with.
+enum Plan {
+    /// The user-space timer (`native_stack`: `--native`, Linux).
+    Userspace {
+        config: SamplerConfig,
+        #[cfg(target_os = "linux")]
+        native_stack: Option<usize>,
+    },
+    #[cfg(target_os = "linux")]
+    Bpf(crate::bpf::BpfSampler, BpfSourceConfig),
 }
 
 /// What `top` watches with the BPF sampler.
@@ -163,57 +126,62 @@ enum TopScope {
 }
 
 #[cfg(target_os = "linux")]
-fn bpf_config(scope: &TopScope, gil_only: bool) -> BpfSourceConfig {
+fn bpf_config(scope: &TopScope, args: &TopArgs) -> BpfSourceConfig {
     BpfSourceConfig {
-        rate_hz: 100,
+        rate_hz: args.rate,
         event: PerfEventKind::CpuClock,
         scope: match *scope {
             TopScope::All => Scope::All,
             TopScope::Target(pid, true) => Scope::Tree(pid),
             TopScope::Target(pid, false) => Scope::Pid(pid),
         },
-        python_only: false,
-        gil_only,
+        // Wall-clock time with --all covers Python processes (as `record --all --idle`).
+        python_only: args.idle && matches!(scope, TopScope::All),
+        gil_only: args.gil,
         include_idle: false,
         kernel_stacks: true,
         thread_names: false,
         native: None,
-        off_cpu_min_ns: None,
+        // `--idle`: wall-clock time, as `record --idle` (its default `--offcpu-min`).
+        off_cpu_min_ns: args.idle.then_some(IDLE_OFFCPU_MIN_NS),
     }
 }
 
-/// `top` on the BPF sampler: every process (`--all`, a process column), or one target and
-/// with `-s` its children.
+/// `top --idle` with BPF: time off the CPU is counted in stretches of at least this long
+/// (`record --offcpu-min`'s default).
 #[cfg(target_os = "linux")]
-fn run_bpf(
-    args: TopArgs,
-    target: Option<target::Target>,
-    bpf: crate::bpf::BpfSampler,
+const IDLE_OFFCPU_MIN_NS: u64 = 1_000_000;
+
+/// Sample on a thread of its own into the shared counts, whatever the source, and show them
+/// until quit or the sampling ends. `process`: the target (none with `--all`).
+fn watch(
+    args: &TopArgs,
+    process: Option<PythonProcess>,
+    child: Option<StartedChild>,
+    plan: Plan,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<i32> {
-    let scope = match &target {
-        Some(t) => TopScope::Target(t.process.pid, args.subprocesses),
-        None => TopScope::All,
-    };
-    let mut config = bpf_config(&scope, args.gil);
-    config.rate_hz = args.rate;
-    let per_process = target.is_none() || args.subprocesses;
+    let pid = process.as_ref().map(|p| p.pid);
+    let is_bpf = !matches!(plan, Plan::Userspace { .. });
+    let per_process = process.is_none() || args.subprocesses;
     let watched = Watched {
-        mode: "bpf",
-        pid: target.as_ref().map_or(0, |t| t.process.pid),
-        version: target
+        mode: if is_bpf { "bpf" } else { "userspace" },
+        pid: pid.unwrap_or(0),
+        version: process
             .as_ref()
-            .map_or(String::new(), |t| t.process.version().to_string()),
+            .map_or(String::new(), |p| p.version().to_string()),
         rate_hz: args.rate,
         subprocesses: per_process,
     };
-    let (process, child) = match target {
-        Some(t) => (Some(t.process), t.child.map(|c| Arc::new(Mutex::new(c)))),
-        None => (None, None),
-    };
-    let pid = process.as_ref().map(|p| p.pid);
     let shared = Live::shared(per_process);
-    top::lock(&shared).stats.full_filenames = args.full_filenames;
+    let wall = is_bpf && args.idle;
+    {
+        let mut live = top::lock(&shared);
+        live.stats.full_filenames = args.full_filenames;
+        live.stats.weights_in_ns = wall;
+    }
+    let period_ns = 1_000_000_000 / u64::from(args.rate.max(1));
+    let child: Option<Arc<Mutex<StartedChild>>> = child.map(|c| Arc::new(Mutex::new(c)));
     let sampler = {
         let shared = shared.clone();
         let stop = stop.clone();
@@ -221,31 +189,34 @@ fn run_bpf(
         std::thread::Builder::new()
             .name("sampler".into())
             .spawn(move || {
+                // If sampling panics, the display must not wait for it forever.
                 let failed = FailureFlag(shared.clone());
-                let alive = || {
+                // The user-space sampler checks its target's start time itself; BPF is told.
+                let (mut source, watched_process) = open(plan, process);
+                let mut alive = || {
                     let child_running = match &child {
                         Some(c) => c.lock().unwrap_or_else(|p| p.into_inner()).is_running(),
                         None => true,
                     };
-                    child_running && process.as_ref().is_none_or(|p| p.is_same_process())
+                    child_running && watched_process.as_ref().is_none_or(|p| p.is_same_process())
                 };
-                let result = bpf_source::run(
-                    bpf,
-                    &config,
+                let result = source.run(
                     None,
                     &stop,
-                    alive,
-                    |stack, _process| lock(&shared).add(std::slice::from_ref(stack)),
-                    |s| {
-                        lock(&shared)
-                            .set_counters(s.python_errors, s.lost.iter().map(|(_, n)| n).sum())
+                    &mut alive,
+                    &mut |sample| {
+                        let weight = match wall {
+                            true => sample.wall_ns(period_ns),
+                            false => 1,
+                        };
+                        lock(&shared).add_weighted(sample.stack, weight)
                     },
+                    &mut |p| lock(&shared).set_counters(p.errors, p.lost),
                 );
                 let ended = match &result {
-                    Ok(s) if s.target_exited => EndReason::TargetExited,
-                    Ok(_) => EndReason::Interrupted,
+                    Ok(r) => r.end.reason,
                     Err(e) => {
-                        log::warn!("BPF sampling ended: {e}");
+                        log::warn!("sampling ended: {e}");
                         EndReason::Interrupted
                     }
                 };
@@ -255,8 +226,11 @@ fn run_bpf(
             .context("cannot start the sampling thread")?
     };
     let shown = show(&shared, &watched, args.delay, &stop, child.is_some());
+    // Read before stopping: killing a program we started must not count as it exiting.
     let ended = lock(&shared).ended;
     stop.store(true, Ordering::Relaxed);
+    // Joining makes sure a `--blocking` target is resumed before we exit; dropping the last
+    // handle on a program we started then kills and reaps it.
     let _ = sampler.join();
     drop(child);
     shown?;
@@ -267,6 +241,29 @@ fn run_bpf(
         }
     }
     Ok(0)
+}
+
+/// The source of `plan`, and the process whose exit BPF must be told of (user space checks
+/// its own root).
+fn open(plan: Plan, process: Option<PythonProcess>) -> (Box<dyn Source>, Option<PythonProcess>) {
+    match plan {
+        Plan::Userspace {
+            config,
+            #[cfg(target_os = "linux")]
+            native_stack,
+        } => {
+            let process = process.expect("the user-space sampler has a target");
+            #[allow(unused_mut)] // only Linux adds a native reader
+            let mut sampler = UserspaceSampler::new(config, process);
+            #[cfg(target_os = "linux")]
+            if let Some(bytes) = native_stack {
+                sampler = sampler.with_native(NativeReader::new(bytes));
+            }
+            (Box::new(UserspaceSource::new(sampler)), None)
+        }
+        #[cfg(target_os = "linux")]
+        Plan::Bpf(sampler, config) => (Box::new(BpfSource::new(sampler, config)), process),
+    }
 }
 
 /// Full screen on a terminal, else plain-text snapshots, until quit or the sampling ends.

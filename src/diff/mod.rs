@@ -115,6 +115,10 @@ pub struct Comparison {
     pub dispersion: Dispersion,
     /// The median head/base ratio of the tested functions' shares (`stats::median_ratio`).
     pub scale: f64,
+    /// Wall-clock profiles (weighted in nanoseconds): the nanoseconds one of `base_samples`
+    /// and `head_samples` stands for (they count time in sampling periods, and shares are
+    /// shares of time). `None`: sample counts.
+    pub period_ns: Option<f64>,
 }
 
 impl Comparison {
@@ -178,8 +182,9 @@ pub fn compare(
     check_comparable(base, head, opts.force)?;
     let base: Vec<Shares> = base.iter().map(|p| shares(p, &opts.shares)).collect();
     let head: Vec<Shares> = head.iter().map(|p| shares(p, &opts.shares)).collect();
-    let base_n: Vec<u64> = base.iter().map(|s| s.total).collect();
-    let head_n: Vec<u64> = head.iter().map(|s| s.total).collect();
+    // (Samples' worth: a wall profile's nanoseconds in sampling periods.)
+    let base_n: Vec<u64> = base.iter().map(|s| s.in_samples(s.total) as u64).collect();
+    let head_n: Vec<u64> = head.iter().map(|s| s.in_samples(s.total) as u64).collect();
 
     let keys: BTreeSet<&FunctionKey> = base
         .iter()
@@ -195,10 +200,10 @@ pub fn compare(
                 } else {
                     &s.self_counts
                 };
-                counts.get(key).copied().unwrap_or(0) as f64
+                s.in_samples(counts.get(key).copied().unwrap_or(0))
             })
             .collect(),
-        totals: runs.iter().map(|s| s.total as f64).collect(),
+        totals: runs.iter().map(|s| s.in_samples(s.total)).collect(),
     };
 
     struct Candidate<'k> {
@@ -348,6 +353,10 @@ pub fn compare(
         total: opts.total,
         dispersion,
         scale,
+        period_ns: base
+            .first()
+            .filter(|s| s.unit != 1.0 || head.iter().any(|h| h.unit != 1.0))
+            .map(|s| s.unit),
     })
 }
 
@@ -431,6 +440,47 @@ mod tests {
         let c = compare(&[run(260, 145, 95)], &[run(262, 143, 95)], &opts).unwrap();
         assert_eq!(c.exit_code(), 3, "{c:?}");
         assert!(c.inconclusive.unwrap().contains("percentage points"));
+    }
+
+    /// A wall profile at 100 Hz: `cpu` on-CPU samples of `work` (one period each) and `sleeps`
+    /// off-CPU stretches of `sleep_ms` each in `wait`, called from `main`.
+    fn wall_run(cpu: u64, sleeps: u64, sleep_ms: u64) -> Profile {
+        let mut p = Profile::with_meta(ProfileMeta::wall("t", 100));
+        let period = p.meta.period_ns;
+        let main = ProfileFrame::python("main", "/w/work.py", Some(1));
+        let labels = crate::profile::SampleLabels::default();
+        let work = [
+            main.clone(),
+            ProfileFrame::python("work", "/w/work.py", Some(5)),
+        ];
+        p.add_sample(&work, &labels, None, cpu, cpu * period);
+        let wait = [main, ProfileFrame::python("wait", "/w/work.py", Some(9))];
+        p.add_sample(&wait, &labels, None, sleeps, sleeps * sleep_ms * 1_000_000);
+        p
+    }
+
+    #[test]
+    fn wall_profiles_are_compared_by_time_not_samples() {
+        // Base: 60 s of work (6000 samples) and 60 s asleep in 600 sleeps of 100 ms: half the
+        // time each. Head: the same number of sleeps, each twice as long: `wait` is 2/3 of
+        // the wall time. By samples it would be 600/6600 on both sides: unchanged.
+        let opts = DiffOptions::default();
+        let base = [wall_run(6000, 600, 100)];
+        let head = [wall_run(6000, 600, 200)];
+        let c = compare(&base, &head, &opts).unwrap();
+        let wait = c.rows.iter().find(|r| r.function.name == "wait").unwrap();
+        assert!((wait.base_self - 0.5).abs() < 1e-9, "{wait:?}");
+        assert!((wait.head_self - 2.0 / 3.0).abs() < 1e-9, "{wait:?}");
+        assert_eq!(wait.verdict, Verdict::Regressed, "{c:?}");
+        // Sample counts are time in periods: 120 s at 100 Hz is 12000 samples' worth.
+        assert_eq!(c.base_samples, vec![12_000]);
+        assert!(
+            crate::diff::report::summary(&c).contains("120.0 s of wall time"),
+            "{}",
+            crate::diff::report::summary(&c)
+        );
+        let same = compare(&base, &[wall_run(6000, 600, 100)], &opts).unwrap();
+        assert_eq!(same.exit_code(), 0, "{same:?}");
     }
 
     #[test]

@@ -43,11 +43,16 @@ fn headline(c: &Comparison) -> String {
     )
 }
 
-fn counts(n: &[u64]) -> String {
+fn counts(n: &[u64], period_ns: Option<f64>) -> String {
     let total: u64 = n.iter().sum();
+    let what = match period_ns {
+        // A wall profile's time, counted in sampling periods.
+        Some(ns) => format!("{:.1} s of wall time", total as f64 * ns / 1e9),
+        None => format!("{total} samples"),
+    };
     match n.len() {
-        1 => format!("{total} samples"),
-        k => format!("{total} samples in {k} runs"),
+        1 => what,
+        k => format!("{what} in {k} runs"),
     }
 }
 
@@ -56,8 +61,8 @@ pub fn summary(c: &Comparison) -> String {
     let mut s = format!(
         "{} (base: {}, head: {}; {} shares)",
         headline(c),
-        counts(&c.base_samples),
-        counts(&c.head_samples),
+        counts(&c.base_samples, c.period_ns),
+        counts(&c.head_samples, c.period_ns),
         if c.total { "total" } else { "self" }
     );
     if let Some((mdc, share)) = c.detectable {
@@ -123,8 +128,8 @@ pub fn markdown(c: &Comparison) -> String {
     let _ = writeln!(
         s,
         "Base: {}. Head: {}. Compared: {} shares per function.\n",
-        counts(&c.base_samples),
-        counts(&c.head_samples),
+        counts(&c.base_samples, c.period_ns),
+        counts(&c.head_samples, c.period_ns),
         if c.total { "total (inclusive)" } else { "self" }
     );
     if let Some(why) = &c.inconclusive {

@@ -1,12 +1,18 @@
 //! Per-function sample counts of one profile: self (the function is the leaf) and total (the
 //! function is anywhere on the stack, counted once per stack however often it recurses).
+//!
+//! A wall-clock profile (weighted in nanoseconds: on-CPU samples weigh one sampling period,
+//! off-CPU stretches the time away) is counted by time, not by samples: one long sleep is one
+//! sample but most of the wall time. Its counts are nanoseconds, and `Shares::unit` says how
+//! many of them make one sample's worth (the sampling period), which the test's binomial noise
+//! model counts in.
 
 use std::collections::{HashMap, HashSet};
 
 use regex::Regex;
 
 use crate::frames::shorten_filename;
-use crate::profile::{FrameKind, Profile, ProfileFrame};
+use crate::profile::{FrameKind, Profile, ProfileFrame, WeightUnit};
 
 /// What a row of the comparison stands for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -48,14 +54,29 @@ pub struct ShareOptions {
     pub focus: Option<Regex>,
 }
 
-/// One profile's counts.
+/// One profile's counts, in the profile's unit (samples, or nanoseconds of a wall profile).
 #[derive(Debug, Clone, Default)]
 pub struct Shares {
-    /// Samples considered (after `--focus`).
+    /// Samples (or nanoseconds) considered (after `--focus`).
     pub total: u64,
     pub self_counts: HashMap<FunctionKey, u64>,
     pub total_counts: HashMap<FunctionKey, u64>,
+    /// How much of the counts' unit one sample is worth: 1 for a sample count, the sampling
+    /// period for nanoseconds (one period of time is as uncertain as one sample: an on-CPU
+    /// sample stands for exactly that).
+    pub unit: f64,
 }
+
+impl Shares {
+    /// `n` of the counts' unit in samples' worth.
+    pub fn in_samples(&self, n: u64) -> f64 {
+        n as f64 / self.unit
+    }
+}
+
+/// Nanoseconds one sample stands for in a wall profile whose rate is unknown (a file read
+/// back without it): the default rate's period, 10 ms.
+const UNKNOWN_PERIOD_NS: u64 = 10_000_000;
 
 /// Counts `profile`'s samples per function.
 pub fn shares(profile: &Profile, opts: &ShareOptions) -> Shares {
@@ -73,9 +94,22 @@ pub fn shares(profile: &Profile, opts: &ShareOptions) -> Shares {
             .collect(),
         None => vec![true; frames.len()],
     };
-    let mut out = Shares::default();
+    let (stacks, unit): (Vec<(&[u32], u64)>, f64) = match profile.meta.unit {
+        WeightUnit::Samples => (profile.stacks().collect(), 1.0),
+        WeightUnit::Nanoseconds => {
+            let period = match profile.meta.period_ns {
+                0 => UNKNOWN_PERIOD_NS,
+                p => p,
+            };
+            (profile.weighted_stacks().collect(), period as f64)
+        }
+    };
+    let mut out = Shares {
+        unit,
+        ..Shares::default()
+    };
     let mut seen: HashSet<&FunctionKey> = HashSet::new();
-    for (stack, count) in profile.stacks() {
+    for (stack, count) in stacks {
         if opts.focus.is_some() && !stack.iter().any(|&id| focused[id as usize]) {
             continue;
         }

@@ -224,4 +224,38 @@ mod tests {
         let e = write(&p, FrameOptions::default(), &mut Vec::new()).unwrap_err();
         assert!(e.to_string().contains("no timeline"), "{e}");
     }
+
+    #[test]
+    fn a_thread_recorded_out_of_time_order_has_its_events_in_time_order() {
+        let mut p = Profile::with_meta(ProfileMeta {
+            start_unix_ns: 0,
+            period_ns: 1_000,
+            ..ProfileMeta::default()
+        });
+        let l = SampleLabels {
+            pid: 5,
+            tid: Some(6),
+            thread_ident: 0,
+            thread_name: None,
+            process: "python3".into(),
+            gil: None,
+        };
+        let a = ProfileFrame::python("a", "/a/app.py", Some(1));
+        let b = ProfileFrame::python("b", "/a/app.py", Some(2));
+        p.add_sample(std::slice::from_ref(&a), &l, Some(50_000), 1, 1);
+        p.add_sample(std::slice::from_ref(&b), &l, Some(10_000), 1, 40_000);
+        p.add_sample(std::slice::from_ref(&a), &l, Some(60_000), 1, 1);
+        let mut out = Vec::new();
+        write(&p, FrameOptions::default(), &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let ts: Vec<f64> = v["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["ph"] != "M")
+            .map(|e| e["ts"].as_f64().unwrap())
+            .collect();
+        assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{ts:?}");
+        assert_eq!(ts.first(), Some(&10.0), "{ts:?}");
+    }
 }

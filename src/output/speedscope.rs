@@ -21,7 +21,9 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::{frame_label, UNKNOWN_NAME};
-use crate::profile::{Counts, FrameKind, Profile, ProfileFrame, ProfileMeta, WeightUnit};
+use crate::profile::{
+    Counts, FrameKind, Profile, ProfileFrame, ProfileMeta, TimedSample, WeightUnit,
+};
 
 pub const SCHEMA: &str = "https://www.speedscope.app/file-format-schema.json";
 const DEFAULT_NAME: &str = "pyspy-bpf";
@@ -113,9 +115,10 @@ pub fn write(profile: &Profile, meta: &ProfileMeta, out: &mut dyn Write) -> io::
     let mut by_prefix: HashMap<&[u32], usize> = HashMap::new();
     let in_time_order = !profile.timeline().is_empty() && profile.timeline_dropped() == 0;
     let samples: Vec<(&[u32], u64)> = match in_time_order {
-        true => profile
-            .timeline()
-            .iter()
+        // Off-CPU samples are recorded when the thread comes back, after later samples of
+        // others: in time order by their own time (stable: equal times keep their order).
+        true => sorted_by_time(profile.timeline())
+            .into_iter()
             .map(|t| {
                 let counts = Counts {
                     samples: 1,
@@ -185,6 +188,12 @@ pub fn write(profile: &Profile, meta: &ProfileMeta, out: &mut dyn Write) -> io::
 }
 
 /// `python3 (12) / thread 12 "MainThread"`: the labels of the frames up to the thread.
+fn sorted_by_time(timeline: &[TimedSample]) -> Vec<&TimedSample> {
+    let mut v: Vec<&TimedSample> = timeline.iter().collect();
+    v.sort_by_key(|t| t.offset_ns);
+    v
+}
+
 fn profile_name(prefix: &[u32], frames: &[ProfileFrame], title: &str) -> String {
     if prefix.is_empty() {
         return title.to_string();
@@ -360,5 +369,38 @@ mod tests {
         assert_eq!(profiles[0]["samples"].as_array().unwrap().len(), 0);
         assert_eq!(profiles[0]["weights"].as_array().unwrap().len(), 0);
         assert_eq!(v["activeProfileIndex"], 0);
+    }
+
+    #[test]
+    fn samples_recorded_out_of_time_order_are_written_in_time_order() {
+        // An off-CPU sample arrives when its thread comes back: after a later one.
+        let mut p = Profile::with_meta(ProfileMeta {
+            start_unix_ns: 1_000,
+            ..ProfileMeta::default()
+        });
+        let labels = crate::profile::SampleLabels {
+            pid: 5,
+            tid: Some(6),
+            thread_ident: 0,
+            thread_name: None,
+            process: "python3".into(),
+            gil: None,
+        };
+        let late = ProfileFrame::python("running", "app.py", Some(2));
+        let early = ProfileFrame::python("sleeping", "app.py", Some(1));
+        p.add_sample(std::slice::from_ref(&late), &labels, Some(9_000), 1, 7);
+        p.add_sample(std::slice::from_ref(&early), &labels, Some(2_000), 1, 5);
+        let meta = p.meta.clone();
+        let v = json(&p, &meta);
+        let names: Vec<&str> = v["shared"]["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        let first = v["profiles"][0]["samples"][0][0].as_u64().unwrap() as usize;
+        let second = v["profiles"][0]["samples"][1][0].as_u64().unwrap() as usize;
+        assert_eq!(names[first], "sleeping", "{v}");
+        assert_eq!(names[second], "running", "{v}");
     }
 }

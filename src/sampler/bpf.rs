@@ -87,6 +87,9 @@ pub struct SampleProcess<'a> {
     /// CPU, at the stack given (`off_cpu_min_ns`). 0: a sample of a running thread, which
     /// stands for one sampling period.
     pub off_cpu_ns: u64,
+    /// When the sample was taken (`RawSample::ktime_ns`, CLOCK_MONOTONIC; for an off-CPU
+    /// sample, when the thread left the CPU).
+    pub ktime_ns: u64,
 }
 
 /// Default `BpfSourceConfig::native`: the most a BPF sample holds (60 KiB). numpy's matmul
@@ -565,6 +568,7 @@ fn handle(
                 python,
                 start_time: entry.start_time,
                 off_cpu_ns: raw.off_cpu_ns,
+                ktime_ns: raw.ktime_ns,
             },
         );
         return;
@@ -732,6 +736,7 @@ fn to_stack<'t>(
             python,
             start_time: entry.start_time,
             off_cpu_ns: raw.off_cpu_ns,
+            ktime_ns: raw.ktime_ns,
         },
     ))
 }

@@ -11,6 +11,7 @@ pub mod bpf_layout;
 pub mod bpf_registry;
 #[cfg(target_os = "linux")]
 pub mod exit_sweep;
+pub mod source;
 pub mod stats;
 pub mod userspace;
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::model::StackTrace;
-use crate::sampler::{EndReason, RunSummary};
+use crate::sampler::EndReason;
 pub use stats::{Row, SortKey, TopStats, View};
 
 /// What is being watched; fixed for the whole run.
@@ -69,16 +69,9 @@ impl Live {
         Arc::new(Mutex::new(Live::new(per_process, Instant::now())))
     }
 
-    /// One tick's stacks.
-    pub fn add(&mut self, stacks: &[StackTrace]) {
-        for s in stacks {
-            self.stats.add(s);
-        }
-    }
-
-    /// The user-space sampler's running totals.
-    pub fn update_counters(&mut self, summary: &RunSummary) {
-        self.set_counters(summary.errors, summary.late);
+    /// One stack with its weight (see `TopStats::add_weighted`).
+    pub fn add_weighted(&mut self, stack: &StackTrace, weight: u64) {
+        self.stats.add_weighted(stack, weight);
     }
 
     /// Running totals of errors and of samples lost (BPF) or late ticks (user space).
@@ -88,12 +81,6 @@ impl Live {
     }
 
     /// Sampling is over.
-    pub fn finish(&mut self, summary: &RunSummary) {
-        self.update_counters(summary);
-        self.ended = Some(summary.ended);
-    }
-
-    /// Sampling is over, for a sampler without a `RunSummary` (BPF).
     pub fn finish_with(&mut self, ended: EndReason) {
         self.ended = Some(ended);
     }

@@ -151,8 +151,14 @@ pub struct TopStats {
     per_process: bool,
     /// Full file paths in rows (`--full-filenames`), else short ones.
     pub full_filenames: bool,
+    /// Wall-clock weights (`top --idle` with BPF): each sample counts the nanoseconds it
+    /// stands for, so shares are of wall time; else each counts 1 (a sampling period).
+    pub weights_in_ns: bool,
     samples: u64,
     window_samples: u64,
+    /// The weights of the samples in the current and the last completed interval.
+    window_weight: u64,
+    last_weight: Option<u64>,
     /// Samples of the last completed interval; `None` until one completed.
     last_samples: Option<u64>,
     last_interval: Duration,
@@ -168,8 +174,11 @@ impl TopStats {
         TopStats {
             per_process,
             full_filenames: false,
+            weights_in_ns: false,
             samples: 0,
             window_samples: 0,
+            window_weight: 0,
+            last_weight: None,
             last_samples: None,
             last_interval: Duration::ZERO,
             by_line: HashMap::new(),
@@ -186,8 +195,14 @@ impl TopStats {
     /// Count one thread's stack (leaf first). Each function counts once per stack toward
     /// its total, however often it recurses.
     pub fn add(&mut self, stack: &StackTrace) {
+        self.add_weighted(stack, 1);
+    }
+
+    /// Count one stack with a weight (nanoseconds when `weights_in_ns`).
+    pub fn add_weighted(&mut self, stack: &StackTrace, weight: u64) {
         self.samples += 1;
         self.window_samples += 1;
+        self.window_weight += weight;
         self.threads
             .insert((stack.pid, stack.tid.unwrap_or(0), stack.thread_ident));
         self.processes.insert(stack.pid);
@@ -206,12 +221,12 @@ impl TopStats {
                 }
                 let c = table.entry(k.clone()).or_default();
                 if i == 0 {
-                    c.own += 1;
-                    c.window_own += 1;
+                    c.own += weight;
+                    c.window_own += weight;
                 }
                 if first {
-                    c.total += 1;
-                    c.window_total += 1;
+                    c.total += weight;
+                    c.window_total += weight;
                 }
             }
         }
@@ -226,6 +241,7 @@ impl TopStats {
             }
         }
         self.last_samples = Some(std::mem::take(&mut self.window_samples));
+        self.last_weight = Some(std::mem::take(&mut self.window_weight));
         self.last_interval = elapsed;
     }
 
@@ -233,6 +249,7 @@ impl TopStats {
     pub fn reset(&mut self) {
         *self = TopStats {
             full_filenames: self.full_filenames,
+            weights_in_ns: self.weights_in_ns,
             ..TopStats::new(self.per_process)
         };
     }
@@ -267,7 +284,8 @@ impl TopStats {
         self.processes.len()
     }
 
-    /// The rows of `view`, sorted. Times are samples / `rate_hz`.
+    /// The rows of `view`, sorted. Times are samples / `rate_hz` (or nanoseconds / 1e9 when
+    /// `weights_in_ns`).
     pub fn rows(&self, view: &View, rate_hz: u32) -> Vec<Row> {
         let table = if view.line_numbers {
             &self.by_line
@@ -283,7 +301,7 @@ impl TopStats {
                 (c.window_own, c.window_total)
             }
         };
-        let denominator = self.last_samples.unwrap_or(self.window_samples);
+        let denominator = self.last_weight.unwrap_or(self.window_weight);
         let mut entries: Vec<(&Key, &Counts)> = table.iter().collect();
         entries.sort_by(|(ka, a), (kb, b)| {
             let (a_own, a_total) = shown(a);
@@ -308,7 +326,11 @@ impl TopStats {
                 .then(by_value)
                 .then_with(|| (&ka.name, &ka.file, ka.line).cmp(&(&kb.name, &kb.file, kb.line)))
         });
-        let rate = f64::from(rate_hz.max(1));
+        // Weights per second: samples at the rate, or nanoseconds.
+        let rate = match self.weights_in_ns {
+            true => 1e9,
+            false => f64::from(rate_hz.max(1)),
+        };
         let pct = |n: u64| {
             if denominator == 0 {
                 0.0
