@@ -393,6 +393,7 @@ static __always_inline void fill_header(struct pyspy_sample *s, struct task_stru
 	s->ktime_ns = bpf_ktime_get_ns();
 	s->process_start_ns = BPF_CORE_READ(task, group_leader, start_time);
 	s->off_cpu_ns = 0;
+	s->wait_addr = 0;
 	s->kernel_len = 0;
 	s->user_len = 0;
 
@@ -592,6 +593,25 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	return 0;
 }
 
+/* futex(2) on x86-64: the system call a thread waiting for a lock or condition variable
+ * sleeps in (a pthread mutex, condition variable or semaphore: CPython's GIL). */
+#define PYSPY_NR_FUTEX 202
+
+/* The futex word `task` (the current task, leaving the CPU) sleeps on, or 0 when it is not in
+ * futex(2): a task in a system call keeps the call's number in orig_ax and its first argument
+ * (the futex address) in di of its saved user registers. */
+static __always_inline __u64 futex_wait_addr(struct task_struct *task)
+{
+	struct pyspy_x86_regs *regs = (struct pyspy_x86_regs *)bpf_task_pt_regs(task);
+	__u64 nr = 0, addr = 0;
+
+	if (bpf_probe_read_kernel(&nr, sizeof(nr), &regs->orig_ax) != 0 || nr != PYSPY_NR_FUTEX)
+		return 0;
+	if (bpf_probe_read_kernel(&addr, sizeof(addr), &regs->di) != 0)
+		return 0;
+	return addr;
+}
+
 /* Off-CPU: prev (the current task) leaves the CPU. A user thread of the scope (with --all, of
  * a Python process) has its record taken now, as the sampler takes one, and kept until it
  * comes back. */
@@ -610,6 +630,7 @@ static __always_inline void offcpu_leave(void *ctx, struct task_struct *prev)
 	if (!s)
 		return;
 	fill_header(s, prev, tgid, tid);
+	s->wait_addr = futex_wait_addr(prev);
 	walk_python(prev, s);
 	/* The Python frames are the stack user space shows for a thread whose walk found some
 	 * (without --native, and an off-CPU record has no stack copy for --native to unwind): its

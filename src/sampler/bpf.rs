@@ -654,7 +654,7 @@ fn to_stack<'t>(
                 if summary.python_frames_rejected.count(&py.frames) {
                     summary.python_errors += 1;
                 }
-                let frames = match &unwound {
+                let mut frames = match &unwound {
                     Some(native) => {
                         let eval = entry.eval.get_or_insert_with(|| {
                             symbolize::function_ranges(
@@ -677,6 +677,11 @@ fn to_stack<'t>(
                     }
                     None => py.frames.clone(),
                 };
+                // A stretch off the CPU asleep on the GIL: what the thread waited for, under
+                // the Python frame that wanted it back.
+                if raw.off_cpu_ns != 0 && process.waits_for_gil(raw.wait_addr) {
+                    frames.insert(0, Frame::GilWait);
+                }
                 stack = StackTrace {
                     active: raw.off_cpu_ns == 0,
                     frames,

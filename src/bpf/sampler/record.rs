@@ -141,6 +141,10 @@ fn to_raw_sample(record: &pyspy_sample) -> RawSample {
             false => 0,
         },
         off_cpu_seeded: has(flag::SAMPLE_OFFCPU) && has(flag::SAMPLE_OFFCPU_SEEDED),
+        wait_addr: match has(flag::SAMPLE_OFFCPU) {
+            true => record.wait_addr,
+            false => 0,
+        },
         comm: String::from_utf8_lossy(&comm).into_owned(),
         kernel: stack(&record.kernel, record.kernel_len),
         user: stack(&record.user, record.user_len),
