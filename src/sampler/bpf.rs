@@ -470,10 +470,15 @@ fn seed_sleepers(
         let Ok(stacks) = process.stacks(all) else {
             continue;
         };
-        for stack in stacks {
+        for mut stack in stacks {
             let Some(tid) = stack.tid.filter(|_| !stack.active) else {
                 continue;
             };
+            // Asleep on the GIL since before the start: a gil_wait, as the program would say.
+            let on_gil = proc::blocked_futex(pid, tid).is_some_and(|w| process.waits_for_gil(w));
+            if on_gil && stack.frames.iter().any(|f| matches!(f, Frame::Python(_))) {
+                stack.frames.insert(0, Frame::GilWait);
+            }
             match sampler.seed_off_cpu(pid, tid, now) {
                 Ok(()) => {
                     seeded.insert(tid, stack);
