@@ -439,13 +439,18 @@ fn needs_version_scan(symbols: &std::collections::HashMap<String, (u64, u64)>) -
 }
 
 /// `libpython*.so` first (in a shared build the executable is only a launcher), then the
-/// executable itself.
+/// executable itself. Only a libpython with executable code mapped: a process that maps one
+/// to read it (another profiler's symbolizer, a debugger, a backup) does not run it.
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
 fn candidate_binaries(maps: &[MapRange], exe: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     for m in maps {
         if let (Some(path), Some(name)) = (&m.pathname, m.file_name()) {
-            if name.starts_with("libpython") && name.contains(".so") && !out.contains(path) {
+            if m.executable
+                && name.starts_with("libpython")
+                && name.contains(".so")
+                && !out.contains(path)
+            {
                 out.push(path.clone());
             }
         }
