@@ -201,6 +201,11 @@ struct pyspy_sample {
 	__u64 process_start_ns;
 	/* SAMPLE_OFFCPU: nanoseconds the thread was off the CPU; 0 for an on-CPU sample. */
 	__u64 off_cpu_ns;
+	/* SAMPLE_OFFCPU: the futex word the thread went to sleep on (the first argument of the
+	 * futex(2) call it was in), 0 when it left the CPU outside futex(2). User space tells a
+	 * wait for the GIL by it: the GIL's condition variables and mutexes (its semaphore on
+	 * 2.7) lie at addresses it knows. */
+	__u64 wait_addr;
 	char comm[PYSPY_COMM_LEN];
 	__u32 kernel_len; /* valid entries in kernel[] */
 	__u32 user_len;   /* valid entries in user[] */

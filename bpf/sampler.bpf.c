@@ -382,12 +382,10 @@ read_failed:
 	count_error(ERR_PY_READ_FAILED);
 }
 
-/* Everything but the stack copy: who, where, when, comm and the kernel and user call chains. */
-static __always_inline void fill_sample(void *ctx, struct pyspy_sample *s,
-					struct task_struct *task, __u32 tgid, __u32 tid)
+/* Who, where, when and comm. */
+static __always_inline void fill_header(struct pyspy_sample *s, struct task_struct *task,
+					__u32 tgid, __u32 tid)
 {
-	long len;
-
 	s->tgid = tgid;
 	s->tid = tid;
 	s->cpu = bpf_get_smp_processor_id();
@@ -395,6 +393,7 @@ static __always_inline void fill_sample(void *ctx, struct pyspy_sample *s,
 	s->ktime_ns = bpf_ktime_get_ns();
 	s->process_start_ns = BPF_CORE_READ(task, group_leader, start_time);
 	s->off_cpu_ns = 0;
+	s->wait_addr = 0;
 	s->kernel_len = 0;
 	s->user_len = 0;
 
@@ -403,6 +402,12 @@ static __always_inline void fill_sample(void *ctx, struct pyspy_sample *s,
 		s->flags |= SAMPLE_COMM_FAILED;
 		count_error(ERR_COMM_FAILED);
 	}
+}
+
+/* The kernel and user call chains. */
+static __always_inline void fill_stacks(void *ctx, struct pyspy_sample *s)
+{
+	long len;
 
 	if (kernel_stacks) {
 		len = bpf_get_stack(ctx, s->kernel, sizeof(s->kernel), 0);
@@ -427,7 +432,15 @@ static __always_inline void fill_sample(void *ctx, struct pyspy_sample *s,
 		if (s->user_len >= MAX_STACK_DEPTH)
 			s->flags |= SAMPLE_USTACK_FULL;
 	}
+}
 
+/* Everything but the stack copy: who, where, when, comm, the kernel and user call chains and
+ * the Python frames. */
+static __always_inline void fill_sample(void *ctx, struct pyspy_sample *s,
+					struct task_struct *task, __u32 tgid, __u32 tid)
+{
+	fill_header(s, task, tgid, tid);
+	fill_stacks(ctx, s);
 	walk_python(task, s);
 }
 
@@ -580,6 +593,25 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	return 0;
 }
 
+/* futex(2) on x86-64: the system call a thread waiting for a lock or condition variable
+ * sleeps in (a pthread mutex, condition variable or semaphore: CPython's GIL). */
+#define PYSPY_NR_FUTEX 202
+
+/* The futex word `task` (the current task, leaving the CPU) sleeps on, or 0 when it is not in
+ * futex(2): a task in a system call keeps the call's number in orig_ax and its first argument
+ * (the futex address) in di of its saved user registers. */
+static __always_inline __u64 futex_wait_addr(struct task_struct *task)
+{
+	struct pyspy_x86_regs *regs = (struct pyspy_x86_regs *)bpf_task_pt_regs(task);
+	__u64 nr = 0, addr = 0;
+
+	if (bpf_probe_read_kernel(&nr, sizeof(nr), &regs->orig_ax) != 0 || nr != PYSPY_NR_FUTEX)
+		return 0;
+	if (bpf_probe_read_kernel(&addr, sizeof(addr), &regs->di) != 0)
+		return 0;
+	return addr;
+}
+
 /* Off-CPU: prev (the current task) leaves the CPU. A user thread of the scope (with --all, of
  * a Python process) has its record taken now, as the sampler takes one, and kept until it
  * comes back. */
@@ -597,7 +629,17 @@ static __always_inline void offcpu_leave(void *ctx, struct task_struct *prev)
 	s = bpf_map_lookup_elem(&offcpu_scratch, &zero);
 	if (!s)
 		return;
-	fill_sample(ctx, s, prev, tgid, tid);
+	fill_header(s, prev, tgid, tid);
+	s->wait_addr = futex_wait_addr(prev);
+	walk_python(prev, s);
+	/* The Python frames are the stack user space shows for a thread whose walk found some
+	 * (without --native, and an off-CPU record has no stack copy for --native to unwind): its
+	 * kernel and frame-pointer user stacks would not be read. Unwinding them was most of what
+	 * a switch cost (bench/offcpu_cost.sh), so they are taken only for the other threads. */
+	if ((s->py_status == PY_WALKED || s->py_status == PY_DEPTH) && s->py_len > 0)
+		s->flags |= SAMPLE_KSTACK_OFF;
+	else
+		fill_stacks(ctx, s);
 	s->flags |= SAMPLE_OFFCPU;
 	if (bpf_map_update_elem(&offcpu_inflight, &tid, s, BPF_ANY) != 0)
 		count_error(ERR_OFFCPU_INFLIGHT_FULL);
@@ -607,26 +649,23 @@ static __always_inline void offcpu_leave(void *ctx, struct task_struct *prev)
  * its record goes to user space with the time it was away. */
 static __always_inline void offcpu_return(struct task_struct *next, __u64 now)
 {
-	struct pyspy_sample *kept, *s;
+	struct pyspy_sample *kept;
 	__u32 tid = next->pid;
 
 	if (tid == 0)
+		return;
+	/* One process (--pid without --subprocesses): the host's other threads cost no lookup. */
+	if (target_tgid != 0 && !follow_children && next->tgid != target_tgid)
 		return;
 	kept = bpf_map_lookup_elem(&offcpu_inflight, &tid);
 	if (!kept)
 		return;
 	if (now > kept->ktime_ns && now - kept->ktime_ns >= offcpu_min_ns) {
-		s = bpf_ringbuf_reserve(&samples, sizeof(*s), 0);
-		if (s) {
-			if (bpf_probe_read_kernel(s, sizeof(*s), kept) == 0) {
-				s->off_cpu_ns = now - s->ktime_ns;
-				bpf_ringbuf_submit(s, wakeup_flag());
-			} else {
-				bpf_ringbuf_discard(s, 0);
-			}
-		} else {
+		/* The entry is this thread's alone until it is deleted below: the record is written
+		 * in place and copied to the ring buffer once. */
+		kept->off_cpu_ns = now - kept->ktime_ns;
+		if (bpf_ringbuf_output(&samples, kept, sizeof(*kept), wakeup_flag()) != 0)
 			count_error(ERR_RINGBUF_FULL);
-		}
 	}
 	bpf_map_delete_elem(&offcpu_inflight, &tid);
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use std::collections::BTreeMap;
 
-use crate::model::{Frame, StackTrace};
+use crate::model::{Frame, StackTrace, GIL_WAIT};
 #[cfg(target_os = "linux")]
 use crate::native::interpreter_frames;
 use crate::process::lineage::ancestry;
@@ -76,6 +76,7 @@ pub fn identity_frames_with(stack: &StackTrace, hide_interpreter: bool) -> Vec<P
                 FrameKind::Truncated,
                 format!("<unknown frame: {}>", reason.as_str()),
             ),
+            Frame::GilWait => ProfileFrame::new(FrameKind::Wait, GIL_WAIT),
         });
     }
     out

@@ -131,7 +131,13 @@ pub enum Frame {
     Kernel(String),
     Truncated(Reason),
     Unknown(Reason),
+    /// Wall-clock mode: the thread was off the CPU waiting for the GIL (asleep on the GIL's
+    /// condition variable or mutex); the leaf, under the Python frame that wanted it back.
+    GilWait,
 }
+
+/// The name a `Frame::GilWait` is shown with.
+pub const GIL_WAIT: &str = "gil_wait";
 
 /// The stack of one thread at one instant, leaf (innermost) first, as CPython links them.
 #[derive(Debug, Clone, Serialize)]
@@ -172,6 +178,9 @@ pub struct RawSample {
     /// An off-CPU sample of a thread that was off the CPU when the recording started: user space
     /// read its stack then (the record has none).
     pub off_cpu_seeded: bool,
+    /// An off-CPU sample of a thread that slept in futex(2): the futex word's address (the
+    /// GIL's, for a thread waiting for the GIL); 0 otherwise.
+    pub wait_addr: u64,
     /// The thread's `comm` (at most 15 bytes; empty when it could not be read).
     pub comm: String,
     /// Kernel stack, leaf first.

@@ -28,6 +28,8 @@ pub enum FrameKind {
     Kernel,
     /// A marker saying the stack stops early and why; `name` is shown as given.
     Truncated,
+    /// What a thread off the CPU was waiting for (`gil_wait`); `name` is shown as given.
+    Wait,
 }
 
 impl FrameKind {
@@ -40,6 +42,7 @@ impl FrameKind {
             FrameKind::Native => "native",
             FrameKind::Kernel => "kernel",
             FrameKind::Truncated => "truncated",
+            FrameKind::Wait => "wait",
         }
     }
 
@@ -51,6 +54,7 @@ impl FrameKind {
             "native" => FrameKind::Native,
             "kernel" => FrameKind::Kernel,
             "truncated" => FrameKind::Truncated,
+            "wait" => FrameKind::Wait,
             _ => return None,
         })
     }

@@ -3,6 +3,8 @@
 //! it): `record --gil` keeps only the spinner's stacks with `--mode bpf --pid` (by both walk
 //! loops: `bpf_loop` and the bounded loop of kernels before 5.17) and host-wide with `--all`,
 //! and pprof's `gil` label (`held` / `released`) tells the two threads apart in `go tool pprof`.
+//! In wall-clock mode, time spent waiting for the GIL is a `gil_wait` leaf under its caller
+//! (gil_wait.py).
 
 mod common;
 
@@ -171,6 +173,74 @@ fn pprof_gil_label_on_every_interpreter() {
                 "gil={value}: {owner} {mine}%, {other} {theirs}%; expected {owner} only:\n{top}"
             );
         }
+        Ok(())
+    });
+}
+
+/// Wall-clock mode (`--idle`): time a thread spends off the CPU waiting for the GIL is a
+/// `gil_wait` leaf under the Python frame that wanted it. gil_wait.py's two spinners each wait
+/// about half of their time for the GIL the other holds; its reader is blocked on a pipe, a
+/// wait that is not for the GIL and must never show as one.
+#[test]
+fn gil_wait_shows_under_its_caller_on_every_interpreter() {
+    if !bpf_test_can_run("gil") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let spin = format!("spin (gil_wait.py:{})", line_of("gil_wait.py", "spin"));
+    let read = format!("wait_pipe (gil_wait.py:{})", line_of("gil_wait.py", "read"));
+    for_each_interpreter("gil_wait_shows_under_its_caller", |interp| {
+        let dir = TempDir::new("gil-wait");
+        let target = interp.start("gil_wait.py", &[])?;
+        target.wait_ready()?;
+        let pid = target.pid().to_string();
+        let (stacks, _) = record(
+            &dir,
+            "wall.txt",
+            &[],
+            &["--mode", "bpf", "--idle", "-t", "-d", "2", "--pid", &pid],
+        )?;
+        let of_thread = |name: &str| -> Vec<RawStack> {
+            let root = format!("thread \"{name}\" (");
+            stacks
+                .iter()
+                .filter(|s| s.frames.iter().take(2).any(|f| f.starts_with(&root)))
+                .cloned()
+                .collect()
+        };
+        let spinners: Vec<RawStack> = ["spinner-a", "spinner-b"]
+            .iter()
+            .flat_map(|name| of_thread(name))
+            .collect();
+        let reader = of_thread("reader");
+        let is_wait = |s: &RawStack| s.leaf() == Some("gil_wait");
+        let under_spin = |s: &RawStack| {
+            is_wait(s) && s.frames.len() >= 2 && s.frames[s.frames.len() - 2] == spin
+        };
+        let (waiting, all) = (count(&spinners, under_spin), total(&spinners));
+        // Two threads share one GIL: together they wait about half of their wall time. Below
+        // a quarter, waits are being missed (or given to the wrong frame).
+        ensure!(
+            all > 0 && waiting * 4 >= all,
+            "spinners: {waiting} of {all} µs in gil_wait under `{spin}`; expected about half:\n{}",
+            summary(&stacks)
+        );
+        // Every gil_wait is under a Python frame, never the thread's root alone.
+        let orphans = count(&stacks, |s| is_wait(s) && !under_spin(s));
+        let reader_waits = count(&reader, is_wait);
+        let reading = count(&reader, |s| s.leaf() == Some(read.as_str()));
+        ensure!(
+            reader_waits == 0 && orphans * 20 <= waiting && reading * 2 >= total(&reader).max(1),
+            "reader: {reader_waits} µs in gil_wait, {reading} of {} in `{read}`; {orphans} µs of \
+             gil_wait elsewhere than under `{spin}`:\n{}",
+            total(&reader),
+            summary(&stacks)
+        );
+        eprintln!(
+            "{}: spinners {:.0}% in gil_wait",
+            interp.label(),
+            waiting as f64 * 100.0 / all as f64
+        );
         Ok(())
     });
 }

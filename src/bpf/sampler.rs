@@ -569,8 +569,7 @@ impl BpfSampler {
         let map = &self.skel.maps.offcpu_inflight;
         map.keys()
             .filter_map(|key| map.lookup(&key, MapFlags::ANY).ok().flatten())
-            .filter_map(|value| record::decode_in_flight(&value, now_ns))
-            .filter(|sample| sample.off_cpu_ns >= min_ns)
+            .filter_map(|value| record::decode_in_flight(&value, now_ns, min_ns))
             .collect()
     }
 
@@ -898,6 +897,7 @@ mod tests {
             process_start_ns: 0,
             off_cpu_ns: 0,
             off_cpu_seeded: false,
+            wait_addr: 0,
             comm: String::new(),
             kernel: Vec::new(),
             user: vec![0x1000; 127],
@@ -909,7 +909,7 @@ mod tests {
             python: Default::default(),
         };
         let copy = RawSample {
-            user_stack: vec![0; 60 << 10],
+            user_stack: vec![0; 64 << 10],
             ..plain.clone()
         };
         let capacity = 100 * sample_bytes(&plain);

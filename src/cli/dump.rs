@@ -291,6 +291,14 @@ pub(super) fn bare_frame_json(frame: &Frame) -> serde_json::Value {
             None,
             "truncated",
         ),
+        Frame::GilWait => (
+            crate::model::GIL_WAIT.to_string(),
+            String::new(),
+            None,
+            0,
+            None,
+            "wait",
+        ),
         Frame::Unknown(r) => (
             format!("<unknown frame: {}>", r.as_str()),
             String::new(),
@@ -391,6 +399,7 @@ pub(super) fn frame_text(f: &Frame, full_filenames: bool) -> String {
         Frame::Kernel(name) => format!("{} (kernel)", printable(name)),
         Frame::Truncated(r) => format!("<truncated: {}>", r.as_str()),
         Frame::Unknown(r) => format!("<unknown frame: {}>", r.as_str()),
+        Frame::GilWait => crate::model::GIL_WAIT.to_string(),
     }
 }
 

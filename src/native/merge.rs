@@ -195,6 +195,7 @@ mod tests {
                 Frame::Native(n) => n.name.clone(),
                 Frame::Truncated(r) => format!("<trunc {}>", r.as_str()),
                 Frame::Kernel(k) => k.clone(),
+                Frame::GilWait => "gil_wait".to_string(),
                 Frame::Unknown(r) => format!("<unknown {}>", r.as_str()),
             })
             .collect()

@@ -58,6 +58,8 @@ fn kind_colors(profile: &Profile) -> PaletteMap {
             FrameKind::Kernel => shade(190, 65, 90, 65, 0, 0, v),
             FrameKind::Native => shade(80, 60, 80, 60, 205, 50, v),
             FrameKind::Truncated => shade(160, 30, 160, 30, 160, 30, v),
+            // Waiting (for the GIL): a red that stands out from the running code above it.
+            FrameKind::Wait => shade(220, 20, 40, 20, 40, 20, v),
             FrameKind::Python | FrameKind::Process | FrameKind::Thread => continue,
         };
         map.insert(label, color);

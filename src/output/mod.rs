@@ -47,7 +47,9 @@ pub fn frame_label(frame: &ProfileFrame) -> String {
             (None, _) => name.to_string(),
         },
         FrameKind::Kernel => format!("{name}_[k]"),
-        FrameKind::Process | FrameKind::Thread | FrameKind::Truncated => name.to_string(),
+        FrameKind::Process | FrameKind::Thread | FrameKind::Truncated | FrameKind::Wait => {
+            name.to_string()
+        }
     }
 }
 

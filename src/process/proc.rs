@@ -199,6 +199,27 @@ pub fn thread_is_running(pid: u32, tid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// The futex word a thread is asleep on now (`/proc/PID/task/TID/syscall`: the system call's
+/// number, then its arguments; futex(2) is 202 on x86-64), or `None` when it is not in
+/// futex(2) (running, another call, unreadable).
+pub fn blocked_futex(pid: u32, tid: u32) -> Option<u64> {
+    let line = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    futex_of_syscall_line(&line)
+}
+
+fn futex_of_syscall_line(line: &str) -> Option<u64> {
+    const NR_FUTEX: &str = "202";
+    if !cfg!(target_arch = "x86_64") {
+        return None;
+    }
+    let mut fields = line.split_whitespace();
+    if fields.next()? != NR_FUTEX {
+        return None;
+    }
+    let addr = fields.next()?.strip_prefix("0x")?;
+    u64::from_str_radix(addr, 16).ok()
+}
+
 /// Every process running now (the numeric entries of `/proc`).
 pub fn pids() -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -233,6 +254,22 @@ pub fn descendants(pid: u32) -> Vec<u32> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_futex_wait_is_read_from_the_syscall_line() {
+        let line =
+            "202 0x7f5e2c0a1b30 0x189 0x0 0x0 0xffffffff 0x0 0x7ffd8c3b2a40 0x7f5e2c3d1e96\n";
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(super::futex_of_syscall_line(line), Some(0x7f5e2c0a1b30));
+        // read(2), running, and garbage: no futex word.
+        assert_eq!(
+            super::futex_of_syscall_line("0 0x3 0x7ffd 0x1 0 0 0 0x7ffd 0x7f5e\n"),
+            None
+        );
+        assert_eq!(super::futex_of_syscall_line("running\n"), None);
+        assert_eq!(super::futex_of_syscall_line("202 zz"), None);
+        assert_eq!(super::futex_of_syscall_line(""), None);
+    }
+
     use super::*;
 
     #[test]

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::debug_offsets::{apply_debug_offsets, parse_debug_offsets, DEBUG_OFFSETS_READ_LEN};
+use super::gil_wait::{self, GilWaitLocation};
 use super::offsets::{offsets_for, PyOffsets, SUPPORTED_SERIES};
 use super::threads::GilLocation;
 use crate::model::{Addr, PyVersion};
@@ -28,6 +29,13 @@ const SYMBOLS: &[&str] = &[
     "_PyThreadState_Current",
     "interp_head",
     "PyInterpreterState_Head",
+    // Where a thread waiting for the GIL sleeps (`gil_wait`): 2.7 and 3.6 (symbol table only).
+    "interpreter_lock",
+    "PyEval_ThreadsInitialized",
+    "gil_cond",
+    "gil_mutex",
+    "switch_cond",
+    "switch_mutex",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +100,8 @@ pub struct Interpreter {
     pub binary: PathBuf,
     pub root: InterpreterRoot,
     pub gil: GilLocation,
+    /// Where a thread waiting for the GIL sleeps (`gil_wait`).
+    pub gil_wait: GilWaitLocation,
 }
 
 impl Interpreter {
@@ -323,7 +333,7 @@ fn interpreter_in(
     })?;
     let sym = |name: &str| image.symbol(name).map(|a| a.wrapping_add(bias));
 
-    let (root, gil) = if let Some(runtime) = sym("_PyRuntime") {
+    let (root, gil, gil_wait) = if let Some(runtime) = sym("_PyRuntime") {
         if version >= PyVersion::new(3, 13, 0) {
             let bytes = mem
                 .read_bytes(runtime, DEBUG_OFFSETS_READ_LEN)
@@ -352,7 +362,12 @@ fn interpreter_in(
             None if offsets.interp_gil_ptr.is_some() => GilLocation::PerInterpreter,
             None => GilLocation::Unknown,
         };
-        (InterpreterRoot::Runtime(runtime), gil)
+        let gil_wait = match offsets.runtime_gil {
+            Some(field) => GilWaitLocation::Runtime(runtime + field),
+            None if offsets.interp_gil_ptr.is_some() => GilWaitLocation::PerInterpreter,
+            None => GilWaitLocation::Unknown("no GIL offset for this version"),
+        };
+        (InterpreterRoot::Runtime(runtime), gil, gil_wait)
     } else {
         let head = interp_head_var(mem, image, bias)
             .map_err(mem_err)?
@@ -363,7 +378,8 @@ fn interpreter_in(
         let gil = sym("_PyThreadState_Current")
             .map(GilLocation::CurrentTstate)
             .unwrap_or(GilLocation::Unknown);
-        (InterpreterRoot::InterpHeadVar(head), gil)
+        let gil_wait = gil_wait_before_runtime(mem, version, &sym);
+        (InterpreterRoot::InterpHeadVar(head), gil, gil_wait)
     };
     let interpreter = Interpreter {
         pid,
@@ -372,11 +388,39 @@ fn interpreter_in(
         binary,
         root,
         gil,
+        gil_wait,
     };
     if interpreter.interpreters_head(mem).map_err(mem_err)? == 0 {
         return Err(AttachError::NotInitialised { pid });
     }
     Ok(interpreter)
+}
+
+/// Where 2.7's and 3.6's GIL waits sleep (they have no `_PyRuntime`): 3.6's static condition
+/// variables and mutexes, 2.7's `interpreter_lock` (from the symbol table, else from the code
+/// of the exported `PyEval_ThreadsInitialized`, which tests it).
+fn gil_wait_before_runtime(
+    mem: &dyn RemoteMemory,
+    version: PyVersion,
+    sym: &dyn Fn(&str) -> Option<Addr>,
+) -> GilWaitLocation {
+    if version.major == 3 {
+        return gil_wait::statics_of(sym).map_or(
+            GilWaitLocation::Unknown("3.6's GIL statics are not in the symbol table"),
+            GilWaitLocation::Statics,
+        );
+    }
+    if let Some(var) = sym("interpreter_lock") {
+        return GilWaitLocation::LockVar(var);
+    }
+    let from_code = sym("PyEval_ThreadsInitialized").and_then(|f| {
+        let code = mem.read_bytes(f, 16).ok()?;
+        gil_wait::lock_var_from_code(&code, f)
+    });
+    from_code.map_or(
+        GilWaitLocation::Unknown("2.7's interpreter_lock: no symbol, and PyEval_ThreadsInitialized's code is not the expected test"),
+        GilWaitLocation::LockVar,
+    )
 }
 
 /// The `PY_VERSION` literal is only needed for interpreters without `Py_Version` (< 3.11);
@@ -395,13 +439,18 @@ fn needs_version_scan(symbols: &std::collections::HashMap<String, (u64, u64)>) -
 }
 
 /// `libpython*.so` first (in a shared build the executable is only a launcher), then the
-/// executable itself.
+/// executable itself. Only a libpython with executable code mapped: a process that maps one
+/// to read it (another profiler's symbolizer, a debugger, a backup) does not run it.
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
 fn candidate_binaries(maps: &[MapRange], exe: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     for m in maps {
         if let (Some(path), Some(name)) = (&m.pathname, m.file_name()) {
-            if name.starts_with("libpython") && name.contains(".so") && !out.contains(path) {
+            if m.executable
+                && name.starts_with("libpython")
+                && name.contains(".so")
+                && !out.contains(path)
+            {
                 out.push(path.clone());
             }
         }

@@ -71,6 +71,12 @@ pub struct PyOffsets {
     pub runtime_interpreters_head: Option<u64>,
     /// `_PyRuntimeState.gilstate.tstate_current` (3.8–3.11): the thread state holding the GIL.
     pub runtime_tstate_current: Option<u64>,
+    /// `_PyRuntimeState.ceval.gil` (3.7–3.11): the GIL itself (a `_gil_runtime_state`), whose
+    /// condition variable and mutex a thread waiting for it sleeps on (`gil_wait`). Each value
+    /// is 16 below the `ceval.gil.locked` that the interpreter's own `PyEval_ThreadsInitialized`
+    /// loads (objdump of pyenv's 3.7.16, 3.8.18, 3.9.18, 3.10.13, 3.11.7 and the provisioned
+    /// 3.9 and 3.11; attach checks `locked` reads -1, 0 or 1 before using it).
+    pub runtime_gil: Option<u64>,
 
     // --- PyInterpreterState ---
     /// `PyInterpreterState.next`
@@ -280,6 +286,7 @@ impl PyOffsets {
         vec![
             ("runtime_interpreters_head", self.runtime_interpreters_head),
             ("runtime_tstate_current", self.runtime_tstate_current),
+            ("runtime_gil", self.runtime_gil),
             ("interp_next", Some(self.interp_next)),
             ("interp_tstate_head", Some(self.interp_tstate_head)),
             ("interp_modules", Some(self.interp_modules)),
@@ -462,6 +469,7 @@ fn v2_7() -> PyOffsets {
         string_model: StringModel::Bytes27,
         runtime_interpreters_head: None,
         runtime_tstate_current: None,
+        runtime_gil: None,
         interp_next: 0,
         interp_tstate_head: 8,
         interp_modules: 16,
@@ -564,6 +572,7 @@ fn v3_6() -> PyOffsets {
         series: (3, 6),
         runtime_interpreters_head: None,
         runtime_tstate_current: None,
+        runtime_gil: None,
         interp_modules: 16,
         tstate_thread_id: 152,
         frame_lasti: Some(120),
@@ -582,6 +591,7 @@ fn v3_7() -> PyOffsets {
         series: (3, 7),
         runtime_interpreters_head: Some(24),
         runtime_tstate_current: Some(1480),
+        runtime_gil: Some(1264),
         interp_modules: 40,
         code_name: 104,
         code_filename: 96,
@@ -633,6 +643,7 @@ fn v3_8() -> PyOffsets {
         string_model: StringModel::Unicode,
         runtime_interpreters_head: Some(32),
         runtime_tstate_current: Some(1368),
+        runtime_gil: Some(1152),
         interp_next: 0,
         interp_tstate_head: 8,
         interp_modules: 56,
@@ -729,6 +740,7 @@ fn v3_9() -> PyOffsets {
         string_model: StringModel::Unicode,
         runtime_interpreters_head: Some(32),
         runtime_tstate_current: Some(568),
+        runtime_gil: Some(352),
         interp_next: 0,
         interp_tstate_head: 8,
         interp_modules: 856,
@@ -849,6 +861,7 @@ fn v3_10() -> PyOffsets {
         string_model: StringModel::Unicode,
         runtime_interpreters_head: Some(32),
         runtime_tstate_current: Some(568),
+        runtime_gil: Some(352),
         interp_next: 0,
         interp_tstate_head: 8,
         interp_modules: 856,
@@ -945,6 +958,7 @@ fn v3_11() -> PyOffsets {
         string_model: StringModel::Unicode,
         runtime_interpreters_head: Some(40),
         runtime_tstate_current: Some(576),
+        runtime_gil: Some(360),
         interp_next: 0,
         interp_tstate_head: 16,
         interp_modules: 888,
@@ -1078,6 +1092,7 @@ fn v3_12() -> PyOffsets {
         string_model: StringModel::Unicode,
         runtime_interpreters_head: Some(40),
         runtime_tstate_current: None,
+        runtime_gil: None,
         interp_next: 0,
         interp_tstate_head: 72,
         interp_modules: 944,
@@ -1175,6 +1190,7 @@ fn v3_13() -> PyOffsets {
         string_model: StringModel::Unicode,
         runtime_interpreters_head: Some(632),
         runtime_tstate_current: None,
+        runtime_gil: None,
         interp_next: 7264,
         interp_tstate_head: 7344,
         interp_modules: 7656,
@@ -1272,6 +1288,7 @@ fn v3_14() -> PyOffsets {
         string_model: StringModel::Unicode,
         runtime_interpreters_head: Some(808),
         runtime_tstate_current: None,
+        runtime_gil: None,
         interp_next: 7272,
         interp_tstate_head: 7344,
         interp_modules: 7688,
@@ -1368,6 +1385,7 @@ fn v3_15() -> PyOffsets {
         string_model: StringModel::Unicode,
         runtime_interpreters_head: Some(936),
         runtime_tstate_current: None,
+        runtime_gil: None,
         interp_next: 7264,
         interp_tstate_head: 7336,
         interp_modules: 7592,
@@ -1578,6 +1596,6 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(names.len(), unique.len());
-        assert_eq!(names.len(), 84);
+        assert_eq!(names.len(), 85);
     }
 }

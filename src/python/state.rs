@@ -10,6 +10,7 @@ use super::asyncio::{read_tasks, AsyncTask, TaskList};
 use super::asyncio_layout::{locate_async_layout, AsyncLayout, AsyncioError};
 use super::attach::{locate_in, AttachError, Interpreter};
 use super::code::CodeCache;
+use super::gil_wait::{GilWaitLocation, GilWaitRanges};
 use super::locals::{frame_locals, Local};
 use super::repr::ReprLimits;
 use super::thread_names::{ThreadKey, ThreadNameCache};
@@ -99,6 +100,8 @@ pub struct PythonProcess<M = ProcessMemory, F = LiveProcess> {
     asyncio: Option<AsyncLayout>,
     /// When and why the last search for it failed.
     asyncio_missing: Option<(Instant, String)>,
+    /// Where a thread waiting for the GIL sleeps, found at the first `waits_for_gil`.
+    gil_wait: GilWaitRanges,
 }
 
 /// How long `async_tasks` waits before looking for the asyncio layout again.
@@ -178,6 +181,10 @@ impl<M: RemoteMemory, F: ProcessFacts> PythonProcess<M, F> {
         let pid = os.pid();
         let start_time = os.start_time()?;
         let interpreter = locate_in(&mem, &os)?;
+        if let GilWaitLocation::Unknown(why) = &interpreter.gil_wait {
+            log::debug!("pid {pid}: waits for the GIL will not be told apart: {why}");
+        }
+        let gil_wait = GilWaitRanges::new(interpreter.gil_wait.clone());
         Ok(PythonProcess {
             pid,
             start_time,
@@ -194,6 +201,7 @@ impl<M: RemoteMemory, F: ProcessFacts> PythonProcess<M, F> {
             tstates: HashMap::new(),
             tstates_read_at: None,
             tstates_generation: 0,
+            gil_wait,
             asyncio: None,
             asyncio_missing: None,
         })
@@ -282,6 +290,20 @@ impl<M: RemoteMemory, F: ProcessFacts> PythonProcess<M, F> {
             .into_iter()
             .map(|(trace, (entry, shims), _)| (trace, entry, shims))
             .next())
+    }
+
+    /// Whether a thread that slept in futex(2) on `futex_word` (`RawSample::wait_addr`) was
+    /// waiting for the GIL: the word lies inside the GIL's condition variables or mutexes (its
+    /// semaphore on 2.7).
+    pub fn waits_for_gil(&mut self, futex_word: Addr) -> bool {
+        let mem: &dyn RemoteMemory = &self.mem;
+        let o = &self.interpreter.offsets;
+        let root = &self.interpreter;
+        self.gil_wait.contains(mem, o, futex_word, || {
+            root.interpreters_head(mem)
+                .and_then(|head| interpreters(mem, o, head))
+                .unwrap_or_default()
+        })
     }
 
     /// Whether this version publishes asyncio's debug offsets (3.14+), which `async_tasks`

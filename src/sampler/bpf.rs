@@ -470,10 +470,15 @@ fn seed_sleepers(
         let Ok(stacks) = process.stacks(all) else {
             continue;
         };
-        for stack in stacks {
+        for mut stack in stacks {
             let Some(tid) = stack.tid.filter(|_| !stack.active) else {
                 continue;
             };
+            // Asleep on the GIL since before the start: a gil_wait, as the program would say.
+            let on_gil = proc::blocked_futex(pid, tid).is_some_and(|w| process.waits_for_gil(w));
+            if on_gil && stack.frames.iter().any(|f| matches!(f, Frame::Python(_))) {
+                stack.frames.insert(0, Frame::GilWait);
+            }
             match sampler.seed_off_cpu(pid, tid, now) {
                 Ok(()) => {
                     seeded.insert(tid, stack);
@@ -654,7 +659,7 @@ fn to_stack<'t>(
                 if summary.python_frames_rejected.count(&py.frames) {
                     summary.python_errors += 1;
                 }
-                let frames = match &unwound {
+                let mut frames = match &unwound {
                     Some(native) => {
                         let eval = entry.eval.get_or_insert_with(|| {
                             symbolize::function_ranges(
@@ -677,6 +682,11 @@ fn to_stack<'t>(
                     }
                     None => py.frames.clone(),
                 };
+                // A stretch off the CPU asleep on the GIL: what the thread waited for, under
+                // the Python frame that wanted it back.
+                if raw.off_cpu_ns != 0 && process.waits_for_gil(raw.wait_addr) {
+                    frames.insert(0, Frame::GilWait);
+                }
                 stack = StackTrace {
                     active: raw.off_cpu_ns == 0,
                     frames,
@@ -918,13 +928,39 @@ fn may_have_become_python(pid: u32) -> bool {
         return true;
     }
     proc::maps(pid)
-        .map(|maps| {
-            maps.iter().any(|m| {
-                m.pathname
-                    .as_ref()
-                    .and_then(|p| p.to_str())
-                    .is_some_and(|p| p.contains("python"))
-            })
-        })
+        .map(|maps| maps_run_python(&maps))
         .unwrap_or(false)
+}
+
+/// Whether code of a file named python is mapped executable: the interpreter, libpython, its
+/// lib-dynload modules. A file mapped only to be read (another profiler's symbolizer mapping
+/// libpython, a debugger) does not make a process Python: such a process was attached and
+/// retried at every recheck, and its own binary symbolized, for as long as it ran.
+fn maps_run_python(maps: &[crate::process::maps::MapRange]) -> bool {
+    maps.iter().any(|m| {
+        m.executable
+            && m.pathname
+                .as_ref()
+                .and_then(|p| p.to_str())
+                .is_some_and(|p| p.contains("python"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::maps_run_python;
+    use crate::process::maps::parse_maps;
+
+    #[test]
+    fn a_libpython_mapped_only_to_be_read_is_not_python() {
+        let reader =
+            "7f34c5800000-7f34c638e000 r--s 00000000 08:01 1234 /usr/lib/libpython3.11.so.1.0\n\
+                      7f34c7000000-7f34c7001000 r-xp 00000000 08:01 99 /usr/bin/profiler\n";
+        assert!(!maps_run_python(&parse_maps(reader)));
+        let embedded = "7f34c5800000-7f34c5900000 r--p 00000000 08:01 1234 /usr/lib/libpython3.11.so.1.0\n\
+                        7f34c5900000-7f34c5c00000 r-xp 00100000 08:01 1234 /usr/lib/libpython3.11.so.1.0\n";
+        assert!(maps_run_python(&parse_maps(embedded)));
+        let dynload = "7f34c5900000-7f34c5c00000 r-xp 00100000 08:01 77 /usr/lib/python3.11/lib-dynload/_ssl.so\n";
+        assert!(maps_run_python(&parse_maps(dynload)));
+    }
 }

@@ -396,6 +396,12 @@ fn key(pid: u32, frame: &Frame, line_numbers: bool, full_filenames: bool) -> Key
             file: None,
             line: None,
         },
+        Frame::GilWait => Key {
+            pid,
+            name: crate::model::GIL_WAIT.to_string(),
+            file: None,
+            line: None,
+        },
     }
 }
 

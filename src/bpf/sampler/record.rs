@@ -30,14 +30,18 @@ fn read_record(data: &[u8]) -> Option<pyspy_sample> {
 }
 
 /// An `offcpu_inflight` entry (a thread off the CPU now) as the record it would send if it came
-/// back at `now_ns`; `None` when too short, or not an off-CPU record.
-pub(super) fn decode_in_flight(data: &[u8], now_ns: u64) -> Option<RawSample> {
+/// back at `now_ns`; `None` when shorter than `min_ns`, or not an off-CPU record.
+pub(super) fn decode_in_flight(data: &[u8], now_ns: u64, min_ns: u64) -> Option<RawSample> {
     let record = read_record(data)?;
     if record.flags & flag::SAMPLE_OFFCPU.0 == 0 {
         return None;
     }
+    let away = now_ns.saturating_sub(record.ktime_ns).max(1);
+    if away < min_ns {
+        return None;
+    }
     let mut sample = to_raw_sample(&record);
-    sample.off_cpu_ns = now_ns.saturating_sub(record.ktime_ns).max(1);
+    sample.off_cpu_ns = away;
     Some(sample)
 }
 
@@ -137,6 +141,10 @@ fn to_raw_sample(record: &pyspy_sample) -> RawSample {
             false => 0,
         },
         off_cpu_seeded: has(flag::SAMPLE_OFFCPU) && has(flag::SAMPLE_OFFCPU_SEEDED),
+        wait_addr: match has(flag::SAMPLE_OFFCPU) {
+            true => record.wait_addr,
+            false => 0,
+        },
         comm: String::from_utf8_lossy(&comm).into_owned(),
         kernel: stack(&record.kernel, record.kernel_len),
         user: stack(&record.user, record.user_len),
@@ -294,15 +302,19 @@ mod tests {
         // A thread still away: its time so far; an entry without the flag is no such thread.
         r.ktime_ns = 1_000;
         let bytes = sample_bytes_of(&r);
-        let away = decode_in_flight(bytes, 3_000_500).expect("in flight");
+        let away = decode_in_flight(bytes, 3_000_500, 1_000_000).expect("in flight");
         assert_eq!(away.off_cpu_ns, 2_999_500);
         assert_eq!(
-            decode_in_flight(bytes, 10).expect("in flight").off_cpu_ns,
+            decode_in_flight(bytes, 10, 0)
+                .expect("in flight")
+                .off_cpu_ns,
             1
         );
+        // Shorter than --offcpu-min: not recorded, as the program would not.
+        assert!(decode_in_flight(bytes, 3_000_500, 3_000_000).is_none());
         r.flags = 0;
-        assert!(decode_in_flight(sample_bytes_of(&r), 3_000_500).is_none());
-        assert!(decode_in_flight(&[0u8; 16], 1).is_none());
+        assert!(decode_in_flight(sample_bytes_of(&r), 3_000_500, 0).is_none());
+        assert!(decode_in_flight(&[0u8; 16], 1, 0).is_none());
     }
 
     #[test]
