@@ -204,13 +204,7 @@ fn watch(
                     None,
                     &stop,
                     &mut alive,
-                    &mut |sample| {
-                        let weight = match wall {
-                            true => sample.wall_ns(period_ns),
-                            false => 1,
-                        };
-                        lock(&shared).add_weighted(sample.stack, weight)
-                    },
+                    &mut |sample| lock(&shared).add_sample(sample, period_ns),
                     &mut |p| lock(&shared).set_counters(p.errors, p.lost),
                 );
                 let ended = match &result {

@@ -10,7 +10,7 @@ pub mod ui;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::model::StackTrace;
+use crate::sampler::source::Sample;
 use crate::sampler::EndReason;
 pub use stats::{Row, SortKey, TopStats, View};
 
@@ -69,9 +69,15 @@ impl Live {
         Arc::new(Mutex::new(Live::new(per_process, Instant::now())))
     }
 
-    /// One stack with its weight (see `TopStats::add_weighted`).
-    pub fn add_weighted(&mut self, stack: &StackTrace, weight: u64) {
-        self.stats.add_weighted(stack, weight);
+    /// One sample of a source. With wall-clock weights (`stats.weights_in_ns`) it counts the
+    /// nanoseconds it stands for: its time off the CPU, or one sampling period of `period_ns`
+    /// for a running thread; else it counts 1.
+    pub fn add_sample(&mut self, sample: &Sample, period_ns: u64) {
+        let weight = match self.stats.weights_in_ns {
+            true => sample.wall_ns(period_ns),
+            false => 1,
+        };
+        self.stats.add_weighted(sample.stack, weight);
     }
 
     /// Running totals of errors and of samples lost (BPF) or late ticks (user space).
@@ -205,5 +211,133 @@ pub fn function_heading(view: &View) -> &'static str {
         "Function (file:line)"
     } else {
         "Function (file)"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Frame, PyFrame, StackTrace};
+    use crate::sampler::source::SampleProcess;
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    /// 100 Hz: one on-CPU sample stands for 10 ms.
+    const PERIOD_NS: u64 = 10_000_000;
+
+    fn stack(leaf: &str) -> StackTrace {
+        let frame = |function: &str, line| {
+            Frame::Python(PyFrame {
+                function: function.into(),
+                filename: "/srv/app.py".into(),
+                line,
+                first_line: 1,
+            })
+        };
+        StackTrace {
+            pid: 7,
+            tid: Some(7),
+            thread_name: None,
+            thread_ident: 1,
+            active: true,
+            owns_gil: None,
+            frames: vec![frame(leaf, 2), frame("main", 1)],
+        }
+    }
+
+    /// One sample of `stack`: of a running thread (`off_cpu_ns` 0), or of one away that long.
+    fn add(live: &mut Live, stack: &StackTrace, off_cpu_ns: u64) {
+        live.add_sample(
+            &Sample {
+                stack,
+                process: SampleProcess {
+                    pid: stack.pid,
+                    name: "python3",
+                    python: None,
+                    start_time: 0,
+                },
+                time_unix_ns: 0,
+                off_cpu_ns,
+            },
+            PERIOD_NS,
+        );
+    }
+
+    /// (own %, total %, own seconds) of each function row, by name.
+    fn shares(live: &Live) -> HashMap<String, (f64, f64, f64)> {
+        let watched = Watched {
+            mode: "bpf",
+            pid: 7,
+            version: "3.12.1".into(),
+            rate_hz: 100,
+            subprocesses: false,
+        };
+        let view = View {
+            line_numbers: false,
+            ..View::default()
+        };
+        live.snapshot(&watched, &view, false)
+            .rows
+            .into_iter()
+            .map(|r| (r.function, (r.own_pct, r.total_pct, r.own_secs)))
+            .collect()
+    }
+
+    fn close(actual: (f64, f64, f64), expected: (f64, f64, f64)) -> bool {
+        (actual.0 - expected.0).abs() < 1e-9
+            && (actual.1 - expected.1).abs() < 1e-9
+            && (actual.2 - expected.2).abs() < 1e-9
+    }
+
+    #[test]
+    fn wall_clock_shares_are_by_time_not_by_sample_count() {
+        let (busy, sleeping) = (stack("busy"), stack("sleeping"));
+        let now = Instant::now();
+        let mut wall = Live::new(false, now);
+        wall.stats.weights_in_ns = true;
+        let mut counted = Live::new(false, now);
+        // Nine samples of a thread on the CPU (10 ms each) and one of a thread that slept
+        // 910 ms: 1 s in all, 91% of it asleep, although that is 1 sample in 10.
+        for live in [&mut wall, &mut counted] {
+            for _ in 0..9 {
+                add(live, &busy, 0);
+            }
+            add(live, &sleeping, 910_000_000);
+        }
+        let rows = shares(&wall);
+        assert!(close(rows["sleeping"], (91.0, 91.0, 0.91)), "{rows:?}");
+        assert!(close(rows["busy"], (9.0, 9.0, 0.09)), "{rows:?}");
+        assert!(close(rows["main"], (0.0, 100.0, 0.0)), "{rows:?}");
+        assert_eq!(wall.stats.total_samples(), 10);
+        let view = View::default();
+        let first = &wall.stats.rows(&view, 100)[0];
+        assert_eq!(first.function, "sleeping", "sorted by time, not count");
+        // Without wall-clock weights, every sample is one period and the time away is ignored.
+        let rows = shares(&counted);
+        assert!(close(rows["sleeping"], (10.0, 10.0, 0.01)), "{rows:?}");
+        assert!(close(rows["busy"], (90.0, 90.0, 0.09)), "{rows:?}");
+
+        // A completed interval's shares are of that interval's time; times accumulate.
+        wall.rotate(now + Duration::from_secs(1));
+        for _ in 0..30 {
+            add(&mut wall, &busy, 0);
+        }
+        add(&mut wall, &sleeping, 100_000_000);
+        let rows = shares(&wall);
+        assert!(
+            close(rows["sleeping"], (91.0, 91.0, 1.01)),
+            "the last interval: {rows:?}"
+        );
+        wall.rotate(now + Duration::from_secs(2));
+        let rows = shares(&wall);
+        // 300 ms busy, 100 ms asleep.
+        assert!(close(rows["busy"], (75.0, 75.0, 0.39)), "{rows:?}");
+        assert!(close(rows["sleeping"], (25.0, 25.0, 1.01)), "{rows:?}");
+        // A reset keeps weighing by time.
+        wall.reset(now + Duration::from_secs(2));
+        add(&mut wall, &busy, 0);
+        add(&mut wall, &sleeping, 30_000_000);
+        let rows = shares(&wall);
+        assert!(close(rows["sleeping"], (75.0, 75.0, 0.03)), "{rows:?}");
     }
 }
