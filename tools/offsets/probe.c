@@ -85,12 +85,15 @@ int main(void)
 #if PY_VERSION_HEX < 0x03070000
     NONE("runtime_interpreters_head");
     NONE("runtime_tstate_current");
+    NONE("runtime_gil");
 #else
     OFF("runtime_interpreters_head", _PyRuntimeState, interpreters.head);
 #  if PY_VERSION_HEX < 0x030C0000
     OFF("runtime_tstate_current", _PyRuntimeState, gilstate.tstate_current);
+    OFF("runtime_gil", _PyRuntimeState, ceval.gil);
 #  else
     NONE("runtime_tstate_current");
+    NONE("runtime_gil");
 #  endif
 #endif
 
