@@ -62,14 +62,14 @@ pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
     }
     let mut dumps = Vec::new();
     for (i, &pid) in pids.iter().enumerate() {
-        let mut process = match PythonProcess::attach(pid) {
+        let mut process = match attach(pid, i == 0) {
             Ok(p) => p,
             // The root must be Python; children that are not are simply skipped.
             Err(e) if i > 0 => {
-                log::debug!("subprocess {pid}: {e}");
+                log::debug!("subprocess {pid}: {e:#}");
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         let all = StackOptions {
             include_idle: true,
@@ -124,6 +124,15 @@ pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
     };
     print_stdout(&text)?;
     Ok(0)
+}
+
+/// Attach to a process to dump: `--pid` (`root`) as `record --pid` does, waiting a moment for
+/// an interpreter that is still starting (`target::attach_pid`); a child as it is now.
+pub(super) fn attach(pid: u32, root: bool) -> anyhow::Result<PythonProcess> {
+    match root {
+        true => super::target::attach_pid(pid),
+        false => Ok(PythonProcess::attach(pid)?),
+    }
 }
 
 /// Write `text` to stdout; a closed pipe (`dump | head`) is the reader's choice, not an error.

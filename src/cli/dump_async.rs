@@ -13,7 +13,6 @@ use crate::escape::printable;
 use crate::model::Addr;
 use crate::process::proc;
 use crate::python::asyncio::AsyncTask;
-use crate::python::PythonProcess;
 
 struct ProcessTasks {
     pid: u32,
@@ -30,14 +29,12 @@ pub fn run(args: &DumpArgs) -> anyhow::Result<i32> {
     }
     let mut dumps = Vec::new();
     for (i, &pid) in pids.iter().enumerate() {
-        let read = PythonProcess::attach(pid)
-            .map_err(anyhow::Error::from)
-            .and_then(|mut p| {
-                let tasks = p
-                    .async_tasks()
-                    .with_context(|| format!("asyncio tasks of process {pid}"))?;
-                Ok((p, tasks))
-            });
+        let read = super::dump::attach(pid, i == 0).and_then(|mut p| {
+            let tasks = p
+                .async_tasks()
+                .with_context(|| format!("asyncio tasks of process {pid}"))?;
+            Ok((p, tasks))
+        });
         let (process, tasks) = match read {
             Ok(read) => read,
             // The root must have tasks to show; children that cannot are skipped.

@@ -2,12 +2,13 @@
 //! as soon as its interpreter is up.
 
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
 use super::TargetArgs;
-use crate::python::PythonProcess;
+use crate::python::{AttachError, PythonProcess};
+use crate::sampler::registry::attach_when_ready;
 
 /// How long a freshly started program may take to load its interpreter.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -106,42 +107,32 @@ pub fn resolve(args: &TargetArgs) -> anyhow::Result<Target> {
     }
 }
 
-/// Attach to a program we just started, retrying while it is still loading its interpreter.
 /// `--pid`: a process that has not set up its interpreter yet (`python app.py & pyspy-bpf
 /// record --pid $!`) is given up to `PID_STARTUP_TIMEOUT` to do so; anything else is final.
-fn attach_pid(pid: u32) -> anyhow::Result<PythonProcess> {
-    let started = Instant::now();
-    loop {
-        match PythonProcess::attach(pid) {
-            Ok(process) => return Ok(process),
-            Err(e @ crate::python::AttachError::NotInitialised { .. })
-                if started.elapsed() < PID_STARTUP_TIMEOUT =>
-            {
-                log::debug!("{e}; trying again");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+pub(super) fn attach_pid(pid: u32) -> anyhow::Result<PythonProcess> {
+    let not_initialised = |e: &AttachError| matches!(e, AttachError::NotInitialised { .. });
+    Ok(attach_when_ready(
+        pid,
+        PID_STARTUP_TIMEOUT,
+        not_initialised,
+        || Ok(()),
+    )?)
 }
 
+/// A program we just started: attached as soon as it has loaded its interpreter, for as long
+/// as it runs (up to `STARTUP_TIMEOUT`).
 fn attach_started(child: &mut Child, program: &str) -> anyhow::Result<PythonProcess> {
     let pid = child.id();
-    let started = Instant::now();
-    loop {
-        match PythonProcess::attach(pid) {
-            Ok(process) => return Ok(process),
-            Err(e) => {
-                if let Ok(Some(status)) = child.try_wait() {
-                    bail!(
-                        "{program} exited ({status}) before its Python interpreter could be found"
-                    );
-                }
-                if !e.is_transient() || started.elapsed() > STARTUP_TIMEOUT {
-                    return Err(e.into());
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-    }
+    let still_running = || match child.try_wait() {
+        Ok(Some(status)) => Err(format!(
+            "{program} exited ({status}) before its Python interpreter could be found"
+        )),
+        _ => Ok(()),
+    };
+    Ok(attach_when_ready(
+        pid,
+        STARTUP_TIMEOUT,
+        AttachError::is_transient,
+        still_running,
+    )?)
 }

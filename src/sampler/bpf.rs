@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ use crate::sampler::bpf_frames::{
     frame_pointer_frames, kernel_frames, merge_native, unwind, Resolver,
 };
 use crate::sampler::bpf_registry::WalkRegistry;
-use crate::sampler::exit_sweep::ExitSweep;
+use crate::sampler::registry::{Kind, KnownProcess, Met, Policy, ProcessRegistry, RECHECK};
 
 /// Which processes a BPF run records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,9 +143,6 @@ pub struct BpfSummary {
     pub native: NativeStats,
 }
 
-/// How often a cached process's start time is re-checked (pid reuse), and how often a
-/// process that was not (yet) Python is tried again.
-const RECHECK: Duration = Duration::from_secs(1);
 /// A Python stack read later than this after its sample was taken would describe another
 /// instant: such samples are dropped and counted as stale.
 const MAX_PYTHON_AGE_NS: u64 = 200_000_000;
@@ -159,43 +156,25 @@ const ALIVE_CHECK: Duration = Duration::from_millis(100);
 /// (16 KiB by default, up to 60 KiB): a bound in bytes holds whatever the samples carry.
 const QUEUE_BYTES: usize = 32 << 20;
 
-enum Kind {
-    Python(Box<PythonProcess>),
-    Native,
-}
-
-struct Entry {
-    start_time: u64,
-    name: String,
-    kind: Kind,
-    checked: Instant,
-    /// Attaching failed in a way that passes (the interpreter is still starting): retry soon.
-    retry_soon: bool,
-    /// Attach attempts for this process so far (bounds the quick retries).
-    attempts: u32,
+/// What this sampler keeps of a process beside the registry's, which goes with it.
+struct Walked {
     /// `native`, Python: the address ranges of its eval loop, found at its first sample.
     eval: Option<Vec<Range<Addr>>>,
-    /// Tells this entry from an earlier one of the same pid (`WalkRegistry`).
-    serial: u64,
     /// When a stale sample of a thread the BPF program did not know last had the thread list
     /// read (and registered).
     threads_refreshed: Instant,
-    /// The process's start as the BPF program saw it (`RawSample::process_start_ns`; 0:
-    /// unknown, then pid reuse is found by re-reading /proc every `RECHECK`).
-    started_ns: u64,
 }
 
-impl Entry {
-    fn is_python(&self) -> bool {
-        matches!(self.kind, Kind::Python(_))
+impl Default for Walked {
+    fn default() -> Self {
+        Walked {
+            eval: None,
+            threads_refreshed: Instant::now(),
+        }
     }
 }
 
-/// Quick retries (every `RETRY_STARTING`) before falling back to `RECHECK`.
-const MAX_QUICK_RETRIES: u32 = 50;
-
-/// How soon a process whose interpreter was still starting is tried again.
-const RETRY_STARTING: Duration = Duration::from_millis(20);
+type Processes = ProcessRegistry<Walked>;
 
 /// Start the BPF sampler, or say exactly why it cannot run.
 pub fn start(config: &BpfSourceConfig) -> Result<BpfSampler, BpfError> {
@@ -288,7 +267,11 @@ pub fn run(
     // thread; before the reader thread starts, so that it inherits the priority too.
     raise_priority();
     let mut samples = sampler.spawn_reader(QUEUE_BYTES)?;
-    let mut table: HashMap<u32, Entry> = HashMap::new();
+    // Only processes that map something named python are attached (`may_have_become_python`);
+    // `--pid` and `-- CMD` are attached whatever their name (`attach_target`).
+    let mut table = Processes::new(Policy {
+        looks_like_python: Some(may_have_become_python),
+    });
     let mut symbols = Resolver {
         symbols: NativeSymbolizer::with_dwarf(config.native.is_some()),
         unwinder: config.native.map(|_| NativeUnwinder::new()),
@@ -306,15 +289,15 @@ pub fn run(
         Scope::All => Vec::new(),
     };
     for pid in first {
-        register_target(pid, &sampler, &mut table, &mut registry);
+        let single = matches!(config.scope, Scope::Pid(_) | Scope::Tree(_));
+        register_target(pid, single, &sampler, &mut table, &mut registry);
         summary.processes_attached += 1;
-        summary.python_attached += table.get(&pid).map_or(0, |e| e.is_python() as u64);
+        summary.python_attached += table.get(pid).map_or(0, |e| e.is_python() as u64);
     }
     let mut seeded = match config.off_cpu_min_ns {
         Some(_) => seed_sleepers(&sampler, &mut table),
         None => HashMap::new(),
     };
-    let mut sweep = ExitSweep::default();
     let mut children_checked = Instant::now();
     let mut alive_checked = Instant::now() - ALIVE_CHECK;
     let start = Instant::now();
@@ -347,20 +330,12 @@ pub fn run(
                 children_checked = Instant::now();
             }
         }
-        let exited = sweep.due(|| table.iter().map(|(&pid, e)| (pid, e.start_time)).collect());
-        for pid in exited {
-            // The single target's exit ends the run (`target_alive`); the idle task stays.
-            if pid == 0 || matches!(config.scope, Scope::Pid(p) | Scope::Tree(p) if p == pid) {
-                continue;
-            }
-            drop_process(
-                pid,
-                config.scope,
-                &mut table,
-                &mut symbols,
-                &sampler,
-                &mut registry,
-            );
+        // The single target's exit ends the run (`target_alive`); the idle task stays.
+        let keep = |pid: u32| {
+            pid == 0 || matches!(config.scope, Scope::Pid(p) | Scope::Tree(p) if p == pid)
+        };
+        for (pid, _) in table.sweep_exited(keep) {
+            drop_process(pid, config.scope, &mut symbols, &sampler, &mut registry);
             summary.processes_dropped += 1;
         }
         match samples.recv_timeout(Duration::from_millis(100)) {
@@ -429,22 +404,27 @@ pub fn run(
 
 /// The one target (`--pid`, `-- CMD`): attached and handed to the BPF program before its
 /// first sample, so that every sample of it is walked in BPF at its instant (otherwise the
-/// first samples are read by user space later, when short-lived code may be gone).
+/// first samples are read by user space later, when short-lived code may be gone). `single`:
+/// it was named (attached whatever its name); else one of the Python processes running at the
+/// start of a wall-clock `--all`.
 fn register_target(
     pid: u32,
+    single: bool,
     sampler: &BpfSampler,
-    table: &mut HashMap<u32, Entry>,
+    table: &mut Processes,
     registry: &mut WalkRegistry,
 ) {
-    let comm = proc::comm(pid).unwrap_or_default();
-    let mut entry = new_entry(pid, &comm, 0, 1);
-    if let Kind::Python(process) = &mut entry.kind {
+    let entry = match single {
+        true => table.attach_target(pid),
+        false => table.observe(pid, "", 0).1,
+    };
+    let serial = entry.serial;
+    if let Some(process) = entry.python_mut() {
         match process.read_thread_list() {
-            Ok(()) => registry.sync(sampler, pid, entry.serial, process),
+            Ok(()) => registry.sync(sampler, pid, serial, process),
             Err(e) => log::debug!("pid {pid}: {e}"),
         }
     }
-    table.insert(pid, entry);
 }
 
 /// Wall-clock mode: the Python threads of the processes registered so far that are off the CPU
@@ -453,20 +433,14 @@ fn register_target(
 /// or at all. So its stack is read now, while it sleeps, and the program is told it is away
 /// since now (`BpfSampler::seed_off_cpu`): its record, when it comes back or at the end, is
 /// given this stack. Returns tid -> stack.
-fn seed_sleepers(
-    sampler: &BpfSampler,
-    table: &mut HashMap<u32, Entry>,
-) -> HashMap<u32, StackTrace> {
+fn seed_sleepers(sampler: &BpfSampler, table: &mut Processes) -> HashMap<u32, StackTrace> {
     let now = monotonic_ns();
     let mut seeded = HashMap::new();
     let all = crate::python::StackOptions {
         include_idle: true,
         gil_only: false,
     };
-    for (&pid, entry) in table.iter_mut() {
-        let Kind::Python(process) = &mut entry.kind else {
-            continue;
-        };
+    for (pid, process) in table.python_mut() {
         let Ok(stacks) = process.stacks(all) else {
             continue;
         };
@@ -501,18 +475,16 @@ fn python_processes() -> Vec<u32> {
         .collect()
 }
 
-/// Process `pid` exited: drop everything kept for it (its attached interpreter and code
-/// caches with its entry; its layout and threads in the BPF maps, and its membership of the
+/// Process `pid` exited (the registry dropped its attached interpreter and code caches): drop
+/// everything else kept for it (its layout and threads in the BPF maps, and its membership of the
 /// followed tree; its symbolizer and unwinder state).
 fn drop_process(
     pid: u32,
     scope: Scope,
-    table: &mut HashMap<u32, Entry>,
     symbols: &mut Resolver,
     sampler: &BpfSampler,
     registry: &mut WalkRegistry,
 ) {
-    table.remove(&pid);
     registry.forget(sampler, pid);
     if let Scope::Tree(_) = scope {
         sampler.remove_child(pid);
@@ -543,7 +515,7 @@ fn losses(counters: Vec<(&'static str, u64)>, stale: u64) -> Vec<(&'static str, 
 fn handle(
     raw: &RawSample,
     config: &BpfSourceConfig,
-    table: &mut HashMap<u32, Entry>,
+    table: &mut Processes,
     symbols: &mut Resolver,
     bpf: Option<&BpfSampler>,
     registry: &mut WalkRegistry,
@@ -553,7 +525,7 @@ fn handle(
 ) {
     if raw.off_cpu_seeded {
         // Away since before the start: the stack user space read then (`seed_sleepers`).
-        let (Some(stack), Some(entry)) = (seeded.remove(&raw.tid), table.get(&raw.pid)) else {
+        let (Some(stack), Some(entry)) = (seeded.remove(&raw.tid), table.get(raw.pid)) else {
             return;
         };
         if stack.pid != raw.pid || (config.gil_only && stack.owns_gil != Some(true)) {
@@ -562,10 +534,7 @@ fn handle(
         summary.samples += 1;
         summary.python_samples += 1;
         summary.off_cpu_seeded += 1;
-        let python = match &entry.kind {
-            Kind::Python(process) => Some(process.version()),
-            Kind::Native => None,
-        };
+        let python = entry.python().map(PythonProcess::version);
         on_stack(
             &stack,
             &SampleProcess {
@@ -588,7 +557,7 @@ fn handle(
 fn to_stack<'t>(
     raw: &RawSample,
     config: &BpfSourceConfig,
-    table: &'t mut HashMap<u32, Entry>,
+    table: &'t mut Processes,
     symbols: &mut Resolver,
     bpf: Option<&BpfSampler>,
     registry: &mut WalkRegistry,
@@ -598,7 +567,7 @@ fn to_stack<'t>(
     // that would be another instant's.
     let taken_ns = raw.ktime_ns.saturating_add(raw.off_cpu_ns);
     let stale = monotonic_ns().saturating_sub(taken_ns) > MAX_PYTHON_AGE_NS;
-    if stale && !table.contains_key(&raw.pid) {
+    if stale && !table.contains(raw.pid) {
         // Attaching to a new process is the slow path; behind already, it would only put us
         // further behind for a sample whose Python stack could no longer be read truthfully.
         summary.stale += 1;
@@ -615,7 +584,9 @@ fn to_stack<'t>(
         owns_gil: None,
         frames: Vec::new(),
     };
-    let starting_python = !entry.is_python() && entry.retry_soon;
+    let starting_python = !entry.is_python() && entry.starting;
+    let serial = entry.serial;
+    let extra = &mut entry.extra;
     if let Kind::Python(process) = &mut entry.kind {
         summary.python_samples += 1;
         // Frames the BPF program walked are the sample's own, however late we get to them;
@@ -626,11 +597,11 @@ fn to_stack<'t>(
             // registered; behind already, we would never get to register it (wall-clock mode
             // loses a new thread's time that way): read the thread list now and then.
             if raw.python.status == BpfPyStatus::NoThread
-                && entry.threads_refreshed.elapsed() >= REFRESH_THREADS
+                && extra.threads_refreshed.elapsed() >= REFRESH_THREADS
             {
-                entry.threads_refreshed = Instant::now();
+                extra.threads_refreshed = Instant::now();
                 if let (Some(sampler), Ok(())) = (bpf, process.read_thread_list()) {
-                    registry.sync(sampler, raw.pid, entry.serial, process);
+                    registry.sync(sampler, raw.pid, serial, process);
                 }
             }
             return None;
@@ -650,7 +621,7 @@ fn to_stack<'t>(
             if let Err(SampleError::Exited { .. }) = &read {
                 registry.forget(sampler, raw.pid);
             } else {
-                registry.sync(sampler, raw.pid, entry.serial, process);
+                registry.sync(sampler, raw.pid, serial, process);
             }
         }
         match read {
@@ -661,7 +632,7 @@ fn to_stack<'t>(
                 }
                 let mut frames = match &unwound {
                     Some(native) => {
-                        let eval = entry.eval.get_or_insert_with(|| {
+                        let eval = extra.eval.get_or_insert_with(|| {
                             symbolize::function_ranges(
                                 raw.pid,
                                 &process.interpreter.binary,
@@ -707,7 +678,7 @@ fn to_stack<'t>(
     } else {
         if let Some(sampler) = bpf {
             // A pid that was Python and now names another process.
-            registry.sync_native(sampler, raw.pid, entry.serial);
+            registry.sync_native(sampler, raw.pid, serial);
         }
         if config.python_only || config.gil_only {
             return None;
@@ -735,10 +706,7 @@ fn to_stack<'t>(
             None => stack.frames.extend(frame_pointer_frames(raw, symbols)),
         }
     }
-    let python = match &entry.kind {
-        Kind::Python(process) => Some(process.version()),
-        Kind::Native => None,
-    };
+    let python = entry.python().map(PythonProcess::version);
     Some((
         stack,
         SampleProcess {
@@ -787,135 +755,30 @@ fn read_python(
     (process.thread_stack_with_entries(raw.tid, want), false)
 }
 
-/// The cached state of the sample's process: attached once; replaced when the pid now
-/// belongs to another process (its start time changed), and retried for a process that was
-/// not Python but now maps an interpreter (it exec'd one, or was still starting).
+/// The registry's state of the sample's process (attached at its first sample, replaced when
+/// its pid names another process, tried again while it may become Python), counted; what the
+/// symbolizer and unwinder kept of an earlier process under its pid is dropped.
 fn entry_for<'t>(
-    table: &'t mut HashMap<u32, Entry>,
+    table: &'t mut Processes,
     symbols: &mut Resolver,
     raw: &RawSample,
     summary: &mut BpfSummary,
-) -> &'t mut Entry {
-    let pid = raw.pid;
-    let needs_attach = match table.get_mut(&pid) {
-        None => true,
-        // The sample says when its process started: another process under a reused pid is
-        // caught at its first sample, with no /proc read.
-        Some(e) if e.started_ns != 0 && raw.process_start_ns != e.started_ns => {
-            symbols.symbols.forget(pid);
-            symbols.returns.forget(pid);
-            if let Some(unwinder) = symbols.unwinder.as_mut() {
-                unwinder.forget(pid);
-            }
-            true
+) -> &'t mut KnownProcess<Walked> {
+    let (met, entry) = table.observe(raw.pid, &raw.comm, raw.process_start_ns);
+    if let Met::Replaced { .. } = met {
+        symbols.symbols.forget(raw.pid);
+        symbols.returns.forget(raw.pid);
+        if let Some(unwinder) = symbols.unwinder.as_mut() {
+            unwinder.forget(raw.pid);
         }
-        Some(e)
-            if e.checked.elapsed()
-                < if e.retry_soon {
-                    RETRY_STARTING
-                } else {
-                    RECHECK
-                } =>
-        {
-            false
-        }
-        Some(e) => {
-            e.checked = Instant::now();
-            if e.started_ns == 0 && proc::start_time(pid).is_ok_and(|now| now != e.start_time) {
-                symbols.symbols.forget(pid);
-                symbols.returns.forget(pid);
-                if let Some(unwinder) = symbols.unwinder.as_mut() {
-                    unwinder.forget(pid);
-                }
-                true
-            } else {
-                matches!(e.kind, Kind::Native) && (e.retry_soon || may_have_become_python(pid))
-            }
-        }
-    };
-    if needs_attach {
-        let attempts = table.get(&pid).map_or(0, |e| e.attempts);
-        let was = table.get(&pid).map(|e| (e.start_time, e.is_python()));
-        let entry = new_entry(pid, &raw.comm, raw.process_start_ns, attempts + 1);
-        // A retry of the same process (not Python yet) is not another process.
-        let same = was.is_some_and(|(t, _)| t != 0 && t == entry.start_time);
-        summary.processes_attached += u64::from(!same);
-        summary.python_attached +=
-            u64::from(entry.is_python() && !(same && was.is_some_and(|(_, py)| py)));
-        table.insert(pid, entry);
     }
-    let entry = table
-        .entry(pid)
-        .or_insert_with(|| new_entry(pid, &raw.comm, raw.process_start_ns, 1));
-    if entry.started_ns == 0 {
-        // Registered before its first sample (`register_target`): from now on the samples
-        // tell a reused pid.
-        entry.started_ns = raw.process_start_ns;
-    }
+    summary.processes_attached += u64::from(met.is_new_process());
+    summary.python_attached += u64::from(match met {
+        Met::Known | Met::Retried { python: false } => false,
+        Met::New | Met::Replaced { .. } => entry.is_python(),
+        Met::Retried { python: true } => true,
+    });
     entry
-}
-
-/// The entry of process `pid` (`comm`: its name if /proc no longer has it; `started_ns`:
-/// its start as the BPF program saw it, 0 if unknown), attached if it is Python.
-fn new_entry(pid: u32, comm: &str, started_ns: u64, attempts: u32) -> Entry {
-    let mut retry_soon = false;
-    let mut start_time = None;
-    let kind = if pid == 0 || !may_have_become_python(pid) {
-        // Reading every distinct binary of a busy host (compilers, test binaries of tens of
-        // MiB) to look for CPython's symbols cost most of `--all`'s CPU: only processes that
-        // map something named python (the interpreter, libpython, its lib-dynload modules)
-        // are attached. `--pid` attaches without this filter.
-        Kind::Native
-    } else {
-        match PythonProcess::attach(pid) {
-            Ok(p) => {
-                // Attaching read it already (the process it attached to is the one it saw).
-                start_time = Some(p.start_time);
-                Kind::Python(Box::new(p))
-            }
-            Err(e) => {
-                use crate::process::memory::MemoryError;
-                use crate::python::AttachError;
-                if let AttachError::Memory {
-                    source: MemoryError::Permission { .. },
-                    ..
-                }
-                | AttachError::Proc(proc::ProcError::Permission { .. }) = &e
-                {
-                    // Otherwise silent: every Python process would just lack its frames.
-                    static SAID: std::sync::Once = std::sync::Once::new();
-                    SAID.call_once(|| {
-                        log::warn!("pid {pid} ({comm}): {e}; Python processes this run may not read are recorded without their Python frames")
-                    });
-                }
-                log::debug!("pid {pid} ({comm}): not profiled as Python: {e}");
-                retry_soon =
-                    attempts < MAX_QUICK_RETRIES && e.is_transient() && may_have_become_python(pid);
-                Kind::Native
-            }
-        }
-    };
-    Entry {
-        start_time: start_time.unwrap_or_else(|| proc::start_time(pid).unwrap_or(0)),
-        name: if pid == 0 {
-            "idle".into()
-        } else {
-            proc::comm(pid).unwrap_or_else(|_| comm.to_string())
-        },
-        kind,
-        checked: Instant::now(),
-        retry_soon,
-        attempts,
-        eval: None,
-        serial: next_serial(),
-        threads_refreshed: Instant::now(),
-        started_ns,
-    }
-}
-
-fn next_serial() -> u64 {
-    static SERIAL: AtomicU64 = AtomicU64::new(0);
-    SERIAL.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Cheap test before attaching to a process, or re-attaching a known non-Python one: does it

@@ -9,8 +9,8 @@ pub mod bpf_frames;
 pub mod bpf_layout;
 #[cfg(target_os = "linux")]
 pub mod bpf_registry;
-#[cfg(target_os = "linux")]
 pub mod exit_sweep;
+pub mod registry;
 pub mod source;
 pub mod stats;
 pub mod userspace;

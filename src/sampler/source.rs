@@ -4,12 +4,10 @@
 //! [`RunResult`] (the shared `Stats` and how the run ended). `record`, `top` and the agent
 //! compose it instead of driving either sampler by hand.
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
 use crate::model::{PyVersion, StackTrace};
-use crate::process::proc;
 use crate::profile::unix_ns;
 use crate::sampler::stats::Stats;
 use crate::sampler::userspace::{EndReason, RunSummary, UserspaceSampler};
@@ -127,30 +125,21 @@ impl Source for UserspaceSource {
         on_sample: &mut dyn FnMut(&Sample),
         on_status: &mut dyn FnMut(&Progress),
     ) -> anyhow::Result<RunResult> {
-        let root_pid = self.sampler.root().pid;
-        let root_version = self.sampler.root().version();
-        // (pid -> name, start time), read once per process seen.
-        let mut known: HashMap<u32, (String, u64)> = HashMap::new();
         let summary = self.sampler.run(
             duration,
             stop,
             target_alive,
-            |stacks| {
+            |stacks, owners| {
                 let time_unix_ns = unix_ns(SystemTime::now());
                 for stack in stacks {
-                    let (name, start_time) = known.entry(stack.pid).or_insert_with(|| {
-                        (
-                            proc::comm(stack.pid).unwrap_or_else(|_| "?".into()),
-                            proc::start_time(stack.pid).unwrap_or(0),
-                        )
-                    });
+                    let owner = owners.of(stack.pid);
                     on_sample(&Sample {
                         stack,
                         process: SampleProcess {
                             pid: stack.pid,
-                            name,
-                            python: (stack.pid == root_pid).then_some(root_version),
-                            start_time: *start_time,
+                            name: owner.name,
+                            python: owner.python,
+                            start_time: owner.start_time,
                         },
                         time_unix_ns,
                         off_cpu_ns: 0,

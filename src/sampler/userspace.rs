@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::model::StackTrace;
+use crate::model::{PyVersion, StackTrace};
 #[cfg(target_os = "linux")]
 use crate::native::{NativeReader, NativeStats};
 use crate::process::kstack::{self, KernelStack};
@@ -17,6 +17,7 @@ use crate::python::asyncio_layout::AsyncioError;
 use crate::python::code::FrameErrors;
 use crate::python::state::SampleError;
 use crate::python::{PythonProcess, StackOptions};
+use crate::sampler::registry::{Met, Policy, ProcessRegistry};
 
 /// No native unwinding off Linux (`--native` is refused there): no reader can exist.
 #[cfg(not(target_os = "linux"))]
@@ -66,9 +67,11 @@ pub struct RunSummary {
 pub struct UserspaceSampler {
     config: SamplerConfig,
     root: PythonProcess,
-    children: HashMap<u32, PythonProcess>,
-    /// Children that are not (or not yet) Python, with the last time we tried.
-    not_python: HashMap<u32, (u64, Instant)>,
+    /// The root's `comm`, read once.
+    root_name: String,
+    /// `--subprocesses`: the root's descendants, Python or not (yet), as the BPF sampler keeps
+    /// the processes it meets.
+    children: ProcessRegistry<()>,
     last_child_scan: Option<Instant>,
     rng: u64,
     /// `--native`: unwinds each paused thread and merges its native and Python frames.
@@ -88,9 +91,13 @@ impl UserspaceSampler {
             .unwrap_or(1);
         UserspaceSampler {
             config,
+            root_name: proc::comm(root.pid).unwrap_or_else(|_| "?".into()),
             root,
-            children: HashMap::new(),
-            not_python: HashMap::new(),
+            // Every descendant is attached (a tree is small; an interpreter linked into a
+            // program of any name is found).
+            children: ProcessRegistry::new(Policy {
+                looks_like_python: None,
+            }),
             last_child_scan: None,
             rng: seed | 1,
             native: None,
@@ -117,13 +124,14 @@ impl UserspaceSampler {
     }
 
     /// Sample until `stop` is set, `duration` elapses, or the root process exits.
-    /// `target_alive` is asked each tick (for `-- cmd`, it reaps the child).
+    /// `target_alive` is asked each tick (for `-- cmd`, it reaps the child). `on_stacks` is
+    /// given each tick's stacks and who they belong to.
     pub fn run(
         &mut self,
         duration: Option<Duration>,
         stop: &AtomicBool,
         mut target_alive: impl FnMut() -> bool,
-        mut on_stacks: impl FnMut(&[StackTrace]),
+        mut on_stacks: impl FnMut(&[StackTrace], &Owners),
         mut on_status: impl FnMut(&RunSummary),
     ) -> RunSummary {
         let interval = Duration::from_secs_f64(1.0 / self.config.rate_hz.max(1) as f64);
@@ -175,7 +183,14 @@ impl UserspaceSampler {
                         };
                         summary.errors += u64::from(rejected);
                     }
-                    on_stacks(&stacks);
+                    on_stacks(
+                        &stacks,
+                        &Owners {
+                            root: &self.root,
+                            root_name: &self.root_name,
+                            children: &self.children,
+                        },
+                    );
                 }
                 Err(SampleError::Exited { .. }) => {
                     summary.ended = EndReason::TargetExited;
@@ -201,7 +216,7 @@ impl UserspaceSampler {
     fn count_children(&self, summary: &mut RunSummary) {
         summary.children_attached = self.children_attached;
         summary.children_dropped = self.children_dropped;
-        summary.children = self.children.len();
+        summary.children = self.children.python_count();
     }
 
     /// The interval scaled by a random factor in [0.9, 1.1).
@@ -220,10 +235,10 @@ impl UserspaceSampler {
         if self.config.subprocesses {
             self.refresh_children();
             let mut gone = Vec::new();
-            for (pid, child) in self.children.iter_mut() {
+            for (pid, child) in self.children.python_mut() {
                 match read_one(child, self.config, self.native.as_mut()) {
                     Ok(s) => stacks.extend(s),
-                    Err(SampleError::Exited { .. }) => gone.push(*pid),
+                    Err(SampleError::Exited { .. }) => gone.push(pid),
                     Err(e) => log::debug!("child {pid}: {e}"),
                 }
             }
@@ -235,14 +250,22 @@ impl UserspaceSampler {
     }
 
     fn drop_child(&mut self, pid: u32) {
-        if self.children.remove(&pid).is_some() {
+        if self.children.forget(pid).is_some_and(|c| c.is_python()) {
             self.children_dropped += 1;
         }
+        self.forget_native(pid);
+    }
+
+    /// What `--native` kept of process `pid` (it exited, or its pid was reused).
+    fn forget_native(&mut self, pid: u32) {
         if let Some(native) = self.native.as_mut() {
             #[cfg(target_os = "linux")]
             native.forget(pid);
             #[cfg(not(target_os = "linux"))]
-            match *native {}
+            {
+                let _ = pid;
+                match *native {}
+            }
         }
     }
 
@@ -255,40 +278,77 @@ impl UserspaceSampler {
         }
         self.last_child_scan = Some(Instant::now());
         let pids = proc::descendants(self.root.pid);
-        // Children that exited (or whose pid now names another process): their caches and
-        // native state go with them.
+        // Children that left the tree (they exited, or were handed to another parent): their
+        // caches and native state go with them.
         let gone: Vec<u32> = self
             .children
-            .iter()
-            .filter(|(pid, p)| !pids.contains(pid) || !p.is_same_process())
-            .map(|(&pid, _)| pid)
+            .pids()
+            .filter(|pid| !pids.contains(pid))
             .collect();
         for pid in gone {
             self.drop_child(pid);
         }
-        self.not_python.retain(|pid, _| pids.contains(pid));
+        // The others are attached when first met, tried again while they are not Python
+        // (their interpreter was starting, or they exec one later), and replaced when their
+        // pid names another process.
         for pid in pids {
-            if self.children.contains_key(&pid) {
-                continue;
-            }
-            let start = proc::start_time(pid).unwrap_or(0);
-            // A process that was not Python when we looked may exec Python later; retry it now
-            // and then, and at once if its pid was reused.
-            if let Some((seen_start, when)) = self.not_python.get(&pid) {
-                if *seen_start == start && when.elapsed() < Duration::from_secs(2) {
-                    continue;
+            match self.children.observe(pid, "", 0).0 {
+                Met::Known | Met::Retried { python: false } => {}
+                Met::New => self.children_attached += u64::from(self.is_python_child(pid)),
+                Met::Replaced { was_python } => {
+                    self.children_dropped += u64::from(was_python);
+                    self.forget_native(pid);
+                    self.children_attached += u64::from(self.is_python_child(pid));
                 }
+                Met::Retried { python: true } => self.children_attached += 1,
             }
-            match PythonProcess::attach(pid) {
-                Ok(p) => {
-                    self.children.insert(pid, p);
-                    self.children_attached += 1;
-                }
-                Err(e) => {
-                    log::debug!("subprocess {pid} not profiled: {e}");
-                    self.not_python.insert(pid, (start, Instant::now()));
-                }
-            }
+        }
+    }
+
+    fn is_python_child(&self, pid: u32) -> bool {
+        self.children.get(pid).is_some_and(|c| c.is_python())
+    }
+}
+
+/// Who the stacks of one tick belong to: the root and the children the registry knows.
+pub struct Owners<'a> {
+    root: &'a PythonProcess,
+    root_name: &'a str,
+    children: &'a ProcessRegistry<()>,
+}
+
+/// The process a stack belongs to, as the sampler knows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    /// Its `comm`.
+    pub name: &'a str,
+    /// Clock ticks since boot (0: unknown).
+    pub start_time: u64,
+    pub python: Option<PyVersion>,
+}
+
+impl Owners<'_> {
+    /// The process `pid` of a stack of this tick (every stack's process is known: a child
+    /// that exited during the tick gave no stacks).
+    pub fn of(&self, pid: u32) -> Owner<'_> {
+        if pid == self.root.pid {
+            return Owner {
+                name: self.root_name,
+                start_time: self.root.start_time,
+                python: Some(self.root.version()),
+            };
+        }
+        match self.children.get(pid) {
+            Some(child) => Owner {
+                name: &child.name,
+                start_time: child.start_time,
+                python: child.python().map(PythonProcess::version),
+            },
+            None => Owner {
+                name: "?",
+                start_time: 0,
+                python: None,
+            },
         }
     }
 }
