@@ -1,7 +1,10 @@
 //! Chrome trace (Trace Event Format JSON, as py-spy's `chrometrace`): one track per thread,
 //! the samples in time order turned into nested begin/end events, so a frame spans the time
-//! from the first sample it is on to the first sample it is not. Loadable by Perfetto
-//! (ui.perfetto.dev) and chrome://tracing.
+//! from the first sample it is on to the first sample it is not. A sample stands for the time
+//! it weighs (one period; a wall-clock sample off the CPU, its time away): a thread not seen
+//! for longer than that (asleep, in a CPU profile) has no frames open in between, rather than
+//! its last stack stretched over the gap. Loadable by Perfetto (ui.perfetto.dev) and
+//! chrome://tracing.
 //!
 //! It needs the profile's timeline (a recording's samples in time order): a profile read back
 //! from pprof or collapsed stacks has none, and is refused with a line saying so. A recording
@@ -16,7 +19,7 @@ use serde_json::json;
 
 use super::frame_label;
 use crate::frames::{present_frame, thread_label, FrameOptions};
-use crate::profile::{Profile, SampleLabels};
+use crate::profile::{Profile, SampleLabels, WeightUnit};
 
 #[derive(Serialize)]
 struct Event<'a> {
@@ -31,6 +34,9 @@ struct Event<'a> {
     args: Option<serde_json::Value>,
 }
 
+/// A sample on a thread's track: offset (ns since the start), stack id, weight.
+type TrackSample = (u64, u32, u64);
+
 /// Writes `profile`'s timeline as a Chrome trace.
 pub fn write(profile: &Profile, view: FrameOptions, out: &mut dyn Write) -> io::Result<()> {
     if profile.timeline().is_empty() && !profile.is_empty() {
@@ -44,19 +50,27 @@ pub fn write(profile: &Profile, view: FrameOptions, out: &mut dyn Write) -> io::
         .iter()
         .map(|f| frame_label(&present_frame(f, view)))
         .collect();
-    // A sample stands for the time until the next one: the period, when known.
+    // A sample stands for one period (when known), or its weight in a wall-clock profile.
     let period_us = match profile.meta.period_ns {
         0 => 10_000.0,
         p => p as f64 / 1000.0,
     };
+    let in_ns = profile.meta.unit == WeightUnit::Nanoseconds;
+    let stands_for_us = |weight: u64| match weight {
+        w if in_ns && w > 0 => w as f64 / 1000.0,
+        _ => period_us,
+    };
 
     // Per thread, its samples in time order.
-    let mut threads: BTreeMap<(u32, u64), Vec<(u64, u32)>> = BTreeMap::new();
+    let mut threads: BTreeMap<(u32, u64), Vec<TrackSample>> = BTreeMap::new();
     let mut names: BTreeMap<(u32, u64), &SampleLabels> = BTreeMap::new();
     for t in profile.timeline() {
         let l = profile.labels(t.labels);
         let key = (l.pid, track_id(l));
-        threads.entry(key).or_default().push((t.offset_ns, t.stack));
+        threads
+            .entry(key)
+            .or_default()
+            .push((t.offset_ns, t.stack, t.weight));
         // The latest: a thread's `threading` name may be read only after its first samples
         // (named by its OS name until then).
         names.insert(key, l);
@@ -88,12 +102,21 @@ pub fn write(profile: &Profile, view: FrameOptions, out: &mut dyn Write) -> io::
         });
     }
     for (&(pid, tid), samples) in threads.iter_mut() {
-        samples.sort_by_key(|&(t, _)| t);
+        samples.sort_by_key(|&(t, _, _)| t);
         let mut open: &[u32] = &[];
-        let mut last_us = 0.0;
-        for &(offset_ns, stack) in samples.iter() {
+        // Until when the open frames' last sample stands.
+        let mut open_until = 0.0;
+        for &(offset_ns, stack, weight) in samples.iter() {
             let ts = offset_ns as f64 / 1000.0;
             let stack = profile.stack(stack);
+            // Not seen for more than one more period (the rate's jitter moves samples by less):
+            // the thread was elsewhere, and its frames end where its last sample did.
+            if ts > open_until + period_us {
+                for &id in open.iter().rev() {
+                    events.push(end(&labels[id as usize], open_until, pid, tid));
+                }
+                open = &[];
+            }
             let common = open
                 .iter()
                 .zip(stack)
@@ -114,11 +137,10 @@ pub fn write(profile: &Profile, view: FrameOptions, out: &mut dyn Write) -> io::
                 });
             }
             open = stack;
-            last_us = ts;
+            open_until = ts + stands_for_us(weight);
         }
-        let finish = last_us + period_us;
         for &id in open.iter().rev() {
-            events.push(end(&labels[id as usize], finish, pid, tid));
+            events.push(end(&labels[id as usize], open_until, pid, tid));
         }
     }
     let trace = json!({
@@ -215,6 +237,73 @@ mod tests {
         assert!(ev
             .iter()
             .any(|e| e["name"] == "process_name" && e["args"]["name"] == "python3"));
+    }
+
+    /// The (phase, name, µs) events of thread `tid`'s track.
+    fn track_of(p: &Profile, tid: u64) -> Vec<(String, String, f64)> {
+        let mut out = Vec::new();
+        write(p, FrameOptions::default(), &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        v["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["tid"] == tid && e["ph"] != "M")
+            .map(|e| {
+                (
+                    e["ph"].as_str().unwrap().to_string(),
+                    e["name"].as_str().unwrap().to_string(),
+                    e["ts"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_sample_spans_the_time_it_stands_for_and_a_gap_closes_the_frames() {
+        let l = SampleLabels {
+            pid: 5,
+            tid: Some(6),
+            thread_ident: 0,
+            thread_name: None,
+            process: "python3".into(),
+            gil: None,
+        };
+        let work = ProfileFrame::python("work", "/a/app.py", Some(1));
+        let nap = ProfileFrame::python("nap", "/a/app.py", Some(2));
+        let ms = 1_000_000;
+        // CPU: two samples 10 ms apart, then none for a second (the thread slept).
+        let mut cpu = Profile::with_meta(ProfileMeta {
+            period_ns: 10 * ms,
+            ..ProfileMeta::default()
+        });
+        for at in [0, 10, 1010] {
+            cpu.add_sample(std::slice::from_ref(&work), &l, Some(at * ms), 1, 1);
+        }
+        let got = track_of(&cpu, 6);
+        let want = [
+            ("B", 0.0),
+            ("E", 20_000.0),
+            ("B", 1_010_000.0),
+            ("E", 1_020_000.0),
+        ];
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!((g.0.as_str(), g.2), w, "{got:?}");
+        }
+        // Wall clock: a 500 ms nap off the CPU spans its time away, not one period.
+        let mut wall = Profile::with_meta(ProfileMeta {
+            period_ns: 10 * ms,
+            unit: WeightUnit::Nanoseconds,
+            ..ProfileMeta::default()
+        });
+        wall.add_sample(std::slice::from_ref(&work), &l, Some(0), 1, 10 * ms);
+        wall.add_sample(std::slice::from_ref(&nap), &l, Some(10 * ms), 1, 500 * ms);
+        wall.add_sample(std::slice::from_ref(&work), &l, Some(515 * ms), 1, 10 * ms);
+        let got = track_of(&wall, 6);
+        let nap_end = got.iter().find(|e| e.0 == "E" && e.1.starts_with("nap"));
+        assert_eq!(nap_end.map(|e| e.2), Some(515_000.0), "{got:?}");
+        assert_eq!(got.last().map(|e| e.2), Some(525_000.0), "{got:?}");
     }
 
     #[test]
