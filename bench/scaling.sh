@@ -470,7 +470,7 @@ for shape, name, r in rows:
     bpf_s = "%.3f" % r["bpf_s"] if r["bpf_s"] is not None else "-"
     steady = "%.1f%%" % r["steady"] if r["steady"] is not None else "-"
     first_s = "%.2f" % r["first_s"] if r["first_s"] is not None else "-"
-    print("%-6s %-22s %6.1f %7.2f %5.1f%% %7s %7s %7s %6.1f %8d %-28s %6s %9s%s" % (
+    print("%-6s %-22s %6.1f %7.3f %5.1f%% %7s %7s %7s %6.1f %8d %-28s %6s %9s%s" % (
         shape, name, r["wall"], r["cpu"], 100.0 * r["cpu"] / r["wall"], steady, first_s, bpf_s, r["rss_mb"],
         r["samples"], r["lost"], r["errors"], ratio, "" if r["ok"] or r["interrupted"] else "  FAILED"))
 print()

@@ -7,9 +7,11 @@
 #   RSS within 10% of its value after the first 5 minutes (the warm-up: kernel symbols,
 #   interpreter binaries and shared libraries are read once), descriptors flat (at most
 #   FD_SLACK more than after 5 minutes). Exit status 1 when the verdict fails.
-# RSS is shown split into anonymous memory (heap: caches, the profile) and file-backed pages
-# (binaries mapped for their symbol tables). `record` keeps the whole profile in memory until
-# it writes it, with a root per process (`name (pid)`): with thousands of processes its
+# RSS is shown split into anonymous memory (heap: caches, the profile) and file-backed pages:
+# binaries mapped for their symbol tables, the profiler's own code (a page counts once a path
+# through it first runs: a rare path run at minute 10 adds its pages then), and `bpf_kib`, the
+# BPF maps mapped in (the sample ring buffer mostly, allocated whole at load but counted once
+# touched). `record` keeps the whole profile in memory until it writes it, with a root per process (`name (pid)`): with thousands of processes its
 # distinct stacks grow with the processes seen, so the size of the profile written is printed
 # too (raw lines and bytes) to tell that growth from state kept for exited processes.
 # Not a timed test: it says nothing about speed.
@@ -166,7 +168,7 @@ PROFILER=$!
 echo "soak: ${cmd[*]} (pid $PROFILER) for $MINUTES minutes; python: ${pythons[*]}" >&2
 
 rss=() fds=()
-printf '%6s %10s %10s %10s %6s %10s\n' minute rss_kib anon_kib file_kib fds spawned
+printf '%6s %10s %10s %10s %10s %6s %10s\n' minute rss_kib anon_kib file_kib bpf_kib fds spawned
 for (( m = 1; m <= MINUTES; m++ )); do
   # In the background and waited for: bash runs a trap (Ctrl-C, SIGTERM) only once the
   # foreground command ends, which for `sleep 60` could be a minute later; `wait` returns at once.
@@ -181,9 +183,13 @@ for (( m = 1; m <= MINUTES; m++ )); do
   r=$(awk '/^VmRSS:/ { print $2 }' "/proc/$PROFILER/status")
   a=$(awk '/^RssAnon:/ { print $2 }' "/proc/$PROFILER/status")
   fb=$(awk '/^RssFile:/ { print $2 }' "/proc/$PROFILER/status")
+  # Of the file-backed pages: the BPF maps mapped into the profiler (the ring buffer the
+  # samples come through, sized at load). The kernel allocates them whole when the program
+  # loads, but they count in RSS only once touched: the ring's as samples first wrap it.
+  b=$(awk '/^[0-9a-f]+-[0-9a-f]+ / { bpf = ($6 == "anon_inode:bpf-map") } /^Rss:/ && bpf { s += $2 } END { print s + 0 }' "/proc/$PROFILER/smaps")
   f=$(find "/proc/$PROFILER/fd" -mindepth 1 -maxdepth 1 | wc -l)
   rss+=("$r"); fds+=("$f")
-  printf '%6d %10d %10d %10d %6d %10d\n' "$m" "$r" "$a" "$fb" "$f" "$(cat "$WORK/spawned")"
+  printf '%6d %10d %10d %10d %10d %6d %10d\n' "$m" "$r" "$a" "$fb" "$b" "$f" "$(cat "$WORK/spawned")"
 done
 
 kill -INT "$PROFILER"
