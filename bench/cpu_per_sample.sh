@@ -8,6 +8,10 @@
 #                                   and print this build's CPU per sample against it)
 #        USERSPACE=1               (also run both pyspy-bpf builds with --mode userspace)
 #        PYSPY=0                   (skip the py-spy rows)
+#        ROUNDS=1                  (run every profiler this many times, in turn, and print the
+#                                   mean and each round's CPU per sample: on a noisy machine one
+#                                   run of 10 s at 1 kHz varies by tens of percent, so compare
+#                                   builds with ROUNDS=5 or more)
 #
 # Creates bench/.venv with py-spy 0.4.x on first use, builds pyspy-bpf --release, starts
 # one workload (nested Python functions in a busy loop), then records it with each profiler
@@ -35,7 +39,7 @@ echo "bench: building pyspy-bpf (release)" >&2
 (cd "$REPO" && cargo build --release -q)
 PYSPY_BPF="${CARGO_TARGET_DIR:-$REPO/target}/release/pyspy-bpf"
 
-export BASELINE=${BASELINE:-} USERSPACE=${USERSPACE:-0} PYSPY=${PYSPY:-1}
+export BASELINE=${BASELINE:-} USERSPACE=${USERSPACE:-0} PYSPY=${PYSPY:-1} ROUNDS=${ROUNDS:-1}
 exec /usr/bin/python3 - "$PYSPY_BPF" "$VENV/bin/py-spy" "$PYTHON" "$DURATION" $RATES <<'PY'
 import os, shutil, subprocess, sys, tempfile, threading, time
 
@@ -44,6 +48,7 @@ rates = [int(r) for r in sys.argv[5:]]
 baseline_bin = os.environ.get("BASELINE") or None
 userspace = os.environ.get("USERSPACE") == "1"
 with_pyspy = os.environ.get("PYSPY") != "0"
+rounds = max(1, int(os.environ.get("ROUNDS") or 1))
 
 WORKLOAD = '''
 import sys
@@ -146,14 +151,32 @@ try:
                 ("py-spy (blocking)", [py_spy, "record", "--pid", pid, "-r", str(rate), "-d", duration,
                                        "-f", "raw", "-o", out]),
             ]
-        for name, argv in runs:
-            sys.stderr.write("bench: %s at %d Hz for %s s\n" % (name, rate, duration))
-            n, cpu, wall, its = measure(name, argv, out)
-            rows.append((name, rate, n, cpu, wall, its))
+        # Round by round, the profilers in turn: a slow spell of the machine falls on all of
+        # them rather than on one.
+        for round_no in range(1, rounds + 1):
+            for name, argv in runs:
+                sys.stderr.write("bench: %s at %d Hz for %s s (round %d of %d)\n"
+                                 % (name, rate, duration, round_no, rounds))
+                n, cpu, wall, its = measure(name, argv, out)
+                rows.append((name, rate, n, cpu, wall, its))
 finally:
     work.kill()
     work.wait()
     shutil.rmtree(tmp, ignore_errors=True)
+
+# One row per profiler and rate: the means over the rounds (CPU per sample: total CPU over total
+# samples), and each round's CPU per sample kept to show the spread.
+means, spread = {}, {}
+for name, rate, n, cpu, wall, its in rows:
+    key = (name, rate)
+    if key not in means:
+        means[key] = [0, 0.0, 0.0, 0.0]
+        spread[key] = []
+    for i, v in enumerate((n, cpu, wall, its)):
+        means[key][i] += v
+    spread[key].append(cpu / n * 1e6 if n else float("nan"))
+rows = [(name, rate, m[0] // rounds, m[1] / rounds, m[2] / rounds, m[3] / rounds)
+        for (name, rate), m in means.items()]
 
 print()
 print("%-22s %6s %8s %8s %8s %12s %12s %10s" % ("profiler", "rate", "samples", "wall s", "CPU s",
@@ -168,8 +191,14 @@ for name, rate, n, cpu, wall, its in rows:
         ratio = "%.2f" % (bper / per) if per else "inf"
     slow = "%.1f%%" % (100.0 * (1 - its / baseline)) if baseline else "?"
     print("%-22s %6d %8d %8.1f %8.3f %12.1f %12s %10s" % (name, rate, n, wall, cpu, per, ratio, slow))
+if rounds > 1:
+    print()
+    print("CPU us/smp of each of the %d rounds:" % rounds)
+    for (name, rate), per_round in spread.items():
+        print("  %-22s %6d: %s" % (name, rate, " ".join("%.1f" % v for v in per_round)))
 print()
-print("CPU = user+sys of the profiler process; CPU us/smp = CPU / samples;")
+print("CPU = user+sys of the profiler process; CPU us/smp = CPU / samples (means over %d round%s);"
+      % (rounds, "" if rounds == 1 else "s"))
 print("bpf/this = pyspy-bpf's CPU per sample divided by this profiler's (below 1: pyspy-bpf is cheaper);")
 if baseline_bin:
     print()
