@@ -67,3 +67,53 @@ fn both_samplers_write_their_counters() {
         }
     }
 }
+
+/// A target that execs a program that is not Python keeps its pid and start time: the BPF
+/// sampler must see that the pid now runs another program (its samples are native ones, not
+/// failed reads of a Python process that is no longer there).
+#[test]
+fn a_python_target_that_execs_another_program_is_not_read_as_python_after() {
+    if !root_test_can_run("stats_json", "BPF and reading another process need root") {
+        return;
+    }
+    let python = interpreters()
+        .into_iter()
+        .find(|i| i.series == "3.11" || i.flavour == "system")
+        .expect("an interpreter (tools/pythons/provision)");
+    let dir = TempDir::new("stats-json-exec");
+    let (profile, stats) = (dir.join("exec.txt"), dir.join("exec.json"));
+    let script = scripts_dir().join("exec_shell.py");
+    let args = [
+        "record".to_string(),
+        "--mode".into(),
+        "bpf".into(),
+        "-f".into(),
+        "raw".into(),
+        "-o".into(),
+        profile.to_string_lossy().into_owned(),
+        "--stats-json".into(),
+        stats.to_string_lossy().into_owned(),
+        "--".into(),
+        python.path.to_string_lossy().into_owned(),
+        script.to_string_lossy().into_owned(),
+        "1.5".into(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = pyspy(&args).and_then(|o| o.ok()).expect("record");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&stats).expect("stats written")).expect("JSON");
+    let raw = std::fs::read_to_string(&profile).unwrap();
+    let count = |python: bool| -> u64 {
+        raw.lines()
+            .filter(|l| l.contains("exec_shell.py") == python)
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let context = format!("{v}\n{}", out.describe());
+    assert!(count(true) > 50, "the Python part: {context}");
+    assert!(count(false) > 20, "the shell's samples: {context}");
+    assert_eq!(v["python_errors"], 0, "the shell read as Python: {context}");
+    // The Python program, and the program it became.
+    assert_eq!(v["processes_attached"], 2, "{context}");
+    assert_eq!(v["python_attached"], 1, "{context}");
+}

@@ -573,6 +573,10 @@ fn to_stack<'t>(
         summary.stale += 1;
         return None;
     }
+    if raw.python.status == BpfPyStatus::ReadFailed {
+        // The walk failed where it had worked: the process may have exec'd another program.
+        table.recheck_now(raw.pid);
+    }
     let entry = entry_for(table, symbols, raw, summary);
     let unwound = unwind(raw, symbols, summary);
     let mut stack = StackTrace {

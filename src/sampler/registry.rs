@@ -10,6 +10,7 @@
 //! [`ProcessRegistry::sweep_exited`] hands back an exited process.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -55,8 +56,13 @@ pub struct KnownProcess<X> {
     pub extra: X,
     /// Attach attempts for this process so far (bounds the quick retries).
     attempts: u32,
+    /// A Python process's executable when it was attached: another one at a recheck means it
+    /// exec'd another program (exec keeps the pid and the start time).
+    exe: Option<PathBuf>,
     /// When the registry last looked at it (`RECHECK`, `RETRY_STARTING`).
     looked_at: Instant,
+    /// Look at it again when next met, whenever it was last looked at (`recheck_now`).
+    recheck_now: bool,
 }
 
 impl<X> KnownProcess<X> {
@@ -86,8 +92,9 @@ pub enum Met {
     Known,
     /// Met for the first time (and attached if it is Python).
     New,
-    /// The pid names another process than before (`was_python`: the earlier one was
-    /// Python): the sampler drops what it kept of the earlier one.
+    /// The pid names another process than before, or the process exec'd another program
+    /// (`was_python`: the earlier one was Python): the sampler drops what it kept of the
+    /// earlier one.
     Replaced { was_python: bool },
     /// Not Python when last tried, tried again now; `python`: it is now.
     Retried { python: bool },
@@ -155,10 +162,14 @@ impl<X: Default> ProcessRegistry<X> {
                     was_python: k.is_python(),
                 }
             }
-            Some(k) if k.looked_at.elapsed() < recheck_after(k) => Met::Known,
+            Some(k) if !k.recheck_now && k.looked_at.elapsed() < recheck_after(k) => Met::Known,
             Some(k) => {
                 k.looked_at = Instant::now();
-                if k.started_ns == 0 && proc::start_time(pid).is_ok_and(|now| now != k.start_time) {
+                k.recheck_now = false;
+                let reused =
+                    k.started_ns == 0 && proc::start_time(pid).is_ok_and(|t| t != k.start_time);
+                let exec_d = |exe: &PathBuf| proc::exe(pid).is_ok_and(|now| now != *exe);
+                if reused || k.exe.as_ref().is_some_and(exec_d) {
                     Met::Replaced {
                         was_python: k.is_python(),
                     }
@@ -235,10 +246,10 @@ impl<X: Default> ProcessRegistry<X> {
                 }
             }
         };
-        let start_time = match &kind {
+        let (start_time, exe) = match &kind {
             // Attaching read it already (the process it attached to is the one it saw).
-            Kind::Python(p) => p.start_time,
-            Kind::NotPython => proc::start_time(pid).unwrap_or(0),
+            Kind::Python(p) => (p.start_time, proc::exe(pid).ok()),
+            Kind::NotPython => (proc::start_time(pid).unwrap_or(0), None),
         };
         KnownProcess {
             start_time,
@@ -253,7 +264,9 @@ impl<X: Default> ProcessRegistry<X> {
             starting,
             extra: X::default(),
             attempts,
+            exe,
             looked_at: Instant::now(),
+            recheck_now: false,
         }
     }
 }
@@ -265,6 +278,15 @@ impl<X> ProcessRegistry<X> {
 
     pub fn contains(&self, pid: u32) -> bool {
         self.table.contains_key(&pid)
+    }
+
+    /// Something about process `pid` looks changed (reading it as Python just failed): look at
+    /// it again (start time, executable) when it is next met rather than at the next
+    /// `RECHECK`, so that a process that exec'd another program is told at once.
+    pub fn recheck_now(&mut self, pid: u32) {
+        if let Some(k) = self.table.get_mut(&pid) {
+            k.recheck_now = true;
+        }
     }
 
     /// Drop process `pid` (it exited, or left the followed tree).
