@@ -3,7 +3,46 @@
 
 mod common;
 
-use common::{interpreters, pyspy, root_test_can_run, scripts_dir, TempDir};
+use common::{interpreters, pyspy, root_test_can_run, scripts_dir, Interpreter, Outcome, TempDir};
+
+/// `record --mode MODE -f raw --stats-json` of `python SCRIPT SECONDS` (a test script) into
+/// `dir`: the stats as JSON, the raw profile, and how the profiler ran.
+fn record_with_stats(
+    dir: &TempDir,
+    mode: &str,
+    python: &Interpreter,
+    script: &str,
+    seconds: &str,
+) -> (serde_json::Value, String, Outcome) {
+    let (profile, stats) = (
+        dir.join(&format!("{mode}.txt")),
+        dir.join(&format!("{mode}.json")),
+    );
+    let (profile_s, stats_s) = (profile.to_string_lossy(), stats.to_string_lossy());
+    let (python_s, script_s) = (
+        python.path.to_string_lossy(),
+        scripts_dir().join(script).to_string_lossy().into_owned(),
+    );
+    let args = [
+        "record",
+        "--mode",
+        mode,
+        "-f",
+        "raw",
+        "-o",
+        &profile_s,
+        "--stats-json",
+        &stats_s,
+        "--",
+        &python_s,
+        &script_s,
+        seconds,
+    ];
+    let out = pyspy(&args).and_then(|o| o.ok()).expect("record");
+    let v = serde_json::from_slice(&std::fs::read(&stats).expect("stats written")).expect("JSON");
+    let raw = std::fs::read_to_string(&profile).expect("profile written");
+    (v, raw, out)
+}
 
 #[test]
 fn both_samplers_write_their_counters() {
@@ -15,33 +54,9 @@ fn both_samplers_write_their_counters() {
         .find(|i| i.series == "3.11" || i.flavour == "system")
         .expect("an interpreter (tools/pythons/provision)");
     let dir = TempDir::new("stats-json");
-    let script = scripts_dir().join("two_workers.py");
     for mode in ["bpf", "userspace"] {
-        let (profile, stats) = (
-            dir.join(&format!("{mode}.txt")),
-            dir.join(&format!("{mode}.json")),
-        );
-        let args = [
-            "record".to_string(),
-            "--mode".into(),
-            mode.into(),
-            "-f".into(),
-            "raw".into(),
-            "-o".into(),
-            profile.to_string_lossy().into_owned(),
-            "--stats-json".into(),
-            stats.to_string_lossy().into_owned(),
-            "--".into(),
-            python.path.to_string_lossy().into_owned(),
-            script.to_string_lossy().into_owned(),
-            "2".into(),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = pyspy(&args).and_then(|o| o.ok()).expect("record");
-        let v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&stats).expect("stats written")).expect("JSON");
-        let raw_total: u64 = std::fs::read_to_string(&profile)
-            .unwrap()
+        let (v, raw, out) = record_with_stats(&dir, mode, &python, "two_workers.py", "2");
+        let raw_total: u64 = raw
             .lines()
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum();
@@ -81,28 +96,7 @@ fn a_python_target_that_execs_another_program_is_not_read_as_python_after() {
         .find(|i| i.series == "3.11" || i.flavour == "system")
         .expect("an interpreter (tools/pythons/provision)");
     let dir = TempDir::new("stats-json-exec");
-    let (profile, stats) = (dir.join("exec.txt"), dir.join("exec.json"));
-    let script = scripts_dir().join("exec_shell.py");
-    let args = [
-        "record".to_string(),
-        "--mode".into(),
-        "bpf".into(),
-        "-f".into(),
-        "raw".into(),
-        "-o".into(),
-        profile.to_string_lossy().into_owned(),
-        "--stats-json".into(),
-        stats.to_string_lossy().into_owned(),
-        "--".into(),
-        python.path.to_string_lossy().into_owned(),
-        script.to_string_lossy().into_owned(),
-        "1.5".into(),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = pyspy(&args).and_then(|o| o.ok()).expect("record");
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&stats).expect("stats written")).expect("JSON");
-    let raw = std::fs::read_to_string(&profile).unwrap();
+    let (v, raw, out) = record_with_stats(&dir, "bpf", &python, "exec_shell.py", "1.5");
     let count = |python: bool| -> u64 {
         raw.lines()
             .filter(|l| l.contains("exec_shell.py") == python)

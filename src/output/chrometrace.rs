@@ -201,23 +201,9 @@ mod tests {
         p.add_sample(&[main.clone(), f.clone()], &l(6), Some(1_000_000), 1, 1);
         p.add_sample(&[main.clone(), g.clone()], &l(6), Some(11_000_000), 1, 1);
         p.add_sample(&[main.clone()], &l(7), Some(1_000_000), 1, 1);
-        let mut out = Vec::new();
-        write(&p, FrameOptions::default(), &mut out).unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let v = trace(&p);
         let ev = v["traceEvents"].as_array().unwrap();
-        let track = |tid: u64| -> Vec<(String, String, f64)> {
-            ev.iter()
-                .filter(|e| e["tid"] == tid && e["ph"] != "M")
-                .map(|e| {
-                    (
-                        e["ph"].as_str().unwrap().to_string(),
-                        e["name"].as_str().unwrap().to_string(),
-                        e["ts"].as_f64().unwrap(),
-                    )
-                })
-                .collect()
-        };
-        let t6 = track(6);
+        let t6 = track(&v, 6);
         let want = [
             ("B", "main (app.py:1)", 0.0),
             ("B", "f (app.py:2)", 0.0),
@@ -230,7 +216,7 @@ mod tests {
         for (got, want) in t6.iter().zip(want) {
             assert_eq!((got.0.as_str(), got.1.as_str(), got.2), want);
         }
-        assert_eq!(track(7).len(), 2);
+        assert_eq!(track(&v, 7).len(), 2);
         assert!(ev
             .iter()
             .any(|e| e["ph"] == "M" && e["args"]["name"] == "thread \"t7\" (7)"));
@@ -239,11 +225,15 @@ mod tests {
             .any(|e| e["name"] == "process_name" && e["args"]["name"] == "python3"));
     }
 
-    /// The (phase, name, µs) events of thread `tid`'s track.
-    fn track_of(p: &Profile, tid: u64) -> Vec<(String, String, f64)> {
+    /// `p` written as a Chrome trace, parsed.
+    fn trace(p: &Profile) -> serde_json::Value {
         let mut out = Vec::new();
         write(p, FrameOptions::default(), &mut out).unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    /// The (phase, name, µs) events of thread `tid`'s track.
+    fn track(v: &serde_json::Value, tid: u64) -> Vec<(String, String, f64)> {
         v["traceEvents"]
             .as_array()
             .unwrap()
@@ -280,7 +270,7 @@ mod tests {
         for at in [0, 10, 1010] {
             cpu.add_sample(std::slice::from_ref(&work), &l, Some(at * ms), 1, 1);
         }
-        let got = track_of(&cpu, 6);
+        let got = track(&trace(&cpu), 6);
         let want = [
             ("B", 0.0),
             ("E", 20_000.0),
@@ -300,7 +290,7 @@ mod tests {
         wall.add_sample(std::slice::from_ref(&work), &l, Some(0), 1, 10 * ms);
         wall.add_sample(std::slice::from_ref(&nap), &l, Some(10 * ms), 1, 500 * ms);
         wall.add_sample(std::slice::from_ref(&work), &l, Some(515 * ms), 1, 10 * ms);
-        let got = track_of(&wall, 6);
+        let got = track(&trace(&wall), 6);
         let nap_end = got.iter().find(|e| e.0 == "E" && e.1.starts_with("nap"));
         assert_eq!(nap_end.map(|e| e.2), Some(515_000.0), "{got:?}");
         assert_eq!(got.last().map(|e| e.2), Some(525_000.0), "{got:?}");

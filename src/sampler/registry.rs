@@ -10,7 +10,6 @@
 //! [`ProcessRegistry::sweep_exited`] hands back an exited process.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -56,9 +55,6 @@ pub struct KnownProcess<X> {
     pub extra: X,
     /// Attach attempts for this process so far (bounds the quick retries).
     attempts: u32,
-    /// A Python process's executable when it was attached: another one at a recheck means it
-    /// exec'd another program (exec keeps the pid and the start time).
-    exe: Option<PathBuf>,
     /// When the registry last looked at it (`RECHECK`, `RETRY_STARTING`).
     looked_at: Instant,
     /// Look at it again when next met, whenever it was last looked at (`recheck_now`).
@@ -168,8 +164,7 @@ impl<X: Default> ProcessRegistry<X> {
                 k.recheck_now = false;
                 let reused =
                     k.started_ns == 0 && proc::start_time(pid).is_ok_and(|t| t != k.start_time);
-                let exec_d = |exe: &PathBuf| proc::exe(pid).is_ok_and(|now| now != *exe);
-                if reused || k.exe.as_ref().is_some_and(exec_d) {
+                if reused || exec_d_another_program(pid, k) {
                     Met::Replaced {
                         was_python: k.is_python(),
                     }
@@ -239,17 +234,16 @@ impl<X: Default> ProcessRegistry<X> {
                 Err(e) => {
                     warn_once_if_denied(pid, name, &e);
                     log::debug!("pid {pid} ({name}): not profiled as Python: {e}");
-                    starting = attempts < MAX_QUICK_RETRIES
-                        && e.is_transient()
-                        && (named || self.policy.looks(pid));
+                    // (Only a process worth the attach gets here: `looks`.)
+                    starting = attempts < MAX_QUICK_RETRIES && e.is_transient();
                     Kind::NotPython
                 }
             }
         };
-        let (start_time, exe) = match &kind {
+        let start_time = match &kind {
             // Attaching read it already (the process it attached to is the one it saw).
-            Kind::Python(p) => (p.start_time, proc::exe(pid).ok()),
-            Kind::NotPython => (proc::start_time(pid).unwrap_or(0), None),
+            Kind::Python(p) => p.start_time,
+            Kind::NotPython => proc::start_time(pid).unwrap_or(0),
         };
         KnownProcess {
             start_time,
@@ -264,7 +258,6 @@ impl<X: Default> ProcessRegistry<X> {
             starting,
             extra: X::default(),
             attempts,
-            exe,
             looked_at: Instant::now(),
             recheck_now: false,
         }
@@ -323,6 +316,15 @@ impl Policy {
     fn looks(&self, pid: u32) -> bool {
         self.looks_like_python.is_none_or(|test| test(pid))
     }
+}
+
+/// Whether Python process `pid` now runs another executable than the one it was attached with:
+/// it exec'd another program (exec keeps the pid and the start time).
+fn exec_d_another_program<X>(pid: u32, k: &KnownProcess<X>) -> bool {
+    k.python()
+        .map(|p| &p.executable)
+        .filter(|attached| !attached.as_os_str().is_empty())
+        .is_some_and(|attached| proc::exe(pid).is_ok_and(|now| now != *attached))
 }
 
 fn recheck_after<X>(k: &KnownProcess<X>) -> Duration {
