@@ -251,6 +251,33 @@ fn record_exits_with_the_programs_status() {
     assert_eq!(stopped, Some(0));
 }
 
+/// A program that ends before its interpreter can be found (`python -c pass` is over in a
+/// few ms; `sh -c 'exit 7'` never has one) leaves nothing to record: `record -- CMD` says so
+/// and ends with the program's own status, as if it had recorded it, and writes no profile.
+#[test]
+fn record_of_a_program_over_before_its_interpreter_keeps_its_status() {
+    let dir = TempDir::new("habits-over-first");
+    let out = dir.join("p.txt");
+    let run = pyspy(&[
+        "record",
+        "-o",
+        out.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "exit 7",
+    ])
+    .unwrap();
+    assert_eq!(run.status.code(), Some(7), "{}", run.describe());
+    assert!(
+        run.stderr
+            .contains("sh exited (exit status: 7) before its Python interpreter could be found: nothing was recorded"),
+        "{}",
+        run.describe()
+    );
+    assert!(!out.exists(), "no profile: {}", run.describe());
+}
+
 fn run_for(args: &[&str]) -> Option<i32> {
     run(pyspy_bpf().args(args), Duration::from_secs(60))
         .ok()?

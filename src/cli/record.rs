@@ -13,7 +13,7 @@ use super::output_file::Output;
 use super::signals;
 #[cfg(target_os = "linux")]
 use super::stack_size::{self, Copier};
-use super::target::{self, child_alive, finish_child, StartedChild, Target};
+use super::target::{self, child_alive, finish_child, ExitedFirst, StartedChild, Target};
 use super::RecordArgs;
 #[cfg(target_os = "linux")]
 use crate::bpf::BpfSampler;
@@ -69,7 +69,18 @@ pub fn run(mut args: RecordArgs) -> anyhow::Result<i32> {
     let (process, mut child) = match args.target.all {
         true => (None, None),
         false => {
-            let Target { process, child } = target::resolve(&args.target)?;
+            let Target { process, child } = match target::resolve(&args.target) {
+                Ok(target) => target,
+                // Nothing to sample: the program's own status stands, as it would have had
+                // it run to its end under the profiler.
+                Err(e) => match e.downcast_ref::<ExitedFirst>() {
+                    Some(early) => {
+                        eprintln!("pyspy-bpf: warning: {early}: nothing was recorded");
+                        return Ok(early.exit_code());
+                    }
+                    None => return Err(e),
+                },
+            };
             (Some(process), child)
         }
     };

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 
 use super::TargetArgs;
 use crate::python::{AttachError, PythonProcess};
-use crate::sampler::registry::attach_when_ready;
+use crate::sampler::registry::{attach_when_ready, WaitError};
 
 /// How long a freshly started program may take to load its interpreter.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,16 +46,7 @@ impl StartedChild {
     /// How it ended on its own, once it has (`None` while it runs, or if we stopped it).
     pub fn exit_code(&mut self) -> Option<i32> {
         self.is_running();
-        let status = self.1?;
-        // As a shell reports it: the code, or 128 + the signal that ended it (Unix).
-        #[cfg(unix)]
-        let code = {
-            use std::os::unix::process::ExitStatusExt;
-            status.code().or_else(|| status.signal().map(|s| 128 + s))
-        };
-        #[cfg(not(unix))]
-        let code = status.code();
-        code
+        self.1.map(shell_status)
     }
 }
 
@@ -66,6 +57,18 @@ impl Drop for StartedChild {
         }
         let _ = self.0.wait();
     }
+}
+
+/// An exit status as a shell reports it: the code, or 128 + the signal that ended it (Unix).
+fn shell_status(status: std::process::ExitStatus) -> i32 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return 128 + signal;
+        }
+    }
+    status.code().unwrap_or(1)
 }
 
 /// Whether a program we started still runs (reaping it if it has exited); true without one.
@@ -120,19 +123,46 @@ pub(super) fn attach_pid(pid: u32) -> anyhow::Result<PythonProcess> {
 }
 
 /// A program we just started: attached as soon as it has loaded its interpreter, for as long
-/// as it runs (up to `STARTUP_TIMEOUT`).
+/// as it runs (up to `STARTUP_TIMEOUT`). If it ends first, the error is [`ExitedFirst`].
 fn attach_started(child: &mut Child, program: &str) -> anyhow::Result<PythonProcess> {
     let pid = child.id();
+    let mut ended = None;
     let still_running = || match child.try_wait() {
-        Ok(Some(status)) => Err(format!(
-            "{program} exited ({status}) before its Python interpreter could be found"
-        )),
+        Ok(Some(status)) => {
+            ended = Some(status);
+            Err(String::new())
+        }
         _ => Ok(()),
     };
-    Ok(attach_when_ready(
+    let attached = attach_when_ready(
         pid,
         STARTUP_TIMEOUT,
         AttachError::is_transient,
         still_running,
-    )?)
+    );
+    match (attached, ended) {
+        (Ok(process), _) => Ok(process),
+        (Err(WaitError::Gone(_)), Some(status)) => Err(ExitedFirst {
+            program: program.to_string(),
+            status,
+        }
+        .into()),
+        (Err(e), _) => Err(e.into()),
+    }
+}
+
+/// A program we started ended before its interpreter could be found (`python -c pass` is
+/// over in a few ms): there was nothing to sample, which is no failure of the program.
+#[derive(Debug, thiserror::Error)]
+#[error("{program} exited ({status}) before its Python interpreter could be found")]
+pub struct ExitedFirst {
+    pub program: String,
+    pub status: std::process::ExitStatus,
+}
+
+impl ExitedFirst {
+    /// Its status as a shell reports it.
+    pub fn exit_code(&self) -> i32 {
+        shell_status(self.status)
+    }
 }
