@@ -619,3 +619,183 @@ fn dump_unicode() {
         Ok(())
     });
 }
+
+/// `dump -s` reads the target and its Python children in one reading of the sample pipeline:
+/// one header per process, the target first, each thread under its own process with its own
+/// stack and the process's own command line.
+#[test]
+fn dump_subprocesses_shows_each_child_after_its_parent() {
+    let spawner = script("spawner.py");
+    let busy = script("busy.py");
+    for_each_interpreter("dump_subprocesses", |interp| {
+        let parent = interp.start("spawner.py", &[])?;
+        let child: u32 = parent.wait_ready()?.trim().parse()?;
+        let pid = parent.pid().to_string();
+        let out = pyspy(&["dump", "--pid", &pid, "-s", "--json"])?.ok()?;
+        let threads: Vec<serde_json::Value> = serde_json::from_str(&out.stdout)
+            .with_context(|| format!("not JSON:\n{}", out.describe()))?;
+        let pids: Vec<u64> = threads.iter().filter_map(|t| t["pid"].as_u64()).collect();
+        let first_child = pids.iter().position(|&p| p == u64::from(child));
+        ensure!(
+            pids.first() == Some(&u64::from(parent.pid()))
+                && first_child.is_some_and(|at| pids[at..].iter().all(|&p| p == u64::from(child))),
+            "the parent's threads, then the child's: pids {pids:?}\n{}",
+            out.describe()
+        );
+        let frames_of = |pid: u32| -> Vec<(String, String, i64)> {
+            threads
+                .iter()
+                .filter(|t| t["pid"].as_u64() == Some(u64::from(pid)))
+                .flat_map(|t| t["frames"].as_array().cloned().unwrap_or_default())
+                .map(|f| {
+                    (
+                        f["name"].as_str().unwrap_or("").to_string(),
+                        f["filename"].as_str().unwrap_or("").to_string(),
+                        f["line"].as_i64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        };
+        let has = |frames: &[(String, String, i64)], name: &str, file: &Path, line: u32| {
+            frames
+                .iter()
+                .any(|(n, f, l)| n == name && Path::new(f) == file && *l == i64::from(line))
+        };
+        let parent_frames = frames_of(parent.pid());
+        let child_frames = frames_of(child);
+        // (The parent may still be between its "ready" and `wait_child`.)
+        ensure!(
+            parent_frames
+                .iter()
+                .any(|(_, f, _)| Path::new(f) == spawner)
+                && !parent_frames.iter().any(|(_, f, _)| Path::new(f) == busy)
+                && has(&child_frames, "level_b", &busy, line_of("busy.py", "busy"))
+                && has(
+                    &child_frames,
+                    "level_a",
+                    &busy,
+                    line_of("busy.py", "call_b")
+                ),
+            "parent frames {parent_frames:?}\nchild frames {child_frames:?}"
+        );
+        let command_line = |pid: u32| {
+            threads
+                .iter()
+                .find(|t| t["pid"].as_u64() == Some(u64::from(pid)))
+                .and_then(|t| t["process_info"]["command_line"].as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        ensure!(
+            command_line(parent.pid()).ends_with("spawner.py")
+                && command_line(child).ends_with("busy.py"),
+            "command lines: parent {:?}, child {:?}",
+            command_line(parent.pid()),
+            command_line(child)
+        );
+        // The text form: one header per process, the parent's first.
+        let text = pyspy(&["dump", "--pid", &pid, "-s"])?.ok()?;
+        let at = |pid: u32| text.stdout.find(&format!("Process {pid}: "));
+        ensure!(
+            matches!((at(parent.pid()), at(child)), (Some(p), Some(c)) if p < c),
+            "headers of parent {} and child {child}:\n{}",
+            parent.pid(),
+            text.describe()
+        );
+        Ok(())
+    });
+}
+
+/// A process in a container's cgroup: its dump names the container (`process_info.container_id`),
+/// read from /proc/PID/cgroup when the sampler met the process. The test makes such a cgroup
+/// itself, named as docker's systemd driver names them, and moves a Python process into it.
+#[test]
+fn dump_names_the_container_a_process_runs_in() {
+    if !root_test_can_run(
+        "dump_container",
+        "moving a process into a cgroup needs root",
+    ) {
+        return;
+    }
+    const ID: &str = "5e1f0c2a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f";
+    let interp = interpreters().pop().expect("an interpreter");
+    let running = interp.start("busy.py", &[]).unwrap();
+    running.wait_ready().unwrap();
+    let cgroup = ScopedCgroup::create(&format!("docker-{ID}.scope"), running.pid());
+    let dump = pyspy(&["dump", "--pid", &running.pid().to_string(), "--json"])
+        .unwrap()
+        .ok()
+        .unwrap();
+    let threads: Vec<serde_json::Value> = serde_json::from_str(&dump.stdout).unwrap();
+    let ids: Vec<&serde_json::Value> = threads
+        .iter()
+        .map(|t| &t["process_info"]["container_id"])
+        .collect();
+    assert!(
+        !ids.is_empty() && ids.iter().all(|id| id.as_str() == Some(ID)),
+        "container ids {ids:?} (cgroup {}):\n{}",
+        cgroup.0.display(),
+        dump.describe()
+    );
+    // A process outside it has none.
+    let outside = interp.start("busy.py", &[]).unwrap();
+    outside.wait_ready().unwrap();
+    let dump = pyspy(&["dump", "--pid", &outside.pid().to_string(), "--json"])
+        .unwrap()
+        .ok()
+        .unwrap();
+    let threads: Vec<serde_json::Value> = serde_json::from_str(&dump.stdout).unwrap();
+    assert!(
+        threads
+            .iter()
+            .all(|t| t["process_info"]["container_id"].is_null()),
+        "{}",
+        dump.describe()
+    );
+    drop(running);
+}
+
+/// A cgroup made for a test in the first writable hierarchy (cgroup v2's, else a v1
+/// controller's), holding one process; removed when dropped (the process must be gone by
+/// then: a cgroup with a process in it cannot be removed, so its process is moved out first).
+struct ScopedCgroup(PathBuf);
+
+impl ScopedCgroup {
+    fn create(name: &str, pid: u32) -> ScopedCgroup {
+        let roots = [
+            "/sys/fs/cgroup",
+            "/sys/fs/cgroup/unified",
+            "/sys/fs/cgroup/pids",
+        ];
+        let mut tried = Vec::new();
+        for root in roots {
+            let root = Path::new(root);
+            if !root.join("cgroup.procs").exists() {
+                continue;
+            }
+            let dir = root.join(name);
+            match std::fs::create_dir(&dir)
+                .and_then(|()| std::fs::write(dir.join("cgroup.procs"), pid.to_string()))
+            {
+                Ok(()) => return ScopedCgroup(dir),
+                Err(e) => {
+                    let _ = std::fs::remove_dir(&dir);
+                    tried.push(format!("{}: {e}", dir.display()));
+                }
+            }
+        }
+        panic!("no cgroup hierarchy to make a test cgroup in: {tried:?}");
+    }
+}
+
+impl Drop for ScopedCgroup {
+    fn drop(&mut self) {
+        let parent = self.0.parent().expect("a cgroup under a hierarchy");
+        if let Ok(procs) = std::fs::read_to_string(self.0.join("cgroup.procs")) {
+            for pid in procs.lines() {
+                let _ = std::fs::write(parent.join("cgroup.procs"), pid);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}

@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::io::Read;
 
+use crate::process::cgroup::{self, container_id, systemd_unit};
 use crate::process::proc;
 
 /// Where a process's service name came from.
@@ -36,25 +37,10 @@ pub const MAX_NAME_LEN: usize = 128;
 const MAX_ENVIRON: usize = 1 << 20;
 /// How much of `/proc/PID/cmdline` is read: only the first few arguments matter.
 const MAX_CMDLINE: usize = 64 << 10;
-/// How much of `/proc/PID/cgroup` is read (one line per v1 hierarchy, a dozen or so).
-const MAX_CGROUP: usize = 64 << 10;
-const MAX_CGROUP_LINES: usize = 64;
-/// A cgroup path is a file system path: longer than `PATH_MAX` is not one.
-const MAX_CGROUP_PATH: usize = 4096;
 /// Arguments looked at when skipping interpreter options.
 const MAX_ARGS: usize = 256;
-/// Length of a container id (a SHA-256 in hex) and of its short form.
-const CONTAINER_ID_LEN: usize = 64;
+/// Length of a container id's short form (as `docker ps` shows it).
 const SHORT_ID_LEN: usize = 12;
-/// What a container runtime puts before the id in a cgroup name (`docker-<id>.scope`).
-/// `crio-conmon-<id>` (cri-o's monitor, not the container) fails the id check after `crio-`.
-const RUNTIME_PREFIXES: &[&str] = &[
-    "docker-",
-    "cri-containerd-",
-    "containerd-",
-    "crio-",
-    "libpod-",
-];
 /// Names when nothing better is known (a kernel thread, an unreadable exe and comm).
 const UNKNOWN: &str = "unknown";
 
@@ -84,14 +70,14 @@ pub fn infer(environ: &[u8], cgroup: &str, cmdline: &[u8], exe_name: &str) -> Pr
 /// Reads those files for a live pid (environ needs root; a read failure is treated as empty) and calls `infer`.
 pub fn for_process(pid: u32) -> ProcessLabels {
     let environ = read_bounded(pid, "environ", MAX_ENVIRON);
-    let cgroup = read_bounded(pid, "cgroup", MAX_CGROUP);
+    let cgroup = cgroup::read(pid);
     let cmdline = read_bounded(pid, "cmdline", MAX_CMDLINE);
     let exe = proc::exe(pid)
         .ok()
         .and_then(|path| exe_file_name(&path.to_string_lossy()).map(str::to_string))
         .or_else(|| proc::comm(pid).ok())
         .unwrap_or_default();
-    infer(&environ, &String::from_utf8_lossy(&cgroup), &cmdline, &exe)
+    infer(&environ, &cgroup, &cmdline, &exe)
 }
 
 /// At most `max` bytes of `/proc/PID/<what>`; empty when it cannot be read (a process that
@@ -111,77 +97,6 @@ fn read_bounded(pid: u32, what: &str, max: usize) -> Vec<u8> {
 fn exe_file_name(target: &str) -> Option<&str> {
     let target = target.strip_suffix(" (deleted)").unwrap_or(target);
     file_name(target)
-}
-
-/// The container id in a cgroup file's contents, if any.
-pub fn container_id(cgroup: &str) -> Option<String> {
-    cgroup_paths(cgroup)
-        .find_map(|path| path.split('/').rev().find_map(container_in_component))
-        .map(str::to_string)
-}
-
-/// The systemd service unit name (without ".service") from a cgroup file's contents, if any.
-pub fn systemd_unit(cgroup: &str) -> Option<String> {
-    cgroup_paths(cgroup).find_map(unit_in_path)
-}
-
-/// The path of each line, v1 (`N:controllers:path`) or v2 (`0::path`). The path keeps any
-/// `:` of its own (containerd's systemd driver writes `...slice:cri-containerd:<id>`).
-fn cgroup_paths(cgroup: &str) -> impl Iterator<Item = &str> {
-    cgroup
-        .lines()
-        .take(MAX_CGROUP_LINES)
-        .filter_map(|line| line.splitn(3, ':').nth(2))
-        .filter(|path| path.len() <= MAX_CGROUP_PATH)
-}
-
-/// The container id one cgroup path component names: `<id>` (docker's cgroupfs driver,
-/// kubepods), `<runtime>-<id>.scope` (systemd drivers, podman), or `...:<runtime>:<id>`.
-fn container_in_component(component: &str) -> Option<&str> {
-    if let Some((_, id)) = component.rsplit_once(':') {
-        return is_container_id(id).then_some(id);
-    }
-    let name = component.strip_suffix(".scope").unwrap_or(component);
-    let id = RUNTIME_PREFIXES
-        .iter()
-        .find_map(|prefix| name.strip_prefix(prefix))
-        .unwrap_or(name);
-    is_container_id(id).then_some(id)
-}
-
-fn is_container_id(id: &str) -> bool {
-    id.len() == CONTAINER_ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// The service unit a cgroup path puts the process in: its innermost unit, when that is a
-/// `.service` under `system.slice` or a user slice. Only components inside the innermost
-/// container count: outside it a unit names the runtime (`containerd.service` holding a
-/// kind node's pods), not the process. A `.scope` innermost (a session, a container,
-/// the user manager's `init.scope`) means no service.
-fn unit_in_path(path: &str) -> Option<String> {
-    let parts: Vec<&str> = path.split('/').filter(|part| !part.is_empty()).collect();
-    let start = parts
-        .iter()
-        .rposition(|part| container_in_component(part).is_some())
-        .map_or(0, |at| at + 1);
-    let inner = &parts[start..];
-    let unit_at = inner
-        .iter()
-        .rposition(|part| part.ends_with(".service") || part.ends_with(".scope"))?;
-    let unit = inner[unit_at].strip_suffix(".service")?;
-    let in_slice = inner[..unit_at]
-        .iter()
-        .any(|part| *part == "system.slice" || is_user_slice(part));
-    if !in_slice || unit.starts_with("user@") {
-        return None;
-    }
-    // A template instance (`getty@tty1`) is one service however many instances run.
-    let name = unit.split('@').next().unwrap_or(unit);
-    (!name.is_empty()).then(|| name.to_string())
-}
-
-fn is_user_slice(part: &str) -> bool {
-    part == "user.slice" || (part.starts_with("user-") && part.ends_with(".slice"))
 }
 
 /// `PYROSCOPE_APPLICATION_NAME`, else `OTEL_SERVICE_NAME`, else `service.name` in

@@ -276,6 +276,7 @@ mod tests {
         SampleProcess {
             pid: 0,
             name: "python3",
+            details: &crate::process::details::UNKNOWN,
             python: Some(PyVersion::new(3, 11, 7)),
             start_time,
         }

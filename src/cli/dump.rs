@@ -1,6 +1,7 @@
 //! `pyspy-bpf dump`: print every thread's current stack, as text or JSON, optionally with
 //! each frame's local variables (`--locals`).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 
@@ -9,23 +10,24 @@ use super::signals;
 use super::stack_size::{self, Copier};
 use super::DumpArgs;
 use crate::escape::printable;
-use crate::model::Frame;
+use crate::model::{Frame, StackTrace};
 #[cfg(target_os = "linux")]
 use crate::native::NativeReader;
+use crate::process::details::ProcessDetails;
 use crate::process::pause::Paused;
-use crate::process::proc;
 use crate::python::locals::Local;
 use crate::python::repr::ReprLimits;
-use crate::python::state::{FrameLocals, StackWithLocals};
+use crate::python::state::FrameLocals;
 use crate::python::{PythonProcess, StackOptions};
-#[cfg(target_os = "linux")]
-use crate::sampler::userspace::{read_native_paused, BeforePause};
+use crate::sampler::source::UserspaceSource;
+use crate::sampler::{SamplerConfig, UserspaceSampler};
 
 struct ProcessDump {
     pid: u32,
     version: String,
     executable: String,
     cmdline: Vec<String>,
+    container_id: Option<String>,
     threads: Vec<ThreadDump>,
 }
 
@@ -54,66 +56,21 @@ pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
     super::mode::refuse_off_linux(&[("--native", args.native)])?;
     #[cfg(target_os = "linux")]
     let native_stack = stack_size::bytes_for(args.native_stack_size, Copier::Userspace)?;
-    #[cfg(not(target_os = "linux"))]
-    let native_stack = 0;
-    let mut pids = vec![args.pid];
-    if args.subprocesses {
-        pids.extend(proc::descendants(args.pid));
+    let process = attach(args.pid, true)?;
+    // FreeBSD reads memory only from a process stopped under ptrace: always paused.
+    let blocking = args.blocking || cfg!(target_os = "freebsd");
+    if blocking || args.native {
+        // As `record`: find out now whether we may pause the target, rather than dump its
+        // threads unpaused (or without native frames) when we may not.
+        drop(Paused::pause(args.pid)?);
     }
-    let mut dumps = Vec::new();
-    for (i, &pid) in pids.iter().enumerate() {
-        let mut process = match attach(pid, i == 0) {
-            Ok(p) => p,
-            // The root must be Python; children that are not are simply skipped.
-            Err(e) if i > 0 => {
-                log::debug!("subprocess {pid}: {e:#}");
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let all = StackOptions {
-            include_idle: true,
-            gil_only: false,
-        };
-        // With --blocking, read which threads are on a CPU first: once paused, every thread
-        // is stopped.
-        // FreeBSD reads memory only from a process stopped under ptrace: always paused.
-        let blocking = args.blocking || cfg!(target_os = "freebsd");
-        let running: Option<Vec<u32>> = if blocking && !args.native {
-            Some(
-                proc::threads(pid)?
-                    .into_iter()
-                    .filter(|&t| proc::thread_is_running(pid, t))
-                    .collect(),
-            )
-        } else {
-            None
-        };
-        let _paused = match running {
-            Some(_) => Some(Paused::pause(pid)?),
-            None => None,
-        };
-        let is_running = |tid| match &running {
-            Some(running) => running.contains(&tid),
-            None => proc::thread_is_running(pid, tid),
-        };
-        let stacks = if args.native {
-            dump_native(&mut process, all, native_stack)?
-        } else if args.locals > 0 {
-            let limits = ReprLimits::for_detail(args.locals);
-            process.stacks_with_locals(all, is_running, limits)?
-        } else {
-            process
-                .stacks_with_activity(all, is_running)?
-                .into_iter()
-                .map(|trace| StackWithLocals {
-                    trace,
-                    locals: Vec::new(),
-                })
-                .collect()
-        };
-        dumps.push(to_dump(&process, stacks, args.locals > 0));
+    #[allow(unused_mut)] // only Linux adds a native reader
+    let mut sampler = UserspaceSampler::new(dump_config(&args, blocking), process);
+    #[cfg(target_os = "linux")]
+    if args.native {
+        sampler = sampler.with_native(NativeReader::new(native_stack));
     }
+    let dumps = read_dumps(&mut UserspaceSource::new(sampler))?;
     let text = if args.json {
         serde_json::to_string_pretty(&pyspy_json(&dumps))? + "\n"
     } else {
@@ -124,6 +81,94 @@ pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
     };
     print_stdout(&text)?;
     Ok(0)
+}
+/// The user-space sampler, set to read every thread once: idle ones too, with their locals
+/// (`--locals`), the target paused while it is read (`--blocking`, and always with
+/// `--native`, which unwinds paused threads).
+fn dump_config(args: &DumpArgs, blocking: bool) -> SamplerConfig {
+    SamplerConfig {
+        // One reading (`read_once`): no timer runs.
+        rate_hz: 1,
+        stacks: StackOptions {
+            include_idle: true,
+            gil_only: false,
+        },
+        subprocesses: args.subprocesses,
+        blocking,
+        async_tasks: false,
+        locals: (args.locals > 0).then(|| ReprLimits::for_detail(args.locals)),
+    }
+}
+
+/// One reading of the target (and with `--subprocesses` its Python descendants) through the
+/// sample pipeline, as one dump per process: the target first, then its descendants by pid.
+/// A failed read of the target is the error; a descendant that cannot be read is left out.
+fn read_dumps(source: &mut UserspaceSource) -> anyhow::Result<Vec<ProcessDump>> {
+    let root = source.sampler.root().pid;
+    let mut by_pid: BTreeMap<u32, ProcessDump> = BTreeMap::new();
+    source.read_once(&mut |sample| {
+        let process = sample.process;
+        by_pid
+            .entry(process.pid)
+            .or_insert_with(|| ProcessDump {
+                pid: process.pid,
+                version: process.python.map(|v| v.to_string()).unwrap_or_default(),
+                executable: String::new(),
+                cmdline: process.details.cmdline.clone(),
+                container_id: process.details.container_id.clone(),
+                threads: Vec::new(),
+            })
+            .threads
+            .push(thread_dump(sample.stack, sample.locals));
+    })?;
+    // The target has a header even when it has no thread to show (its interpreter is
+    // finalizing).
+    if !by_pid.contains_key(&root) {
+        let p = source.sampler.root();
+        let details = ProcessDetails::read(root);
+        by_pid.insert(
+            root,
+            ProcessDump {
+                pid: root,
+                version: p.version().to_string(),
+                executable: String::new(),
+                cmdline: details.cmdline,
+                container_id: details.container_id,
+                threads: Vec::new(),
+            },
+        );
+    }
+    let mut dumps: Vec<ProcessDump> = Vec::with_capacity(by_pid.len());
+    dumps.extend(by_pid.remove(&root));
+    dumps.extend(by_pid.into_values());
+    for d in &mut dumps {
+        if let Some(p) = source.sampler.process(d.pid) {
+            d.executable = p.executable.display().to_string();
+        }
+    }
+    Ok(dumps)
+}
+
+/// One thread of a dump: a sample's stack, each Python frame with its locals when read
+/// (they line up with the Python frames the walk read, leaf first).
+fn thread_dump(stack: &StackTrace, locals: Option<&[FrameLocals]>) -> ThreadDump {
+    let mut frame_locals = locals.unwrap_or_default().iter();
+    let frames = stack
+        .frames
+        .iter()
+        .map(|frame| DumpFrame {
+            locals: locals.and_then(|_| frame_locals.next().cloned()),
+            frame: frame.clone(),
+        })
+        .collect();
+    ThreadDump {
+        tid: stack.tid,
+        ident: stack.thread_ident,
+        name: stack.thread_name.clone(),
+        active: stack.active,
+        owns_gil: stack.owns_gil == Some(true),
+        frames,
+    }
 }
 
 /// Attach to a process to dump: `--pid` (`root`) as `record --pid` does, waiting a moment for
@@ -147,74 +192,6 @@ pub(super) fn print_stdout(text: &str) -> std::io::Result<()> {
     }
 }
 
-/// `--native`: pause, unwind every thread and merge its native and Python frames.
-#[cfg(target_os = "linux")]
-fn dump_native(
-    process: &mut PythonProcess,
-    all: StackOptions,
-    native_stack: usize,
-) -> anyhow::Result<Vec<StackWithLocals>> {
-    let pid = process.pid;
-    // Which threads sleep, and in which kernel wait, must be read before the pause: it
-    // wakes them for a moment. (Not paused with --blocking above: a thread can be
-    // seized only once.)
-    let before = BeforePause::read(pid, true)?;
-    let paused = Paused::pause(pid)?;
-    let mut reader = NativeReader::new(native_stack);
-    let stacks = read_native_paused(process, all, &mut reader, &before)?;
-    drop(paused);
-    Ok(stacks
-        .into_iter()
-        .map(|trace| StackWithLocals {
-            trace,
-            locals: Vec::new(),
-        })
-        .collect())
-}
-
-/// `--native` needs Linux: refused before we get here.
-#[cfg(not(target_os = "linux"))]
-fn dump_native(
-    _process: &mut PythonProcess,
-    _all: StackOptions,
-    _native_stack: usize,
-) -> anyhow::Result<Vec<StackWithLocals>> {
-    anyhow::bail!("--native needs Linux")
-}
-
-fn to_dump(process: &PythonProcess, stacks: Vec<StackWithLocals>, locals: bool) -> ProcessDump {
-    ProcessDump {
-        pid: process.pid,
-        version: process.version().to_string(),
-        executable: process.executable.display().to_string(),
-        cmdline: process.cmdline.clone(),
-        threads: stacks
-            .into_iter()
-            .map(|s| {
-                let mut frame_locals = s.locals.into_iter();
-                let frames = s
-                    .trace
-                    .frames
-                    .into_iter()
-                    .map(|frame| DumpFrame {
-                        // Locals line up with the Python frames the walk read, leaf first.
-                        locals: if locals { frame_locals.next() } else { None },
-                        frame,
-                    })
-                    .collect();
-                ThreadDump {
-                    tid: s.trace.tid,
-                    ident: s.trace.thread_ident,
-                    name: s.trace.thread_name,
-                    active: s.trace.active,
-                    owns_gil: s.trace.owns_gil == Some(true),
-                    frames,
-                }
-            })
-            .collect(),
-    }
-}
-
 /// `dump --json` in py-spy's schema, so that scripts written for py-spy keep working: an
 /// array of every thread of every process dumped, each `{pid, thread_id, os_thread_id,
 /// thread_name, active, owns_gil, frames, process_info}`, each frame `{name, filename,
@@ -231,6 +208,7 @@ fn pyspy_json(dumps: &[ProcessDump]) -> serde_json::Value {
                 "command_line": d.cmdline.join(" "),
                 "python_version": d.version,
                 "executable": d.executable,
+                "container_id": d.container_id,
             });
             d.threads.iter().map(move |t| {
                 serde_json::json!({

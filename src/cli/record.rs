@@ -259,6 +259,7 @@ fn record_userspace(
         subprocesses: args.subprocesses,
         blocking: args.blocking,
         async_tasks: args.async_tasks,
+        locals: None,
     };
     eprintln!(
         "pyspy-bpf: sampling process {pid} (Python {}) at {} Hz in user space{}; Ctrl-C to stop",

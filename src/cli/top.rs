@@ -96,6 +96,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
         subprocesses: args.subprocesses,
         blocking: args.blocking,
         async_tasks: false,
+        locals: None,
     };
     let plan = Plan::Userspace {
         config,

@@ -10,6 +10,8 @@
 
 #[cfg(target_os = "linux")]
 pub mod access;
+pub mod cgroup;
+pub mod details;
 #[cfg(unix)]
 pub mod elf;
 pub mod facts;

@@ -120,15 +120,34 @@ impl PythonProcess {
     /// Every selected thread's stack, leaf first. Per-thread trouble becomes a truncated stack;
     /// only losing the process (or its interpreter list) is an error.
     pub fn stacks(&mut self, opts: StackOptions) -> Result<Vec<StackTrace>, SampleError> {
+        Ok(self
+            .read_now(opts, None)?
+            .into_iter()
+            .map(|s| s.trace)
+            .collect())
+    }
+
+    /// As `stacks`, each with its Python frames' locals when `locals` is given (else none):
+    /// which threads are running is what the OS says now.
+    pub fn read_now(
+        &mut self,
+        opts: StackOptions,
+        locals: Option<ReprLimits>,
+    ) -> Result<Vec<StackWithLocals>, SampleError> {
         let pid = self.pid;
         // Off Linux a thread's state comes from a listing of all of them: one per sample.
         #[cfg(not(target_os = "linux"))]
         {
             let running = proc::running_threads(pid);
-            self.stacks_with_activity(opts, |tid| running.contains(&tid))
+            self.read_threads(opts, |tid| running.contains(&tid), |_| true, locals)
         }
         #[cfg(target_os = "linux")]
-        self.stacks_with_activity(opts, |tid| proc::thread_is_running(pid, tid))
+        self.read_threads(
+            opts,
+            |tid| proc::thread_is_running(pid, tid),
+            |_| true,
+            locals,
+        )
     }
 
     /// Every asyncio task of the process (3.14+): each thread's, then each interpreter's
@@ -250,15 +269,16 @@ impl<M: RemoteMemory, F: ProcessFacts> PythonProcess<M, F> {
             .collect())
     }
 
-    /// `stacks_with_activity`, plus every frame's local variables shown within `limits`.
-    /// Slower than `stacks` (several reads per variable): for `dump`, never for sampling.
+    /// `stacks_with_activity`, plus (with `locals`) every frame's local variables shown within
+    /// those limits. Locals are slower (several reads per variable): for `dump`, never for
+    /// sampling.
     pub fn stacks_with_locals(
         &mut self,
         opts: StackOptions,
         is_running: impl Fn(u32) -> bool,
-        limits: ReprLimits,
+        locals: Option<ReprLimits>,
     ) -> Result<Vec<StackWithLocals>, SampleError> {
-        self.read_threads(opts, is_running, |_| true, Some(limits))
+        self.read_threads(opts, is_running, |_| true, locals)
     }
 
     /// The stack of the one thread with OS thread id `tid`, which is known to be on a CPU

@@ -26,6 +26,7 @@ use crate::model::{Addr, BpfPyStatus, Frame, PyVersion, RawSample, Reason, Stack
 use crate::native::return_address::ReturnAddresses;
 use crate::native::unwind::NativeUnwinder;
 use crate::native::{symbolize, NativeStats, NativeSymbolizer};
+use crate::process::details::ProcessDetails;
 use crate::process::priority::{set_own_nice, PROFILER_NICE};
 use crate::process::proc;
 use crate::python::code::FrameErrors;
@@ -78,6 +79,8 @@ pub struct BpfSourceConfig {
 pub struct SampleProcess<'a> {
     /// Its `comm`.
     pub name: &'a str,
+    /// Its command line and container, read when it was first met.
+    pub details: &'a ProcessDetails,
     /// Its interpreter's version, for a Python process.
     pub python: Option<PyVersion>,
     /// When it started (ns since boot, as in `/proc/PID/stat`): with the pid, tells it from a
@@ -539,6 +542,7 @@ fn handle(
             &stack,
             &SampleProcess {
                 name: entry.name.as_str(),
+                details: &entry.details,
                 python,
                 start_time: entry.start_time,
                 off_cpu_ns: raw.off_cpu_ns,
@@ -715,6 +719,7 @@ fn to_stack<'t>(
         stack,
         SampleProcess {
             name: entry.name.as_str(),
+            details: &entry.details,
             python,
             start_time: entry.start_time,
             off_cpu_ns: raw.off_cpu_ns,

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::process::details::ProcessDetails;
 use crate::process::proc;
 use crate::python::{AttachError, PythonProcess};
 use crate::sampler::exit_sweep::ExitSweep;
@@ -41,6 +42,8 @@ pub struct KnownProcess<X> {
     pub start_time: u64,
     /// Its `comm` (or the name the sampler saw it under, if it is gone from /proc).
     pub name: String,
+    /// Its command line and container, read when it was first met.
+    pub details: ProcessDetails,
     pub kind: Kind,
     /// Tells this attach from an earlier one of the same pid (a reused pid, a retry).
     pub serial: u64,
@@ -135,7 +138,7 @@ impl<X: Default> ProcessRegistry<X> {
     /// test (it was named; an interpreter linked into a program of any name is attached).
     pub fn attach_target(&mut self, pid: u32) -> &mut KnownProcess<X> {
         let comm = proc::comm(pid).unwrap_or_default();
-        let known = self.attach(pid, &comm, 0, 1, true);
+        let known = self.attach(pid, &comm, 0, 1, true, None);
         self.table.insert(pid, known);
         self.table.get_mut(&pid).expect("just inserted")
     }
@@ -178,13 +181,18 @@ impl<X: Default> ProcessRegistry<X> {
         let met = match met {
             Met::Known => met,
             Met::New | Met::Replaced { .. } => {
-                let known = self.attach(pid, name, started_ns, 1, false);
+                let known = self.attach(pid, name, started_ns, 1, false, None);
                 self.table.insert(pid, known);
                 met
             }
             Met::Retried { .. } => {
-                let attempts = self.table.get(&pid).map_or(0, |k| k.attempts);
-                let known = self.attach(pid, name, started_ns, attempts + 1, false);
+                // The same process, tried again: what was read of it stands.
+                let (attempts, details) = self
+                    .table
+                    .get_mut(&pid)
+                    .map(|k| (k.attempts, std::mem::take(&mut k.details)))
+                    .unwrap_or_default();
+                let known = self.attach(pid, name, started_ns, attempts + 1, false, Some(details));
                 let python = known.is_python();
                 self.table.insert(pid, known);
                 Met::Retried { python }
@@ -215,7 +223,8 @@ impl<X: Default> ProcessRegistry<X> {
             .collect()
     }
 
-    /// Attach `pid` (`attempts`: this is the how-manyth try; `named`: the verb was given it).
+    /// Attach `pid` (`attempts`: this is the how-manyth try; `named`: the verb was given it;
+    /// `details`: read already, when this is a retry of the same process).
     fn attach(
         &self,
         pid: u32,
@@ -223,6 +232,7 @@ impl<X: Default> ProcessRegistry<X> {
         started_ns: u64,
         attempts: u32,
         named: bool,
+        details: Option<ProcessDetails>,
     ) -> KnownProcess<X> {
         let looks = named || (pid != 0 && self.policy.looks(pid));
         let mut starting = false;
@@ -251,6 +261,11 @@ impl<X: Default> ProcessRegistry<X> {
                 "idle".into()
             } else {
                 proc::comm(pid).unwrap_or_else(|_| name.to_string())
+            },
+            details: match (pid, details) {
+                (0, _) => ProcessDetails::default(),
+                (_, Some(details)) => details,
+                (_, None) => ProcessDetails::read(pid),
             },
             kind,
             serial: next_serial(),

@@ -8,9 +8,11 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
 use crate::model::{PyVersion, StackTrace};
+use crate::process::details::ProcessDetails;
 use crate::profile::unix_ns;
+use crate::python::state::{FrameLocals, SampleError, StackWithLocals};
 use crate::sampler::stats::Stats;
-use crate::sampler::userspace::{EndReason, RunSummary, UserspaceSampler};
+use crate::sampler::userspace::{EndReason, Owners, RunSummary, UserspaceSampler};
 
 /// The process a sample belongs to.
 #[derive(Debug, Clone, Copy)]
@@ -18,6 +20,8 @@ pub struct SampleProcess<'a> {
     pub pid: u32,
     /// Its `comm`.
     pub name: &'a str,
+    /// Its command line and the container it runs in, if any (read when first met).
+    pub details: &'a ProcessDetails,
     /// Its interpreter's version, when the source knows it.
     pub python: Option<PyVersion>,
     /// When it started (clock ticks since boot, as in `/proc/PID/stat`; 0: unknown): with the
@@ -37,6 +41,9 @@ pub struct Sample<'a> {
     /// Nanoseconds the thread was off the CPU at this stack (wall-clock mode); 0: a sample of
     /// a running thread (or a user-space read), which stands for one sampling period.
     pub off_cpu_ns: u64,
+    /// `dump --locals`: the locals of the stack's Python frames, leaf first (`None`: not
+    /// asked for, and never from BPF).
+    pub locals: Option<&'a [FrameLocals]>,
 }
 
 impl Sample<'_> {
@@ -112,6 +119,40 @@ impl UserspaceSource {
     }
 }
 
+impl UserspaceSource {
+    /// One reading of every selected thread, as the samples of one tick, outside a run
+    /// (`dump`). A failed read of the target is the error.
+    pub fn read_once(&mut self, on_sample: &mut dyn FnMut(&Sample)) -> Result<(), SampleError> {
+        self.sampler
+            .read_once(|stacks, owners| emit_tick(stacks, owners, on_sample))
+    }
+}
+
+/// The stacks of one user-space tick as samples, each with the tick's time.
+fn emit_tick(stacks: &[StackWithLocals], owners: &Owners, on_sample: &mut dyn FnMut(&Sample)) {
+    let time_unix_ns = unix_ns(SystemTime::now());
+    for StackWithLocals {
+        trace: stack,
+        locals,
+    } in stacks
+    {
+        let owner = owners.of(stack.pid);
+        on_sample(&Sample {
+            stack,
+            process: SampleProcess {
+                pid: stack.pid,
+                name: owner.name,
+                details: owner.details,
+                python: owner.python,
+                start_time: owner.start_time,
+            },
+            time_unix_ns,
+            off_cpu_ns: 0,
+            locals: (!locals.is_empty()).then_some(locals.as_slice()),
+        });
+    }
+}
+
 impl Source for UserspaceSource {
     fn wall_clock(&self) -> bool {
         false
@@ -129,23 +170,7 @@ impl Source for UserspaceSource {
             duration,
             stop,
             target_alive,
-            |stacks, owners| {
-                let time_unix_ns = unix_ns(SystemTime::now());
-                for stack in stacks {
-                    let owner = owners.of(stack.pid);
-                    on_sample(&Sample {
-                        stack,
-                        process: SampleProcess {
-                            pid: stack.pid,
-                            name: owner.name,
-                            python: owner.python,
-                            start_time: owner.start_time,
-                        },
-                        time_unix_ns,
-                        off_cpu_ns: 0,
-                    });
-                }
-            },
+            |stacks, owners| emit_tick(stacks, owners, on_sample),
             |s| {
                 on_status(&Progress {
                     samples: s.samples,
@@ -251,11 +276,13 @@ impl Source for BpfSource {
                     process: SampleProcess {
                         pid: stack.pid,
                         name: p.name,
+                        details: p.details,
                         python: p.python,
                         start_time: p.start_time,
                     },
                     time_unix_ns: unix_of_ktime(p.ktime_ns, offset),
                     off_cpu_ns: p.off_cpu_ns,
+                    locals: None,
                 })
             },
             |s| {

@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 use crate::model::{PyVersion, StackTrace};
 #[cfg(target_os = "linux")]
 use crate::native::{NativeReader, NativeStats};
+use crate::process::details::{self, ProcessDetails};
 use crate::process::kstack::{self, KernelStack};
 use crate::process::pause::Paused;
 use crate::process::proc;
 use crate::python::asyncio::task_stacks;
 use crate::python::asyncio_layout::AsyncioError;
 use crate::python::code::FrameErrors;
-use crate::python::state::SampleError;
+use crate::python::repr::ReprLimits;
+use crate::python::state::{SampleError, StackWithLocals};
 use crate::python::{PythonProcess, StackOptions};
 use crate::sampler::registry::{Met, Policy, ProcessRegistry};
 
@@ -32,6 +34,9 @@ pub struct SamplerConfig {
     pub blocking: bool,
     /// `record --async`: asyncio task stacks (`asyncio::task_stacks`) instead of threads.
     pub async_tasks: bool,
+    /// `dump --locals`: each Python frame's local variables too, shown within these limits
+    /// (not with `--native` or `async_tasks`, which read no locals).
+    pub locals: Option<ReprLimits>,
 }
 
 /// Why a run ended.
@@ -67,8 +72,9 @@ pub struct RunSummary {
 pub struct UserspaceSampler {
     config: SamplerConfig,
     root: PythonProcess,
-    /// The root's `comm`, read once.
+    /// The root's `comm` and details, read once.
     root_name: String,
+    root_details: ProcessDetails,
     /// `--subprocesses`: the root's descendants, Python or not (yet), as the BPF sampler keeps
     /// the processes it meets.
     children: ProcessRegistry<()>,
@@ -92,6 +98,7 @@ impl UserspaceSampler {
         UserspaceSampler {
             config,
             root_name: proc::comm(root.pid).unwrap_or_else(|_| "?".into()),
+            root_details: ProcessDetails::read(root.pid),
             root,
             // Every descendant is attached (a tree is small; an interpreter linked into a
             // program of any name is found).
@@ -123,6 +130,36 @@ impl UserspaceSampler {
         &self.root
     }
 
+    /// The Python process `pid` as the sampler reads it: the root, or a child it attached.
+    pub fn process(&self, pid: u32) -> Option<&PythonProcess> {
+        match pid == self.root.pid {
+            true => Some(&self.root),
+            false => self.children.get(pid)?.python(),
+        }
+    }
+
+    /// One reading of every selected thread now, outside a run (`dump`): the stacks (with
+    /// their locals, `SamplerConfig::locals`) of the root and, with `--subprocesses`, of its
+    /// Python descendants, and who they belong to. A failed read of the root is the error; a
+    /// child that cannot be read is left out.
+    pub fn read_once(
+        &mut self,
+        on_stacks: impl FnOnce(&[StackWithLocals], &Owners),
+    ) -> Result<(), SampleError> {
+        let stacks = self.sample_tree()?;
+        on_stacks(&stacks, &self.owners());
+        Ok(())
+    }
+
+    fn owners(&self) -> Owners<'_> {
+        Owners {
+            root: &self.root,
+            root_name: &self.root_name,
+            root_details: &self.root_details,
+            children: &self.children,
+        }
+    }
+
     /// Sample until `stop` is set, `duration` elapses, or the root process exits.
     /// `target_alive` is asked each tick (for `-- cmd`, it reaps the child). `on_stacks` is
     /// given each tick's stacks and who they belong to.
@@ -131,7 +168,7 @@ impl UserspaceSampler {
         duration: Option<Duration>,
         stop: &AtomicBool,
         mut target_alive: impl FnMut() -> bool,
-        mut on_stacks: impl FnMut(&[StackTrace], &Owners),
+        mut on_stacks: impl FnMut(&[StackWithLocals], &Owners),
         mut on_status: impl FnMut(&RunSummary),
     ) -> RunSummary {
         let interval = Duration::from_secs_f64(1.0 / self.config.rate_hz.max(1) as f64);
@@ -177,20 +214,14 @@ impl UserspaceSampler {
                 Ok(stacks) => {
                     summary.samples += stacks.len() as u64;
                     for stack in &stacks {
+                        let frames = &stack.trace.frames;
                         let rejected = match self.native {
-                            Some(_) => summary.frames_rejected.count_merged(&stack.frames),
-                            None => summary.frames_rejected.count(&stack.frames),
+                            Some(_) => summary.frames_rejected.count_merged(frames),
+                            None => summary.frames_rejected.count(frames),
                         };
                         summary.errors += u64::from(rejected);
                     }
-                    on_stacks(
-                        &stacks,
-                        &Owners {
-                            root: &self.root,
-                            root_name: &self.root_name,
-                            children: &self.children,
-                        },
-                    );
+                    on_stacks(&stacks, &self.owners());
                 }
                 Err(SampleError::Exited { .. }) => {
                     summary.ended = EndReason::TargetExited;
@@ -230,7 +261,7 @@ impl UserspaceSampler {
     }
 
     /// One reading of the root process and, with `--subprocesses`, its Python descendants.
-    fn sample_tree(&mut self) -> Result<Vec<StackTrace>, SampleError> {
+    fn sample_tree(&mut self) -> Result<Vec<StackWithLocals>, SampleError> {
         let mut stacks = read_one(&mut self.root, self.config, self.native.as_mut())?;
         if self.config.subprocesses {
             self.refresh_children();
@@ -314,6 +345,7 @@ impl UserspaceSampler {
 pub struct Owners<'a> {
     root: &'a PythonProcess,
     root_name: &'a str,
+    root_details: &'a ProcessDetails,
     children: &'a ProcessRegistry<()>,
 }
 
@@ -322,6 +354,8 @@ pub struct Owners<'a> {
 pub struct Owner<'a> {
     /// Its `comm`.
     pub name: &'a str,
+    /// Its command line and container.
+    pub details: &'a ProcessDetails,
     /// Clock ticks since boot (0: unknown).
     pub start_time: u64,
     pub python: Option<PyVersion>,
@@ -334,6 +368,7 @@ impl Owners<'_> {
         if pid == self.root.pid {
             return Owner {
                 name: self.root_name,
+                details: self.root_details,
                 start_time: self.root.start_time,
                 python: Some(self.root.version()),
             };
@@ -341,11 +376,13 @@ impl Owners<'_> {
         match self.children.get(pid) {
             Some(child) => Owner {
                 name: &child.name,
+                details: &child.details,
                 start_time: child.start_time,
                 python: child.python().map(PythonProcess::version),
             },
             None => Owner {
                 name: "?",
+                details: &details::UNKNOWN,
                 start_time: 0,
                 python: None,
             },
@@ -357,23 +394,33 @@ fn read_one(
     p: &mut PythonProcess,
     config: SamplerConfig,
     native: Option<&mut NativeReader>,
-) -> Result<Vec<StackTrace>, SampleError> {
+) -> Result<Vec<StackWithLocals>, SampleError> {
     if config.async_tasks {
-        return read_tasks(p);
+        return read_tasks(p).map(without_locals);
     }
     if let Some(native) = native {
         #[cfg(target_os = "linux")]
-        return read_native(p, config.stacks, native);
+        return read_native(p, config.stacks, native).map(without_locals);
         #[cfg(not(target_os = "linux"))]
         match *native {}
     }
     // FreeBSD reads memory only from a process stopped under ptrace: always paused.
     if !config.blocking && !cfg!(target_os = "freebsd") {
-        return p.stacks(config.stacks);
+        return p.read_now(config.stacks, config.locals);
     }
     // The guard lives only for this read; dropping it resumes the target.
     let (before, _paused) = pause_for_read(p.pid, false)?;
-    p.stacks_with_activity(config.stacks, |tid| before.is_running(tid))
+    p.stacks_with_locals(config.stacks, |tid| before.is_running(tid), config.locals)
+}
+
+fn without_locals(stacks: Vec<StackTrace>) -> Vec<StackWithLocals> {
+    stacks
+        .into_iter()
+        .map(|trace| StackWithLocals {
+            trace,
+            locals: Vec::new(),
+        })
+        .collect()
 }
 
 /// `--async`: the process's asyncio tasks as stacks. A process that has not imported asyncio

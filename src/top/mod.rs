@@ -253,11 +253,13 @@ mod tests {
                 process: SampleProcess {
                     pid: stack.pid,
                     name: "python3",
+                    details: &crate::process::details::UNKNOWN,
                     python: None,
                     start_time: 0,
                 },
                 time_unix_ns: 0,
                 off_cpu_ns,
+                locals: None,
             },
             PERIOD_NS,
         );
