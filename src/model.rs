@@ -1,4 +1,7 @@
-//! Core types shared by every layer: samples, frames and stacks. Depends on nothing else in the crate.
+//! Core types shared by every layer: samples, frames, stacks, a process tree's nodes, and unix
+//! time in nanoseconds. Depends on nothing else in the crate.
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -278,4 +281,20 @@ pub enum StackStatus {
     Failed,
     /// Not asked for (kernel stacks switched off).
     NotCollected,
+}
+
+/// A process of a recorded process tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ProcessNode {
+    /// The process it sits under: its parent, or the profiled root when a parent in between
+    /// exited before the process was seen. `None` for the root.
+    pub parent: Option<u32>,
+    /// Its command line, arguments joined by spaces, bounded in length.
+    pub command_line: String,
+}
+
+/// `t` in nanoseconds since the Unix epoch (0 before it).
+pub fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }

@@ -8,9 +8,12 @@
 //! written any way, read back, merged and compared.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
+
+// (Kept in `model`, below the samplers and `process::lineage` that make them.)
+pub use crate::model::{unix_ns, ProcessNode};
 
 /// What a frame of a profile stands for. Outputs label and colour frames by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -208,16 +211,6 @@ pub struct ProfileMeta {
     pub processes: BTreeMap<u32, ProcessNode>,
 }
 
-/// A process of a recorded process tree.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ProcessNode {
-    /// The process it sits under: its parent, or the profiled root when a parent in between
-    /// exited before the process was seen. `None` for the root.
-    pub parent: Option<u32>,
-    /// Its command line, arguments joined by spaces, bounded in length.
-    pub command_line: String,
-}
-
 impl ProfileMeta {
     /// A CPU profile sampled at `rate_hz`, starting now.
     pub fn cpu(title: impl Into<String>, rate_hz: u32) -> Self {
@@ -269,12 +262,6 @@ pub fn period_ns(rate_hz: u32) -> u64 {
         0 => 0,
         r => 1_000_000_000 / u64::from(r),
     }
-}
-
-/// `t` in nanoseconds since the Unix epoch (0 before it).
-pub fn unix_ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Name given to the frame that stands in for an empty stack passed to [`Profile::add`].

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use super::proc;
-use crate::profile::ProcessNode;
+use crate::model::ProcessNode;
 
 /// Longest command line kept per process, in characters (a shell loop's `-c` script can be
 /// kilobytes; a frame name is no place for it).

@@ -7,9 +7,8 @@
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
-use crate::model::{PyVersion, StackTrace};
+use crate::model::{unix_ns, PyVersion, StackTrace};
 use crate::process::details::ProcessDetails;
-use crate::profile::unix_ns;
 use crate::python::state::{FrameLocals, SampleError, StackWithLocals};
 use crate::sampler::stats::Stats;
 use crate::sampler::userspace::{EndReason, Owners, RunSummary, UserspaceSampler};
