@@ -14,7 +14,6 @@ use crate::model::{Frame, StackTrace};
 #[cfg(target_os = "linux")]
 use crate::native::NativeReader;
 use crate::process::details::ProcessDetails;
-use crate::process::pause::Paused;
 use crate::python::locals::Local;
 use crate::python::repr::ReprLimits;
 use crate::python::state::FrameLocals;
@@ -57,13 +56,10 @@ pub fn run(args: DumpArgs) -> anyhow::Result<i32> {
     #[cfg(target_os = "linux")]
     let native_stack = stack_size::bytes_for(args.native_stack_size, Copier::Userspace)?;
     let process = attach(args.pid, true)?;
-    // FreeBSD reads memory only from a process stopped under ptrace: always paused.
+    // FreeBSD reads memory only from a process stopped under ptrace: always paused. A target
+    // that cannot be paused fails the reading (`read_once`): its threads are not dumped
+    // unpaused, or without native frames, when a pause was asked for.
     let blocking = args.blocking || cfg!(target_os = "freebsd");
-    if blocking || args.native {
-        // As `record`: find out now whether we may pause the target, rather than dump its
-        // threads unpaused (or without native frames) when we may not.
-        drop(Paused::pause(args.pid)?);
-    }
     #[allow(unused_mut)] // only Linux adds a native reader
     let mut sampler = UserspaceSampler::new(dump_config(&args, blocking), process);
     #[cfg(target_os = "linux")]

@@ -39,6 +39,9 @@ pub enum SampleError {
     Memory { pid: u32, source: MemoryError },
     #[error("asyncio tasks of process {pid}: {why}")]
     Asyncio { pid: u32, why: String },
+    /// A read that must pause the process could not (`why`: the pause error, naming it).
+    #[error("{why}")]
+    NotPaused { pid: u32, why: String },
 }
 
 /// A thread's stack with the local variables of its frames (`dump --locals`).

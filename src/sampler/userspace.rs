@@ -146,7 +146,7 @@ impl UserspaceSampler {
         &mut self,
         on_stacks: impl FnOnce(&[StackWithLocals], &Owners),
     ) -> Result<(), SampleError> {
-        let stacks = self.sample_tree()?;
+        let stacks = self.sample_tree(IfUnpausable::Fail)?;
         on_stacks(&stacks, &self.owners());
         Ok(())
     }
@@ -210,7 +210,7 @@ impl UserspaceSampler {
             }
             next += self.jittered(interval);
             summary.ticks += 1;
-            match self.sample_tree() {
+            match self.sample_tree(IfUnpausable::ReadUnpaused) {
                 Ok(stacks) => {
                     summary.samples += stacks.len() as u64;
                     for stack in &stacks {
@@ -261,13 +261,21 @@ impl UserspaceSampler {
     }
 
     /// One reading of the root process and, with `--subprocesses`, its Python descendants.
-    fn sample_tree(&mut self) -> Result<Vec<StackWithLocals>, SampleError> {
-        let mut stacks = read_one(&mut self.root, self.config, self.native.as_mut())?;
+    fn sample_tree(
+        &mut self,
+        unpausable: IfUnpausable,
+    ) -> Result<Vec<StackWithLocals>, SampleError> {
+        let mut stacks = read_one(
+            &mut self.root,
+            self.config,
+            self.native.as_mut(),
+            unpausable,
+        )?;
         if self.config.subprocesses {
             self.refresh_children();
             let mut gone = Vec::new();
             for (pid, child) in self.children.python_mut() {
-                match read_one(child, self.config, self.native.as_mut()) {
+                match read_one(child, self.config, self.native.as_mut(), unpausable) {
                     Ok(s) => stacks.extend(s),
                     Err(SampleError::Exited { .. }) => gone.push(pid),
                     Err(e) => log::debug!("child {pid}: {e}"),
@@ -390,17 +398,30 @@ impl Owners<'_> {
     }
 }
 
+/// What a read that should pause its target does when the target cannot be paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfUnpausable {
+    /// Read it unpaused (a run checked once at its start that pausing is allowed: a pause
+    /// that fails later is a passing refusal, and the run goes on).
+    ReadUnpaused,
+    /// Fail (`dump`: one reading, which must be what was asked for). No check before the
+    /// read can stand in for this: a pause wakes sleeping threads, and the reading that
+    /// follows would see them running.
+    Fail,
+}
+
 fn read_one(
     p: &mut PythonProcess,
     config: SamplerConfig,
     native: Option<&mut NativeReader>,
+    unpausable: IfUnpausable,
 ) -> Result<Vec<StackWithLocals>, SampleError> {
     if config.async_tasks {
         return read_tasks(p).map(without_locals);
     }
     if let Some(native) = native {
         #[cfg(target_os = "linux")]
-        return read_native(p, config.stacks, native).map(without_locals);
+        return read_native(p, config.stacks, native, unpausable).map(without_locals);
         #[cfg(not(target_os = "linux"))]
         match *native {}
     }
@@ -409,7 +430,7 @@ fn read_one(
         return p.read_now(config.stacks, config.locals);
     }
     // The guard lives only for this read; dropping it resumes the target.
-    let (before, _paused) = pause_for_read(p.pid, false)?;
+    let (before, _paused) = pause_for_read(p.pid, false, unpausable)?;
     p.stacks_with_locals(config.stacks, |tid| before.is_running(tid), config.locals)
 }
 
@@ -478,20 +499,22 @@ impl BeforePause {
 }
 
 /// Pause `pid` for one read. Returns what `/proc` said about its threads just before, and the
-/// pause guard, `None` if pausing failed (the read then goes ahead without a pause; the caller
-/// checked once at start that pausing is allowed).
+/// pause guard, `None` if pausing failed and `unpausable` says to read unpaused.
 fn pause_for_read(
     pid: u32,
     kernel_stacks: bool,
+    unpausable: IfUnpausable,
 ) -> Result<(BeforePause, Option<Paused>), SampleError> {
     let before = BeforePause::read(pid, kernel_stacks)?;
     match Paused::pause(pid) {
         Ok(g) => Ok((before, Some(g))),
+        Err(_) if !proc::exists(pid) => Err(SampleError::Exited { pid }),
+        Err(e) if unpausable == IfUnpausable::Fail => Err(SampleError::NotPaused {
+            pid,
+            why: e.to_string(),
+        }),
         Err(e) => {
             log::debug!("{e}");
-            if !proc::exists(pid) {
-                return Err(SampleError::Exited { pid });
-            }
             Ok((before, None))
         }
     }
@@ -506,9 +529,10 @@ pub fn read_native(
     p: &mut PythonProcess,
     opts: StackOptions,
     native: &mut NativeReader,
+    unpausable: IfUnpausable,
 ) -> Result<Vec<StackTrace>, SampleError> {
     // Kernel stacks are read only for threads that are not running, which only --idle keeps.
-    let (before, paused) = pause_for_read(p.pid, opts.include_idle)?;
+    let (before, paused) = pause_for_read(p.pid, opts.include_idle, unpausable)?;
     if paused.is_none() {
         let read = p.stacks_with_entries(opts, |tid| before.is_running(tid))?;
         return Ok(read.into_iter().map(|(stack, _, _)| stack).collect());
