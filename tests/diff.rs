@@ -211,3 +211,49 @@ fn corrupt_missing_and_foreign_files_are_one_line_errors() {
     let o = diff(&good, &dir.join("missing.txt"), &[]);
     assert_eq!(o.status.code(), Some(2), "{}", o.describe());
 }
+
+/// `convert` of a 1 GiB file (sparse: no disk is used) is a one-line error, reached without
+/// holding the file in memory: a text file whose first line has no end is stopped at the
+/// line bound, and a gzip header followed by garbage at the first bad byte. The profiler runs
+/// under a 256 MiB address-space limit (`prlimit`), so reading either file whole would end in
+/// "out of memory" rather than in the error about the file's contents.
+#[test]
+fn convert_of_a_1_gib_file_is_an_error_without_reading_it_whole() {
+    let dir = TempDir::new("convert-huge");
+    let gib = 1u64 << 30;
+    let text = dir.join("huge.txt");
+    std::fs::File::create(&text).unwrap().set_len(gib).unwrap();
+    let gzipped = dir.join("huge.pb.gz");
+    std::fs::write(&gzipped, b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03").unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&gzipped)
+        .unwrap()
+        .set_len(gib)
+        .unwrap();
+    let out = dir.join("out.txt");
+    let bin = env!("CARGO_BIN_EXE_pyspy-bpf");
+    for (input, says) in [
+        (&text, "line 1: longer than"),
+        (&gzipped, "corrupt deflate stream"),
+    ] {
+        let o = common::run(
+            std::process::Command::new("prlimit")
+                .arg(format!("--as={}", 256u64 << 20))
+                .arg(bin)
+                .args(["convert", input.to_str().unwrap(), "-f", "raw", "-o"])
+                .arg(&out),
+            std::time::Duration::from_secs(60),
+        )
+        .expect("prlimit (util-linux) runs");
+        assert_eq!(o.status.code(), Some(1), "{}", o.describe());
+        let line = o.error_line().unwrap_or_default();
+        assert!(
+            line.contains(&*input.to_string_lossy()) && line.contains(says),
+            "{}",
+            o.describe()
+        );
+        assert_eq!(o.stderr.trim().lines().count(), 1, "{}", o.describe());
+        assert!(!out.exists(), "{}", o.describe());
+    }
+}

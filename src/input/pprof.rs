@@ -6,7 +6,7 @@
 //! length and id is checked, and anything wrong is an error saying what.
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 
 use anyhow::{anyhow, bail, Context};
 use flate2::read::GzDecoder;
@@ -21,21 +21,25 @@ pub const MAX_MESSAGE_BYTES: u64 = 512 << 20;
 
 /// Reads a pprof file's bytes (gzipped or not).
 pub fn read(input: impl Read) -> anyhow::Result<Profile> {
-    let mut raw = Vec::new();
-    input
-        .take(MAX_MESSAGE_BYTES + 1)
-        .read_to_end(&mut raw)
-        .context("cannot read")?;
-    let message = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        GzDecoder::new(&raw[..])
+    // Decompressed as it is read: only the message is held, never the compressed file too,
+    // and a corrupt stream fails where it goes wrong, not after the whole file was read.
+    let mut input = BufReader::new(input);
+    let gzipped = input
+        .fill_buf()
+        .context("cannot read")?
+        .starts_with(&[0x1f, 0x8b]);
+    let mut message = Vec::new();
+    if gzipped {
+        GzDecoder::new(input)
             .take(MAX_MESSAGE_BYTES + 1)
-            .read_to_end(&mut out)
+            .read_to_end(&mut message)
             .context("corrupt or truncated gzip data")?;
-        out
     } else {
-        raw
-    };
+        input
+            .take(MAX_MESSAGE_BYTES + 1)
+            .read_to_end(&mut message)
+            .context("cannot read")?;
+    }
     if message.len() as u64 > MAX_MESSAGE_BYTES {
         bail!("larger than {} MiB uncompressed", MAX_MESSAGE_BYTES >> 20);
     }
