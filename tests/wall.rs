@@ -51,14 +51,33 @@ fn thread_split(
     name: &str,
     wait_fn: &str,
 ) -> (u64, u64) {
-    let thread = format!("thread \"{name}\" (");
+    // The thread by its tid: its first samples may carry its OS name instead of `name`.
+    // `threading` registers a new thread a moment after it starts, and a thread it does not
+    // know yet is looked up again once a second (`thread_names::RETRY_UNKNOWN`).
+    let named = format!("thread \"{name}\" (");
+    let thread_frames = |s: &RawStack| -> Vec<String> {
+        let candidates = s.frames.iter().take(2);
+        candidates
+            .filter(|f| f.starts_with("thread \""))
+            .cloned()
+            .collect()
+    };
+    let tids: std::collections::HashSet<String> = stacks
+        .iter()
+        .flat_map(thread_frames)
+        .filter_map(|f| f.strip_prefix(&named).map(|tid| format!(" ({tid}")))
+        .collect();
     let mine: Vec<&RawStack> = stacks
         .iter()
         .filter(|s| match process_root {
             Some(root) => s.frames.first().is_some_and(|f| f == root),
             None => true,
         })
-        .filter(|s| s.frames.iter().take(2).any(|f| f.starts_with(&thread)))
+        .filter(|s| {
+            thread_frames(s)
+                .iter()
+                .any(|f| tids.iter().any(|tid| f.ends_with(tid.as_str())))
+        })
         .collect();
     let wait = format!("{wait_fn} (wall_split.py:");
     let waiting = count(mine.iter().copied(), |s| {
