@@ -53,18 +53,38 @@ fn check(mode: &str) {
             )
         })
         .collect();
-    let tid_of = |thread: &str| {
-        names
+    // A thread's track by its name; else, by the function only it runs, a track named by the
+    // thread's OS name: a thread sampled before `threading` registered it is named by its OS
+    // name until its name is looked up again (once a second), which a short recording may
+    // not reach.
+    let tid_of = |thread: &str, function: &str| {
+        let by_name = names
             .iter()
             .find(|(_, n)| n.starts_with(&format!("thread \"{thread}\"")))
-            .map(|(t, _)| *t)
-            .unwrap_or_else(|| panic!("no track named {thread}: {names:?}"))
+            .map(|(t, _)| *t);
+        by_name.unwrap_or_else(|| {
+            let runs = |tid: u64| {
+                events.iter().any(|e| {
+                    e["tid"] == tid
+                        && e["ph"] == "B"
+                        && e["name"].as_str().is_some_and(|n| n.starts_with(function))
+                })
+            };
+            let (tid, name) = names.iter().find(|(t, _)| runs(**t)).unwrap_or_else(|| {
+                panic!("no track named {thread} or running {function}: {names:?}")
+            });
+            assert!(
+                name.starts_with("thread \"python"),
+                "{thread}'s track is named {name}"
+            );
+            *tid
+        })
     };
     for (thread, function, other) in [
         ("alpha", "alpha_work", "beta_work"),
         ("beta", "beta_work", "alpha_work"),
     ] {
-        let tid = tid_of(thread);
+        let tid = tid_of(thread, function);
         let track: Vec<&serde_json::Value> = events
             .iter()
             .filter(|e| e["tid"] == tid && e["ph"] != "M")
