@@ -44,15 +44,20 @@ fn record_with_stats(
     (v, raw, out)
 }
 
+/// The interpreter these tests record: 3.11 (provisioned, else the system's).
+fn python_311() -> Interpreter {
+    interpreters()
+        .into_iter()
+        .find(|i| i.series == "3.11" || i.flavour == "system")
+        .expect("an interpreter (tools/pythons/provision)")
+}
+
 #[test]
 fn both_samplers_write_their_counters() {
     if !root_test_can_run("stats_json", "BPF and reading another process need root") {
         return;
     }
-    let python = interpreters()
-        .into_iter()
-        .find(|i| i.series == "3.11" || i.flavour == "system")
-        .expect("an interpreter (tools/pythons/provision)");
+    let python = python_311();
     let dir = TempDir::new("stats-json");
     for mode in ["bpf", "userspace"] {
         let (v, raw, out) = record_with_stats(&dir, mode, &python, "two_workers.py", "2");
@@ -91,10 +96,7 @@ fn a_python_target_that_execs_another_program_is_not_read_as_python_after() {
     if !root_test_can_run("stats_json", "BPF and reading another process need root") {
         return;
     }
-    let python = interpreters()
-        .into_iter()
-        .find(|i| i.series == "3.11" || i.flavour == "system")
-        .expect("an interpreter (tools/pythons/provision)");
+    let python = python_311();
     let dir = TempDir::new("stats-json-exec");
     let (v, raw, out) = record_with_stats(&dir, "bpf", &python, "exec_shell.py", "1.5");
     let count = |python: bool| -> u64 {
