@@ -55,8 +55,8 @@ fn check(mode: &str) {
         .collect();
     // A thread's track by its name; else, by the function only it runs, a track named by the
     // thread's OS name: a thread sampled before `threading` registered it is named by its OS
-    // name until its name is looked up again (once a second), which a short recording may
-    // not reach.
+    // name until its name is looked up again (after 20 ms); a track carries the latest name
+    // its thread had, so this is only for a thread all of whose samples fell before that.
     let tid_of = |thread: &str, function: &str| {
         let by_name = names
             .iter()

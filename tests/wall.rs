@@ -53,7 +53,7 @@ fn thread_split(
 ) -> (u64, u64) {
     // The thread by its tid: its first samples may carry its OS name instead of `name`.
     // `threading` registers a new thread a moment after it starts, and a thread it does not
-    // know yet is looked up again once a second (`thread_names::RETRY_UNKNOWN`).
+    // know yet is looked up again after `thread_names::FIRST_RETRY` (20 ms).
     let named = format!("thread \"{name}\" (");
     let thread_frames = |s: &RawStack| -> Vec<String> {
         let candidates = s.frames.iter().take(2);

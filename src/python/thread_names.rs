@@ -2,8 +2,9 @@
 //! it: `sys.modules["threading"]._active` maps each thread's ident (its `pthread_t`, the
 //! same value as `PyThreadState.thread_id`) to its `Thread`, whose `_name` (2.7:
 //! `_Thread__name`) is the name. `ThreadNameCache` reads `_active` at most once per new
-//! thread, and at most once a second while some thread's name is still unknown; of what it
-//! read, it decodes only the threads it is asked about (see `Lookup`). Threads `threading`
+//! thread, and again for a thread whose name is still unknown after `FIRST_RETRY`, backing
+//! off to once per `RETRY_UNKNOWN`; of what it read, it decodes only the threads it is asked
+//! about (see `Lookup`). Threads `threading`
 //! does not know (it is not imported, or C code started the thread) get the OS thread name
 //! instead.
 
@@ -21,7 +22,13 @@ use crate::process::memory::{MemoryError, RemoteMemory};
 pub const MAX_ACTIVE_THREADS: usize = 16_384;
 /// The name attribute of `threading.Thread`: `_name` on 3.x, name-mangled `__name` on 2.7.
 const NAME_ATTRS: &[&str] = &["_name", "_Thread__name"];
-/// How long a thread may stay unnamed before `threading._active` is read again.
+/// How long a thread `threading` did not know stays unnamed before `_active` is read again
+/// for it the first time. A new `Thread` registers itself in `_active` from its own first
+/// bytecodes, so a sample can catch it just before: a quick second look names it after a
+/// sample or two instead of a second's worth of them.
+pub const FIRST_RETRY: Duration = Duration::from_millis(20);
+/// The longest wait between reads for a thread that stays unnamed (C threads, or `threading`
+/// never imported): the wait doubles from `FIRST_RETRY` up to this.
 pub const RETRY_UNKNOWN: Duration = Duration::from_secs(1);
 /// How long entries read from `_active` may still be decoded for a thread asked about later.
 /// The `int` keys and `Thread` objects of threads that ended since are freed; reading them
@@ -144,8 +151,30 @@ pub struct ThreadKey {
 enum Named {
     /// From `threading`: final.
     Threading(String),
-    /// Not known to `threading` (yet): the OS name, or nothing.
-    Fallback(Option<String>),
+    /// Not known to `threading` (yet): the OS name, or nothing, and when to look again.
+    Fallback(Option<String>, Retry),
+}
+
+/// When an unnamed thread was last looked up, and how many times it has been.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    at: Instant,
+    tries: u32,
+}
+
+impl Retry {
+    /// The wait after `tries` fruitless looks: `FIRST_RETRY` doubled per look, at most
+    /// `RETRY_UNKNOWN`.
+    fn wait(tries: u32) -> Duration {
+        FIRST_RETRY
+            .saturating_mul(1u32 << tries.min(16))
+            .min(RETRY_UNKNOWN)
+    }
+
+    /// When this thread is due to be looked up again.
+    fn due(&self) -> Instant {
+        self.at + Retry::wait(self.tries)
+    }
 }
 
 /// One read of an interpreter's `threading._active`, decoded lazily: the BPF sampler asks
@@ -212,7 +241,8 @@ impl ThreadNameCache {
     /// The thread's name: from `threading` if it knows the thread, else `fallback()` (the OS
     /// thread name). Reads `threading._active` only for a thread not seen before (once per
     /// sample at most, however many new threads it has, while the read is younger than
-    /// `ENTRIES_TTL`) or, while this thread is unnamed, once per `RETRY_UNKNOWN`.
+    /// `ENTRIES_TTL`) or, while this thread is unnamed, when it falls due (`Retry`), unless
+    /// a read was made since for another thread.
     pub fn name(
         &mut self,
         mem: &dyn RemoteMemory,
@@ -220,18 +250,46 @@ impl ThreadNameCache {
         key: ThreadKey,
         fallback: impl FnOnce() -> Option<String>,
     ) -> Option<String> {
-        let known = match self.names.get(&key) {
+        self.name_at(Instant::now(), mem, o, key, fallback)
+    }
+
+    /// `name` as if called at `now` (tests step time by hand).
+    fn name_at(
+        &mut self,
+        now: Instant,
+        mem: &dyn RemoteMemory,
+        o: &PyOffsets,
+        key: ThreadKey,
+        fallback: impl FnOnce() -> Option<String>,
+    ) -> Option<String> {
+        let retry = match self.names.get(&key) {
             Some(Named::Threading(name)) => return Some(name.clone()),
-            Some(Named::Fallback(name)) => Some(name.clone()),
+            Some(Named::Fallback(name, retry)) if now < retry.due() => {
+                // Not due: the name as last seen, unless a read made since (for another new
+                // thread) holds this one.
+                let name = name.clone();
+                return match self.lookups.get_mut(&key.interp) {
+                    Some(l) if l.at > retry.at && now.duration_since(l.at) < ENTRIES_TTL => {
+                        match l.name(&ReadAhead::new(mem), o, key.ident) {
+                            Some(found) => {
+                                self.names.insert(key, Named::Threading(found.clone()));
+                                Some(found)
+                            }
+                            None => name,
+                        }
+                    }
+                    _ => name,
+                };
+            }
+            Some(Named::Fallback(_, retry)) => Some(*retry),
             None => None,
         };
-        let now = Instant::now();
-        let stale = match (&known, self.lookups.get(&key.interp)) {
+        let stale = match (retry, self.lookups.get(&key.interp)) {
             (_, None) => true,
             // A new thread: entries read earlier in this same sample are current enough.
             (None, Some(l)) => l.sample != self.sample || now.duration_since(l.at) >= ENTRIES_TTL,
-            // Still unnamed: read again once in a while (it may not have registered yet).
-            (Some(_), Some(l)) => now.duration_since(l.at) >= RETRY_UNKNOWN,
+            // Due again: a read made since it fell due will do, while young.
+            (Some(r), Some(l)) => l.at < r.due() || now.duration_since(l.at) >= ENTRIES_TTL,
         };
         let mem = &ReadAhead::new(mem);
         if stale {
@@ -242,20 +300,24 @@ impl ThreadNameCache {
             self.lookups
                 .insert(key.interp, Lookup::new(now, self.sample, entries));
         }
-        // The latest read may be newer than this thread's entry (another new thread asked).
-        let found = match self.lookups.get_mut(&key.interp) {
-            Some(l) if stale || now.duration_since(l.at) < ENTRIES_TTL => l.name(mem, o, key.ident),
-            _ => None,
-        };
-        let named = match (found, known) {
-            (Some(name), _) => Named::Threading(name),
-            (None, Some(name)) if !stale => return name,
+        let found = self
+            .lookups
+            .get_mut(&key.interp)
+            .and_then(|l| l.name(mem, o, key.ident));
+        let named = match found {
+            Some(name) => Named::Threading(name),
             // New, or retried: (re)read the OS name too, a thread may rename itself.
-            (None, _) => Named::Fallback(fallback()),
+            None => Named::Fallback(
+                fallback(),
+                Retry {
+                    at: now,
+                    tries: retry.map_or(0, |r| r.tries.saturating_add(1)),
+                },
+            ),
         };
         let name = match &named {
             Named::Threading(name) => Some(name.clone()),
-            Named::Fallback(name) => name.clone(),
+            Named::Fallback(name, _) => name.clone(),
         };
         self.names.insert(key, named);
         name
@@ -364,6 +426,8 @@ mod tests {
         let mem = img.mem();
         let o = &img.o;
         let mut cache = ThreadNameCache::default();
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
         cache.start_sample([(interp, 1), (interp, 2), (interp, 3)]);
         let fallbacks = std::cell::Cell::new(0);
         let fb = || {
@@ -371,37 +435,42 @@ mod tests {
             Some("comm".to_string())
         };
         assert_eq!(
-            cache.name(&mem, o, key(interp, 1), fb).as_deref(),
+            cache.name_at(t0, &mem, o, key(interp, 1), fb).as_deref(),
             Some("MainThread")
         );
-        let first = cache.lookups[&interp].at;
         assert_eq!(
-            cache.name(&mem, o, key(interp, 2), fb).as_deref(),
+            cache.name_at(t0, &mem, o, key(interp, 2), fb).as_deref(),
             Some("worker-1")
         );
         // Not in _active: the OS name, and no second read within this sample.
         assert_eq!(
-            cache.name(&mem, o, key(interp, 3), fb).as_deref(),
+            cache.name_at(ms(1), &mem, o, key(interp, 3), fb).as_deref(),
             Some("comm")
         );
-        assert_eq!(cache.lookups[&interp].at, first);
-        // Next sample: cached, no read, no fallback call.
+        assert_eq!(cache.lookups[&interp].at, t0);
+        // Next sample, before its retry is due: cached, no read, no fallback call.
         cache.start_sample([(interp, 1), (interp, 2), (interp, 3)]);
         assert_eq!(
-            cache.name(&mem, o, key(interp, 3), fb).as_deref(),
+            cache
+                .name_at(ms(10), &mem, o, key(interp, 3), fb)
+                .as_deref(),
             Some("comm")
         );
-        assert_eq!(cache.lookups[&interp].at, first);
+        assert_eq!(cache.lookups[&interp].at, t0);
         assert_eq!(fallbacks.get(), 1);
-        // A later read (for another new thread) that names it names it at once: here ident
-        // 3 turns up with thread 2's `Thread` object.
+        // A later read (for another new thread) that names it names it at once, before its
+        // own retry is due: here ident 3 turns up with thread 2's `Thread` object.
         let lookup = cache.lookups.get_mut(&interp).unwrap();
         let thread_2 = lookup.threads[&2];
         lookup.threads.insert(3, thread_2);
+        lookup.at = ms(5);
         assert_eq!(
-            cache.name(&mem, o, key(interp, 3), fb).as_deref(),
+            cache
+                .name_at(ms(12), &mem, o, key(interp, 3), fb)
+                .as_deref(),
             Some("worker-1")
         );
+        assert_eq!(cache.lookups[&interp].at, ms(5));
         assert_eq!(fallbacks.get(), 1);
         // A thread that ended is forgotten; the same ident with another tid is new.
         cache.start_sample([(interp, 1)]);
@@ -412,10 +481,10 @@ mod tests {
         };
         cache.start_sample([(interp, 1)]);
         assert_eq!(
-            cache.name(&mem, o, reused, fb).as_deref(),
+            cache.name_at(ms(14), &mem, o, reused, fb).as_deref(),
             Some("MainThread")
         );
-        assert!(cache.lookups[&interp].at > first);
+        assert_eq!(cache.lookups[&interp].at, ms(14));
     }
 
     #[test]
@@ -449,23 +518,45 @@ mod tests {
     }
 
     #[test]
-    fn unknown_names_are_retried_after_a_while() {
+    fn unknown_names_are_retried_soon_then_less_often() {
         let (img, interp) = target((2, 7), &[(1, "MainThread")]);
         let mem = img.mem();
         let mut cache = ThreadNameCache::default();
-        cache.start_sample([(interp, 5)]);
-        assert_eq!(cache.name(&mem, &img.o, key(interp, 5), || None), None);
-        let first = cache.lookups[&interp].at;
-        cache.start_sample([(interp, 5)]);
-        assert_eq!(cache.name(&mem, &img.o, key(interp, 5), || None), None);
-        assert_eq!(cache.lookups[&interp].at, first);
-        // Pretend the last read was long ago.
-        let Some(earlier) = first.checked_sub(RETRY_UNKNOWN) else {
-            return;
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut ask = |at: Instant| {
+            cache.start_sample([(interp, 5)]);
+            assert_eq!(
+                cache.name_at(at, &mem, &img.o, key(interp, 5), || None),
+                None
+            );
+            cache.lookups[&interp].at
         };
-        cache.lookups.get_mut(&interp).unwrap().at = earlier;
-        cache.start_sample([(interp, 5)]);
-        let _ = cache.name(&mem, &img.o, key(interp, 5), || None);
-        assert!(cache.lookups[&interp].at > earlier);
+        assert_eq!(ask(t0), t0);
+        // Due after FIRST_RETRY, then after twice as long each time.
+        assert_eq!(ask(ms(10)), t0);
+        assert_eq!(ask(ms(20)), ms(20));
+        assert_eq!(ask(ms(59)), ms(20));
+        assert_eq!(ask(ms(60)), ms(60));
+        assert_eq!(ask(ms(139)), ms(60));
+        assert_eq!(ask(ms(140)), ms(140));
+        // The wait stops growing at RETRY_UNKNOWN.
+        assert_eq!(Retry::wait(0), FIRST_RETRY);
+        assert_eq!(Retry::wait(3), FIRST_RETRY * 8);
+        assert_eq!(Retry::wait(6), RETRY_UNKNOWN);
+        assert_eq!(Retry::wait(u32::MAX), RETRY_UNKNOWN);
+        // A read made since it fell due (for another thread) serves it without a new one.
+        let mut late = ms(140 + 160 + 1);
+        cache.start_sample([(interp, 5), (interp, 6)]);
+        assert_eq!(
+            cache.name_at(late, &mem, &img.o, key(interp, 6), || None),
+            None
+        );
+        late += Duration::from_millis(1);
+        assert_eq!(
+            cache.name_at(late, &mem, &img.o, key(interp, 5), || None),
+            None
+        );
+        assert_eq!(cache.lookups[&interp].at, ms(301));
     }
 }
