@@ -269,4 +269,241 @@ mod tests {
         assert_eq!(shorten_filename("/home/me/app/main.py"), "main.py");
         assert_eq!(shorten_filename("<string>"), "<string>");
     }
+
+    /// Root-first `(frame names as shown, samples)` of every stack of `p`, sorted.
+    fn shown(p: &Profile) -> Vec<(Vec<String>, u64)> {
+        let show = |f: &ProfileFrame| match (&f.filename, f.line) {
+            (Some(file), Some(line)) => format!("{} ({file}:{line})", f.name),
+            (Some(file), None) => format!("{} ({file})", f.name),
+            _ => f.name.clone(),
+        };
+        let mut out: Vec<(Vec<String>, u64)> = p
+            .stacks()
+            .map(|(stack, n)| {
+                let names = stack
+                    .iter()
+                    .map(|&id| show(&p.frames()[id as usize]))
+                    .collect();
+                (names, n)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn frame(name: &str, line: u32, first_line: u32) -> ProfileFrame {
+        ProfileFrame {
+            first_line: Some(first_line),
+            ..ProfileFrame::python(
+                name,
+                "/srv/app/lib/python3.11/site-packages/pkg/m.py",
+                Some(line),
+            )
+        }
+    }
+
+    fn labels(pid: u32, tid: u32, name: &str) -> SampleLabels {
+        SampleLabels {
+            pid,
+            tid: Some(tid),
+            thread_ident: u64::from(tid) << 8,
+            thread_name: Some(name.to_string()),
+            process: "python3".to_string(),
+            gil: None,
+        }
+    }
+
+    /// Three samples of `work` at two lines, from two threads of pid 10 and one of pid 11 (a
+    /// child of 10 in the recorded tree), with a native frame (offset kept) on top of one.
+    fn recorded() -> Profile {
+        let mut meta = crate::profile::ProfileMeta::cpu("t", 100);
+        meta.start_unix_ns = 1_000;
+        meta.processes.insert(
+            10,
+            ProcessNode {
+                parent: None,
+                command_line: "python3 app.py".into(),
+            },
+        );
+        meta.processes.insert(
+            11,
+            ProcessNode {
+                parent: Some(10),
+                command_line: "python3 child.py".into(),
+            },
+        );
+        let mut p = Profile::with_meta(meta);
+        let main = frame("main", 3, 1);
+        let native = ProfileFrame {
+            address: Some(0x1234),
+            filename: Some("libz.so.1".into()),
+            ..ProfileFrame::new(FrameKind::Native, "deflate")
+        };
+        let at = |n: u64| Some(1_000 + n);
+        p.add_sample(
+            &[main.clone(), frame("work", 20, 18)],
+            &labels(10, 100, "MainThread"),
+            at(1),
+            1,
+            1,
+        );
+        p.add_sample(
+            &[main.clone(), frame("work", 21, 18)],
+            &labels(10, 101, "worker"),
+            at(2),
+            2,
+            2,
+        );
+        p.add_sample(
+            &[main, frame("work", 21, 18), native],
+            &labels(11, 110, "MainThread"),
+            at(3),
+            1,
+            1,
+        );
+        p
+    }
+
+    fn strings(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn present_applies_each_option_when_written() {
+        let p = recorded();
+        // Default: lines as sampled, file names shortened, native offsets dropped; no roots,
+        // and labels gone (both threads' line-21 samples are one stack).
+        let plain = present(&p, FrameOptions::default());
+        assert_eq!(
+            shown(&plain),
+            vec![
+                (strings(&["main (pkg/m.py:3)", "work (pkg/m.py:20)"]), 1),
+                (strings(&["main (pkg/m.py:3)", "work (pkg/m.py:21)"]), 2),
+                (
+                    strings(&[
+                        "main (pkg/m.py:3)",
+                        "work (pkg/m.py:21)",
+                        "deflate (libz.so.1)"
+                    ]),
+                    1
+                ),
+            ]
+        );
+        assert!(plain
+            .frames()
+            .iter()
+            .all(|f| f.address.is_none() && f.first_line.is_none()));
+        assert!(plain.samples().iter().all(|e| e.labels.is_empty()));
+        assert_eq!(plain.meta.start_unix_ns, 1_000);
+
+        // --nolineno: the two lines of `work` merge.
+        let opts = FrameOptions {
+            no_line_numbers: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            shown(&present(&p, opts)),
+            vec![
+                (strings(&["main (pkg/m.py)", "work (pkg/m.py)"]), 3),
+                (
+                    strings(&["main (pkg/m.py)", "work (pkg/m.py)", "deflate (libz.so.1)"]),
+                    1
+                ),
+            ]
+        );
+
+        // -F: each function at its first line; merged the same way. --full-filenames.
+        let opts = FrameOptions {
+            function_lines: true,
+            full_filenames: true,
+            ..Default::default()
+        };
+        let file = "/srv/app/lib/python3.11/site-packages/pkg/m.py";
+        assert_eq!(
+            shown(&present(&p, opts))[0],
+            (
+                vec![format!("main ({file}:1)"), format!("work ({file}:18)")],
+                3
+            )
+        );
+
+        // -t: a root per thread, by name and tid.
+        let opts = FrameOptions {
+            threads: true,
+            no_line_numbers: true,
+            ..Default::default()
+        };
+        let roots: Vec<(String, u64)> = shown(&present(&p, opts))
+            .into_iter()
+            .map(|(names, n)| (names[0].clone(), n))
+            .collect();
+        assert_eq!(
+            roots,
+            vec![
+                ("thread \"MainThread\" (100)".to_string(), 1),
+                ("thread \"MainThread\" (110)".to_string(), 1),
+                ("thread \"worker\" (101)".to_string(), 2),
+            ]
+        );
+
+        // --subprocesses: the child under its parent, each by its command line; a process not
+        // in the tree by name and pid.
+        let opts = FrameOptions {
+            processes: true,
+            threads: true,
+            no_line_numbers: true,
+            ..Default::default()
+        };
+        let got = shown(&present(&p, opts));
+        let child = got
+            .iter()
+            .find(|(names, _)| names.len() == 6)
+            .expect("the child's stack");
+        assert_eq!(
+            child.0[..3],
+            strings(&[
+                "process 10:\"python3 app.py\"",
+                "process 11:\"python3 child.py\"",
+                "thread \"MainThread\" (110)"
+            ])
+        );
+        let mut p = recorded();
+        p.meta.processes.clear();
+        let got = shown(&present(&p, opts));
+        assert!(
+            got.iter()
+                .all(|(names, _)| names[0] == "python3 (10)" || names[0] == "python3 (11)"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn present_timed_keeps_each_sample_in_order_as_shown() {
+        let p = recorded();
+        let opts = FrameOptions {
+            no_line_numbers: true,
+            threads: true,
+            ..Default::default()
+        };
+        let timed = present_timed(&p, opts);
+        let offsets: Vec<u64> = timed.timeline().iter().map(|t| t.offset_ns).collect();
+        assert_eq!(offsets, vec![1, 2, 3]);
+        let first_frame = |t: &crate::profile::TimedSample| {
+            timed.frames()[timed.stack(t.stack)[0] as usize]
+                .name
+                .clone()
+        };
+        let threads: Vec<String> = timed.timeline().iter().map(first_frame).collect();
+        assert_eq!(
+            threads,
+            strings(&[
+                "thread \"MainThread\" (100)",
+                "thread \"worker\" (101)",
+                "thread \"MainThread\" (110)"
+            ])
+        );
+        assert_eq!(timed.total_samples(), p.total_samples());
+        // Untimed: no timeline.
+        assert!(present(&p, opts).timeline().is_empty());
+    }
 }

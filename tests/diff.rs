@@ -1,6 +1,6 @@
 //! `pyspy-bpf diff` on real recorded profiles: an unchanged pair passes, an injected
 //! regression fails naming the function, too few samples is inconclusive, and a corrupt file
-//! is a one-line error.
+//! is a one-line error (to `diff` and to `convert`).
 
 mod common;
 
@@ -210,6 +210,70 @@ fn corrupt_missing_and_foreign_files_are_one_line_errors() {
     }
     let o = diff(&good, &dir.join("missing.txt"), &[]);
     assert_eq!(o.status.code(), Some(2), "{}", o.describe());
+}
+
+/// `convert` given a file that is not a profile it can read: a one-line error (exit 1) that
+/// names the file and what is wrong with it, and no output file.
+#[test]
+fn convert_of_corrupt_truncated_and_foreign_files_is_a_one_line_error() {
+    use std::io::Write;
+    let dir = TempDir::new("convert-bad");
+    let gzipped = |bytes: &[u8]| {
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(bytes).unwrap();
+        z.finish().unwrap()
+    };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "truncated.txt",
+            b"main (a.py:1);f (a.py:2".to_vec(),
+            "no sample count",
+        ),
+        ("binary.txt", b"\0\x01\x02 junk".to_vec(), "no sample count"),
+        ("empty.txt", Vec::new(), "empty"),
+        (
+            "image.png",
+            b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0".to_vec(),
+            "not",
+        ),
+        // A gzip stream cut short, and a whole one holding text rather than a profile.
+        (
+            "cut.pb.gz",
+            b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xe3".to_vec(),
+            "pprof",
+        ),
+        (
+            "text.pb.gz",
+            gzipped(&b"hello, not a profile\n".repeat(20)),
+            "not a pprof profile",
+        ),
+        // Uncompressed protobuf whose first field claims more bytes than the file has.
+        ("short.pb", vec![0x0a, 0x05, 1, 2, 3], "truncated"),
+    ];
+    let out = dir.join("out.txt");
+    for (name, bytes, says) in &cases {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let p = path.to_string_lossy();
+        let o = pyspy(&["convert", &p, "-f", "raw", "-o", &out.to_string_lossy()])
+            .expect("convert ran")
+            .no_panic()
+            .expect("no panic");
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", o.describe());
+        let line = o.error_line().unwrap_or_default();
+        assert!(
+            line.contains(&*p) && line.contains(says),
+            "{name}: {}",
+            o.describe()
+        );
+        assert_eq!(
+            o.stderr.trim().lines().count(),
+            1,
+            "{name}: {}",
+            o.describe()
+        );
+        assert!(!out.exists(), "{name}: {}", o.describe());
+    }
 }
 
 /// `convert` of a 1 GiB file (sparse: no disk is used) is a one-line error, reached without

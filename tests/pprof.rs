@@ -1,6 +1,6 @@
 //! `-f pprof` read by the real `go tool pprof` (Debian's golang-go): functions, file:line and
 //! shares of a two-thread program, and its labels (`-tags`, `-tagfocus`), with the BPF and the
-//! user-space sampler; and the file read back by `diff`.
+//! user-space sampler; and a `--native` recording's mappings and addresses.
 
 mod common;
 
@@ -81,4 +81,92 @@ fn go_tool_pprof_reads_a_bpf_recording() {
 #[test]
 fn go_tool_pprof_reads_a_userspace_recording() {
     check("userspace");
+}
+
+/// A `--native` recording (BPF): the C library's frames have a `Mapping` named after their
+/// module and an address inside it, Python frames have neither, and the traces go
+/// `<module>` -> `compress_loop` -> zlib's `deflate`, as they ran.
+#[test]
+fn go_tool_pprof_reads_native_frames_with_mappings_and_addresses() {
+    if !common::bpf_test_can_run("pprof --native") {
+        return;
+    }
+    let python = interpreters()
+        .into_iter()
+        .find(|i| i.series == "3.11" || i.flavour == "system")
+        .expect("an interpreter (tools/pythons/provision)");
+    let dir = TempDir::new("pprof-native");
+    let out = dir.join("native.pb.gz");
+    let target = python
+        .start("native_zlib.py", &[])
+        .expect("start native_zlib.py");
+    target.wait_ready().expect("native_zlib.py ready");
+    let (pid, out_s) = (target.pid().to_string(), out.to_string_lossy().into_owned());
+    pyspy(&[
+        "record", "--mode", "bpf", "--native", "-d", "2", "-f", "pprof", "-o", &out_s, "--pid",
+        &pid,
+    ])
+    .and_then(|o| o.ok())
+    .expect("record --native -f pprof");
+    let Some(raw) = go_pprof(&["-raw"], &out) else {
+        return;
+    };
+    let section = |name: &str| -> Vec<&str> {
+        raw.lines()
+            .skip_while(|l| *l != name)
+            .skip(1)
+            .take_while(|l| {
+                l.starts_with(' ') || l.chars().next().is_some_and(|c| c.is_ascii_digit())
+            })
+            .collect()
+    };
+    // Mappings: `ID: START/LIMIT/OFFSET FILE [FN]...`; zlib's is there, symbolized.
+    let mappings = section("Mappings");
+    let libz = mappings
+        .iter()
+        .find(|l| l.contains("libz.so"))
+        .unwrap_or_else(|| panic!("no libz mapping in:\n{raw}"));
+    let libz_id = libz.split(':').next().unwrap().trim();
+    assert!(libz.contains("[FN]"), "{libz}");
+    // Locations: `ID: ADDRESS M=MAPPING FUNCTION FILE:LINE ...`.
+    let locations = section("Locations");
+    let deflate = locations
+        .iter()
+        .find(|l| l.contains(" deflate ") && l.contains(&format!(" M={libz_id} ")))
+        .unwrap_or_else(|| panic!("no deflate location in mapping {libz_id}:\n{raw}"));
+    let address = deflate.split_whitespace().nth(1).unwrap();
+    assert!(address.starts_with("0x") && address != "0x0", "{deflate}");
+    let caller = locations
+        .iter()
+        .find(|l| l.contains(" compress_loop "))
+        .unwrap_or_else(|| panic!("no compress_loop location:\n{raw}"));
+    assert!(
+        caller.contains(&format!(
+            "native_zlib.py:{}",
+            line_of("native_zlib.py", "compress")
+        )),
+        "{caller}"
+    );
+    assert!(
+        !caller.contains(" M="),
+        "a Python frame has no mapping: {caller}"
+    );
+
+    // Traces (leaf first): deflate under compress_loop under <module>.
+    let traces = go_pprof(&["-traces"], &out).unwrap();
+    let in_order = traces.split("-----------+").any(|t| {
+        let frames: Vec<&str> = t
+            .lines()
+            .map(|l| l.split_whitespace().last().unwrap_or(""))
+            .collect();
+        let at = |f: &str| frames.iter().position(|x| *x == f);
+        matches!(
+            (at("deflate"), at("compress_loop"), at("<module>")),
+            (Some(a), Some(b), Some(c)) if a < b && b < c
+        )
+    });
+    assert!(
+        in_order,
+        "no trace with deflate under compress_loop:\n{traces}"
+    );
 }

@@ -463,7 +463,8 @@ fn subprocesses_get_a_pid_column() {
 }
 
 /// The target exits while `top` (text mode) watches: `top` prints a last snapshot saying so
-/// and ends by itself, with status 2 for `--pid` (as `record`) and 0 for a program it started.
+/// and ends by itself, with status 2 for `--pid` (as `record`) and 0 for a program it started
+/// (sampled with BPF, as `--pid` is).
 #[test]
 fn target_exit_ends_text_mode() {
     for_each_interpreter("top_exit", |interp| {
@@ -511,6 +512,12 @@ fn target_exit_ends_text_mode() {
         ensure!(
             outcome.stdout.contains(" hot_function (top_busy.py:"),
             "hot_function not shown:\n{}",
+            outcome.describe()
+        );
+        // `top -- CMD` samples with BPF too (`--mode auto`, as root).
+        ensure!(
+            outcome.stdout.contains("bpf sampling at 100 Hz"),
+            "`top -- CMD` is not on the BPF sampler:\n{}",
             outcome.describe()
         );
         Ok(())
