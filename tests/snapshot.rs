@@ -5,9 +5,9 @@
 //! binary found by the executable's entry point or by the maps, its version, the offsets
 //! with `_Py_DebugOffsets`, the interpreter list), then what the BPF sampler does per sampled
 //! thread: `read_thread_list` (thread states, their OS thread ids) and
-//! `thread_stack_with_entries` (frames, code objects, the GIL). Thread names are left out:
-//! looking `threading` up in `sys.modules` would be most of each fixture. No live process is
-//! needed to replay.
+//! `thread_stack_with_entries` (frames, code objects, the GIL); then what the user-space
+//! sampler and `dump` do, `read_now` (every thread, whether the OS says it runs, its
+//! `threading` name found through `sys.modules`). No live process is needed to replay.
 //!
 //! A replay serves exactly the reads and answers that were recorded, so a change in what
 //! attaching or reading asks (which fields, in how many reads) needs the fixtures
@@ -25,7 +25,7 @@ use pyspy_bpf::process::facts::{LiveProcess, RecordedFacts, RecordingFacts};
 use pyspy_bpf::process::memory::{ProcessMemory, RecordingMemory, ReplayMemory, Snapshot};
 use pyspy_bpf::process::pause::Paused;
 use pyspy_bpf::process::{ProcessFacts, RemoteMemory};
-use pyspy_bpf::python::state::StackExtras;
+use pyspy_bpf::python::state::{StackExtras, StackOptions};
 use pyspy_bpf::python::PythonProcess;
 
 fn fixtures_dir() -> PathBuf {
@@ -69,13 +69,24 @@ impl Thread {
     }
 }
 
-/// What attaching found and what reading every thread gave.
+/// One thread as `read_now` gives it: its name and whether it ran, and its frames.
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct NamedThread {
+    tid: Option<u32>,
+    name: Option<String>,
+    active: bool,
+    frames: Vec<String>,
+}
+
+/// What attaching found and what reading every thread gave, as the BPF sampler reads a
+/// sampled thread (`threads`) and as the user-space sampler reads them all (`read_now`).
 #[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Read {
     version: String,
     /// The binary holding the interpreter (the executable, or a libpython).
     binary: PathBuf,
     threads: Vec<Thread>,
+    read_now: Vec<NamedThread>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -108,10 +119,27 @@ fn attach_and_read<M: RemoteMemory, F: ProcessFacts>(mem: M, os: F) -> Read {
             Thread::of(&trace, entry)
         })
         .collect();
+    // Idle threads too: a recording is taken with the target stopped.
+    let all = StackOptions {
+        include_idle: true,
+        gil_only: false,
+    };
+    let read_now = process
+        .read_now(all, None)
+        .expect("read_now")
+        .into_iter()
+        .map(|s| NamedThread {
+            tid: s.trace.tid,
+            name: s.trace.thread_name.clone(),
+            active: s.trace.active,
+            frames: Thread::of(&s.trace, Vec::new()).frames,
+        })
+        .collect();
     Read {
         version: process.version().to_string(),
         binary: process.interpreter.binary.clone(),
         threads,
+        read_now,
     }
 }
 
@@ -189,6 +217,17 @@ fn check_recorded(name: &str, fixture: &Fixture) {
         true => "Holder.method",
         false => "method",
     };
+    // read_now: the same thread, named by `threading`, not running (the recording stops it).
+    let [now] = read.read_now.as_slice() else {
+        panic!(
+            "{name}: expected one thread from read_now, got {:?}",
+            read.read_now
+        );
+    };
+    assert_eq!(now.tid, thread.tid, "{name}");
+    assert_eq!(now.name.as_deref(), Some("snapshot-main"), "{name}");
+    assert!(!now.active, "{name}: a stopped thread read as running");
+    assert_eq!(now.frames, thread.frames, "{name}");
     let names: Vec<&str> = thread
         .frames
         .iter()

@@ -39,6 +39,8 @@ pub trait ProcessFacts {
     fn threads(&self) -> Result<Vec<u32>, ProcError>;
     /// The OS's name of thread `tid` (`comm`).
     fn thread_comm(&self, tid: u32) -> Option<String>;
+    /// Whether thread `tid` is running or runnable now (what py-spy calls active).
+    fn thread_is_running(&self, tid: u32) -> bool;
     fn exists(&self) -> bool;
     /// How the process's own thread ids translate to the host's.
     fn tid_namespace(&self) -> Result<TidNamespace, ProcError>;
@@ -89,6 +91,9 @@ impl ProcessFacts for LiveProcess {
     fn thread_comm(&self, tid: u32) -> Option<String> {
         proc::thread_comm(self.pid, tid)
     }
+    fn thread_is_running(&self, tid: u32) -> bool {
+        proc::thread_is_running(self.pid, tid)
+    }
     fn exists(&self) -> bool {
         proc::exists(self.pid)
     }
@@ -138,6 +143,9 @@ impl<T: ProcessFacts + ?Sized> ProcessFacts for &T {
     fn thread_comm(&self, tid: u32) -> Option<String> {
         (**self).thread_comm(tid)
     }
+    fn thread_is_running(&self, tid: u32) -> bool {
+        (**self).thread_is_running(tid)
+    }
     fn exists(&self) -> bool {
         (**self).exists()
     }
@@ -174,6 +182,9 @@ pub struct RecordedFacts {
     pub cmdline: Option<Vec<String>>,
     pub threads: Option<Vec<u32>>,
     pub thread_names: BTreeMap<u32, String>,
+    /// Whether each thread asked about was running (one that was not asked is not).
+    #[serde(default)]
+    pub running: BTreeMap<u32, bool>,
     #[cfg(target_os = "linux")]
     pub entry_point: Option<u64>,
     #[cfg(any(target_os = "linux", target_os = "freebsd"))]
@@ -211,6 +222,9 @@ impl ProcessFacts for RecordedFacts {
     }
     fn thread_comm(&self, tid: u32) -> Option<String> {
         self.thread_names.get(&tid).cloned()
+    }
+    fn thread_is_running(&self, tid: u32) -> bool {
+        self.running.get(&tid).copied().unwrap_or(false)
     }
     fn exists(&self) -> bool {
         true
@@ -302,6 +316,11 @@ impl<F: ProcessFacts> ProcessFacts for RecordingFacts<F> {
             .thread_names
             .insert(tid, name.clone());
         Some(name)
+    }
+    fn thread_is_running(&self, tid: u32) -> bool {
+        let running = self.inner.thread_is_running(tid);
+        self.seen.borrow_mut().running.insert(tid, running);
+        running
     }
     fn exists(&self) -> bool {
         self.inner.exists()

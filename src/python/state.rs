@@ -20,6 +20,7 @@ use crate::model::{Addr, BpfPyFrame, Frame, PyVersion, StackTrace};
 use crate::process::facts::{LiveProcess, ProcessFacts};
 use crate::process::memory::{MemoryError, ProcessMemory, RemoteMemory};
 use crate::process::pidns::TidNamespace;
+#[cfg(not(target_os = "linux"))]
 use crate::process::proc;
 
 /// Which threads a caller wants.
@@ -120,39 +121,6 @@ impl PythonProcess {
         PythonProcess::attach_to(ProcessMemory::new(pid), LiveProcess::new(pid))
     }
 
-    /// Every selected thread's stack, leaf first. Per-thread trouble becomes a truncated stack;
-    /// only losing the process (or its interpreter list) is an error.
-    pub fn stacks(&mut self, opts: StackOptions) -> Result<Vec<StackTrace>, SampleError> {
-        Ok(self
-            .read_now(opts, None)?
-            .into_iter()
-            .map(|s| s.trace)
-            .collect())
-    }
-
-    /// As `stacks`, each with its Python frames' locals when `locals` is given (else none):
-    /// which threads are running is what the OS says now.
-    pub fn read_now(
-        &mut self,
-        opts: StackOptions,
-        locals: Option<ReprLimits>,
-    ) -> Result<Vec<StackWithLocals>, SampleError> {
-        let pid = self.pid;
-        // Off Linux a thread's state comes from a listing of all of them: one per sample.
-        #[cfg(not(target_os = "linux"))]
-        {
-            let running = proc::running_threads(pid);
-            self.read_threads(opts, |tid| running.contains(&tid), |_| true, locals)
-        }
-        #[cfg(target_os = "linux")]
-        self.read_threads(
-            opts,
-            |tid| proc::thread_is_running(pid, tid),
-            |_| true,
-            locals,
-        )
-    }
-
     /// Every asyncio task of the process (3.14+): each thread's, then each interpreter's
     /// (tasks of threads that ended). The asyncio layout is found at the first call; until
     /// the target imports asyncio there is none, and the error says so.
@@ -198,6 +166,35 @@ impl PythonProcess {
 }
 
 impl<M: RemoteMemory, F: ProcessFacts> PythonProcess<M, F> {
+    /// Every selected thread's stack, leaf first. Per-thread trouble becomes a truncated stack;
+    /// only losing the process (or its interpreter list) is an error.
+    pub fn stacks(&mut self, opts: StackOptions) -> Result<Vec<StackTrace>, SampleError> {
+        Ok(self
+            .read_now(opts, None)?
+            .into_iter()
+            .map(|s| s.trace)
+            .collect())
+    }
+
+    /// As `stacks`, each with its Python frames' locals when `locals` is given (else none):
+    /// which threads are running is what the OS says now.
+    pub fn read_now(
+        &mut self,
+        opts: StackOptions,
+        locals: Option<ReprLimits>,
+    ) -> Result<Vec<StackWithLocals>, SampleError> {
+        // Off Linux a thread's state comes from a listing of all of them: one per sample.
+        #[cfg(not(target_os = "linux"))]
+        {
+            let running = proc::running_threads(self.pid);
+            self.read_threads(opts, |_, tid| running.contains(&tid), |_| true, locals)
+        }
+        // On Linux a thread's state is its own small read, asked through the facts so that a
+        // recording replays it.
+        #[cfg(target_os = "linux")]
+        self.read_threads(opts, |os, tid| os.thread_is_running(tid), |_| true, locals)
+    }
+
     /// Attach to the process `os` describes, reading its memory through `mem`.
     pub fn attach_to(mem: M, os: F) -> Result<PythonProcess<M, F>, AttachError> {
         let pid = os.pid();
@@ -266,7 +263,7 @@ impl<M: RemoteMemory, F: ProcessFacts> PythonProcess<M, F> {
         is_running: impl Fn(u32) -> bool,
     ) -> Result<Vec<StackTrace>, SampleError> {
         Ok(self
-            .read_threads(opts, is_running, |_| true, None)?
+            .read_threads(opts, |_, tid| is_running(tid), |_| true, None)?
             .into_iter()
             .map(|s| s.trace)
             .collect())
@@ -281,7 +278,7 @@ impl<M: RemoteMemory, F: ProcessFacts> PythonProcess<M, F> {
         is_running: impl Fn(u32) -> bool,
         locals: Option<ReprLimits>,
     ) -> Result<Vec<StackWithLocals>, SampleError> {
-        self.read_threads(opts, is_running, |_| true, locals)
+        self.read_threads(opts, |_, tid| is_running(tid), |_| true, locals)
     }
 
     /// The stack of the one thread with OS thread id `tid`, which is known to be on a CPU
@@ -308,7 +305,7 @@ impl<M: RemoteMemory, F: ProcessFacts> PythonProcess<M, F> {
             include_idle: true,
             gil_only: false,
         };
-        let read = self.read_threads_full(all, |_| true, |t| t == Some(tid), None, want)?;
+        let read = self.read_threads_full(all, |_, _| true, |t| t == Some(tid), None, want)?;
         Ok(read
             .into_iter()
             .map(|(trace, (entry, shims), _)| (trace, entry, shims))
@@ -347,7 +344,7 @@ impl<M: RemoteMemory, F: ProcessFacts> PythonProcess<M, F> {
             gil: false,
             thread_name: false,
         };
-        self.read_threads_full(all, |_| true, |_| false, None, none)
+        self.read_threads_full(all, |_, _| true, |_| false, None, none)
             .map(|_| ())
     }
 
@@ -459,7 +456,7 @@ impl<M: RemoteMemory, F: ProcessFacts> PythonProcess<M, F> {
         opts: StackOptions,
         is_running: impl Fn(u32) -> bool,
     ) -> Result<Vec<StackWithEntries>, SampleError> {
-        self.read_threads_with_entries(opts, is_running, |_| true)
+        self.read_threads_with_entries(opts, |_, tid| is_running(tid), |_| true)
     }
 
     /// Walk the threads `select` picks (by OS tid) and `opts` lets through; with `locals`,
@@ -467,7 +464,7 @@ impl<M: RemoteMemory, F: ProcessFacts> PythonProcess<M, F> {
     fn read_threads(
         &mut self,
         opts: StackOptions,
-        is_running: impl Fn(u32) -> bool,
+        is_running: impl Fn(&F, u32) -> bool,
         select: impl Fn(Option<u32>) -> bool,
         locals: Option<ReprLimits>,
     ) -> Result<Vec<StackWithLocals>, SampleError> {
@@ -481,7 +478,7 @@ impl<M: RemoteMemory, F: ProcessFacts> PythonProcess<M, F> {
     fn read_threads_with_entries(
         &mut self,
         opts: StackOptions,
-        is_running: impl Fn(u32) -> bool,
+        is_running: impl Fn(&F, u32) -> bool,
         select: impl Fn(Option<u32>) -> bool,
     ) -> Result<Vec<StackWithEntries>, SampleError> {
         let read = self.read_threads_full(opts, is_running, select, None, StackExtras::ALL)?;
@@ -498,7 +495,7 @@ impl<M: RemoteMemory, F: ProcessFacts> PythonProcess<M, F> {
     fn read_threads_full(
         &mut self,
         opts: StackOptions,
-        is_running: impl Fn(u32) -> bool,
+        is_running: impl Fn(&F, u32) -> bool,
         select: impl Fn(Option<u32>) -> bool,
         locals: Option<ReprLimits>,
         want: StackExtras,
@@ -568,7 +565,7 @@ impl<M: RemoteMemory, F: ProcessFacts> PythonProcess<M, F> {
                 continue;
             }
             let active = match tid {
-                Some(tid) => is_running(tid),
+                Some(tid) => is_running(&self.os, tid),
                 None => owns_gil == Some(true),
             };
             if !opts.include_idle && !active && !opts.gil_only {
