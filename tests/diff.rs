@@ -278,9 +278,10 @@ fn convert_of_corrupt_truncated_and_foreign_files_is_a_one_line_error() {
 
 /// `convert` of a 1 GiB file (sparse: no disk is used) is a one-line error, reached without
 /// holding the file in memory: a text file whose first line has no end is stopped at the
-/// line bound, and a gzip header followed by garbage at the first bad byte. The profiler runs
-/// under a 256 MiB address-space limit (`prlimit`), so reading either file whole would end in
-/// "out of memory" rather than in the error about the file's contents.
+/// line bound, a gzip header followed by garbage at the first bad byte, and an uncompressed
+/// protobuf by its size. The profiler runs under a 256 MiB address-space limit (`prlimit`),
+/// so reading any of them whole would end in "out of memory" rather than in the error about
+/// the file's contents.
 #[test]
 fn convert_of_a_1_gib_file_is_an_error_without_reading_it_whole() {
     let dir = TempDir::new("convert-huge");
@@ -295,11 +296,22 @@ fn convert_of_a_1_gib_file_is_an_error_without_reading_it_whole() {
         .unwrap()
         .set_len(gib)
         .unwrap();
+    // Uncompressed protobuf (its first byte is a pprof message's first field): refused by
+    // its size before a byte of it is read.
+    let raw = dir.join("huge.pb");
+    std::fs::write(&raw, b"\x0a").unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&raw)
+        .unwrap()
+        .set_len(gib)
+        .unwrap();
     let out = dir.join("out.txt");
     let bin = env!("CARGO_BIN_EXE_pyspy-bpf");
     for (input, says) in [
         (&text, "line 1: longer than"),
         (&gzipped, "corrupt deflate stream"),
+        (&raw, "larger than 512 MiB uncompressed"),
     ] {
         let o = common::run(
             std::process::Command::new("prlimit")

@@ -5,7 +5,9 @@
 //! frame when the file is Python source, else a native one with its module; `name_[k]` a
 //! kernel frame; `<truncated: ...>`, `<unknown frame: ...>` and `[empty stack]` markers;
 //! a root `thread "NAME" (TID)` a thread frame and a root `NAME (PID)` a process frame. The
-//! file is streamed line by line, each line bounded in length.
+//! file is streamed line by line, each line bounded in length, and what is kept of it (the
+//! distinct stacks and frames) is bounded too (`Kept`): a file of any size that repeats its
+//! stacks is read whole, one whose distinct content outgrows the bounds is an error.
 
 use std::io::{BufRead, BufReader, Read};
 
@@ -16,8 +18,71 @@ use crate::profile::{FrameKind, Profile, ProfileFrame, ProfileMeta, EMPTY_STACK}
 /// A longer line is not a stack (4096 frames of 256 bytes fit).
 pub const MAX_LINE_BYTES: usize = 1 << 20;
 
+/// Bounds on what is kept from one file.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Distinct stacks.
+    pub stacks: usize,
+    /// Distinct frames.
+    pub frames: usize,
+    /// Frame ids held by the distinct stacks together (4 bytes each).
+    pub stack_frames: usize,
+    /// Bytes of frame names and file names.
+    pub frame_bytes: usize,
+}
+
+/// The bounds `read` keeps to: a few hundred MiB at most, far above any recording's.
+pub const LIMITS: Limits = Limits {
+    stacks: 1 << 21,
+    frames: 1 << 21,
+    stack_frames: 1 << 25,
+    frame_bytes: 256 << 20,
+};
+
+/// What the profile read so far keeps, against `Limits`.
+#[derive(Default)]
+struct Kept {
+    stacks: usize,
+    frames: usize,
+    stack_frames: usize,
+    frame_bytes: usize,
+}
+
+impl Kept {
+    /// Counts what the last line added to `profile` (a stack of `depth` frames, if new).
+    fn update(&mut self, profile: &Profile, depth: usize, limits: &Limits) -> Result<(), String> {
+        if profile.num_stacks() > self.stacks {
+            self.stacks = profile.num_stacks();
+            self.stack_frames += depth;
+        }
+        for f in &profile.frames()[self.frames..] {
+            self.frame_bytes += f.name.len() + f.filename.as_ref().map_or(0, String::len);
+        }
+        self.frames = profile.frames().len();
+        let over = |what: &str, n: usize, max: usize| {
+            (n > max).then(|| format!("more than {max} {what} (the most read from one file)"))
+        };
+        over("distinct stacks", self.stacks, limits.stacks)
+            .or_else(|| over("distinct frames", self.frames, limits.frames))
+            .or_else(|| {
+                over(
+                    "frames in distinct stacks",
+                    self.stack_frames,
+                    limits.stack_frames,
+                )
+            })
+            .or_else(|| over("bytes of frame names", self.frame_bytes, limits.frame_bytes))
+            .map_or(Ok(()), Err)
+    }
+}
+
 /// Reads collapsed stacks from `input` into a profile titled `title`.
 pub fn read(input: impl Read, title: &str) -> anyhow::Result<Profile> {
+    read_within(input, title, &LIMITS)
+}
+
+/// `read`, keeping to `limits`.
+pub fn read_within(input: impl Read, title: &str, limits: &Limits) -> anyhow::Result<Profile> {
     let mut reader = BufReader::new(input);
     let mut profile = Profile::with_meta(ProfileMeta {
         title: title.to_string(),
@@ -26,6 +91,7 @@ pub fn read(input: impl Read, title: &str) -> anyhow::Result<Profile> {
     let mut line = Vec::new();
     let mut frames = Vec::new();
     let mut number = 0u64;
+    let mut kept = Kept::default();
     loop {
         line.clear();
         number += 1;
@@ -56,6 +122,8 @@ pub fn read(input: impl Read, title: &str) -> anyhow::Result<Profile> {
             frames.clear();
         }
         profile.add(&frames, count);
+        kept.update(&profile, frames.len().max(1), limits)
+            .map_err(|e| anyhow::anyhow!("line {number}: {e}"))?;
     }
     if profile.is_empty() {
         bail!("no stacks in it");
@@ -207,5 +275,32 @@ mod tests {
         assert!(read(&b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"[..], "t").is_err());
         // Counts that overflow are refused, not wrapped.
         assert!(read(&b"f (a.py:1) 99999999999999999999999\n"[..], "t").is_err());
+    }
+
+    #[test]
+    fn distinct_content_is_bounded_repeats_are_not() {
+        let limits = Limits {
+            stacks: 3,
+            frames: 4,
+            stack_frames: 100,
+            frame_bytes: 1000,
+        };
+        // Repeats of the same stacks: read whatever their number.
+        let repeated = "a (m.py:1);b (m.py:2) 1\n".repeat(10_000);
+        let p = read_within(repeated.as_bytes(), "t", &limits).unwrap();
+        assert_eq!((p.num_stacks(), p.total_samples()), (1, 10_000));
+        // A fourth distinct stack is one too many: the line that adds it is named.
+        let stacks = "a 1\nb 1\nc 1\nd 1\n";
+        let e = read_within(stacks.as_bytes(), "t", &limits).unwrap_err();
+        assert_eq!(
+            format!("{e:#}"),
+            "line 4: more than 3 distinct stacks (the most read from one file)"
+        );
+        // So is a fifth distinct frame, and frame text beyond the byte bound.
+        let e = read_within("a;b;c;d;e 1\n".as_bytes(), "t", &limits).unwrap_err();
+        assert!(format!("{e:#}").contains("distinct frames"), "{e:#}");
+        let long = format!("{} 1\n", "x".repeat(1001));
+        let e = read_within(long.as_bytes(), "t", &limits).unwrap_err();
+        assert!(format!("{e:#}").contains("bytes of frame names"), "{e:#}");
     }
 }

@@ -59,7 +59,16 @@ pub fn read_profile(path: &Path) -> anyhow::Result<Profile> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let prefix = std::io::Cursor::new(head[..n].to_vec());
-    match detect(&head[..n]) {
+    let detected = detect(&head[..n]);
+    // An uncompressed message is read whole before it is decoded: refuse one too large to be
+    // by its size, before reading any of it.
+    if detected == Detected::Pprof && head[0] != 0x1f && meta.len() > pprof::MAX_MESSAGE_BYTES {
+        bail!(
+            "{shown}: not a readable pprof profile: larger than {} MiB uncompressed",
+            pprof::MAX_MESSAGE_BYTES >> 20
+        );
+    }
+    match detected {
         Detected::Pprof => pprof::read(prefix.chain(reader))
             .with_context(|| format!("{shown}: not a readable pprof profile")),
         Detected::Collapsed => collapsed::read(prefix.chain(reader), &name)
