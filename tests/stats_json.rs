@@ -82,8 +82,18 @@ fn both_samplers_write_their_counters() {
                 // walked in BPF at its sample.
                 let walked = v["counters"]["walked_in_bpf"].as_u64().unwrap();
                 assert!(walked * 10 >= raw_total * 9, "{v}");
+                // Loss counters are there even when nothing was lost.
+                for name in ["lost.ringbuf_full", "lost.queue_full", "lost.stale_python"] {
+                    assert!(v["counters"][name].is_u64(), "no {name}: {v}");
+                }
+                assert!(v["counters"]["late_ticks"].is_null(), "{v}");
             }
-            _ => assert!(v["counters"]["reads"].as_u64().unwrap() > 50, "{v}"),
+            _ => {
+                assert!(v["counters"]["reads"].as_u64().unwrap() > 50, "{v}");
+                assert!(v["counters"]["late_ticks"].is_u64(), "{v}");
+                let counters = v["counters"].as_object().unwrap();
+                assert!(!counters.keys().any(|k| k.starts_with("lost.")), "{v}");
+            }
         }
     }
 }

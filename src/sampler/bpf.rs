@@ -102,7 +102,7 @@ pub struct SampleProcess<'a> {
 /// measurable at 100 Hz (pyspy-bpf's CPU and the workload's speed within run-to-run noise).
 pub const DEFAULT_STACK_COPY: usize = crate::bpf::MAX_USER_STACK_COPY;
 
-/// What a run counted; `lost` holds every non-zero loss/error counter by name.
+/// What a run counted; `lost` holds every loss/error counter by name, zero or not.
 #[derive(Debug, Clone, Default)]
 pub struct BpfSummary {
     pub samples: u64,
@@ -499,17 +499,17 @@ fn drop_process(
     }
 }
 
-/// The non-zero BPF counters plus our own count of stale Python samples.
+/// Every BPF loss counter, zero or not (a counter's absence must mean the sampler has none,
+/// and a metrics series should exist before its first loss), plus our own count of stale
+/// Python samples.
 fn losses(counters: Vec<(&'static str, u64)>, stale: u64) -> Vec<(&'static str, u64)> {
     // The Python walk's counters lose nothing (user space reads those stacks itself): they
     // are reported with `python_read_late`.
     let mut lost: Vec<_> = counters
         .into_iter()
-        .filter(|(name, n)| *n > 0 && !name.starts_with("py_"))
+        .filter(|(name, _)| !name.starts_with("py_"))
         .collect();
-    if stale > 0 {
-        lost.push(("stale_python", stale));
-    }
+    lost.push(("stale_python", stale));
     lost
 }
 

@@ -1,8 +1,9 @@
 //! One set of named counters for a run of either sampler, so that tests and the fleet agent
 //! read numbers, not log lines (`record --stats-json FILE`).
 //!
-//! Names are stable: a counter a sampler does not have is absent, not zero (the user-space
-//! sampler has no `lost` counters, the BPF sampler no `late_ticks`).
+//! Names are stable: a counter a sampler has is always there, zero or not, and one it does
+//! not have is absent (the user-space sampler has no `lost` counters, the BPF sampler no
+//! `late_ticks`). Cache evictions are the exception: only caches that evicted are named.
 
 use std::collections::BTreeMap;
 
@@ -192,7 +193,12 @@ impl Stats {
         if !evicted.is_empty() {
             lines.push(format!("cache evictions: {}", evicted.join(", ")));
         }
-        let lost = named("lost.");
+        let lost: Vec<String> = self
+            .counters
+            .iter()
+            .filter(|(_, &n)| n > 0)
+            .filter_map(|(name, n)| Some(format!("{}={n}", name.strip_prefix("lost.")?)))
+            .collect();
         if !lost.is_empty() {
             lines.push(format!("lost or damaged samples: {}", lost.join(", ")));
         }
@@ -273,6 +279,8 @@ mod tests {
             ("read_late.unregistered", 6),
             ("read_late.py_no_thread", 4),
             ("lost.ringbuf_full", 5),
+            // Zero: kept in the counters (and the JSON), left out of the printed line.
+            ("lost.queue_full", 0),
             ("cache_evictions.symbols", 7),
         ] {
             stats.counters.insert(name.into(), n);
