@@ -154,7 +154,11 @@ impl WindowBuilder {
             process: (settings.group_by == GroupBy::Process).then(|| meta.clone()),
         });
         let before = group.profile.num_stacks();
-        // The process is named by its executable, as the profile's `process` label.
+        // The process is named by its executable, as the profile's `process` label. No time
+        // per sample: a window's time is its start and duration, and what the agent sends
+        // (pprof, Pyroscope, OTLP as written here) carries no sample timestamps, so a
+        // timeline would only hold memory (up to `MAX_TIMELINE` entries a profile). A CPU
+        // sample weighs one, as in `record`.
         group.profile.add_sample(
             &identity_frames(stack),
             &sample_labels(stack, &meta.labels.process),
