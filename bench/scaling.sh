@@ -21,6 +21,9 @@
 #                                   ~/.cache/pyspy-bpf/kallsyms-BOOT_ID, before each of its runs,
 #                                   so each pays for reading /proc/kallsyms, as the first run
 #                                   after a boot does)
+#        PPROF=0                   (1: also record each shape with -f pprof, and print the
+#                                   file's size and the time past DURATION the run took: the
+#                                   write, plus start-up, so an upper bound of the write)
 #        PYSPY_MAX_WALL=DURATION*3+10  (py-spy falls behind on big shapes: it is sent SIGINT
 #                                   (it then writes what it has) after this many seconds)
 #
@@ -393,6 +396,7 @@ def set_stats(value):
 
 rows, infos, ksym_states = [], {}, []
 load_at_start = os.getloadavg()[0]
+pprof_rows = []  # (shape, wall s past DURATION, file bytes or None)
 old_stats = None
 try:
     for n, t in shapes:
@@ -416,6 +420,14 @@ try:
                 old_stats = None
         parse_bpf(r)
         rows.append((shape, "pyspy-bpf --all", r))
+        if os.environ.get("PPROF", "0") == "1":
+            time.sleep(1)
+            pb = os.path.join(tmp, "profile.pb.gz")
+            log("%s: pyspy-bpf record --all -f pprof at %s Hz for %s s" % (shape, rate, duration))
+            r = measure("pyspy-bpf pprof", [pyspy_bpf, "record", "--all", "-r", rate, "-d", duration,
+                                            "-f", "pprof", "-o", pb] + pyspy_bpf_args, pb, False)
+            size = os.path.getsize(pb) if r["ok"] and os.path.exists(pb) else None
+            pprof_rows.append((shape, r["wall"] - duration_s, size))
         if baseline:
             time.sleep(1)
             log("%s: baseline %s record --all at %s Hz for %s s" % (shape, baseline, rate, duration))
@@ -453,17 +465,19 @@ print()
 print("%-6s %-22s %6s %7s %6s %7s %7s %7s %6s %8s %-28s %6s %9s" % (
     "shape", "profiler", "wall s", "CPU s", "%core", "steady", "1st s", "bpf s", "RSS MB", "samples",
     "lost / late", "errors", "bpf/pyspy"))
-by_shape = {}
-for shape, name, r in rows:
-    by_shape.setdefault(shape, {})[name] = r
+# Each baseline and py-spy row against the pyspy-bpf row of its own run of the shape (a shape
+# may be given more than once, to repeat it).
+ours = None
 for shape, name, r in rows:
     ratio = ""
+    if name == "pyspy-bpf --all":
+        ours = r
     if name.startswith("baseline"):
-        b = by_shape[shape].get("pyspy-bpf --all")
+        b = ours
         if b and r["cpu"]:
             ratio = "this/base %.3f" % (b["cpu"] / r["cpu"])
     if name.startswith("py-spy"):
-        b = by_shape[shape].get("pyspy-bpf --all")
+        b = ours
         if b and r["cpu"]:
             # py-spy cut short: its CPU is a lower bound, so the ratio an upper bound
             ratio = ("<=" if r["interrupted"] else "") + "%.3f" % (b["cpu"] / r["cpu"])
@@ -506,6 +520,10 @@ print("lost: pyspy-bpf's 'lost or damaged samples' counters (stale_python: handl
       "the Python stack); py-spy: the worst 'behind in sampling' delay it printed ('-': none), and "
       "SIGINT@ when it was stopped after PYSPY_MAX_WALL s. errors: Python read errors (pyspy-bpf), "
       "'Errors:' (py-spy).")
+for shape, past, size in pprof_rows:
+    print("%s -f pprof: %s, run ended %.2f s after DURATION (start-up and the write; target: write "
+          "< 1 s, file < 5 MB)" % (shape, "%.1f KB" % (size / 1024.0) if size is not None else "FAILED",
+                                  past))
 print("Target: pyspy-bpf's CPU flat as N x T grows, below 2% of one core at 50x50 (py-spy was "
       "measured at 39 s CPU for a 5 s record at 50x50 on this machine). The machine is noisy: "
       "compare within one run.")
