@@ -285,27 +285,19 @@ fn convert_of_corrupt_truncated_and_foreign_files_is_a_one_line_error() {
 #[test]
 fn convert_of_a_1_gib_file_is_an_error_without_reading_it_whole() {
     let dir = TempDir::new("convert-huge");
-    let gib = 1u64 << 30;
-    let text = dir.join("huge.txt");
-    std::fs::File::create(&text).unwrap().set_len(gib).unwrap();
-    let gzipped = dir.join("huge.pb.gz");
-    std::fs::write(&gzipped, b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03").unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&gzipped)
-        .unwrap()
-        .set_len(gib)
-        .unwrap();
+    // `head`, then zeros up to 1 GiB: a sparse file, no disk used.
+    let sparse = |name: &str, head: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, head).unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(1 << 30).unwrap();
+        path
+    };
+    let text = sparse("huge.txt", b"");
+    let gzipped = sparse("huge.pb.gz", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03");
     // Uncompressed protobuf (its first byte is a pprof message's first field): refused by
     // its size before a byte of it is read.
-    let raw = dir.join("huge.pb");
-    std::fs::write(&raw, b"\x0a").unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&raw)
-        .unwrap()
-        .set_len(gib)
-        .unwrap();
+    let raw = sparse("huge.pb", b"\x0a");
     let out = dir.join("out.txt");
     let bin = env!("CARGO_BIN_EXE_pyspy-bpf");
     for (input, says) in [
